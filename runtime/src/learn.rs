@@ -1,0 +1,682 @@
+//! Learning rules for a [`Head`]: losses, optimizers, weight decay, gradient clipping and
+//! a learning-rate schedule, one sample at a time or in mini-batches, with no heap.
+//!
+//! A [`Learner`] owns the gradient, the optimizer state and its scratch in one flat
+//! buffer of [`Learner::state_len`] values. Learning is deterministic: the same samples
+//! in the same order give bit-identical weights on one target (and, since every kernel
+//! fixes its summation order and uses `libm`, across targets too).
+//!
+//! ```
+//! use edgetune::head::{Dims, Head};
+//! use edgetune::learn::{Config, Learner, Optimizer};
+//! const DIMS: Dims = Dims::linear(2, 2);
+//! const CFG: Config = Config { lr: 0.1, ..Config::DEFAULT };
+//! let mut head = Head::new(DIMS, 2, [0.0f32; DIMS.param_len()]).unwrap();
+//! let mut learner =
+//!     Learner::new(DIMS, CFG, [0.0f32; Learner::<()>::state_len(DIMS, &Optimizer::ADAM)]).unwrap();
+//! for _ in 0..50 {
+//!     learner.step(&mut head, &[1.0, 0.0], 0).unwrap();
+//!     learner.step(&mut head, &[0.0, 1.0], 1).unwrap();
+//! }
+//! let mut probs = [0.0; 2];
+//! assert_eq!(head.predict(&[0.9, 0.1], &mut probs).unwrap().class, 0);
+//! ```
+
+use crate::error::{Error, Result};
+use crate::head::{Dims, Head, Storage};
+use crate::math;
+use crate::rng::Rng;
+
+/// The loss a learning step minimizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Loss {
+    /// Softmax cross-entropy; the target puts `1 - label_smoothing` on the true class
+    /// and spreads `label_smoothing` evenly over all active classes.
+    CrossEntropy {
+        /// In [0, 1).
+        label_smoothing: f32,
+    },
+    /// Focal loss −(1−p)^γ·ln p (Lin et al. 2017): down-weights samples the head already
+    /// gets right. γ = 0 is cross-entropy.
+    Focal {
+        /// Focusing parameter γ ≥ 0 (2 is the usual choice).
+        gamma: f32,
+    },
+}
+
+/// The optimizer and its constants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Optimizer {
+    /// SGD with (optionally Nesterov) momentum, as PyTorch's (no dampening); weight
+    /// decay is added to the gradient (L2).
+    Sgd {
+        /// Momentum in [0, 1); 0 is plain SGD.
+        momentum: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+    /// Adam (Kingma & Ba); weight decay is added to the gradient (L2).
+    Adam {
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator term.
+        eps: f32,
+    },
+    /// AdamW (Loshchilov & Hutter): Adam with weight decay applied to the weights
+    /// directly, decoupled from the gradient.
+    AdamW {
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator term.
+        eps: f32,
+    },
+}
+
+impl Optimizer {
+    /// Adam with PyTorch's defaults.
+    pub const ADAM: Optimizer = Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    /// AdamW with PyTorch's defaults.
+    pub const ADAMW: Optimizer = Optimizer::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    /// SGD with momentum 0.9.
+    pub const SGD_MOMENTUM: Optimizer = Optimizer::Sgd { momentum: 0.9, nesterov: false };
+
+    /// Optimizer state values per parameter (momentum: 1; Adam: 2).
+    pub const fn state_per_param(&self) -> usize {
+        match self {
+            Optimizer::Sgd { momentum, .. } => {
+                if *momentum == 0.0 { 0 } else { 1 }
+            }
+            Optimizer::Adam { .. } | Optimizer::AdamW { .. } => 2,
+        }
+    }
+
+    /// A stable code for persistence: 0 none, 1 SGD with momentum, 2 Adam, 3 AdamW.
+    pub const fn code(&self) -> u8 {
+        match self {
+            Optimizer::Sgd { .. } => {
+                if self.state_per_param() == 0 { 0 } else { 1 }
+            }
+            Optimizer::Adam { .. } => 2,
+            Optimizer::AdamW { .. } => 3,
+        }
+    }
+}
+
+/// How the learning rate decays after warm-up, as a factor of the base rate.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Decay {
+    /// Always 1.
+    Constant,
+    /// Multiplied by `gamma` every `every` steps.
+    Step {
+        /// Steps between decays (≥ 1).
+        every: u32,
+        /// Factor per decay.
+        gamma: f32,
+    },
+    /// Cosine from 1 down to `min_factor` over `total` steps, then flat.
+    Cosine {
+        /// Steps of the cosine (≥ 1).
+        total: u32,
+        /// Final factor.
+        min_factor: f32,
+    },
+    /// The hook: any function of the step count (after warm-up) to a factor.
+    Custom(fn(u32) -> f32),
+}
+
+impl PartialEq for Decay {
+    fn eq(&self, other: &Self) -> bool {
+        match (*self, *other) {
+            (Decay::Constant, Decay::Constant) => true,
+            (Decay::Step { every: a, gamma: b }, Decay::Step { every: c, gamma: d }) => a == c && b == d,
+            (Decay::Cosine { total: a, min_factor: b }, Decay::Cosine { total: c, min_factor: d }) => a == c && b == d,
+            (Decay::Custom(f), Decay::Custom(g)) => core::ptr::fn_addr_eq(f, g),
+            _ => false,
+        }
+    }
+}
+
+/// Learning-rate schedule: linear warm-up from 0 over `warmup` steps, then `decay`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Schedule {
+    /// Warm-up steps (0 for none).
+    pub warmup: u32,
+    /// Decay after warm-up.
+    pub decay: Decay,
+}
+
+impl Schedule {
+    /// No warm-up, constant rate.
+    pub const CONSTANT: Schedule = Schedule { warmup: 0, decay: Decay::Constant };
+
+    /// The factor applied to the base learning rate at optimizer step `step` (from 0).
+    pub fn factor(&self, step: u32) -> f32 {
+        if step < self.warmup {
+            return (step + 1) as f32 / (self.warmup + 1) as f32;
+        }
+        let t = step - self.warmup;
+        match self.decay {
+            Decay::Constant => 1.0,
+            Decay::Step { every, gamma } => libm::powf(gamma, (t / every.max(1)) as f32),
+            Decay::Cosine { total, min_factor } => {
+                let r = (t.min(total) as f32) / total.max(1) as f32;
+                min_factor + (1.0 - min_factor) * 0.5 * (1.0 + libm::cosf(core::f32::consts::PI * r))
+            }
+            Decay::Custom(f) => f(t),
+        }
+    }
+}
+
+/// Everything that defines a learning rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    /// The loss.
+    pub loss: Loss,
+    /// The optimizer.
+    pub optimizer: Optimizer,
+    /// Base learning rate (> 0).
+    pub lr: f32,
+    /// Weight decay (≥ 0), applied to weights and not to biases; L2 for SGD and Adam,
+    /// decoupled for AdamW.
+    pub weight_decay: f32,
+    /// Clip the gradient's global norm to this value; 0 disables clipping.
+    pub clip_norm: f32,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Dropout probability on an MLP's hidden units during learning, in [0, 1).
+    pub dropout: f32,
+    /// Seed of the dropout generator.
+    pub seed: u64,
+}
+
+impl Config {
+    /// Cross-entropy, Adam at 1e-3, no decay, no clipping, constant rate, no dropout.
+    pub const DEFAULT: Config = Config {
+        loss: Loss::CrossEntropy { label_smoothing: 0.0 },
+        optimizer: Optimizer::ADAM,
+        lr: 1e-3,
+        weight_decay: 0.0,
+        clip_norm: 0.0,
+        schedule: Schedule::CONSTANT,
+        dropout: 0.0,
+        seed: 0,
+    };
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what| Err(Error::Config { what });
+        let unit = |v: f32| (0.0..1.0).contains(&v);
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr must be positive and finite");
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("weight_decay must be >= 0 and finite");
+        }
+        if !(self.clip_norm >= 0.0 && self.clip_norm.is_finite()) {
+            return bad("clip_norm must be >= 0 (0 = off) and finite");
+        }
+        if !unit(self.dropout) {
+            return bad("dropout must be in [0, 1)");
+        }
+        match self.loss {
+            Loss::CrossEntropy { label_smoothing } if !unit(label_smoothing) => {
+                return bad("label_smoothing must be in [0, 1)");
+            }
+            Loss::Focal { gamma } if !(gamma >= 0.0 && gamma.is_finite()) => {
+                return bad("focal gamma must be >= 0 and finite");
+            }
+            _ => {}
+        }
+        match self.optimizer {
+            Optimizer::Sgd { momentum, .. } if !unit(momentum) => bad("momentum must be in [0, 1)"),
+            Optimizer::Adam { beta1, beta2, eps } | Optimizer::AdamW { beta1, beta2, eps }
+                if !(unit(beta1) && unit(beta2) && eps > 0.0 && eps.is_finite()) =>
+            {
+                bad("Adam betas must be in [0, 1) and eps positive")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::DEFAULT
+    }
+}
+
+/// Offsets of the regions of a learner's state buffer.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    params: usize,
+    opt: usize,
+    cap: usize,
+    hidden: usize,
+}
+
+impl Layout {
+    const fn new(dims: Dims, optimizer: &Optimizer) -> Self {
+        Layout {
+            params: dims.param_len(),
+            opt: dims.param_len() * optimizer.state_per_param(),
+            cap: dims.capacity,
+            hidden: dims.hidden,
+        }
+    }
+    const fn len(&self) -> usize {
+        self.params + self.opt + 3 * self.cap + 4 * self.hidden
+    }
+}
+
+/// Scratch views into the state buffer for one forward/backward pass.
+struct Parts<'a> {
+    grads: &'a mut [f32],
+    opt: &'a mut [f32],
+    class_weights: &'a mut [f32],
+    z1: &'a mut [f32],
+    act: &'a mut [f32],
+    mask: &'a mut [f32],
+    dact: &'a mut [f32],
+    logits: &'a mut [f32],
+    dlogits: &'a mut [f32],
+}
+
+/// The learning state of one head: gradient accumulator, optimizer state, class weights,
+/// step count and scratch, in caller-provided storage.
+#[derive(Debug, Clone)]
+pub struct Learner<S> {
+    cfg: Config,
+    dims: Dims,
+    layout: Layout,
+    state: S,
+    step: u32,
+    pending: u32,
+    rng: Rng,
+}
+
+impl<S> Learner<S> {
+    /// Storage values a learner for `dims` with `optimizer` needs.
+    pub const fn state_len(dims: Dims, optimizer: &Optimizer) -> usize {
+        Layout::new(dims, optimizer).len()
+    }
+}
+
+impl<S: Storage> Learner<S> {
+    /// A learner for heads of `dims`, learning by `cfg`, over `storage` (at least
+    /// [`Learner::state_len`] values).
+    pub fn new(dims: Dims, cfg: Config, storage: S) -> Result<Self> {
+        dims.check()?;
+        cfg.validate()?;
+        let layout = Layout::new(dims, &cfg.optimizer);
+        let len = storage.as_ref().len();
+        if len < layout.len() {
+            return Err(Error::Capacity { what: "learner state", requested: layout.len(), capacity: len });
+        }
+        let mut l = Learner { cfg, dims, layout, state: storage, step: 0, pending: 0, rng: Rng::new(cfg.seed) };
+        l.reset();
+        Ok(l)
+    }
+
+    /// Clears the gradient and optimizer state and the step count; class weights back to 1.
+    pub fn reset(&mut self) {
+        let n = self.layout.len();
+        let s = &mut self.state.as_mut()[..n];
+        s.fill(0.0);
+        self.parts().class_weights.fill(1.0);
+        self.step = 0;
+        self.pending = 0;
+        self.rng = Rng::new(self.cfg.seed);
+    }
+
+    /// The learning rule.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Changes the rule's hyperparameters, keeping optimizer state. The optimizer's kind
+    /// must not change (its state would mean something else).
+    pub fn set_config(&mut self, cfg: Config) -> Result<()> {
+        cfg.validate()?;
+        if core::mem::discriminant(&cfg.optimizer) != core::mem::discriminant(&self.cfg.optimizer)
+            || cfg.optimizer.state_per_param() != self.cfg.optimizer.state_per_param()
+        {
+            return Err(Error::Config { what: "set_config cannot change the optimizer kind" });
+        }
+        self.cfg = cfg;
+        Ok(())
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps(&self) -> u32 {
+        self.step
+    }
+
+    /// The learning rate the next step will use.
+    pub fn lr(&self) -> f32 {
+        self.cfg.lr * self.cfg.schedule.factor(self.step)
+    }
+
+    /// The accumulated (not yet applied) gradient, summed over pending samples.
+    pub fn grads(&self) -> &[f32] {
+        &self.state.as_ref()[..self.layout.params]
+    }
+
+    /// Optimizer state (momentum, or Adam's m then v), for persistence.
+    pub fn opt_state(&self) -> &[f32] {
+        let l = self.layout;
+        &self.state.as_ref()[l.params..l.params + l.opt]
+    }
+
+    /// Dimensions this learner was made for.
+    pub fn dims(&self) -> Dims {
+        self.dims
+    }
+
+    pub(crate) fn restore(&mut self, step: u32, rng: u64, opt_state: impl Iterator<Item = f32>) {
+        self.reset();
+        self.step = step;
+        self.rng = Rng::new(rng);
+        let l = self.layout;
+        for (d, s) in self.state.as_mut()[l.params..l.params + l.opt].iter_mut().zip(opt_state) {
+            *d = s;
+        }
+    }
+
+    pub(crate) fn rng_state(&self) -> u64 {
+        self.rng.state()
+    }
+
+    /// Per-class loss weights (e.g. inverse frequencies); classes beyond `weights.len()`
+    /// keep theirs.
+    pub fn set_class_weights(&mut self, weights: &[f32]) -> Result<()> {
+        if weights.len() > self.dims.capacity {
+            return Err(Error::Capacity { what: "class weights", requested: weights.len(), capacity: self.dims.capacity });
+        }
+        if !weights.iter().all(|w| *w >= 0.0 && w.is_finite()) {
+            return Err(Error::Config { what: "class weights must be >= 0 and finite" });
+        }
+        self.parts().class_weights[..weights.len()].copy_from_slice(weights);
+        Ok(())
+    }
+
+    fn parts(&mut self) -> Parts<'_> {
+        let l = self.layout;
+        let s = &mut self.state.as_mut()[..l.len()];
+        let (grads, s) = s.split_at_mut(l.params);
+        let (opt, s) = s.split_at_mut(l.opt);
+        let (class_weights, s) = s.split_at_mut(l.cap);
+        let (logits, s) = s.split_at_mut(l.cap);
+        let (dlogits, s) = s.split_at_mut(l.cap);
+        let (z1, s) = s.split_at_mut(l.hidden);
+        let (act, s) = s.split_at_mut(l.hidden);
+        let (mask, dact) = s.split_at_mut(l.hidden);
+        Parts { grads, opt, class_weights, z1, act, mask, dact, logits, dlogits }
+    }
+
+    fn check<H: Storage>(&self, head: &Head<H>, x: &[f32], y: usize) -> Result<()> {
+        if head.dims() != self.dims {
+            return Err(Error::Config { what: "head and learner dimensions differ" });
+        }
+        if x.len() != self.dims.input {
+            return Err(Error::Length { what: "embedding", expected: self.dims.input, found: x.len() });
+        }
+        if !math::all_finite(x) {
+            return Err(Error::NonFinite { what: "embedding" });
+        }
+        if y >= head.classes() {
+            return Err(Error::UnknownClass { class: y, classes: head.classes() });
+        }
+        Ok(())
+    }
+
+    /// The loss of one sample (no dropout, no gradient, nothing updated).
+    pub fn loss<H: Storage>(&mut self, head: &Head<H>, x: &[f32], y: usize) -> Result<f32> {
+        self.check(head, x, y)?;
+        let (cfg, c) = (self.cfg, head.classes());
+        let mut p = self.parts();
+        forward(head, x, false, 0.0, &mut Rng::new(0), &mut p);
+        Ok(loss_and_dlogits(&cfg.loss, &mut p.logits[..c], &mut p.dlogits[..c], y, p.class_weights[y]))
+    }
+
+    /// Adds the gradient of one sample's loss to the accumulator and returns the loss.
+    /// Call [`Learner::apply`] to take the step.
+    pub fn accumulate<H: Storage>(&mut self, head: &Head<H>, x: &[f32], y: usize) -> Result<f32> {
+        self.check(head, x, y)?;
+        let (cfg, dims, c) = (self.cfg, self.dims, head.classes());
+        let mut rng = self.rng.clone();
+        let mut p = self.parts();
+        forward(head, x, true, cfg.dropout, &mut rng, &mut p);
+        let loss = loss_and_dlogits(&cfg.loss, &mut p.logits[..c], &mut p.dlogits[..c], y, p.class_weights[y]);
+        backward(dims, head.params(), x, c, &mut p);
+        self.rng = rng;
+        self.pending += 1;
+        Ok(loss)
+    }
+
+    /// Takes one optimizer step with the mean of the accumulated gradients, then clears
+    /// them. Does nothing when nothing is pending.
+    pub fn apply<H: Storage>(&mut self, head: &mut Head<H>) -> Result<()> {
+        if head.dims() != self.dims {
+            return Err(Error::Config { what: "head and learner dimensions differ" });
+        }
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let cfg = self.cfg;
+        let blocks = self.dims.active_blocks(head.classes());
+        let step = self.step;
+        let pending = self.pending;
+        let p = self.parts();
+        let mut scale = 1.0 / pending as f32;
+        if cfg.clip_norm > 0.0 {
+            let sq: f32 = blocks.iter().map(|b| math::sq_norm(&p.grads[b.range.clone()])).sum();
+            let n = libm::sqrtf(sq) * scale;
+            if n > cfg.clip_norm {
+                scale *= cfg.clip_norm / n;
+            }
+        }
+        let lr = cfg.lr * cfg.schedule.factor(step);
+        let params = head.params_mut();
+        let np = params.len();
+        for b in &blocks {
+            let wd = if b.decay { cfg.weight_decay } else { 0.0 };
+            let r = b.range.clone();
+            update(&cfg.optimizer, step, lr, wd, scale, &mut params[r.clone()], &mut p.grads[r.clone()], p.opt, np, r);
+        }
+        self.step = step.saturating_add(1);
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// One learning step on one sample; returns its loss.
+    pub fn step<H: Storage>(&mut self, head: &mut Head<H>, x: &[f32], y: usize) -> Result<f32> {
+        let loss = self.accumulate(head, x, y)?;
+        self.apply(head)?;
+        Ok(loss)
+    }
+
+    /// One learning step on a mini-batch; returns the mean loss. On an invalid sample the
+    /// head is left unchanged, the partial batch is discarded, and the error returned.
+    pub fn step_batch<'x, H: Storage>(
+        &mut self,
+        head: &mut Head<H>,
+        batch: impl IntoIterator<Item = (&'x [f32], usize)>,
+    ) -> Result<f32> {
+        let mut total = 0.0f32;
+        let mut n = 0u32;
+        for (x, y) in batch {
+            match self.accumulate(head, x, y) {
+                Ok(l) => total += l,
+                Err(e) => {
+                    self.discard();
+                    return Err(e);
+                }
+            }
+            n += 1;
+        }
+        self.apply(head)?;
+        Ok(if n > 0 { total / n as f32 } else { 0.0 })
+    }
+
+    /// Drops the accumulated gradient without stepping.
+    pub fn discard(&mut self) {
+        let n = self.layout.params;
+        self.state.as_mut()[..n].fill(0.0);
+        self.pending = 0;
+    }
+}
+
+/// Forward pass into `p.logits` (and, for an MLP, `p.z1`, `p.mask`, `p.act`).
+fn forward<H: Storage>(head: &Head<H>, x: &[f32], train: bool, dropout: f32, rng: &mut Rng, p: &mut Parts<'_>) {
+    let Dims { input: d, hidden: h, capacity: cap } = head.dims();
+    let c = head.classes();
+    let w = head.params();
+    if h == 0 {
+        for k in 0..c {
+            p.logits[k] = math::dot(&w[k * d..(k + 1) * d], x) + w[cap * d + k];
+        }
+        return;
+    }
+    let keep = 1.0 - dropout;
+    for j in 0..h {
+        p.z1[j] = math::dot(&w[j * d..(j + 1) * d], x) + w[h * d + j];
+        p.mask[j] = if train && dropout > 0.0 {
+            if rng.unit() < keep { 1.0 / keep } else { 0.0 }
+        } else {
+            1.0
+        };
+        p.act[j] = p.z1[j].max(0.0) * p.mask[j];
+    }
+    let o = h * (d + 1);
+    for k in 0..c {
+        p.logits[k] = math::dot(&w[o + k * h..o + (k + 1) * h], p.act) + w[o + cap * h + k];
+    }
+}
+
+/// Turns `logits` into probabilities in place, writes dLoss/dlogits to `dlogits`, and
+/// returns the loss, all scaled by the class weight `cw`.
+fn loss_and_dlogits(loss: &Loss, logits: &mut [f32], dlogits: &mut [f32], y: usize, cw: f32) -> f32 {
+    let c = logits.len();
+    let zy = logits[y];
+    let lse = math::softmax_in_place(logits);
+    let probs = &*logits;
+    let logp = zy - lse;
+    match *loss {
+        Loss::CrossEntropy { label_smoothing: eps } => {
+            let off = eps / c as f32;
+            let mut l = 0.0f32;
+            for k in 0..c {
+                let q = if k == y { 1.0 - eps + off } else { off };
+                dlogits[k] = cw * (probs[k] - q);
+                if q > 0.0 {
+                    // -q·log p_k with log p_k from the logits: exact for tiny p_k.
+                    l -= q * if k == y { logp } else { libm::logf(probs[k].max(f32::MIN_POSITIVE)) };
+                }
+            }
+            cw * l
+        }
+        Loss::Focal { gamma } => {
+            let p = probs[y];
+            // 1 - p as the sum of the other probabilities: exact when p is close to 1.
+            let q: f32 = probs.iter().enumerate().filter(|&(k, _)| k != y).map(|(_, v)| *v).sum();
+            let qg = if gamma == 0.0 { 1.0 } else { libm::powf(q, gamma) };
+            let first = if q > 0.0 && gamma > 0.0 { gamma * libm::powf(q, gamma - 1.0) * p * logp } else { 0.0 };
+            let g = first - qg; // (dL/dp)·p
+            for k in 0..c {
+                let delta = if k == y { 1.0 } else { 0.0 };
+                dlogits[k] = cw * g * (delta - probs[k]);
+            }
+            -cw * qg * logp
+        }
+    }
+}
+
+/// Adds the gradient of one sample to `p.grads`, given `p.dlogits`.
+fn backward(dims: Dims, w: &[f32], x: &[f32], c: usize, p: &mut Parts<'_>) {
+    let Dims { input: d, hidden: h, capacity: cap } = dims;
+    if h == 0 {
+        for k in 0..c {
+            let g = p.dlogits[k];
+            math::axpy(g, x, &mut p.grads[k * d..(k + 1) * d]);
+            p.grads[cap * d + k] += g;
+        }
+        return;
+    }
+    let o = h * (d + 1);
+    p.dact.fill(0.0);
+    for k in 0..c {
+        let g = p.dlogits[k];
+        math::axpy(g, p.act, &mut p.grads[o + k * h..o + (k + 1) * h]);
+        p.grads[o + cap * h + k] += g;
+        math::axpy(g, &w[o + k * h..o + (k + 1) * h], p.dact);
+    }
+    for j in 0..h {
+        let g = if p.z1[j] > 0.0 { p.dact[j] * p.mask[j] } else { 0.0 };
+        if g != 0.0 {
+            math::axpy(g, x, &mut p.grads[j * d..(j + 1) * d]);
+        }
+        p.grads[h * d + j] += g;
+    }
+}
+
+/// One optimizer update of a parameter block; clears the block's gradient.
+#[allow(clippy::too_many_arguments)]
+fn update(
+    opt: &Optimizer,
+    step: u32,
+    lr: f32,
+    wd: f32,
+    scale: f32,
+    params: &mut [f32],
+    grads: &mut [f32],
+    state: &mut [f32],
+    np: usize,
+    r: core::ops::Range<usize>,
+) {
+    match *opt {
+        Optimizer::Sgd { momentum, nesterov } => {
+            if momentum == 0.0 {
+                for (w, g) in params.iter_mut().zip(grads.iter_mut()) {
+                    let gr = *g * scale + wd * *w;
+                    *w -= lr * gr;
+                    *g = 0.0;
+                }
+                return;
+            }
+            let buf = &mut state[r];
+            for ((w, g), b) in params.iter_mut().zip(grads.iter_mut()).zip(buf) {
+                let gr = *g * scale + wd * *w;
+                *b = momentum * *b + gr;
+                let u = if nesterov { gr + momentum * *b } else { *b };
+                *w -= lr * u;
+                *g = 0.0;
+            }
+        }
+        Optimizer::Adam { beta1, beta2, eps } | Optimizer::AdamW { beta1, beta2, eps } => {
+            let decoupled = matches!(opt, Optimizer::AdamW { .. });
+            let t = (step as f32) + 1.0;
+            let c1 = lr / (1.0 - libm::powf(beta1, t));
+            let c2 = 1.0 / (1.0 - libm::powf(beta2, t));
+            let (m, v) = state.split_at_mut(np);
+            let (m, v) = (&mut m[r.clone()], &mut v[r]);
+            let (l2, shrink) = if decoupled { (0.0, 1.0 - lr * wd) } else { (wd, 1.0) };
+            for (((w, g), m), v) in params.iter_mut().zip(grads.iter_mut()).zip(m).zip(v) {
+                let gr = *g * scale + l2 * *w;
+                *m = beta1 * *m + (1.0 - beta1) * gr;
+                *v = beta2 * *v + (1.0 - beta2) * gr * gr;
+                *w = *w * shrink - c1 * *m / (libm::sqrtf(*v * c2) + eps);
+                *g = 0.0;
+            }
+        }
+    }
+}

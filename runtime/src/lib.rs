@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![warn(missing_docs)]
+
+pub(crate) mod fmt;
+
+pub mod buffer;
+pub mod classes;
+pub mod error;
+pub mod head;
+pub mod learn;
+pub mod math;
+pub mod persist;
+pub mod rng;
+
+pub use error::{Error, Result};
+pub use head::{Dims, Head, HeadKind, Prediction};
+pub use learn::{Config, Learner, Loss, Optimizer, Schedule};

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one command that runs every test (README; .ci/run calls it as is).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+# The no_std core must build for the smallest Cortex-M cores with no allocator at all:
+# targets/no-alloc-check links a no_main binary without a global allocator, which fails
+# to link if anything in the head's dependency tree touches `alloc`.
+for t in thumbv6m-none-eabi thumbv7em-none-eabihf; do
+  echo "== build edgetune (no_std) for $t"
+  cargo build -p edgetune --no-default-features --target "$t"
+  (cd targets/no-alloc-check && cargo build --release --target "$t")
+done
+
+echo "== logging back ends (never both at once)"
+cargo check -p edgetune --features log
+cargo check -p edgetune --no-default-features --features defmt --target thumbv7em-none-eabihf
+
+echo "== workspace tests"
+cargo test --workspace
