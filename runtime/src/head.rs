@@ -163,6 +163,17 @@ pub struct Prediction {
 impl Prediction {
     /// Fills from softmax probabilities (at least one class).
     pub fn from_probs(probs: &[f32]) -> Self {
+        let mut h = 0.0f32;
+        for &p in probs {
+            if p > 0.0 {
+                h -= p * libm::logf(p);
+            }
+        }
+        Self::from_softmax(probs, h)
+    }
+
+    /// From probabilities and their entropy in nats.
+    fn from_softmax(probs: &[f32], entropy_nats: f32) -> Self {
         let (class, confidence) = math::argmax(probs).unwrap_or((0, 0.0));
         let second = probs
             .iter()
@@ -170,13 +181,8 @@ impl Prediction {
             .filter(|&(i, _)| i != class)
             .map(|(_, &p)| p)
             .fold(0.0f32, f32::max);
-        let mut h = 0.0f32;
-        for &p in probs {
-            if p > 0.0 {
-                h -= p * libm::logf(p);
-            }
-        }
-        let entropy = if probs.len() > 1 { h / libm::logf(probs.len() as f32) } else { 0.0 };
+        let n = probs.len();
+        let entropy = if n > 1 { entropy_nats / libm::logf(n as f32) } else { 0.0 };
         Prediction { class, confidence, margin: confidence - second, entropy: entropy.clamp(0.0, 1.0) }
     }
 
@@ -241,11 +247,11 @@ impl<S: Storage> Head<S> {
         if dims.hidden > 0 {
             let mut rng = Rng::new(seed);
             let (d, h) = (dims.input, dims.hidden);
-            let b1 = libm::sqrtf(6.0 / d as f32);
+            let b1 = math::sqrt(6.0 / d as f32);
             for w in &mut p[..h * d] {
                 *w = rng.uniform(-b1, b1);
             }
-            let b2 = 1.0 / libm::sqrtf(h as f32);
+            let b2 = 1.0 / math::sqrt(h as f32);
             let o = dims.out_offset();
             for w in &mut p[o..o + dims.capacity * h] {
                 *w = rng.uniform(-b2, b2);
@@ -321,8 +327,8 @@ impl<S: Storage> Head<S> {
         }
         self.logits(x, probs)?;
         let probs = &mut probs[..self.classes];
-        math::softmax_in_place(probs);
-        Ok(Prediction::from_probs(probs))
+        let (_, entropy) = math::softmax_entropy_in_place(probs);
+        Ok(Prediction::from_softmax(probs, entropy))
     }
 
     fn logits_unchecked(&self, x: &[f32], out: &mut [f32]) {

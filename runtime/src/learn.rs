@@ -480,7 +480,7 @@ impl<S: Storage> Learner<S> {
         let mut scale = 1.0 / pending as f32;
         if cfg.clip_norm > 0.0 {
             let sq: f32 = blocks.iter().map(|b| math::sq_norm(&p.grads[b.range.clone()])).sum();
-            let n = libm::sqrtf(sq) * scale;
+            let n = math::sqrt(sq) * scale;
             if n > cfg.clip_norm {
                 scale *= cfg.clip_norm / n;
             }
@@ -491,7 +491,8 @@ impl<S: Storage> Learner<S> {
         for b in &blocks {
             let wd = if b.decay { cfg.weight_decay } else { 0.0 };
             let r = b.range.clone();
-            update(&cfg.optimizer, step, lr, wd, scale, &mut params[r.clone()], &mut p.grads[r.clone()], p.opt, np, r);
+            update(&cfg.optimizer, step, lr, wd, scale, &mut params[r.clone()], &p.grads[r.clone()], p.opt, np, r.clone());
+            p.grads[r].fill(0.0);
         }
         self.step = step.saturating_add(1);
         self.pending = 0;
@@ -500,8 +501,45 @@ impl<S: Storage> Learner<S> {
 
     /// One learning step on one sample; returns its loss.
     pub fn step<H: Storage>(&mut self, head: &mut Head<H>, x: &[f32], y: usize) -> Result<f32> {
+        if self.dims.hidden == 0 && self.pending == 0 {
+            return self.step_linear(head, x, y);
+        }
         let loss = self.accumulate(head, x, y)?;
         self.apply(head)?;
+        Ok(loss)
+    }
+
+    /// A linear head's single-sample step. Its gradient is rank one (row c is
+    /// `dlogit_c · x`), so the optimizer reads `x` directly instead of a materialized
+    /// gradient: the same arithmetic as `accumulate` + `apply`, two fewer passes over
+    /// memory.
+    fn step_linear<H: Storage>(&mut self, head: &mut Head<H>, x: &[f32], y: usize) -> Result<f32> {
+        self.check(head, x, y)?;
+        let (cfg, dims, c, step) = (self.cfg, self.dims, head.classes(), self.step);
+        let mut p = self.parts();
+        forward(head, x, false, 0.0, &mut Rng::new(0), &mut p);
+        let loss = loss_and_dlogits(&cfg.loss, &mut p.logits[..c], &mut p.dlogits[..c], y, p.class_weights[y]);
+        let mut clip = 1.0f32;
+        if cfg.clip_norm > 0.0 {
+            // ‖dlogits ⊗ [x, 1]‖ without forming it; the general path sums the same
+            // squares in another order, so clipped steps may differ in the last bit.
+            let n = math::sqrt(math::sq_norm(&p.dlogits[..c]) * (math::sq_norm(x) + 1.0));
+            if n > cfg.clip_norm {
+                clip = cfg.clip_norm / n;
+            }
+        }
+        let lr = cfg.lr * cfg.schedule.factor(step);
+        let (d, cap) = (dims.input, dims.capacity);
+        let np = dims.param_len();
+        let params = head.params_mut();
+        for k in 0..c {
+            let r = k * d..(k + 1) * d;
+            let g = p.dlogits[k] * clip;
+            update(&cfg.optimizer, step, lr, cfg.weight_decay, g, &mut params[r.clone()], x, p.opt, np, r);
+        }
+        let r = cap * d..cap * d + c;
+        update(&cfg.optimizer, step, lr, 0.0, clip, &mut params[r.clone()], &p.dlogits[..c], p.opt, np, r);
+        self.step = step.saturating_add(1);
         Ok(loss)
     }
 
@@ -567,23 +605,23 @@ fn forward<H: Storage>(head: &Head<H>, x: &[f32], train: bool, dropout: f32, rng
 /// returns the loss, all scaled by the class weight `cw`.
 fn loss_and_dlogits(loss: &Loss, logits: &mut [f32], dlogits: &mut [f32], y: usize, cw: f32) -> f32 {
     let c = logits.len();
-    let zy = logits[y];
+    // Keep the logits: losses are formed from them (log p_k = z_k - lse), which is exact
+    // for tiny probabilities and costs no logarithm per class.
+    dlogits.copy_from_slice(logits);
     let lse = math::softmax_in_place(logits);
     let probs = &*logits;
-    let logp = zy - lse;
+    let logp = dlogits[y] - lse;
     match *loss {
         Loss::CrossEntropy { label_smoothing: eps } => {
+            // Target q: 1 - eps + eps/c on y, eps/c elsewhere; loss = lse - Σ q_k z_k.
             let off = eps / c as f32;
-            let mut l = 0.0f32;
+            let mut qz = 0.0f32;
             for k in 0..c {
                 let q = if k == y { 1.0 - eps + off } else { off };
+                qz += q * dlogits[k];
                 dlogits[k] = cw * (probs[k] - q);
-                if q > 0.0 {
-                    // -q·log p_k with log p_k from the logits: exact for tiny p_k.
-                    l -= q * if k == y { logp } else { libm::logf(probs[k].max(f32::MIN_POSITIVE)) };
-                }
             }
-            cw * l
+            cw * (lse - qz)
         }
         Loss::Focal { gamma } => {
             let p = probs[y];
@@ -629,7 +667,8 @@ fn backward(dims: Dims, w: &[f32], x: &[f32], c: usize, p: &mut Parts<'_>) {
     }
 }
 
-/// One optimizer update of a parameter block; clears the block's gradient.
+/// One optimizer update of the parameters `params` (whose indices in the whole parameter
+/// vector are `r`) with gradient `scale * grads`.
 #[allow(clippy::too_many_arguments)]
 fn update(
     opt: &Optimizer,
@@ -638,7 +677,7 @@ fn update(
     wd: f32,
     scale: f32,
     params: &mut [f32],
-    grads: &mut [f32],
+    grads: &[f32],
     state: &mut [f32],
     np: usize,
     r: core::ops::Range<usize>,
@@ -646,20 +685,9 @@ fn update(
     match *opt {
         Optimizer::Sgd { momentum, nesterov } => {
             if momentum == 0.0 {
-                for (w, g) in params.iter_mut().zip(grads.iter_mut()) {
-                    let gr = *g * scale + wd * *w;
-                    *w -= lr * gr;
-                    *g = 0.0;
-                }
-                return;
-            }
-            let buf = &mut state[r];
-            for ((w, g), b) in params.iter_mut().zip(grads.iter_mut()).zip(buf) {
-                let gr = *g * scale + wd * *w;
-                *b = momentum * *b + gr;
-                let u = if nesterov { gr + momentum * *b } else { *b };
-                *w -= lr * u;
-                *g = 0.0;
+                sgd_kernel(params, grads, scale, wd, lr);
+            } else {
+                momentum_kernel(params, grads, &mut state[r], scale, wd, lr, momentum, nesterov);
             }
         }
         Optimizer::Adam { beta1, beta2, eps } | Optimizer::AdamW { beta1, beta2, eps } => {
@@ -670,13 +698,51 @@ fn update(
             let (m, v) = state.split_at_mut(np);
             let (m, v) = (&mut m[r.clone()], &mut v[r]);
             let (l2, shrink) = if decoupled { (0.0, 1.0 - lr * wd) } else { (wd, 1.0) };
-            for (((w, g), m), v) in params.iter_mut().zip(grads.iter_mut()).zip(m).zip(v) {
-                let gr = *g * scale + l2 * *w;
-                *m = beta1 * *m + (1.0 - beta1) * gr;
-                *v = beta2 * *v + (1.0 - beta2) * gr * gr;
-                *w = *w * shrink - c1 * *m / (libm::sqrtf(*v * c2) + eps);
-                *g = 0.0;
-            }
+            adam_kernel(params, grads, m, v, scale, l2, shrink, beta1, beta2, c1, c2, eps);
         }
     }
+}
+
+math::simd_dispatch! {
+fn sgd_kernel(params: &mut [f32], grads: &[f32], scale: f32, wd: f32, lr: f32) {
+    for (w, g) in params.iter_mut().zip(grads) {
+        let gr = *g * scale + wd * *w;
+        *w -= lr * gr;
+    }
+}
+}
+
+math::simd_dispatch! {
+fn momentum_kernel(params: &mut [f32], grads: &[f32], buf: &mut [f32], scale: f32, wd: f32, lr: f32, momentum: f32, nesterov: bool) {
+    for ((w, g), b) in params.iter_mut().zip(grads).zip(buf) {
+        let gr = *g * scale + wd * *w;
+        *b = momentum * *b + gr;
+        let u = if nesterov { gr + momentum * *b } else { *b };
+        *w -= lr * u;
+    }
+}
+}
+
+math::simd_dispatch! {
+fn adam_kernel(
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    scale: f32,
+    l2: f32,
+    shrink: f32,
+    beta1: f32,
+    beta2: f32,
+    c1: f32,
+    c2: f32,
+    eps: f32,
+) {
+    for (((w, g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
+        let gr = *g * scale + l2 * *w;
+        *m = beta1 * *m + (1.0 - beta1) * gr;
+        *v = beta2 * *v + (1.0 - beta2) * gr * gr;
+        *w = *w * shrink - c1 * *m / (math::sqrt(*v * c2) + eps);
+    }
+}
 }

@@ -1,41 +1,73 @@
 //! Small dense kernels shared by the head and its learning rules.
 //!
 //! Reductions use a fixed set of 16 independent accumulators, combined in a fixed order:
-//! LLVM turns that into SIMD on every target (no float reassociation is needed), and the
-//! result is bit-identical across targets because Rust never contracts `a * b + c` into
-//! an FMA. `libm` instead of platform `expf`/`logf` keeps that true for transcendental
+//! LLVM turns that into SIMD on every target (no float reassociation is needed; checked
+//! in the x86-64 assembly: four 4-wide `mulps`/`addps` chains), and the result is
+//! bit-identical across targets because Rust never contracts `a * b + c` into an FMA. `libm` instead of platform `expf`/`logf` keeps that true for transcendental
 //! functions too.
 
 const LANES: usize = 16;
 
+/// Defines `pub fn $name` whose body is compiled twice on x86-64 std builds, once for the
+/// baseline (SSE2) and once for AVX2, and picks at run time; elsewhere it is the body as
+/// is. Safe for determinism: Rust never fuses `a * b + c` into an FMA, and IEEE add, mul,
+/// div and sqrt are correctly rounded at any vector width, so both versions give the same
+/// bits.
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn imp($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            {
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2($($arg: $ty),*) $(-> $ret)? { imp($($arg),*) }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            imp($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_dispatch;
+
+simd_dispatch! {
 /// Dot product of two equal-length slices (the shorter length is used).
-#[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
-    let (ac, at) = a.split_at(n - n % LANES);
-    let (bc, bt) = b.split_at(n - n % LANES);
-    for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
+    let (ac, at) = a.as_chunks::<LANES>();
+    let (bc, bt) = b.as_chunks::<LANES>();
+    for (x, y) in ac.iter().zip(bc) {
         for i in 0..LANES {
             acc[i] += x[i] * y[i];
         }
     }
-    for (i, (x, y)) in at.iter().zip(bt).enumerate() {
-        acc[i] += x * y;
+    let mut tail = 0.0f32;
+    for (x, y) in at.iter().zip(bt) {
+        tail += x * y;
     }
-    sum_lanes(&acc)
+    sum_lanes(&acc) + tail
+}
 }
 
 #[inline]
 fn sum_lanes(acc: &[f32; LANES]) -> f32 {
-    // Pairwise, fixed order.
-    let mut s8 = [0.0f32; 8];
-    for i in 0..8 {
-        s8[i] = acc[i] + acc[i + 8];
+    // A plain left-to-right fold: a fixed order, and the one shape that LLVM's SLP
+    // vectorizer keeps full-width in the loop above (pairwise folds made it pick 2-wide
+    // vectors).
+    let mut s = 0.0f32;
+    for a in acc {
+        s += a;
     }
-    let s4 = [s8[0] + s8[4], s8[1] + s8[5], s8[2] + s8[6], s8[3] + s8[7]];
-    (s4[0] + s4[2]) + (s4[1] + s4[3])
+    s
 }
 
 /// Sum of squares.
@@ -47,15 +79,27 @@ pub fn sq_norm(a: &[f32]) -> f32 {
 /// Euclidean norm.
 #[inline]
 pub fn norm(a: &[f32]) -> f32 {
-    libm::sqrtf(sq_norm(a))
+    sqrt(sq_norm(a))
 }
 
+/// Square root. IEEE 754 square roots are correctly rounded on every target, so this is
+/// the same number everywhere; with std it is the instruction LLVM can vectorize, without
+/// it libm's (scalar inline assembly on x86 and aarch64).
+#[inline(always)]
+pub fn sqrt(x: f32) -> f32 {
+    #[cfg(any(test, feature = "std"))]
+    return x.sqrt();
+    #[cfg(not(any(test, feature = "std")))]
+    return libm::sqrtf(x);
+}
+
+simd_dispatch! {
 /// `y += alpha * x`.
-#[inline]
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += alpha * x;
     }
+}
 }
 
 /// `y = alpha * x`.
@@ -93,22 +137,45 @@ pub fn log_sum_exp(v: &[f32]) -> f32 {
 /// In-place softmax; returns log(sum(exp(logits))) so callers can form log-probabilities
 /// (`logit - lse`) without the underflow of `ln(p)`.
 pub fn softmax_in_place(v: &mut [f32]) -> f32 {
-    let Some((_, m)) = argmax(v) else { return f32::NEG_INFINITY };
-    let mut s = 0.0f32;
+    softmax_entropy_in_place(v).0
+}
+
+/// In-place softmax; returns log(sum(exp(logits))) and the entropy of the result in nats,
+/// computed from the logits (`lse - Σ p·z`) so it costs no logarithm per class.
+pub fn softmax_entropy_in_place(v: &mut [f32]) -> (f32, f32) {
+    let Some((_, m)) = argmax(v) else { return (f32::NEG_INFINITY, 0.0) };
+    let (mut s, mut t) = (0.0f32, 0.0f32);
     for x in v.iter_mut() {
-        *x = libm::expf(*x - m);
+        let z = *x - m;
+        *x = libm::expf(z);
         s += *x;
+        t += *x * z;
     }
     let inv = 1.0 / s;
     for x in v.iter_mut() {
         *x *= inv;
     }
-    m + libm::logf(s)
+    let ln_s = libm::logf(s);
+    (m + ln_s, (ln_s - t * inv).max(0.0))
 }
 
-/// True when every value is finite (no NaN, no infinity).
+simd_dispatch! {
+/// True when every value is finite (no NaN, no infinity). Branch-free and vectorized:
+/// `x * 0` is ±0 for a finite `x` and NaN otherwise.
 pub fn all_finite(v: &[f32]) -> bool {
-    v.iter().all(|x| x.is_finite())
+    let mut acc = [0.0f32; LANES];
+    let (chunks, tail) = v.as_chunks::<LANES>();
+    for x in chunks {
+        for i in 0..LANES {
+            acc[i] += x[i] * 0.0;
+        }
+    }
+    let mut s = 0.0f32;
+    for a in acc.iter().chain(tail) {
+        s += a * 0.0;
+    }
+    s == 0.0
+}
 }
 
 #[cfg(test)]
@@ -133,6 +200,31 @@ mod tests {
         assert!(v[2] == 0.0 && v[0] > v[1]);
         assert!((lse - (1000.0 + (1.0f32 + (-1.0f32).exp()).ln())).abs() < 1e-3);
         assert_eq!(log_sum_exp(&[1000.0, 999.0, -1000.0]), lse);
+    }
+
+    #[test]
+    fn all_finite_finds_any_nan_or_infinity() {
+        for n in [0usize, 1, 15, 16, 17, 100] {
+            let mut v: Vec<f32> = (0..n).map(|i| i as f32 * 1e30 - 5e31).collect();
+            assert!(all_finite(&v));
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for i in 0..n {
+                    let keep = v[i];
+                    v[i] = bad;
+                    assert!(!all_finite(&v), "n {n} i {i} {bad}");
+                    v[i] = keep;
+                }
+            }
+        }
+        assert!(all_finite(&[f32::MAX, -f32::MAX, f32::MIN_POSITIVE]));
+    }
+
+    #[test]
+    fn entropy_from_logits_matches_definition() {
+        let mut v = [0.3, -1.2, 2.0, 0.0];
+        let (_, h) = softmax_entropy_in_place(&mut v);
+        let direct: f32 = v.iter().map(|p| -p * p.ln()).sum();
+        assert!((h - direct).abs() < 1e-6);
     }
 
     #[test]

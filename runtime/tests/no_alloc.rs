@@ -1,0 +1,78 @@
+//! After construction, predicting and learning never touch the heap: a counting global
+//! allocator sees zero allocations on this thread during predict, single-sample steps,
+//! mini-batch steps and class additions, for both head kinds and every optimizer.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use edgetune::head::top_k;
+use edgetune::{Config, Dims, Head, Learner, Loss, Optimizer};
+
+struct Counting;
+
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if ARMED.with(Cell::get) {
+            COUNT.with(|c| c.set(c.get() + 1));
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if ARMED.with(Cell::get) {
+            COUNT.with(|c| c.set(c.get() + 1));
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+fn allocations(f: impl FnOnce()) -> usize {
+    COUNT.with(|c| c.set(0));
+    ARMED.with(|a| a.set(true));
+    f();
+    ARMED.with(|a| a.set(false));
+    COUNT.with(Cell::get)
+}
+
+#[test]
+fn predict_and_learn_do_not_allocate() {
+    // The counter must see an allocation when there is one.
+    assert_eq!(allocations(|| drop(std::hint::black_box(vec![1u8; 10]))), 1);
+
+    for dims in [Dims::linear(1280, 12), Dims::mlp(64, 32, 12)] {
+        for optimizer in [Optimizer::Sgd { momentum: 0.9, nesterov: true }, Optimizer::ADAM, Optimizer::ADAMW] {
+            let loss = Loss::Focal { gamma: 2.0 };
+            let cfg = Config { optimizer, loss, clip_norm: 1.0, dropout: 0.1, weight_decay: 1e-4, ..Config::DEFAULT };
+            let mut head = Head::alloc(dims, 10).unwrap();
+            let mut learner = Learner::new(dims, cfg, vec![0.0; Learner::<()>::state_len(dims, &optimizer)]).unwrap();
+            let x: Vec<f32> = (0..dims.input).map(|i| (i as f32 * 0.1).sin()).collect();
+            let x2: Vec<f32> = x.iter().map(|v| -v).collect();
+            let mut probs = vec![0.0; dims.capacity];
+            let mean = vec![0.5f32; dims.feature_width()];
+            let n = allocations(|| {
+                for i in 0..5 {
+                    let p = head.predict(&x, &mut probs).unwrap();
+                    std::hint::black_box(top_k::<3>(&probs[..head.classes()]));
+                    learner.step(&mut head, &x, (p.class + i) % 10).unwrap();
+                    learner.step_batch(&mut head, [(x.as_slice(), 1), (x2.as_slice(), 2)]).unwrap();
+                }
+                let c = head.add_class().unwrap();
+                head.imprint(c, &mean, None).unwrap();
+                learner.step(&mut head, &x, c).unwrap();
+                let _ = learner.step(&mut head, &x, 99); // an error path allocates nothing either
+            });
+            assert_eq!(n, 0, "{dims:?} {optimizer:?}: {n} heap allocations");
+        }
+    }
+}
