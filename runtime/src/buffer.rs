@@ -1,1 +1,599 @@
-//! (in progress)
+//! A class-balanced replay buffer of labeled embeddings, with no heap.
+//!
+//! Learning only from the samples a user labels right now makes a head forget what it
+//! learned before (catastrophic forgetting): a stream of one class pushes every input
+//! towards that class. A [`SampleBuffer`] keeps up to `N` earlier embeddings with their
+//! labels so that each learning step can replay a few of them next to the new sample
+//! ([`SampleBuffer::sample_indices`] draws a class-balanced mini-batch).
+//!
+//! The features live in caller storage (`N × dim` values: a static array on a
+//! microcontroller, a `Vec` on Linux); the per-slot bookkeeping (label and insertion
+//! order) and the per-class counts live in fixed-capacity [`heapless::Vec`]s inside the
+//! buffer.
+//!
+//! **Eviction.** Once the buffer is full, a new sample replaces the *oldest* sample of
+//! the class that holds the *most* samples (on a tie, the class whose oldest sample is
+//! the oldest), so the classes stay balanced and a rare class never loses its only
+//! sample to a frequent one. When the new sample's own class is (one of) the largest, it
+//! replaces its own class's oldest sample. When every class present holds exactly one
+//! sample and the new sample belongs to a class not present, there is no room without
+//! dropping a class entirely: [`SampleBuffer::push`] refuses it with [`Full`] and leaves
+//! the buffer unchanged (like [`heapless::Vec::push`]).
+//!
+//! ```
+//! use edgetune::buffer::{Pushed, SampleBuffer};
+//! use edgetune::rng::Rng;
+//!
+//! const DIM: usize = 2;
+//! const N: usize = 4;
+//! let mut buf = SampleBuffer::<_, N>::new(DIM, [0.0f32; N * DIM]).unwrap();
+//! for i in 0..3 {
+//!     assert_eq!(buf.push(&[i as f32, 0.0], 0).unwrap(), Pushed::Stored);
+//! }
+//! buf.push(&[0.0, 1.0], 1).unwrap();
+//! // Full: class 0 is the largest, so its oldest sample ([0, 0]) makes room.
+//! assert_eq!(buf.push(&[0.0, 2.0], 1).unwrap(), Pushed::Evicted { label: 0 });
+//! assert_eq!((buf.count(0), buf.count(1)), (2, 2));
+//! assert!(buf.iter().all(|(x, _)| x != [0.0, 0.0]));
+//!
+//! // A replay mini-batch: classes drawn uniformly, then a sample of the class.
+//! let mut idx = [0usize; 6];
+//! let n = buf.sample_indices(&mut Rng::new(7), &mut idx);
+//! let batch = idx[..n].iter().filter_map(|&i| buf.get(i));
+//! assert_eq!(batch.count(), 6);
+//! ```
+
+use core::fmt;
+
+use crate::error::{Error, Result};
+use crate::head::Storage;
+use crate::math;
+use crate::rng::Rng;
+
+/// What [`SampleBuffer::push`] did with a sample it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Pushed {
+    /// Stored in a free slot; nothing was dropped.
+    Stored,
+    /// Stored in place of the oldest sample of class `label` (which may be the new
+    /// sample's own class).
+    Evicted {
+        /// The class that lost a sample.
+        label: usize,
+    },
+}
+
+/// The buffer is full, every class in it holds a single sample, and the refused sample
+/// belongs to a class not present: storing it would drop a class entirely. The buffer is
+/// unchanged; the caller still holds the sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Full {
+    /// The refused sample's class.
+    pub label: usize,
+    /// The buffer's capacity `N` (and the number of classes in it).
+    pub capacity: usize,
+}
+
+impl fmt::Display for Full {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "replay buffer full: its {} samples are {} classes of one sample each, no room for class {}",
+            self.capacity, self.capacity, self.label
+        )
+    }
+}
+
+impl core::error::Error for Full {}
+
+impl From<Full> for Error {
+    /// As [`Error::Capacity`] of the buffer's classes, for callers that propagate with `?`.
+    fn from(full: Full) -> Self {
+        Error::Capacity {
+            what: "replay buffer classes",
+            requested: full.capacity.saturating_add(1),
+            capacity: full.capacity,
+        }
+    }
+}
+
+/// Why [`SampleBuffer::push`] did not store a sample. The buffer is unchanged in both
+/// cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PushError {
+    /// The sample is invalid: wrong length ([`Error::Length`]) or NaN/infinity
+    /// ([`Error::NonFinite`]).
+    Invalid(Error),
+    /// No room without dropping a class's only sample.
+    Full(Full),
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Invalid(e) => fmt::Display::fmt(e, f),
+            PushError::Full(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl core::error::Error for PushError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            PushError::Invalid(e) => Some(e),
+            PushError::Full(e) => Some(e),
+        }
+    }
+}
+
+impl From<Error> for PushError {
+    fn from(e: Error) -> Self {
+        PushError::Invalid(e)
+    }
+}
+
+impl From<Full> for PushError {
+    fn from(e: Full) -> Self {
+        PushError::Full(e)
+    }
+}
+
+impl From<PushError> for Error {
+    /// The validation error itself, or [`Full`] as [`Error::Capacity`].
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Invalid(e) => e,
+            PushError::Full(full) => full.into(),
+        }
+    }
+}
+
+/// Bookkeeping of one occupied slot.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    label: usize,
+    /// Insertion sequence number: smaller is older. A u64 never wraps in practice.
+    seq: u64,
+}
+
+/// How many slots one class occupies.
+#[derive(Debug, Clone, Copy)]
+struct ClassCount {
+    label: usize,
+    count: usize,
+}
+
+/// Up to `N` labeled embeddings of `dim` values each, evicted class-balanced (see the
+/// [module docs](self)).
+///
+/// Samples are addressed by slot index `0..len()`. An index stays valid until the next
+/// call that modifies the buffer: eviction overwrites a slot in place, and
+/// [`SampleBuffer::remove_class`] moves the last sample into each freed slot.
+#[derive(Debug, Clone)]
+pub struct SampleBuffer<S, const N: usize> {
+    dim: usize,
+    storage: S,
+    slots: heapless::Vec<Slot, N>,
+    /// Classes present, in order of first appearance, each with count ≥ 1.
+    classes: heapless::Vec<ClassCount, N>,
+    next_seq: u64,
+}
+
+impl<S, const N: usize> SampleBuffer<S, N> {
+    /// Storage values a buffer of `N` samples of `dim` values needs (saturating).
+    pub const fn storage_len(dim: usize) -> usize {
+        N.saturating_mul(dim)
+    }
+}
+
+impl<S: Storage, const N: usize> SampleBuffer<S, N> {
+    /// An empty buffer of `dim`-value samples over `storage` (at least
+    /// [`SampleBuffer::storage_len`] values; extra values are left alone).
+    ///
+    /// Errors: [`Error::Config`] when `dim` or `N` is 0 or `N × dim` overflows,
+    /// [`Error::Capacity`] when the storage is too short.
+    pub fn new(dim: usize, storage: S) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::Config { what: "sample dimension must be at least 1" });
+        }
+        if N == 0 {
+            return Err(Error::Config { what: "buffer capacity N must be at least 1" });
+        }
+        let Some(need) = N.checked_mul(dim) else {
+            return Err(Error::Config { what: "buffer size N * dim overflows the address space" });
+        };
+        let len = storage.as_ref().len();
+        if len < need {
+            return Err(Error::Capacity { what: "buffer storage", requested: need, capacity: len });
+        }
+        Ok(SampleBuffer { dim, storage, slots: heapless::Vec::new(), classes: heapless::Vec::new(), next_seq: 0 })
+    }
+
+    /// Values per sample.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Most samples the buffer holds (`N`).
+    pub const fn capacity(&self) -> usize {
+        N
+    }
+
+    /// Samples held.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the buffer holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Whether the buffer holds `N` samples (the next push evicts or is refused).
+    pub fn is_full(&self) -> bool {
+        self.slots.is_full()
+    }
+
+    /// Samples of class `label` held (0 for a class not present).
+    pub fn count(&self, label: usize) -> usize {
+        self.classes.iter().find(|c| c.label == label).map_or(0, |c| c.count)
+    }
+
+    /// Number of distinct classes held.
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// The classes held with their sample counts, `(label, count)`, in order of first
+    /// appearance.
+    pub fn classes(&self) -> impl ExactSizeIterator<Item = (usize, usize)> + '_ {
+        self.classes.iter().map(|c| (c.label, c.count))
+    }
+
+    /// The sample in slot `i` and its label; `None` when `i >= len()`.
+    pub fn get(&self, i: usize) -> Option<(&[f32], usize)> {
+        let slot = self.slots.get(i)?;
+        Some((self.features(i), slot.label))
+    }
+
+    /// Every sample and its label, in slot order (not insertion order).
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[f32], usize)> + DoubleEndedIterator + '_ {
+        self.slots.iter().enumerate().map(|(i, s)| (self.features(i), s.label))
+    }
+
+    /// Stores a copy of `x` labeled `label`, evicting as described in the
+    /// [module docs](self) when the buffer is full. On an error nothing changes:
+    /// [`PushError::Invalid`] when `x` does not have `dim` values or holds NaN or an
+    /// infinity, [`PushError::Full`] when there is no room without dropping a class.
+    ///
+    /// Time: O(N) bookkeeping plus the copy of `x` when there is room; when full,
+    /// O(N × classes) to find the oldest sample of the largest class.
+    pub fn push(&mut self, x: &[f32], label: usize) -> core::result::Result<Pushed, PushError> {
+        if x.len() != self.dim {
+            return Err(Error::Length { what: "sample", expected: self.dim, found: x.len() }.into());
+        }
+        if !math::all_finite(x) {
+            return Err(Error::NonFinite { what: "sample" }.into());
+        }
+        let seq = self.next_seq;
+        if !self.slots.is_full() {
+            let i = self.slots.len();
+            self.write(i, x);
+            // Cannot fail: the buffer is not full.
+            let _ = self.slots.push(Slot { label, seq });
+            self.add(label);
+            self.next_seq += 1;
+            return Ok(Pushed::Stored);
+        }
+        let largest = self.classes.iter().map(|c| c.count).max().unwrap_or(0);
+        let own = self.count(label);
+        let victim = if own == largest {
+            // The incoming class is (one of) the largest: replace its own oldest.
+            self.oldest_where(|s| s.label == label)
+        } else if largest <= 1 {
+            // Every class holds one sample and this one is new.
+            return Err(Full { label, capacity: N }.into());
+        } else {
+            // The oldest sample among the largest classes is the oldest sample of the
+            // tied class whose oldest sample is oldest.
+            self.oldest_where(|s| self.count(s.label) == largest)
+        };
+        // `None` cannot happen when full (N ≥ 1, so the largest class has a sample);
+        // report it as Full rather than panic.
+        let Some(v) = victim else {
+            return Err(Full { label, capacity: N }.into());
+        };
+        let evicted = self.slots[v].label;
+        self.write(v, x);
+        self.slots[v] = Slot { label, seq };
+        self.sub(evicted);
+        self.add(label);
+        self.next_seq += 1;
+        Ok(Pushed::Evicted { label: evicted })
+    }
+
+    /// Empties the buffer (the storage's values are left as they are).
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.classes.clear();
+        self.next_seq = 0;
+    }
+
+    /// Removes every sample of class `label` (e.g. when the user deletes the class) and
+    /// returns how many there were. The last samples move into the freed slots.
+    pub fn remove_class(&mut self, label: usize) -> usize {
+        let mut removed = 0;
+        let mut i = 0;
+        while i < self.slots.len() {
+            if self.slots[i].label != label {
+                i += 1;
+                continue;
+            }
+            let last = self.slots.len() - 1;
+            if i != last {
+                let d = self.dim;
+                self.storage.as_mut().copy_within(last * d..(last + 1) * d, i * d);
+            }
+            self.slots.swap_remove(i);
+            removed += 1;
+        }
+        if let Some(k) = self.classes.iter().position(|c| c.label == label) {
+            self.classes.remove(k);
+        }
+        removed
+    }
+
+    /// Fills `out` with slot indices for a class-balanced replay mini-batch and returns
+    /// how many it wrote: `out.len()`, or 0 when the buffer is empty. Each index is drawn
+    /// by picking a class uniformly among the classes present, then one of its samples
+    /// uniformly, so a rare class is replayed as often as a frequent one. Draws are with
+    /// replacement (an index may repeat). Deterministic: the same buffer and generator
+    /// state give the same indices. Time: O(N) per index.
+    pub fn sample_indices(&self, rng: &mut Rng, out: &mut [usize]) -> usize {
+        if self.classes.is_empty() {
+            return 0;
+        }
+        for o in out.iter_mut() {
+            let class = self.classes[rng.below(self.classes.len())];
+            let k = rng.below(class.count);
+            // The k-th slot of the class; the counts match the slots, so it exists.
+            *o = self.slots.iter().enumerate().filter(|(_, s)| s.label == class.label).nth(k).map_or(0, |(i, _)| i);
+        }
+        out.len()
+    }
+
+    /// The storage back, e.g. to reuse a static buffer.
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    fn features(&self, i: usize) -> &[f32] {
+        &self.storage.as_ref()[i * self.dim..(i + 1) * self.dim]
+    }
+
+    fn write(&mut self, i: usize, x: &[f32]) {
+        let d = self.dim;
+        self.storage.as_mut()[i * d..(i + 1) * d].copy_from_slice(x);
+    }
+
+    /// Index of the oldest slot satisfying `pred`.
+    fn oldest_where(&self, pred: impl Fn(&Slot) -> bool) -> Option<usize> {
+        self.slots.iter().enumerate().filter(|(_, s)| pred(s)).min_by_key(|(_, s)| s.seq).map(|(i, _)| i)
+    }
+
+    fn add(&mut self, label: usize) {
+        match self.classes.iter_mut().find(|c| c.label == label) {
+            Some(c) => c.count += 1,
+            // Cannot fail: every class present holds at least one of the ≤ N slots.
+            None => {
+                let _ = self.classes.push(ClassCount { label, count: 1 });
+            }
+        }
+    }
+
+    fn sub(&mut self, label: usize) {
+        if let Some(k) = self.classes.iter().position(|c| c.label == label) {
+            self.classes[k].count -= 1;
+            if self.classes[k].count == 0 {
+                self.classes.remove(k);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A buffer whose samples are `[v, label]`, so a slot's value tells which push made it.
+    fn buf<const N: usize>() -> SampleBuffer<Vec<f32>, N> {
+        SampleBuffer::new(2, vec![0.0; N * 2]).unwrap()
+    }
+
+    fn values(b: &SampleBuffer<Vec<f32>, 6>, label: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = b.iter().filter(|&(_, l)| l == label).map(|(x, _)| x[0]).collect();
+        v.sort_by(f32::total_cmp);
+        v
+    }
+
+    #[test]
+    fn fills_up_to_capacity() {
+        let mut b = buf::<6>();
+        assert!(b.is_empty() && !b.is_full() && b.capacity() == 6 && b.dim() == 2);
+        for i in 0..6 {
+            assert_eq!(b.push(&[i as f32, (i % 2) as f32], i % 2), Ok(Pushed::Stored));
+            assert_eq!(b.len(), i + 1);
+        }
+        assert!(b.is_full());
+        assert_eq!((b.count(0), b.count(1), b.count(2)), (3, 3, 0));
+        assert_eq!(b.classes().collect::<Vec<_>>(), [(0, 3), (1, 3)]);
+        for i in 0..6 {
+            assert_eq!(b.get(i), Some((&[i as f32, (i % 2) as f32][..], i % 2)));
+        }
+        assert_eq!(b.get(6), None);
+        assert_eq!(b.iter().len(), 6);
+        assert!(b.iter().zip(0..).all(|((x, l), i)| x[0] == i as f32 && l == i % 2));
+    }
+
+    #[test]
+    fn eviction_takes_the_oldest_of_the_largest_class() {
+        let mut b = buf::<6>();
+        for v in 0..5 {
+            b.push(&[v as f32, 0.0], 0).unwrap();
+        }
+        b.push(&[100.0, 1.0], 1).unwrap();
+        // Class 0 (5 samples) pays for the newcomers, oldest first.
+        assert_eq!(b.push(&[200.0, 2.0], 2), Ok(Pushed::Evicted { label: 0 }));
+        assert_eq!(values(&b, 0), [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(b.push(&[201.0, 2.0], 2), Ok(Pushed::Evicted { label: 0 }));
+        assert_eq!(b.push(&[202.0, 2.0], 2), Ok(Pushed::Evicted { label: 0 }));
+        assert_eq!((b.count(0), b.count(1), b.count(2)), (2, 1, 3));
+        assert_eq!(values(&b, 0), [3.0, 4.0]);
+        // Class 2 is now the largest: it replaces its own oldest.
+        assert_eq!(b.push(&[203.0, 2.0], 2), Ok(Pushed::Evicted { label: 2 }));
+        assert_eq!(values(&b, 2), [201.0, 202.0, 203.0]);
+        // A class-1 sample takes from class 2 (largest), not class 0.
+        assert_eq!(b.push(&[101.0, 1.0], 1), Ok(Pushed::Evicted { label: 2 }));
+        assert_eq!((b.count(0), b.count(1), b.count(2)), (2, 2, 2));
+        assert_eq!(b.len(), 6);
+    }
+
+    #[test]
+    fn ties_evict_from_the_class_with_the_oldest_sample() {
+        let mut b = buf::<4>();
+        b.push(&[0.0, 1.0], 1).unwrap(); // class 1's oldest is the oldest overall
+        b.push(&[1.0, 0.0], 0).unwrap();
+        b.push(&[2.0, 0.0], 0).unwrap();
+        b.push(&[3.0, 1.0], 1).unwrap();
+        assert_eq!(b.push(&[4.0, 2.0], 2), Ok(Pushed::Evicted { label: 1 }));
+        assert!(b.iter().all(|(x, _)| x[0] != 0.0));
+        // Now 0 has 2, 1 has 1, 2 has 1: class 0 gives up sample 1.
+        assert_eq!(b.push(&[5.0, 3.0], 3), Ok(Pushed::Evicted { label: 0 }));
+        let mut left: Vec<f32> = b.iter().map(|(x, _)| x[0]).collect();
+        left.sort_by(f32::total_cmp);
+        assert_eq!(left, [2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn a_rare_class_keeps_its_only_sample() {
+        let mut b = buf::<6>();
+        b.push(&[-1.0, 9.0], 9).unwrap();
+        for i in 0..100 {
+            let label = i % 2;
+            b.push(&[i as f32, label as f32], label).unwrap();
+            assert_eq!(b.count(9), 1, "after push {i}");
+        }
+        // The last push (class 1) took a slot from class 0, the larger one then.
+        assert_eq!((b.count(0), b.count(1), b.count(9)), (2, 3, 1));
+        assert!(b.iter().any(|(x, l)| l == 9 && x == [-1.0, 9.0]));
+        // The classes kept their newest samples.
+        assert_eq!(values(&b, 0), [96.0, 98.0]);
+        assert_eq!(values(&b, 1), [95.0, 97.0, 99.0]);
+    }
+
+    #[test]
+    fn a_new_class_is_refused_when_every_class_has_one_sample() {
+        let mut b = buf::<3>();
+        for l in 0..3 {
+            b.push(&[l as f32, 0.0], l).unwrap();
+        }
+        let before: Vec<(Vec<f32>, usize)> = b.iter().map(|(x, l)| (x.to_vec(), l)).collect();
+        let e = b.push(&[7.0, 7.0], 3).unwrap_err();
+        assert_eq!(e, PushError::Full(Full { label: 3, capacity: 3 }));
+        assert_eq!(b.iter().map(|(x, l)| (x.to_vec(), l)).collect::<Vec<_>>(), before);
+        // A class already present replaces its own single sample instead.
+        assert_eq!(b.push(&[8.0, 8.0], 1), Ok(Pushed::Evicted { label: 1 }));
+        assert_eq!(b.get(1), Some((&[8.0, 8.0][..], 1)));
+        // Errors print and convert.
+        assert!(e.to_string().contains("class 3"));
+        assert!(matches!(Error::from(e), Error::Capacity { requested: 4, capacity: 3, .. }));
+        let _: &dyn core::error::Error = &e;
+    }
+
+    #[test]
+    fn sample_indices_are_class_balanced_and_deterministic() {
+        let mut b = SampleBuffer::<_, 40>::new(1, [0.0f32; 40]).unwrap();
+        for i in 0..30 {
+            b.push(&[i as f32], 0).unwrap();
+        }
+        for i in 0..5 {
+            b.push(&[i as f32], 1).unwrap();
+            b.push(&[i as f32], 2).unwrap();
+        }
+        let mut idx = [0usize; 3000];
+        assert_eq!(b.sample_indices(&mut Rng::new(1), &mut idx), 3000);
+        let mut per_class = [0usize; 3];
+        let mut per_slot = [0usize; 40];
+        for &i in &idx {
+            per_class[b.get(i).unwrap().1] += 1;
+            per_slot[i] += 1;
+        }
+        for n in per_class {
+            assert!((n as f32 / 3000.0 - 1.0 / 3.0).abs() < 0.04, "{per_class:?}");
+        }
+        assert!(per_slot.iter().all(|&n| n > 0), "every sample gets replayed");
+        let mut again = [0usize; 3000];
+        b.sample_indices(&mut Rng::new(1), &mut again);
+        assert_eq!(idx, again);
+        b.sample_indices(&mut Rng::new(2), &mut again);
+        assert_ne!(idx, again);
+        assert_eq!(b.sample_indices(&mut Rng::new(1), &mut []), 0);
+        b.clear();
+        assert!(b.is_empty() && b.num_classes() == 0);
+        assert_eq!(b.sample_indices(&mut Rng::new(1), &mut idx), 0);
+    }
+
+    #[test]
+    fn remove_class_compacts_and_keeps_the_rest() {
+        let mut b = buf::<6>();
+        for i in 0..6 {
+            b.push(&[i as f32, 0.0], [0, 1, 0, 2, 0, 1][i]).unwrap();
+        }
+        assert_eq!(b.remove_class(0), 3);
+        assert_eq!(b.remove_class(0), 0);
+        assert_eq!(b.remove_class(5), 0);
+        assert_eq!((b.len(), b.count(0), b.num_classes()), (3, 0, 2));
+        let mut left: Vec<(f32, usize)> = b.iter().map(|(x, l)| (x[0], l)).collect();
+        left.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert_eq!(left, [(1.0, 1), (3.0, 2), (5.0, 1)]);
+        // Room again: no eviction until full.
+        for _ in 0..3 {
+            assert_eq!(b.push(&[9.0, 0.0], 0), Ok(Pushed::Stored));
+        }
+        assert_eq!(b.push(&[9.0, 0.0], 2), Ok(Pushed::Evicted { label: 0 }));
+    }
+
+    #[test]
+    fn bad_dimensions_and_samples_are_errors_not_panics() {
+        assert!(matches!(SampleBuffer::<_, 4>::new(0, [0.0f32; 4]), Err(Error::Config { .. })));
+        assert!(matches!(SampleBuffer::<_, 0>::new(2, [0.0f32; 4]), Err(Error::Config { .. })));
+        assert!(matches!(
+            SampleBuffer::<_, 4>::new(3, [0.0f32; 11]),
+            Err(Error::Capacity { requested: 12, capacity: 11, .. })
+        ));
+        assert!(matches!(SampleBuffer::<_, 4>::new(usize::MAX, [0.0f32; 4]), Err(Error::Config { .. })));
+        assert_eq!(SampleBuffer::<(), 4>::storage_len(3), 12);
+        assert_eq!(SampleBuffer::<(), 4>::storage_len(usize::MAX), usize::MAX);
+
+        let mut b = buf::<2>();
+        b.push(&[1.0, 1.0], 0).unwrap();
+        assert_eq!(
+            b.push(&[1.0], 0),
+            Err(PushError::Invalid(Error::Length { what: "sample", expected: 2, found: 1 }))
+        );
+        assert!(matches!(b.push(&[1.0, 2.0, 3.0], 0), Err(PushError::Invalid(Error::Length { .. }))));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            assert_eq!(b.push(&[bad, 0.0], 0), Err(PushError::Invalid(Error::NonFinite { what: "sample" })));
+        }
+        assert_eq!((b.len(), b.count(0)), (1, 1));
+        assert_eq!(b.get(usize::MAX), None);
+        assert_eq!(b.count(usize::MAX), 0);
+        // Any label is fine for the buffer; the head checks its range when learning.
+        assert_eq!(b.push(&[0.0, 0.0], usize::MAX), Ok(Pushed::Stored));
+        assert_eq!(b.push(&[0.0, 0.0], 3), Err(PushError::Full(Full { label: 3, capacity: 2 })));
+        assert!(!PushError::from(Error::NonFinite { what: "sample" }).to_string().is_empty());
+    }
+}

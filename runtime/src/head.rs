@@ -396,27 +396,26 @@ impl<S: Storage> Head<S> {
         p[o + cap * w + c] = 0.0;
     }
 
-    /// Weight imprinting: sets `class`'s output weights to `scale` × the unit vector of
-    /// `mean_features` (the class's mean in the space of [`Head::features`], e.g. from
-    /// [`crate::classes::ClassMeans`]) and its bias to the mean of the other classes'
-    /// biases. With `scale` `None`, the mean norm of the other classes' rows is used (or
-    /// 1 when there are none), so the new class competes on equal terms.
-    pub fn imprint(&mut self, class: usize, mean_features: &[f32], scale: Option<f32>) -> Result<()> {
-        let w = self.dims.feature_width();
+    /// Weight imprinting (Qi et al. 2018): sets `class`'s output weights to `scale` × the
+    /// unit vector of the class's features, computed from `embedding` (an embedding of
+    /// the class, or the mean of several, e.g. from [`crate::classes::ClassMeans`]): the
+    /// embedding itself for a linear head, its hidden activations for an MLP. The bias
+    /// becomes the mean of the other classes' biases. With `scale` `None`, the mean norm
+    /// of the other classes' rows is used (or 1 when there are none), so the new class
+    /// competes on equal terms. Needs no scratch memory: the features are computed in the
+    /// class's own row.
+    pub fn imprint(&mut self, class: usize, embedding: &[f32], scale: Option<f32>) -> Result<()> {
         if class >= self.classes {
             return Err(Error::UnknownClass { class, classes: self.classes });
         }
-        if mean_features.len() != w {
-            return Err(Error::Length { what: "imprint features", expected: w, found: mean_features.len() });
+        if embedding.len() != self.dims.input {
+            return Err(Error::Length { what: "imprint embedding", expected: self.dims.input, found: embedding.len() });
         }
-        if !math::all_finite(mean_features) {
-            return Err(Error::NonFinite { what: "imprint features" });
+        if !math::all_finite(embedding) {
+            return Err(Error::NonFinite { what: "imprint embedding" });
         }
-        let n = math::norm(mean_features);
-        if n == 0.0 {
-            return Err(Error::Config { what: "imprint features must not be all zero" });
-        }
-        let (o, cap) = (self.dims.out_offset(), self.dims.capacity);
+        let Dims { input: d, hidden: h, capacity: cap } = self.dims;
+        let (o, w) = (self.dims.out_offset(), self.dims.feature_width());
         let others = (0..self.classes).filter(|&c| c != class);
         let count = others.clone().count();
         let (mut norms, mut biases) = (0.0f32, 0.0f32);
@@ -425,14 +424,35 @@ impl<S: Storage> Head<S> {
             biases += self.params()[o + cap * w + c];
         }
         let scale = match scale {
-            Some(s) => s,
+            Some(s) if s.is_finite() && s > 0.0 => s,
+            Some(_) => return Err(Error::Config { what: "imprint scale must be positive and finite" }),
             None if count > 0 && norms > 0.0 => norms / count as f32,
             None => 1.0,
         };
         let bias = if count > 0 { biases / count as f32 } else { 0.0 };
         let p = self.params_mut();
-        math::scaled_copy(scale / n, mean_features, &mut p[o + class * w..o + (class + 1) * w]);
-        p[o + cap * w + class] = bias;
+        let (hidden_layer, out) = p.split_at_mut(o);
+        let (rows, out_bias) = out.split_at_mut(cap * w);
+        let row = &mut rows[class * w..(class + 1) * w];
+        if h == 0 {
+            row.copy_from_slice(embedding);
+        } else {
+            let (w1, b1) = hidden_layer.split_at(h * d);
+            for (j, r) in row.iter_mut().enumerate() {
+                *r = (math::dot(&w1[j * d..(j + 1) * d], embedding) + b1[j]).max(0.0);
+            }
+        }
+        let n = math::norm(row);
+        if n == 0.0 || !n.is_finite() {
+            // Leave the class as add_class made it rather than half-imprinted.
+            row.fill(0.0);
+            return Err(Error::Config { what: "imprint features are all zero (or overflow)" });
+        }
+        let k = scale / n;
+        for r in row.iter_mut() {
+            *r *= k;
+        }
+        out_bias[class] = bias;
         Ok(())
     }
 }
@@ -524,5 +544,23 @@ mod tests {
         assert_eq!(head.predict(&[-1.0, -1.0], &mut probs).unwrap().class, c);
         assert!(head.imprint(3, &[1.0, 0.0], None).is_err());
         assert!(head.imprint(c, &[0.0, 0.0], None).is_err());
+        assert!(head.imprint(c, &[1.0, 0.0], Some(f32::NAN)).is_err());
+    }
+
+    #[test]
+    fn mlp_imprint_uses_hidden_features_of_the_embedding() {
+        let dims = Dims::mlp(3, 4, 3);
+        let mut head = Head::new(dims, 2, vec![0.0; dims.param_len()]).unwrap();
+        head.init(5);
+        let e = [0.5, -1.0, 2.0];
+        let mut f = [0.0; 4];
+        head.features(&e, &mut f).unwrap();
+        let c = head.add_class().unwrap();
+        head.imprint(c, &e, Some(3.0)).unwrap();
+        let row = head.class_weights(c);
+        let n = math::norm(&f);
+        for j in 0..4 {
+            assert!((row[j] - 3.0 * f[j] / n).abs() < 1e-6);
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod head;
 pub mod learn;
 pub mod math;
+pub mod online;
 pub mod persist;
 pub mod rng;
 

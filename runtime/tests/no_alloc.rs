@@ -5,7 +5,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use edgetune::buffer::SampleBuffer;
+use edgetune::classes::ClassMeans;
 use edgetune::head::top_k;
+use edgetune::online::{Online, OnlineConfig};
 use edgetune::{Config, Dims, Head, Learner, Loss, Optimizer};
 
 struct Counting;
@@ -59,7 +62,7 @@ fn predict_and_learn_do_not_allocate() {
             let x: Vec<f32> = (0..dims.input).map(|i| (i as f32 * 0.1).sin()).collect();
             let x2: Vec<f32> = x.iter().map(|v| -v).collect();
             let mut probs = vec![0.0; dims.capacity];
-            let mean = vec![0.5f32; dims.feature_width()];
+            let mean = vec![0.5f32; dims.input];
             let n = allocations(|| {
                 for i in 0..5 {
                     let p = head.predict(&x, &mut probs).unwrap();
@@ -75,4 +78,28 @@ fn predict_and_learn_do_not_allocate() {
             assert_eq!(n, 0, "{dims:?} {optimizer:?}: {n} heap allocations");
         }
     }
+}
+
+#[test]
+fn online_learning_does_not_allocate() {
+    let dims = Dims::linear(64, 10);
+    let head = Head::alloc(dims, 0).unwrap();
+    let learner = Learner::new(dims, Config::DEFAULT, vec![0.0; Learner::<()>::state_len(dims, &Optimizer::ADAM)]).unwrap();
+    let buffer = SampleBuffer::<_, 32>::new(64, vec![0.0; 32 * 64]).unwrap();
+    let means = ClassMeans::new(64, 10, vec![0.0; ClassMeans::<()>::storage_len(64, 10)]).unwrap();
+    let mut online = Online::new(head, learner, buffer, means, OnlineConfig::DEFAULT).unwrap();
+    let xs: Vec<Vec<f32>> = (0..10).map(|c| (0..64).map(|i| ((i * (c + 1)) as f32 * 0.1).sin()).collect()).collect();
+    let mut probs = [0.0f32; 10];
+    let n = allocations(|| {
+        for round in 0..5 {
+            for (c, x) in xs.iter().enumerate() {
+                let _ = online.predict(x, &mut probs);
+                online.learn(x, c).unwrap(); // round 0 adds each class
+                std::hint::black_box((round, online.novelty(x)));
+            }
+        }
+        let _ = online.learn(&xs[0], 11); // an error allocates nothing either
+    });
+    assert_eq!(online.head().classes(), 10);
+    assert_eq!(n, 0, "{n} heap allocations in online learning");
 }

@@ -1,0 +1,211 @@
+//! Learning on the device from one label at a time: the rule that ties a [`Head`], its
+//! [`Learner`], a [`SampleBuffer`] for replay and [`ClassMeans`] together. The Linux
+//! device program and the Cortex-M firmware both learn through it.
+//!
+//! A label for a class the head does not know yet (the index one past the last class)
+//! adds the class and imprints it from the sample, so it is recognised at once; then
+//! every label takes `steps` mini-batch steps of the new sample plus `replay` samples
+//! drawn class-balanced from the buffer, so learning a new class does not erase the old.
+//!
+//! ```
+//! use edgetune::buffer::SampleBuffer;
+//! use edgetune::classes::ClassMeans;
+//! use edgetune::online::{Online, OnlineConfig};
+//! use edgetune::{Config, Dims, Head, Learner, Optimizer};
+//!
+//! // All parts share one storage type: slices of static arrays on a microcontroller,
+//! // `Vec<f32>` on Linux.
+//! const DIMS: Dims = Dims::linear(2, 4);
+//! let (mut p, mut l, mut b, mut m) = ([0.0f32; DIMS.param_len()],
+//!     [0.0f32; Learner::<()>::state_len(DIMS, &Optimizer::ADAM)], [0.0f32; 16 * 2],
+//!     [0.0f32; ClassMeans::<()>::storage_len(2, 4)]);
+//! let head = Head::new(DIMS, 0, &mut p[..])?;
+//! let learner = Learner::new(DIMS, Config { lr: 0.05, ..Config::DEFAULT }, &mut l[..])?;
+//! let buffer = SampleBuffer::<_, 16>::new(2, &mut b[..])?;
+//! let means = ClassMeans::new(2, 4, &mut m[..])?;
+//! let mut online = Online::new(head, learner, buffer, means, OnlineConfig::DEFAULT)?;
+//! online.learn(&[1.0, 0.1], 0)?; // a new class 0
+//! online.learn(&[0.1, 1.0], 1)?; // a new class 1
+//! let mut probs = [0.0; 4];
+//! assert_eq!(online.predict(&[0.9, 0.2], &mut probs)?.class, 0);
+//! # Ok::<(), edgetune::Error>(())
+//! ```
+
+use crate::buffer::SampleBuffer;
+use crate::classes::ClassMeans;
+use crate::error::{Error, Result};
+use crate::head::{Head, Prediction, Storage};
+use crate::learn::Learner;
+use crate::math;
+use crate::rng::Rng;
+
+/// Most replayed samples per step.
+pub const MAX_REPLAY: usize = 32;
+
+/// How much work one label triggers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct OnlineConfig {
+    /// Buffer samples replayed beside the new one in each step (at most [`MAX_REPLAY`]).
+    pub replay: usize,
+    /// Optimizer steps per label (at least 1).
+    pub steps: usize,
+    /// Seed of the replay sampler.
+    pub seed: u64,
+}
+
+impl OnlineConfig {
+    /// 8 replayed samples, 2 steps per label.
+    pub const DEFAULT: OnlineConfig = OnlineConfig { replay: 8, steps: 2, seed: 0 };
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig::DEFAULT
+    }
+}
+
+/// What one label did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Learned {
+    /// The class learned.
+    pub class: usize,
+    /// The label added this class.
+    pub added: bool,
+    /// The sample went into the replay buffer (false when the buffer handed it back).
+    pub stored: bool,
+    /// Mean loss of the last step's batch.
+    pub loss: f32,
+}
+
+/// A head that learns from labels as they come.
+#[derive(Debug, Clone)]
+pub struct Online<S, const N: usize> {
+    head: Head<S>,
+    learner: Learner<S>,
+    buffer: SampleBuffer<S, N>,
+    means: ClassMeans<S>,
+    cfg: OnlineConfig,
+    rng: Rng,
+}
+
+impl<S: Storage, const N: usize> Online<S, N> {
+    /// Ties the parts together; their dimensions must agree.
+    pub fn new(
+        head: Head<S>,
+        learner: Learner<S>,
+        buffer: SampleBuffer<S, N>,
+        means: ClassMeans<S>,
+        cfg: OnlineConfig,
+    ) -> Result<Self> {
+        let dims = head.dims();
+        if learner.dims() != dims {
+            return Err(Error::Config { what: "learner dimensions differ from the head's" });
+        }
+        if buffer.dim() != dims.input || means.dim() != dims.input {
+            return Err(Error::Config { what: "buffer or class means have another embedding size than the head" });
+        }
+        if means.capacity() < dims.capacity {
+            return Err(Error::Capacity { what: "class means", requested: dims.capacity, capacity: means.capacity() });
+        }
+        if cfg.steps == 0 || cfg.replay > MAX_REPLAY {
+            return Err(Error::Config { what: "online steps must be >= 1 and replay <= MAX_REPLAY" });
+        }
+        Ok(Online { head, learner, buffer, means, cfg, rng: Rng::new(cfg.seed) })
+    }
+
+    /// The head.
+    pub fn head(&self) -> &Head<S> {
+        &self.head
+    }
+
+    /// The learner (optimizer state, step count).
+    pub fn learner(&self) -> &Learner<S> {
+        &self.learner
+    }
+
+    /// The replay buffer.
+    pub fn buffer(&self) -> &SampleBuffer<S, N> {
+        &self.buffer
+    }
+
+    /// The per-class embedding means.
+    pub fn means(&self) -> &ClassMeans<S> {
+        &self.means
+    }
+
+    /// The parts back.
+    pub fn into_parts(self) -> (Head<S>, Learner<S>, SampleBuffer<S, N>, ClassMeans<S>) {
+        (self.head, self.learner, self.buffer, self.means)
+    }
+
+    /// Predicts; see [`Head::predict`].
+    pub fn predict(&self, x: &[f32], probs: &mut [f32]) -> Result<Prediction> {
+        self.head.predict(x, probs)
+    }
+
+    /// The nearest class mean and the out-of-distribution distance (1 − cosine) of `x`.
+    pub fn novelty(&self, x: &[f32]) -> Option<(usize, f32)> {
+        self.means.nearest(x)
+    }
+
+    fn check(&self, x: &[f32], label: usize) -> Result<bool> {
+        let dims = self.head.dims();
+        let classes = self.head.classes();
+        if x.len() != dims.input {
+            return Err(Error::Length { what: "embedding", expected: dims.input, found: x.len() });
+        }
+        if !math::all_finite(x) {
+            return Err(Error::NonFinite { what: "embedding" });
+        }
+        if math::sq_norm(x) == 0.0 {
+            return Err(Error::Config { what: "an all-zero embedding has no direction to learn from" });
+        }
+        if label > classes {
+            return Err(Error::UnknownClass { class: label, classes });
+        }
+        let added = label == classes;
+        if added && classes >= dims.capacity {
+            return Err(Error::Capacity { what: "classes", requested: classes + 1, capacity: dims.capacity });
+        }
+        Ok(added)
+    }
+
+    /// Keeps a labeled sample for replay and in the class means without a learning step
+    /// (e.g. exemplars shipped with a head trained on the host). `label` must be a class
+    /// the head has.
+    pub fn remember(&mut self, x: &[f32], label: usize) -> Result<bool> {
+        if self.check(x, label)? {
+            return Err(Error::UnknownClass { class: label, classes: self.head.classes() });
+        }
+        self.means.update(label, x)?;
+        Ok(self.buffer.push(x, label).is_ok())
+    }
+
+    /// Learns one labeled sample. `label` is a class index, or the number of classes to
+    /// add a class. On an error nothing has changed.
+    pub fn learn(&mut self, x: &[f32], label: usize) -> Result<Learned> {
+        let added = self.check(x, label)?;
+        if added {
+            self.head.add_class()?;
+        }
+        self.means.update(label, x)?;
+        if added {
+            // Features that are all zero (a dead MLP layer) leave the class at zero
+            // weights: fine-tuning below still learns it.
+            let _ = self.head.imprint(label, self.means.mean(label), None);
+        }
+        let stored = self.buffer.push(x, label).is_ok();
+        let mut idx = [0usize; MAX_REPLAY];
+        let k = self.cfg.replay;
+        let mut loss = 0.0;
+        for _ in 0..self.cfg.steps {
+            let n = self.buffer.sample_indices(&mut self.rng, &mut idx[..k]);
+            let buffer = &self.buffer;
+            let batch = core::iter::once((x, label)).chain(idx[..n].iter().filter_map(|&i| buffer.get(i)));
+            loss = self.learner.step_batch(&mut self.head, batch)?;
+        }
+        Ok(Learned { class: label, added, stored, loss })
+    }
+}
