@@ -21,8 +21,16 @@ fn input(d: usize, seed: f32) -> Vec<f32> {
 fn setup(dims: Dims, optimizer: Optimizer) -> (Head<Vec<f32>>, Learner<Vec<f32>>) {
     let mut head = Head::alloc(dims, 10).unwrap();
     head.init(1);
-    let cfg = Config { optimizer, ..Config::DEFAULT };
-    let learner = Learner::new(dims, cfg, vec![0.0; Learner::<()>::state_len(dims, &optimizer)]).unwrap();
+    let cfg = Config {
+        optimizer,
+        ..Config::DEFAULT
+    };
+    let learner = Learner::new(
+        dims,
+        cfg,
+        vec![0.0; Learner::<()>::state_len(dims, &optimizer)],
+    )
+    .unwrap();
     (head, learner)
 }
 
@@ -50,11 +58,27 @@ fn predict(c: &mut Criterion) {
 fn step(c: &mut Criterion) {
     let mut g = c.benchmark_group("head/step");
     for (name, dims, optimizer) in [
-        ("linear 1280x10 adam", Dims::linear(1280, 10), Optimizer::ADAM),
-        ("linear 1280x10 sgd-momentum", Dims::linear(1280, 10), Optimizer::SGD_MOMENTUM),
-        ("linear 1280x10 adamw", Dims::linear(1280, 10), Optimizer::ADAMW),
+        (
+            "linear 1280x10 adam",
+            Dims::linear(1280, 10),
+            Optimizer::ADAM,
+        ),
+        (
+            "linear 1280x10 sgd-momentum",
+            Dims::linear(1280, 10),
+            Optimizer::SGD_MOMENTUM,
+        ),
+        (
+            "linear 1280x10 adamw",
+            Dims::linear(1280, 10),
+            Optimizer::ADAMW,
+        ),
         ("linear 64x10 adam", Dims::linear(64, 10), Optimizer::ADAM),
-        ("mlp 1280x128x10 adam", Dims::mlp(1280, 128, 10), Optimizer::ADAM),
+        (
+            "mlp 1280x128x10 adam",
+            Dims::mlp(1280, 128, 10),
+            Optimizer::ADAM,
+        ),
     ] {
         let (mut head, mut learner) = setup(dims, optimizer);
         let xs = [input(dims.input, 0.0), input(dims.input, 1.0)];
@@ -62,7 +86,11 @@ fn step(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 i += 1;
-                black_box(learner.step(&mut head, black_box(&xs[i & 1]), i % 10).unwrap())
+                black_box(
+                    learner
+                        .step(&mut head, black_box(&xs[i & 1]), i % 10)
+                        .unwrap(),
+                )
             })
         });
     }
@@ -70,7 +98,14 @@ fn step(c: &mut Criterion) {
     let (mut head, mut learner) = setup(dims, Optimizer::ADAM);
     let xs: Vec<Vec<f32>> = (0..32).map(|k| input(1280, k as f32)).collect();
     g.bench_function("linear 1280x10 adam batch32", |b| {
-        b.iter(|| learner.step_batch(&mut head, xs.iter().enumerate().map(|(k, x)| (x.as_slice(), k % 10))).unwrap())
+        b.iter(|| {
+            learner
+                .step_batch(
+                    &mut head,
+                    xs.iter().enumerate().map(|(k, x)| (x.as_slice(), k % 10)),
+                )
+                .unwrap()
+        })
     });
     g.finish();
 }

@@ -84,16 +84,23 @@ pub fn read_csv(path: &Path, scale: f32) -> Result<Dataset> {
     };
     let mut data = Dataset::default();
     for (n, line) in BufReader::new(reader).lines().enumerate() {
-        let line = line.with_context(|| format!("{}: cannot read line {}", path.display(), n + 1))?;
+        let line =
+            line.with_context(|| format!("{}: cannot read line {}", path.display(), n + 1))?;
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
         let at = || format!("{}:{}", path.display(), n + 1);
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        ensure!(fields.len() >= 2, "{}: a row needs at least one feature and a label", at());
+        ensure!(
+            fields.len() >= 2,
+            "{}: a row needs at least one feature and a label",
+            at()
+        );
         let (label, features) = fields.split_last().expect("two or more fields");
-        let y: usize = label.parse().with_context(|| format!("{}: label {label:?} is not a class index", at()))?;
+        let y: usize = label
+            .parse()
+            .with_context(|| format!("{}: label {label:?} is not a class index", at()))?;
         let x = features
             .iter()
             .map(|f| match f.parse::<f32>() {
@@ -102,7 +109,13 @@ pub fn read_csv(path: &Path, scale: f32) -> Result<Dataset> {
             })
             .collect::<Result<Vec<f32>>>()?;
         if let Some(first) = data.x.first() {
-            ensure!(x.len() == first.len(), "{}: {} features, but the first row has {}", at(), x.len(), first.len());
+            ensure!(
+                x.len() == first.len(),
+                "{}: {} features, but the first row has {}",
+                at(),
+                x.len(),
+                first.len()
+            );
         }
         data.x.push(x);
         data.y.push(y);
@@ -134,7 +147,13 @@ mod tests {
         assert!(err("1,NaN,0\n").contains("not a finite number"));
         assert!(err("1,2,-1\n").contains("label \"-1\" is not a class index"));
         assert!(err("").contains("no samples"));
-        assert!(format!("{:#}", read_csv(Path::new("/nonexistent.csv"), 1.0).unwrap_err()).contains("cannot open"));
+        assert!(
+            format!(
+                "{:#}",
+                read_csv(Path::new("/nonexistent.csv"), 1.0).unwrap_err()
+            )
+            .contains("cannot open")
+        );
     }
 
     #[test]

@@ -44,7 +44,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { labels_per_class: 20, exemplars_per_class: 20, seed: 1 }
+        Options {
+            labels_per_class: 20,
+            exemplars_per_class: 20,
+            seed: 1,
+        }
     }
 }
 
@@ -78,9 +82,17 @@ pub struct Report {
     pub state_bytes: usize,
 }
 
-fn accuracy<S: edgetune::head::Storage, const N: usize>(device: &Online<S, N>, data: &Dataset) -> f64 {
+fn accuracy<S: edgetune::head::Storage, const N: usize>(
+    device: &Online<S, N>,
+    data: &Dataset,
+) -> f64 {
     let mut probs = [0.0f32; 10];
-    let hits = data.x.iter().zip(&data.y).filter(|(x, y)| device.predict(x, &mut probs).is_ok_and(|p| p.class == **y)).count();
+    let hits = data
+        .x
+        .iter()
+        .zip(&data.y)
+        .filter(|(x, y)| device.predict(x, &mut probs).is_ok_and(|p| p.class == **y))
+        .count();
     hits as f64 / data.len().max(1) as f64
 }
 
@@ -92,7 +104,12 @@ fn median(v: &mut [f64]) -> f64 {
 /// Runs the demo on the digits CSV at `data`.
 pub fn run(data: &Path, opts: &Options) -> Result<Report> {
     let digits = read_csv(data, 1.0 / 16.0).context("loading the demo data")?;
-    ensure!(digits.dim() == 64, "{}: expected 64 features per digit, found {}", data.display(), digits.dim());
+    ensure!(
+        digits.dim() == 64,
+        "{}: expected 64 features per digit, found {}",
+        data.display(),
+        digits.dim()
+    );
     let (train, test) = digits.stratified_split(0.3, opts.seed);
     let old_train = train.select(|y| y < NEW.start, |y| y);
     let old_test = test.select(|y| y < NEW.start, |y| y);
@@ -107,11 +124,21 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
     let cfg = Config {
         lr: 0.05,
         weight_decay: 1e-4,
-        schedule: Schedule { warmup: 10, decay: Decay::Cosine { total, min_factor: 0.02 } },
+        schedule: Schedule {
+            warmup: 10,
+            decay: Decay::Cosine {
+                total,
+                min_factor: 0.02,
+            },
+        },
         ..Config::DEFAULT
     };
     let mut head = Head::alloc(dims, NEW.start)?;
-    let mut learner = Learner::new(dims, cfg, vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)])?;
+    let mut learner = Learner::new(
+        dims,
+        cfg,
+        vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
+    )?;
     let mut rng = Rng::new(opts.seed);
     let mut order: Vec<usize> = (0..old_train.len()).collect();
     for _ in 0..epochs {
@@ -119,18 +146,35 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
             order.swap(i, rng.below(i + 1));
         }
         for chunk in order.chunks(batch) {
-            learner.step_batch(&mut head, chunk.iter().map(|&i| (old_train.x[i].as_slice(), old_train.y[i])))?;
+            learner.step_batch(
+                &mut head,
+                chunk
+                    .iter()
+                    .map(|&i| (old_train.x[i].as_slice(), old_train.y[i])),
+            )?;
         }
     }
     let shipped = persist::encode_to_vec(&head, None::<&Learner<Vec<f32>>>)?;
 
     // Device: load the head, keep exemplars, then learn from labels one at a time.
-    let device_cfg = Config { lr: 0.02, weight_decay: 1e-4, ..Config::DEFAULT };
+    let device_cfg = Config {
+        lr: 0.02,
+        weight_decay: 1e-4,
+        ..Config::DEFAULT
+    };
     let head = persist::decode_head(&shipped).context("device: loading the shipped head")?;
-    let learner = Learner::new(dims, device_cfg, vec![0.0; Learner::<()>::state_len(dims, &device_cfg.optimizer)])?;
+    let learner = Learner::new(
+        dims,
+        device_cfg,
+        vec![0.0; Learner::<()>::state_len(dims, &device_cfg.optimizer)],
+    )?;
     let buffer = SampleBuffer::<_, BUFFER>::new(64, vec![0.0; BUFFER * 64])?;
     let means = ClassMeans::new(64, 10, vec![0.0; ClassMeans::<()>::storage_len(64, 10)])?;
-    let online_cfg = OnlineConfig { replay: 16, steps: 2, seed: opts.seed };
+    let online_cfg = OnlineConfig {
+        replay: 16,
+        steps: 2,
+        seed: opts.seed,
+    };
     let mut device = Online::new(head, learner, buffer, means, online_cfg)?;
     for c in 0..NEW.start {
         let mut kept = 0;
@@ -147,7 +191,10 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
     // The stream: new digits, interleaved as a user would meet them.
     let mut stream = Vec::new();
     for c in NEW {
-        let idx: Vec<usize> = (0..new_train.len()).filter(|&i| new_train.y[i] == c).take(opts.labels_per_class).collect();
+        let idx: Vec<usize> = (0..new_train.len())
+            .filter(|&i| new_train.y[i] == c)
+            .take(opts.labels_per_class)
+            .collect();
         stream.extend(idx);
     }
     for i in (1..stream.len()).rev() {
@@ -155,10 +202,8 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
     }
     // A device knows classes by index; the stream's digit 5 becomes the first new class
     // only if it comes first, so map digits to classes in the order they appear.
-    let mut class_of = [usize::MAX; 10];
-    for c in 0..NEW.start {
-        class_of[c] = c;
-    }
+    let mut class_of: [usize; 10] =
+        core::array::from_fn(|d| if d < NEW.start { d } else { usize::MAX });
     let (mut predict_t, mut learn_t, mut persist_t) = (vec![], vec![], vec![]);
     let mut late_hits = 0usize;
     let mut probs = [0.0f32; 10];
@@ -168,7 +213,11 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
         let t = Instant::now();
         let p = device.predict(x, &mut probs)?;
         predict_t.push(t.elapsed().as_secs_f64() * 1e6);
-        let label = if class_of[digit] == usize::MAX { device.head().classes() } else { class_of[digit] };
+        let label = if class_of[digit] == usize::MAX {
+            device.head().classes()
+        } else {
+            class_of[digit]
+        };
         if n >= stream.len() / 2 && p.class == label {
             late_hits += 1;
         }
@@ -186,8 +235,12 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
     // A restart: the persisted state must give back the same head.
     let (head, mut learner, buffer, means) = device.into_parts();
     let mut reloaded = Head::alloc(dims, 0)?;
-    persist::decode_into(&state, &mut reloaded, Some(&mut learner)).context("device: reloading its state")?;
-    ensure!(reloaded.params() == head.params() && reloaded.classes() == head.classes(), "reloaded state differs");
+    persist::decode_into(&state, &mut reloaded, Some(&mut learner))
+        .context("device: reloading its state")?;
+    ensure!(
+        reloaded.params() == head.params() && reloaded.classes() == head.classes(),
+        "reloaded state differs"
+    );
     let device = Online::new(reloaded, learner, buffer, means, online_cfg)?;
 
     // Score with the device's class numbering.
@@ -195,7 +248,12 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
     let host_head_acc = {
         let shipped = persist::decode_head(&shipped)?;
         let mut probs = [0.0f32; 10];
-        let hits = old_test.x.iter().zip(&old_test.y).filter(|(x, y)| shipped.predict(x, &mut probs).is_ok_and(|p| p.class == **y)).count();
+        let hits = old_test
+            .x
+            .iter()
+            .zip(&old_test.y)
+            .filter(|(x, y)| shipped.predict(x, &mut probs).is_ok_and(|p| p.class == **y))
+            .count();
         hits as f64 / old_test.len() as f64
     };
     Ok(Report {
@@ -217,14 +275,46 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pct = |v: f64| format!("{:5.1}%", v * 100.0);
-        writeln!(f, "host: head trained on digits 0-4       test accuracy (0-4) {}", pct(self.host_accuracy_old))?;
-        writeln!(f, "device, before any label               test accuracy (0-9) {}  (knows 0-4 only)", pct(self.before_all))?;
-        writeln!(f, "device, after {:3} labels of 5-9        test accuracy (0-9) {}", self.labels, pct(self.after_all))?;
-        writeln!(f, "                                         old digits (0-4)  {}", pct(self.after_old))?;
-        writeln!(f, "                                         new digits (5-9)  {}", pct(self.after_new))?;
-        writeln!(f, "  right before their label, 2nd half of the stream       {}", pct(self.online_accuracy_late))?;
-        writeln!(f, "latency (median): predict {:.1} µs, learn one label {:.1} µs, encode state {:.1} µs ({} bytes)",
-            self.predict_us, self.learn_us, self.persist_us, self.state_bytes)?;
-        write!(f, "test set: {} samples; state reloaded after the stream and checked identical", self.test_samples)
+        writeln!(
+            f,
+            "host: head trained on digits 0-4       test accuracy (0-4) {}",
+            pct(self.host_accuracy_old)
+        )?;
+        writeln!(
+            f,
+            "device, before any label               test accuracy (0-9) {}  (knows 0-4 only)",
+            pct(self.before_all)
+        )?;
+        writeln!(
+            f,
+            "device, after {:3} labels of 5-9        test accuracy (0-9) {}",
+            self.labels,
+            pct(self.after_all)
+        )?;
+        writeln!(
+            f,
+            "                                         old digits (0-4)  {}",
+            pct(self.after_old)
+        )?;
+        writeln!(
+            f,
+            "                                         new digits (5-9)  {}",
+            pct(self.after_new)
+        )?;
+        writeln!(
+            f,
+            "  right before their label, 2nd half of the stream       {}",
+            pct(self.online_accuracy_late)
+        )?;
+        writeln!(
+            f,
+            "latency (median): predict {:.1} µs, learn one label {:.1} µs, encode state {:.1} µs ({} bytes)",
+            self.predict_us, self.learn_us, self.persist_us, self.state_bytes
+        )?;
+        write!(
+            f,
+            "test set: {} samples; state reloaded after the stream and checked identical",
+            self.test_samples
+        )
     }
 }

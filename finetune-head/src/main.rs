@@ -7,9 +7,15 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "finetune-head", version, about = "Fine-tune a small classification head for edge devices")]
-#[command(after_help = "Model conversion (convert, inspect), training (train, eval) and bundles arrive with \
-issues #3 and #4; today the tool runs the demo.")]
+#[command(
+    name = "finetune-head",
+    version,
+    about = "Fine-tune a small classification head for edge devices"
+)]
+#[command(
+    after_help = "Model conversion (convert, inspect), training (train, eval) and bundles arrive with \
+issues #3 and #4; today the tool runs the demo."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,8 +40,16 @@ enum Command {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo { data, labels_per_class, seed } => {
-            let opts = finetune_head::demo::Options { labels_per_class, seed, ..Default::default() };
+        Command::Demo {
+            data,
+            labels_per_class,
+            seed,
+        } => {
+            let opts = finetune_head::demo::Options {
+                labels_per_class,
+                seed,
+                ..Default::default()
+            };
             let report = finetune_head::demo::run(&data, &opts)?;
             println!("{report}");
         }

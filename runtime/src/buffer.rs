@@ -197,19 +197,35 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
     /// [`Error::Capacity`] when the storage is too short.
     pub fn new(dim: usize, storage: S) -> Result<Self> {
         if dim == 0 {
-            return Err(Error::Config { what: "sample dimension must be at least 1" });
+            return Err(Error::Config {
+                what: "sample dimension must be at least 1",
+            });
         }
         if N == 0 {
-            return Err(Error::Config { what: "buffer capacity N must be at least 1" });
+            return Err(Error::Config {
+                what: "buffer capacity N must be at least 1",
+            });
         }
         let Some(need) = N.checked_mul(dim) else {
-            return Err(Error::Config { what: "buffer size N * dim overflows the address space" });
+            return Err(Error::Config {
+                what: "buffer size N * dim overflows the address space",
+            });
         };
         let len = storage.as_ref().len();
         if len < need {
-            return Err(Error::Capacity { what: "buffer storage", requested: need, capacity: len });
+            return Err(Error::Capacity {
+                what: "buffer storage",
+                requested: need,
+                capacity: len,
+            });
         }
-        Ok(SampleBuffer { dim, storage, slots: heapless::Vec::new(), classes: heapless::Vec::new(), next_seq: 0 })
+        Ok(SampleBuffer {
+            dim,
+            storage,
+            slots: heapless::Vec::new(),
+            classes: heapless::Vec::new(),
+            next_seq: 0,
+        })
     }
 
     /// Values per sample.
@@ -239,7 +255,10 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
 
     /// Samples of class `label` held (0 for a class not present).
     pub fn count(&self, label: usize) -> usize {
-        self.classes.iter().find(|c| c.label == label).map_or(0, |c| c.count)
+        self.classes
+            .iter()
+            .find(|c| c.label == label)
+            .map_or(0, |c| c.count)
     }
 
     /// Number of distinct classes held.
@@ -260,8 +279,13 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
     }
 
     /// Every sample and its label, in slot order (not insertion order).
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[f32], usize)> + DoubleEndedIterator + '_ {
-        self.slots.iter().enumerate().map(|(i, s)| (self.features(i), s.label))
+    pub fn iter(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&[f32], usize)> + DoubleEndedIterator + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (self.features(i), s.label))
     }
 
     /// Stores a copy of `x` labeled `label`, evicting as described in the
@@ -273,7 +297,12 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
     /// O(N × classes) to find the oldest sample of the largest class.
     pub fn push(&mut self, x: &[f32], label: usize) -> core::result::Result<Pushed, PushError> {
         if x.len() != self.dim {
-            return Err(Error::Length { what: "sample", expected: self.dim, found: x.len() }.into());
+            return Err(Error::Length {
+                what: "sample",
+                expected: self.dim,
+                found: x.len(),
+            }
+            .into());
         }
         if !math::all_finite(x) {
             return Err(Error::NonFinite { what: "sample" }.into());
@@ -335,7 +364,9 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
             let last = self.slots.len() - 1;
             if i != last {
                 let d = self.dim;
-                self.storage.as_mut().copy_within(last * d..(last + 1) * d, i * d);
+                self.storage
+                    .as_mut()
+                    .copy_within(last * d..(last + 1) * d, i * d);
             }
             self.slots.swap_remove(i);
             removed += 1;
@@ -360,7 +391,13 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
             let class = self.classes[rng.below(self.classes.len())];
             let k = rng.below(class.count);
             // The k-th slot of the class; the counts match the slots, so it exists.
-            *o = self.slots.iter().enumerate().filter(|(_, s)| s.label == class.label).nth(k).map_or(0, |(i, _)| i);
+            *o = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.label == class.label)
+                .nth(k)
+                .map_or(0, |(i, _)| i);
         }
         out.len()
     }
@@ -381,7 +418,12 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
 
     /// Index of the oldest slot satisfying `pred`.
     fn oldest_where(&self, pred: impl Fn(&Slot) -> bool) -> Option<usize> {
-        self.slots.iter().enumerate().filter(|(_, s)| pred(s)).min_by_key(|(_, s)| s.seq).map(|(i, _)| i)
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| pred(s))
+            .min_by_key(|(_, s)| s.seq)
+            .map(|(i, _)| i)
     }
 
     fn add(&mut self, label: usize) {
@@ -414,7 +456,11 @@ mod tests {
     }
 
     fn values(b: &SampleBuffer<Vec<f32>, 6>, label: usize) -> Vec<f32> {
-        let mut v: Vec<f32> = b.iter().filter(|&(_, l)| l == label).map(|(x, _)| x[0]).collect();
+        let mut v: Vec<f32> = b
+            .iter()
+            .filter(|&(_, l)| l == label)
+            .map(|(x, _)| x[0])
+            .collect();
         v.sort_by(f32::total_cmp);
         v
     }
@@ -424,7 +470,10 @@ mod tests {
         let mut b = buf::<6>();
         assert!(b.is_empty() && !b.is_full() && b.capacity() == 6 && b.dim() == 2);
         for i in 0..6 {
-            assert_eq!(b.push(&[i as f32, (i % 2) as f32], i % 2), Ok(Pushed::Stored));
+            assert_eq!(
+                b.push(&[i as f32, (i % 2) as f32], i % 2),
+                Ok(Pushed::Stored)
+            );
             assert_eq!(b.len(), i + 1);
         }
         assert!(b.is_full());
@@ -435,7 +484,11 @@ mod tests {
         }
         assert_eq!(b.get(6), None);
         assert_eq!(b.iter().len(), 6);
-        assert!(b.iter().zip(0..).all(|((x, l), i)| x[0] == i as f32 && l == i % 2));
+        assert!(
+            b.iter()
+                .zip(0..)
+                .all(|((x, l), i)| x[0] == i as f32 && l == i % 2)
+        );
     }
 
     #[test]
@@ -502,14 +555,30 @@ mod tests {
         }
         let before: Vec<(Vec<f32>, usize)> = b.iter().map(|(x, l)| (x.to_vec(), l)).collect();
         let e = b.push(&[7.0, 7.0], 3).unwrap_err();
-        assert_eq!(e, PushError::Full(Full { label: 3, capacity: 3 }));
-        assert_eq!(b.iter().map(|(x, l)| (x.to_vec(), l)).collect::<Vec<_>>(), before);
+        assert_eq!(
+            e,
+            PushError::Full(Full {
+                label: 3,
+                capacity: 3
+            })
+        );
+        assert_eq!(
+            b.iter().map(|(x, l)| (x.to_vec(), l)).collect::<Vec<_>>(),
+            before
+        );
         // A class already present replaces its own single sample instead.
         assert_eq!(b.push(&[8.0, 8.0], 1), Ok(Pushed::Evicted { label: 1 }));
         assert_eq!(b.get(1), Some((&[8.0, 8.0][..], 1)));
         // Errors print and convert.
         assert!(e.to_string().contains("class 3"));
-        assert!(matches!(Error::from(e), Error::Capacity { requested: 4, capacity: 3, .. }));
+        assert!(matches!(
+            Error::from(e),
+            Error::Capacity {
+                requested: 4,
+                capacity: 3,
+                ..
+            }
+        ));
         let _: &dyn core::error::Error = &e;
     }
 
@@ -532,9 +601,15 @@ mod tests {
             per_slot[i] += 1;
         }
         for n in per_class {
-            assert!((n as f32 / 3000.0 - 1.0 / 3.0).abs() < 0.04, "{per_class:?}");
+            assert!(
+                (n as f32 / 3000.0 - 1.0 / 3.0).abs() < 0.04,
+                "{per_class:?}"
+            );
         }
-        assert!(per_slot.iter().all(|&n| n > 0), "every sample gets replayed");
+        assert!(
+            per_slot.iter().all(|&n| n > 0),
+            "every sample gets replayed"
+        );
         let mut again = [0usize; 3000];
         b.sample_indices(&mut Rng::new(1), &mut again);
         assert_eq!(idx, again);
@@ -568,13 +643,26 @@ mod tests {
 
     #[test]
     fn bad_dimensions_and_samples_are_errors_not_panics() {
-        assert!(matches!(SampleBuffer::<_, 4>::new(0, [0.0f32; 4]), Err(Error::Config { .. })));
-        assert!(matches!(SampleBuffer::<_, 0>::new(2, [0.0f32; 4]), Err(Error::Config { .. })));
+        assert!(matches!(
+            SampleBuffer::<_, 4>::new(0, [0.0f32; 4]),
+            Err(Error::Config { .. })
+        ));
+        assert!(matches!(
+            SampleBuffer::<_, 0>::new(2, [0.0f32; 4]),
+            Err(Error::Config { .. })
+        ));
         assert!(matches!(
             SampleBuffer::<_, 4>::new(3, [0.0f32; 11]),
-            Err(Error::Capacity { requested: 12, capacity: 11, .. })
+            Err(Error::Capacity {
+                requested: 12,
+                capacity: 11,
+                ..
+            })
         ));
-        assert!(matches!(SampleBuffer::<_, 4>::new(usize::MAX, [0.0f32; 4]), Err(Error::Config { .. })));
+        assert!(matches!(
+            SampleBuffer::<_, 4>::new(usize::MAX, [0.0f32; 4]),
+            Err(Error::Config { .. })
+        ));
         assert_eq!(SampleBuffer::<(), 4>::storage_len(3), 12);
         assert_eq!(SampleBuffer::<(), 4>::storage_len(usize::MAX), usize::MAX);
 
@@ -582,18 +670,38 @@ mod tests {
         b.push(&[1.0, 1.0], 0).unwrap();
         assert_eq!(
             b.push(&[1.0], 0),
-            Err(PushError::Invalid(Error::Length { what: "sample", expected: 2, found: 1 }))
+            Err(PushError::Invalid(Error::Length {
+                what: "sample",
+                expected: 2,
+                found: 1
+            }))
         );
-        assert!(matches!(b.push(&[1.0, 2.0, 3.0], 0), Err(PushError::Invalid(Error::Length { .. }))));
+        assert!(matches!(
+            b.push(&[1.0, 2.0, 3.0], 0),
+            Err(PushError::Invalid(Error::Length { .. }))
+        ));
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            assert_eq!(b.push(&[bad, 0.0], 0), Err(PushError::Invalid(Error::NonFinite { what: "sample" })));
+            assert_eq!(
+                b.push(&[bad, 0.0], 0),
+                Err(PushError::Invalid(Error::NonFinite { what: "sample" }))
+            );
         }
         assert_eq!((b.len(), b.count(0)), (1, 1));
         assert_eq!(b.get(usize::MAX), None);
         assert_eq!(b.count(usize::MAX), 0);
         // Any label is fine for the buffer; the head checks its range when learning.
         assert_eq!(b.push(&[0.0, 0.0], usize::MAX), Ok(Pushed::Stored));
-        assert_eq!(b.push(&[0.0, 0.0], 3), Err(PushError::Full(Full { label: 3, capacity: 2 })));
-        assert!(!PushError::from(Error::NonFinite { what: "sample" }).to_string().is_empty());
+        assert_eq!(
+            b.push(&[0.0, 0.0], 3),
+            Err(PushError::Full(Full {
+                label: 3,
+                capacity: 2
+            }))
+        );
+        assert!(
+            !PushError::from(Error::NonFinite { what: "sample" })
+                .to_string()
+                .is_empty()
+        );
     }
 }

@@ -124,33 +124,56 @@ impl<S: Storage> ClassMeans<S> {
         let means = Self::checked(dim, capacity, storage)?;
         let s = &means.storage.as_ref()[..Self::storage_len(dim, capacity)];
         if !math::all_finite(s) {
-            return Err(Error::NonFinite { what: "class means" });
+            return Err(Error::NonFinite {
+                what: "class means",
+            });
         }
         let (m, counts) = s.split_at(capacity * dim);
-        if !counts.iter().all(|&c| (0.0..=MAX_COUNT).contains(&c) && c == libm::truncf(c)) {
-            return Err(Error::Config { what: "class mean counts must be whole numbers in 0..=2^24" });
+        if !counts
+            .iter()
+            .all(|&c| (0.0..=MAX_COUNT).contains(&c) && c == libm::truncf(c))
+        {
+            return Err(Error::Config {
+                what: "class mean counts must be whole numbers in 0..=2^24",
+            });
         }
         if !m.chunks_exact(dim).all(|row| math::norm(row) <= 1.001) {
-            return Err(Error::Config { what: "class means must have norm at most 1" });
+            return Err(Error::Config {
+                what: "class means must have norm at most 1",
+            });
         }
         Ok(means)
     }
 
     fn checked(dim: usize, capacity: usize, storage: S) -> Result<Self> {
         if dim == 0 {
-            return Err(Error::Config { what: "class mean dimension must be at least 1" });
+            return Err(Error::Config {
+                what: "class mean dimension must be at least 1",
+            });
         }
         if capacity == 0 {
-            return Err(Error::Config { what: "class mean capacity must be at least 1" });
+            return Err(Error::Config {
+                what: "class mean capacity must be at least 1",
+            });
         }
         let Some(need) = dim.checked_add(1).and_then(|d| d.checked_mul(capacity)) else {
-            return Err(Error::Config { what: "class mean size overflows the address space" });
+            return Err(Error::Config {
+                what: "class mean size overflows the address space",
+            });
         };
         let len = storage.as_ref().len();
         if len < need {
-            return Err(Error::Capacity { what: "class mean storage", requested: need, capacity: len });
+            return Err(Error::Capacity {
+                what: "class mean storage",
+                requested: need,
+                capacity: len,
+            });
         }
-        Ok(ClassMeans { dim, capacity, storage })
+        Ok(ClassMeans {
+            dim,
+            capacity,
+            storage,
+        })
     }
 
     /// Values per embedding.
@@ -175,19 +198,28 @@ impl<S: Storage> ClassMeans<S> {
 
     fn check_class(&self, class: usize) -> Result<()> {
         if class >= self.capacity {
-            return Err(Error::UnknownClass { class, classes: self.capacity });
+            return Err(Error::UnknownClass {
+                class,
+                classes: self.capacity,
+            });
         }
         Ok(())
     }
 
     fn check_embedding(&self, x: &[f32]) -> Result<Unit> {
         if x.len() != self.dim {
-            return Err(Error::Length { what: "embedding", expected: self.dim, found: x.len() });
+            return Err(Error::Length {
+                what: "embedding",
+                expected: self.dim,
+                found: x.len(),
+            });
         }
         if !math::all_finite(x) {
             return Err(Error::NonFinite { what: "embedding" });
         }
-        Unit::of(x).ok_or(Error::Config { what: "embedding is all zero: it has no direction" })
+        Unit::of(x).ok_or(Error::Config {
+            what: "embedding is all zero: it has no direction",
+        })
     }
 
     fn count_at(&self, class: usize) -> f32 {
@@ -275,7 +307,11 @@ impl<S: Storage> ClassMeans<S> {
             let d = self.dim;
             let mean = &self.storage.as_ref()[class * d..(class + 1) * d];
             let norm = math::norm(mean);
-            let cos = if norm > 0.0 { (unit.dot(x, mean) / norm).clamp(-1.0, 1.0) } else { 0.0 };
+            let cos = if norm > 0.0 {
+                (unit.dot(x, mean) / norm).clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
             if best.is_none_or(|(_, b)| cos > b) {
                 best = Some((class, cos));
             }
@@ -303,7 +339,9 @@ impl<S: Storage> ClassMeans<S> {
         self.check_class(class)?;
         let mean = self.mean(class);
         if self.count_at(class) < 1.0 {
-            return Err(Error::Config { what: "class has no samples to imprint from" });
+            return Err(Error::Config {
+                what: "class has no samples to imprint from",
+            });
         }
         head.imprint(class, mean, None)
     }
@@ -315,7 +353,12 @@ mod tests {
     use crate::head::Dims;
 
     fn means(dim: usize, cap: usize) -> ClassMeans<Vec<f32>> {
-        ClassMeans::new(dim, cap, vec![f32::NAN; ClassMeans::<()>::storage_len(dim, cap)]).unwrap()
+        ClassMeans::new(
+            dim,
+            cap,
+            vec![f32::NAN; ClassMeans::<()>::storage_len(dim, cap)],
+        )
+        .unwrap()
     }
 
     fn close(a: &[f32], b: &[f32]) -> bool {
@@ -325,7 +368,10 @@ mod tests {
     #[test]
     fn running_mean_of_unit_vectors() {
         let mut m = means(2, 3);
-        assert!(m.mean(1).iter().all(|&v| v == 0.0), "new() clears the storage");
+        assert!(
+            m.mean(1).iter().all(|&v| v == 0.0),
+            "new() clears the storage"
+        );
         assert_eq!((m.count(0), m.count(1)), (0, 0));
         m.update(1, &[3.0, 4.0]).unwrap();
         assert!(close(m.mean(1), &[0.6, 0.8]));
@@ -361,7 +407,11 @@ mod tests {
     #[test]
     fn nearest_picks_the_highest_cosine_and_reports_the_distance() {
         let mut m = means(3, 4);
-        assert_eq!(m.try_nearest(&[1.0, 0.0, 0.0]), Ok(None), "no class has samples");
+        assert_eq!(
+            m.try_nearest(&[1.0, 0.0, 0.0]),
+            Ok(None),
+            "no class has samples"
+        );
         assert_eq!(m.nearest(&[1.0, 0.0, 0.0]), None);
         m.update(0, &[1.0, 0.0, 0.0]).unwrap();
         m.update(2, &[0.0, 1.0, 0.0]).unwrap();
@@ -403,31 +453,78 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_and_changes_nothing() {
-        assert!(matches!(ClassMeans::new(0, 2, [0.0f32; 4]), Err(Error::Config { .. })));
-        assert!(matches!(ClassMeans::new(2, 0, [0.0f32; 4]), Err(Error::Config { .. })));
-        assert!(matches!(ClassMeans::new(usize::MAX, 2, [0.0f32; 4]), Err(Error::Config { .. })));
-        assert!(matches!(ClassMeans::new(2, usize::MAX, [0.0f32; 4]), Err(Error::Config { .. })));
+        assert!(matches!(
+            ClassMeans::new(0, 2, [0.0f32; 4]),
+            Err(Error::Config { .. })
+        ));
+        assert!(matches!(
+            ClassMeans::new(2, 0, [0.0f32; 4]),
+            Err(Error::Config { .. })
+        ));
+        assert!(matches!(
+            ClassMeans::new(usize::MAX, 2, [0.0f32; 4]),
+            Err(Error::Config { .. })
+        ));
+        assert!(matches!(
+            ClassMeans::new(2, usize::MAX, [0.0f32; 4]),
+            Err(Error::Config { .. })
+        ));
         assert!(matches!(
             ClassMeans::new(2, 3, [0.0f32; 8]),
-            Err(Error::Capacity { requested: 9, capacity: 8, .. })
+            Err(Error::Capacity {
+                requested: 9,
+                capacity: 8,
+                ..
+            })
         ));
         assert_eq!(ClassMeans::<()>::storage_len(usize::MAX, 2), usize::MAX);
 
         let mut m = means(2, 2);
         m.update(0, &[1.0, 0.0]).unwrap();
         let before = m.as_slice().to_vec();
-        assert_eq!(m.update(2, &[1.0, 0.0]), Err(Error::UnknownClass { class: 2, classes: 2 }));
-        assert!(matches!(m.update(0, &[1.0]), Err(Error::Length { expected: 2, found: 1, .. })));
-        assert!(matches!(m.update(0, &[f32::NAN, 1.0]), Err(Error::NonFinite { .. })));
-        assert!(matches!(m.update(0, &[f32::INFINITY, 1.0]), Err(Error::NonFinite { .. })));
-        assert!(matches!(m.update(0, &[0.0, -0.0]), Err(Error::Config { .. })));
+        assert_eq!(
+            m.update(2, &[1.0, 0.0]),
+            Err(Error::UnknownClass {
+                class: 2,
+                classes: 2
+            })
+        );
+        assert!(matches!(
+            m.update(0, &[1.0]),
+            Err(Error::Length {
+                expected: 2,
+                found: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            m.update(0, &[f32::NAN, 1.0]),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(matches!(
+            m.update(0, &[f32::INFINITY, 1.0]),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(matches!(
+            m.update(0, &[0.0, -0.0]),
+            Err(Error::Config { .. })
+        ));
         assert_eq!(m.as_slice(), &before[..]);
         assert!(m.mean(2).is_empty() && m.mean(usize::MAX).is_empty());
         assert!(m.reset(2).is_err());
         assert_eq!(m.count(usize::MAX), 0);
-        assert!(matches!(m.try_nearest(&[1.0, 0.0, 0.0]), Err(Error::Length { .. })));
-        assert!(matches!(m.try_nearest(&[f32::NAN, 0.0]), Err(Error::NonFinite { .. })));
-        assert!(matches!(m.try_nearest(&[0.0, 0.0]), Err(Error::Config { .. })));
+        assert!(matches!(
+            m.try_nearest(&[1.0, 0.0, 0.0]),
+            Err(Error::Length { .. })
+        ));
+        assert!(matches!(
+            m.try_nearest(&[f32::NAN, 0.0]),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(matches!(
+            m.try_nearest(&[0.0, 0.0]),
+            Err(Error::Config { .. })
+        ));
         assert_eq!(m.try_nearest(&[1.0, 0.0]), Ok(Some((0, 0.0))));
         for bad in [&[1.0, 0.0, 0.0][..], &[f32::NAN, 0.0], &[0.0, 0.0], &[]] {
             assert_eq!(m.nearest(bad), None);
@@ -460,13 +557,28 @@ mod tests {
         m.update(2, &[-1.0, -0.9]).unwrap();
         m.update(2, &[-0.9, -1.0]).unwrap();
         // Not yet a class of the head; then no samples; wrong head size.
-        assert!(matches!(m.imprint(&mut head, 2), Err(Error::UnknownClass { class: 2, classes: 2 })));
+        assert!(matches!(
+            m.imprint(&mut head, 2),
+            Err(Error::UnknownClass {
+                class: 2,
+                classes: 2
+            })
+        ));
         let c = head.add_class().unwrap();
         assert_eq!(c, 2);
         assert!(matches!(m.imprint(&mut head, 1), Err(Error::Config { .. })));
-        assert!(matches!(m.imprint(&mut head, 3), Err(Error::UnknownClass { class: 3, classes: 3 })));
+        assert!(matches!(
+            m.imprint(&mut head, 3),
+            Err(Error::UnknownClass {
+                class: 3,
+                classes: 3
+            })
+        ));
         let mut other = Head::new(Dims::linear(3, 3), 3, [0.0f32; 12]).unwrap();
-        assert!(matches!(m.imprint(&mut other, 2), Err(Error::Length { .. })));
+        assert!(matches!(
+            m.imprint(&mut other, 2),
+            Err(Error::Length { .. })
+        ));
         m.imprint(&mut head, 2).unwrap();
         let row = head.class_weights(2);
         let h = core::f32::consts::FRAC_1_SQRT_2;

@@ -50,14 +50,28 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Error::Capacity { what, requested, capacity } => {
-                write!(f, "{what} of {requested} exceeds the capacity of {capacity}")
+            Error::Capacity {
+                what,
+                requested,
+                capacity,
+            } => {
+                write!(
+                    f,
+                    "{what} of {requested} exceeds the capacity of {capacity}"
+                )
             }
-            Error::Length { what, expected, found } => {
+            Error::Length {
+                what,
+                expected,
+                found,
+            } => {
                 write!(f, "{what} has length {found}, expected {expected}")
             }
             Error::UnknownClass { class, classes } => {
-                write!(f, "class {class} does not exist (the head has {classes} classes)")
+                write!(
+                    f,
+                    "class {class} does not exist (the head has {classes} classes)"
+                )
             }
             Error::NonFinite { what } => write!(f, "{what} contains NaN or infinity"),
             Error::Config { what } => write!(f, "invalid configuration: {what}"),

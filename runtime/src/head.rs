@@ -71,17 +71,31 @@ pub(crate) struct Block {
 impl Dims {
     /// A linear head D→C.
     pub const fn linear(input: usize, capacity: usize) -> Self {
-        Dims { input, hidden: 0, capacity }
+        Dims {
+            input,
+            hidden: 0,
+            capacity,
+        }
     }
 
     /// An MLP head D→H→C.
     pub const fn mlp(input: usize, hidden: usize, capacity: usize) -> Self {
-        Dims { input, hidden, capacity }
+        Dims {
+            input,
+            hidden,
+            capacity,
+        }
     }
 
     /// The head's kind.
     pub const fn kind(&self) -> HeadKind {
-        if self.hidden == 0 { HeadKind::Linear } else { HeadKind::Mlp { hidden: self.hidden } }
+        if self.hidden == 0 {
+            HeadKind::Linear
+        } else {
+            HeadKind::Mlp {
+                hidden: self.hidden,
+            }
+        }
     }
 
     /// Number of `f32` parameters (the storage a [`Head`] needs), for the full capacity.
@@ -95,33 +109,50 @@ impl Dims {
 
     /// Width of the layer that feeds the logits: H for an MLP, D for a linear head.
     pub const fn feature_width(&self) -> usize {
-        if self.hidden == 0 { self.input } else { self.hidden }
+        if self.hidden == 0 {
+            self.input
+        } else {
+            self.hidden
+        }
     }
 
     /// Offset of the output layer's weights (`W` or `W2`).
     const fn out_offset(&self) -> usize {
-        if self.hidden == 0 { 0 } else { self.hidden * (self.input + 1) }
+        if self.hidden == 0 {
+            0
+        } else {
+            self.hidden * (self.input + 1)
+        }
     }
 
     pub(crate) fn check(&self) -> Result<()> {
         if self.input == 0 {
-            return Err(Error::Config { what: "input (embedding) size must be at least 1" });
+            return Err(Error::Config {
+                what: "input (embedding) size must be at least 1",
+            });
         }
         if self.capacity < 2 {
-            return Err(Error::Config { what: "class capacity must be at least 2" });
+            return Err(Error::Config {
+                what: "class capacity must be at least 2",
+            });
         }
         // Keep every index and the persisted u32 fields in range on any target.
         let big = |v: usize| v > (u32::MAX as usize) / 4;
         if big(self.input) || big(self.hidden) || big(self.capacity) {
-            return Err(Error::Config { what: "dimensions must be below 2^30" });
+            return Err(Error::Config {
+                what: "dimensions must be below 2^30",
+            });
         }
         let w = self.feature_width();
-        let ok = self
-            .capacity
-            .checked_mul(w + 1)
-            .and_then(|o| self.hidden.checked_mul(self.input + 1).and_then(|h| h.checked_add(o)));
+        let ok = self.capacity.checked_mul(w + 1).and_then(|o| {
+            self.hidden
+                .checked_mul(self.input + 1)
+                .and_then(|h| h.checked_add(o))
+        });
         if ok.is_none() {
-            return Err(Error::Config { what: "dimensions overflow the address space" });
+            return Err(Error::Config {
+                what: "dimensions overflow the address space",
+            });
         }
         Ok(())
     }
@@ -182,8 +213,17 @@ impl Prediction {
             .map(|(_, &p)| p)
             .fold(0.0f32, f32::max);
         let n = probs.len();
-        let entropy = if n > 1 { entropy_nats / libm::logf(n as f32) } else { 0.0 };
-        Prediction { class, confidence, margin: confidence - second, entropy: entropy.clamp(0.0, 1.0) }
+        let entropy = if n > 1 {
+            entropy_nats / libm::logf(n as f32)
+        } else {
+            0.0
+        };
+        Prediction {
+            class,
+            confidence,
+            margin: confidence - second,
+            entropy: entropy.clamp(0.0, 1.0),
+        }
     }
 
     /// Whether to ask the user for a label (active learning): the margin is below
@@ -226,13 +266,25 @@ impl<S: Storage> Head<S> {
     pub fn new(dims: Dims, classes: usize, storage: S) -> Result<Self> {
         dims.check()?;
         if classes > dims.capacity {
-            return Err(Error::Capacity { what: "classes", requested: classes, capacity: dims.capacity });
+            return Err(Error::Capacity {
+                what: "classes",
+                requested: classes,
+                capacity: dims.capacity,
+            });
         }
         let len = storage.as_ref().len();
         if len < dims.param_len() {
-            return Err(Error::Capacity { what: "parameters", requested: dims.param_len(), capacity: len });
+            return Err(Error::Capacity {
+                what: "parameters",
+                requested: dims.param_len(),
+                capacity: len,
+            });
         }
-        let mut head = Head { dims, classes, params: storage };
+        let mut head = Head {
+            dims,
+            classes,
+            params: storage,
+        };
         head.init(0);
         Ok(head)
     }
@@ -297,7 +349,11 @@ impl<S: Storage> Head<S> {
 
     fn check_input(&self, x: &[f32]) -> Result<()> {
         if x.len() != self.dims.input {
-            return Err(Error::Length { what: "embedding", expected: self.dims.input, found: x.len() });
+            return Err(Error::Length {
+                what: "embedding",
+                expected: self.dims.input,
+                found: x.len(),
+            });
         }
         if !math::all_finite(x) {
             return Err(Error::NonFinite { what: "embedding" });
@@ -307,7 +363,11 @@ impl<S: Storage> Head<S> {
 
     fn check_out(&self, out: &[f32], what: &'static str) -> Result<()> {
         if out.len() < self.classes {
-            return Err(Error::Length { what, expected: self.classes, found: out.len() });
+            return Err(Error::Length {
+                what,
+                expected: self.classes,
+                found: out.len(),
+            });
         }
         Ok(())
     }
@@ -323,7 +383,10 @@ impl<S: Storage> Head<S> {
     /// Softmax probabilities into `probs[..classes]`, and the prediction.
     pub fn predict(&self, x: &[f32], probs: &mut [f32]) -> Result<Prediction> {
         if self.classes == 0 {
-            return Err(Error::UnknownClass { class: 0, classes: 0 });
+            return Err(Error::UnknownClass {
+                class: 0,
+                classes: 0,
+            });
         }
         self.logits(x, probs)?;
         let probs = &mut probs[..self.classes];
@@ -332,7 +395,11 @@ impl<S: Storage> Head<S> {
     }
 
     fn logits_unchecked(&self, x: &[f32], out: &mut [f32]) {
-        let Dims { input: d, hidden: h, capacity: cap } = self.dims;
+        let Dims {
+            input: d,
+            hidden: h,
+            capacity: cap,
+        } = self.dims;
         let p = self.params();
         if h == 0 {
             let (w, b) = (&p[..cap * d], &p[cap * d..]);
@@ -363,9 +430,17 @@ impl<S: Storage> Head<S> {
         self.check_input(x)?;
         let w = self.dims.feature_width();
         if out.len() < w {
-            return Err(Error::Length { what: "feature buffer", expected: w, found: out.len() });
+            return Err(Error::Length {
+                what: "feature buffer",
+                expected: w,
+                found: out.len(),
+            });
         }
-        let Dims { input: d, hidden: h, .. } = self.dims;
+        let Dims {
+            input: d,
+            hidden: h,
+            ..
+        } = self.dims;
         if h == 0 {
             out[..d].copy_from_slice(x);
         } else {
@@ -381,7 +456,11 @@ impl<S: Storage> Head<S> {
     /// index. Follow with [`Head::imprint`] to give it a useful start.
     pub fn add_class(&mut self) -> Result<usize> {
         if self.classes >= self.dims.capacity {
-            return Err(Error::Capacity { what: "classes", requested: self.classes + 1, capacity: self.dims.capacity });
+            return Err(Error::Capacity {
+                what: "classes",
+                requested: self.classes + 1,
+                capacity: self.dims.capacity,
+            });
         }
         let c = self.classes;
         self.zero_class(c);
@@ -390,7 +469,11 @@ impl<S: Storage> Head<S> {
     }
 
     fn zero_class(&mut self, c: usize) {
-        let (o, w, cap) = (self.dims.out_offset(), self.dims.feature_width(), self.dims.capacity);
+        let (o, w, cap) = (
+            self.dims.out_offset(),
+            self.dims.feature_width(),
+            self.dims.capacity,
+        );
         let p = self.params_mut();
         p[o + c * w..o + (c + 1) * w].fill(0.0);
         p[o + cap * w + c] = 0.0;
@@ -406,15 +489,28 @@ impl<S: Storage> Head<S> {
     /// class's own row.
     pub fn imprint(&mut self, class: usize, embedding: &[f32], scale: Option<f32>) -> Result<()> {
         if class >= self.classes {
-            return Err(Error::UnknownClass { class, classes: self.classes });
+            return Err(Error::UnknownClass {
+                class,
+                classes: self.classes,
+            });
         }
         if embedding.len() != self.dims.input {
-            return Err(Error::Length { what: "imprint embedding", expected: self.dims.input, found: embedding.len() });
+            return Err(Error::Length {
+                what: "imprint embedding",
+                expected: self.dims.input,
+                found: embedding.len(),
+            });
         }
         if !math::all_finite(embedding) {
-            return Err(Error::NonFinite { what: "imprint embedding" });
+            return Err(Error::NonFinite {
+                what: "imprint embedding",
+            });
         }
-        let Dims { input: d, hidden: h, capacity: cap } = self.dims;
+        let Dims {
+            input: d,
+            hidden: h,
+            capacity: cap,
+        } = self.dims;
         let (o, w) = (self.dims.out_offset(), self.dims.feature_width());
         let others = (0..self.classes).filter(|&c| c != class);
         let count = others.clone().count();
@@ -425,32 +521,47 @@ impl<S: Storage> Head<S> {
         }
         let scale = match scale {
             Some(s) if s.is_finite() && s > 0.0 => s,
-            Some(_) => return Err(Error::Config { what: "imprint scale must be positive and finite" }),
+            Some(_) => {
+                return Err(Error::Config {
+                    what: "imprint scale must be positive and finite",
+                });
+            }
             None if count > 0 && norms > 0.0 => norms / count as f32,
             None => 1.0,
         };
-        let bias = if count > 0 { biases / count as f32 } else { 0.0 };
+        let bias = if count > 0 {
+            biases / count as f32
+        } else {
+            0.0
+        };
         let p = self.params_mut();
         let (hidden_layer, out) = p.split_at_mut(o);
-        let (rows, out_bias) = out.split_at_mut(cap * w);
-        let row = &mut rows[class * w..(class + 1) * w];
-        if h == 0 {
-            row.copy_from_slice(embedding);
-        } else {
-            let (w1, b1) = hidden_layer.split_at(h * d);
-            for (j, r) in row.iter_mut().enumerate() {
-                *r = (math::dot(&w1[j * d..(j + 1) * d], embedding) + b1[j]).max(0.0);
+        let (w1, b1) = hidden_layer.split_at(h * d);
+        let feature = |j: usize| {
+            if h == 0 {
+                embedding[j]
+            } else {
+                (math::dot(&w1[j * d..(j + 1) * d], embedding) + b1[j]).max(0.0)
             }
-        }
-        let n = math::norm(row);
+        };
+        // Norm first, so that an error leaves the row as it was.
+        let n = math::sqrt(
+            (0..w)
+                .map(|j| {
+                    let f = feature(j);
+                    f * f
+                })
+                .sum::<f32>(),
+        );
         if n == 0.0 || !n.is_finite() {
-            // Leave the class as add_class made it rather than half-imprinted.
-            row.fill(0.0);
-            return Err(Error::Config { what: "imprint features are all zero (or overflow)" });
+            return Err(Error::Config {
+                what: "imprint features are all zero (or overflow)",
+            });
         }
         let k = scale / n;
-        for r in row.iter_mut() {
-            *r *= k;
+        let (rows, out_bias) = out.split_at_mut(cap * w);
+        for (j, r) in rows[class * w..(class + 1) * w].iter_mut().enumerate() {
+            *r = feature(j) * k;
         }
         out_bias[class] = bias;
         Ok(())
@@ -508,14 +619,38 @@ mod tests {
     #[test]
     fn bad_shapes_are_errors_not_panics() {
         let dims = Dims::linear(3, 2);
-        assert!(matches!(Head::new(dims, 3, [0.0; 8]), Err(Error::Capacity { what: "classes", .. })));
-        assert!(matches!(Head::new(dims, 2, [0.0; 7]), Err(Error::Capacity { what: "parameters", .. })));
-        assert!(matches!(Head::new(Dims::linear(0, 2), 2, [0.0; 8]), Err(Error::Config { .. })));
+        assert!(matches!(
+            Head::new(dims, 3, [0.0; 8]),
+            Err(Error::Capacity {
+                what: "classes",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Head::new(dims, 2, [0.0; 7]),
+            Err(Error::Capacity {
+                what: "parameters",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Head::new(Dims::linear(0, 2), 2, [0.0; 8]),
+            Err(Error::Config { .. })
+        ));
         let head = Head::new(dims, 2, [0.0; 8]).unwrap();
         let mut probs = [0.0; 2];
-        assert!(matches!(head.predict(&[1.0, 2.0], &mut probs), Err(Error::Length { .. })));
-        assert!(matches!(head.predict(&[1.0, f32::NAN, 0.0], &mut probs), Err(Error::NonFinite { .. })));
-        assert!(matches!(head.predict(&[1.0, 2.0, 3.0], &mut [0.0; 1]), Err(Error::Length { .. })));
+        assert!(matches!(
+            head.predict(&[1.0, 2.0], &mut probs),
+            Err(Error::Length { .. })
+        ));
+        assert!(matches!(
+            head.predict(&[1.0, f32::NAN, 0.0], &mut probs),
+            Err(Error::NonFinite { .. })
+        ));
+        assert!(matches!(
+            head.predict(&[1.0, 2.0, 3.0], &mut [0.0; 1]),
+            Err(Error::Length { .. })
+        ));
         let mut full = Head::new(dims, 2, [0.0; 8]).unwrap();
         assert!(matches!(full.add_class(), Err(Error::Capacity { .. })));
     }
@@ -545,6 +680,10 @@ mod tests {
         assert!(head.imprint(3, &[1.0, 0.0], None).is_err());
         assert!(head.imprint(c, &[0.0, 0.0], None).is_err());
         assert!(head.imprint(c, &[1.0, 0.0], Some(f32::NAN)).is_err());
+        // A failed imprint leaves a trained row as it was.
+        let before = head.params().to_vec();
+        assert!(head.imprint(0, &[0.0, 0.0], None).is_err());
+        assert_eq!(head.params(), &before[..]);
     }
 
     #[test]

@@ -80,17 +80,32 @@ pub enum Optimizer {
 
 impl Optimizer {
     /// Adam with PyTorch's defaults.
-    pub const ADAM: Optimizer = Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    pub const ADAM: Optimizer = Optimizer::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
     /// AdamW with PyTorch's defaults.
-    pub const ADAMW: Optimizer = Optimizer::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    pub const ADAMW: Optimizer = Optimizer::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
     /// SGD with momentum 0.9.
-    pub const SGD_MOMENTUM: Optimizer = Optimizer::Sgd { momentum: 0.9, nesterov: false };
+    pub const SGD_MOMENTUM: Optimizer = Optimizer::Sgd {
+        momentum: 0.9,
+        nesterov: false,
+    };
 
     /// Optimizer state values per parameter (momentum: 1; Adam: 2).
     pub const fn state_per_param(&self) -> usize {
         match self {
             Optimizer::Sgd { momentum, .. } => {
-                if *momentum == 0.0 { 0 } else { 1 }
+                if *momentum == 0.0 {
+                    0
+                } else {
+                    1
+                }
             }
             Optimizer::Adam { .. } | Optimizer::AdamW { .. } => 2,
         }
@@ -100,7 +115,11 @@ impl Optimizer {
     pub const fn code(&self) -> u8 {
         match self {
             Optimizer::Sgd { .. } => {
-                if self.state_per_param() == 0 { 0 } else { 1 }
+                if self.state_per_param() == 0 {
+                    0
+                } else {
+                    1
+                }
             }
             Optimizer::Adam { .. } => 2,
             Optimizer::AdamW { .. } => 3,
@@ -136,8 +155,19 @@ impl PartialEq for Decay {
     fn eq(&self, other: &Self) -> bool {
         match (*self, *other) {
             (Decay::Constant, Decay::Constant) => true,
-            (Decay::Step { every: a, gamma: b }, Decay::Step { every: c, gamma: d }) => a == c && b == d,
-            (Decay::Cosine { total: a, min_factor: b }, Decay::Cosine { total: c, min_factor: d }) => a == c && b == d,
+            (Decay::Step { every: a, gamma: b }, Decay::Step { every: c, gamma: d }) => {
+                a == c && b == d
+            }
+            (
+                Decay::Cosine {
+                    total: a,
+                    min_factor: b,
+                },
+                Decay::Cosine {
+                    total: c,
+                    min_factor: d,
+                },
+            ) => a == c && b == d,
             (Decay::Custom(f), Decay::Custom(g)) => core::ptr::fn_addr_eq(f, g),
             _ => false,
         }
@@ -156,7 +186,10 @@ pub struct Schedule {
 
 impl Schedule {
     /// No warm-up, constant rate.
-    pub const CONSTANT: Schedule = Schedule { warmup: 0, decay: Decay::Constant };
+    pub const CONSTANT: Schedule = Schedule {
+        warmup: 0,
+        decay: Decay::Constant,
+    };
 
     /// The factor applied to the base learning rate at optimizer step `step` (from 0).
     pub fn factor(&self, step: u32) -> f32 {
@@ -169,7 +202,8 @@ impl Schedule {
             Decay::Step { every, gamma } => libm::powf(gamma, (t / every.max(1)) as f32),
             Decay::Cosine { total, min_factor } => {
                 let r = (t.min(total) as f32) / total.max(1) as f32;
-                min_factor + (1.0 - min_factor) * 0.5 * (1.0 + libm::cosf(core::f32::consts::PI * r))
+                min_factor
+                    + (1.0 - min_factor) * 0.5 * (1.0 + libm::cosf(core::f32::consts::PI * r))
             }
             Decay::Custom(f) => f(t),
         }
@@ -202,7 +236,9 @@ pub struct Config {
 impl Config {
     /// Cross-entropy, Adam at 1e-3, no decay, no clipping, constant rate, no dropout.
     pub const DEFAULT: Config = Config {
-        loss: Loss::CrossEntropy { label_smoothing: 0.0 },
+        loss: Loss::CrossEntropy {
+            label_smoothing: 0.0,
+        },
         optimizer: Optimizer::ADAM,
         lr: 1e-3,
         weight_decay: 0.0,
@@ -320,9 +356,21 @@ impl<S: Storage> Learner<S> {
         let layout = Layout::new(dims, &cfg.optimizer);
         let len = storage.as_ref().len();
         if len < layout.len() {
-            return Err(Error::Capacity { what: "learner state", requested: layout.len(), capacity: len });
+            return Err(Error::Capacity {
+                what: "learner state",
+                requested: layout.len(),
+                capacity: len,
+            });
         }
-        let mut l = Learner { cfg, dims, layout, state: storage, step: 0, pending: 0, rng: Rng::new(cfg.seed) };
+        let mut l = Learner {
+            cfg,
+            dims,
+            layout,
+            state: storage,
+            step: 0,
+            pending: 0,
+            rng: Rng::new(cfg.seed),
+        };
         l.reset();
         Ok(l)
     }
@@ -350,7 +398,9 @@ impl<S: Storage> Learner<S> {
         if core::mem::discriminant(&cfg.optimizer) != core::mem::discriminant(&self.cfg.optimizer)
             || cfg.optimizer.state_per_param() != self.cfg.optimizer.state_per_param()
         {
-            return Err(Error::Config { what: "set_config cannot change the optimizer kind" });
+            return Err(Error::Config {
+                what: "set_config cannot change the optimizer kind",
+            });
         }
         self.cfg = cfg;
         Ok(())
@@ -387,7 +437,10 @@ impl<S: Storage> Learner<S> {
         self.step = step;
         self.rng = Rng::new(rng);
         let l = self.layout;
-        for (d, s) in self.state.as_mut()[l.params..l.params + l.opt].iter_mut().zip(opt_state) {
+        for (d, s) in self.state.as_mut()[l.params..l.params + l.opt]
+            .iter_mut()
+            .zip(opt_state)
+        {
             *d = s;
         }
     }
@@ -400,10 +453,16 @@ impl<S: Storage> Learner<S> {
     /// keep theirs.
     pub fn set_class_weights(&mut self, weights: &[f32]) -> Result<()> {
         if weights.len() > self.dims.capacity {
-            return Err(Error::Capacity { what: "class weights", requested: weights.len(), capacity: self.dims.capacity });
+            return Err(Error::Capacity {
+                what: "class weights",
+                requested: weights.len(),
+                capacity: self.dims.capacity,
+            });
         }
         if !weights.iter().all(|w| *w >= 0.0 && w.is_finite()) {
-            return Err(Error::Config { what: "class weights must be >= 0 and finite" });
+            return Err(Error::Config {
+                what: "class weights must be >= 0 and finite",
+            });
         }
         self.parts().class_weights[..weights.len()].copy_from_slice(weights);
         Ok(())
@@ -420,21 +479,40 @@ impl<S: Storage> Learner<S> {
         let (z1, s) = s.split_at_mut(l.hidden);
         let (act, s) = s.split_at_mut(l.hidden);
         let (mask, dact) = s.split_at_mut(l.hidden);
-        Parts { grads, opt, class_weights, z1, act, mask, dact, logits, dlogits }
+        Parts {
+            grads,
+            opt,
+            class_weights,
+            z1,
+            act,
+            mask,
+            dact,
+            logits,
+            dlogits,
+        }
     }
 
     fn check<H: Storage>(&self, head: &Head<H>, x: &[f32], y: usize) -> Result<()> {
         if head.dims() != self.dims {
-            return Err(Error::Config { what: "head and learner dimensions differ" });
+            return Err(Error::Config {
+                what: "head and learner dimensions differ",
+            });
         }
         if x.len() != self.dims.input {
-            return Err(Error::Length { what: "embedding", expected: self.dims.input, found: x.len() });
+            return Err(Error::Length {
+                what: "embedding",
+                expected: self.dims.input,
+                found: x.len(),
+            });
         }
         if !math::all_finite(x) {
             return Err(Error::NonFinite { what: "embedding" });
         }
         if y >= head.classes() {
-            return Err(Error::UnknownClass { class: y, classes: head.classes() });
+            return Err(Error::UnknownClass {
+                class: y,
+                classes: head.classes(),
+            });
         }
         Ok(())
     }
@@ -445,7 +523,13 @@ impl<S: Storage> Learner<S> {
         let (cfg, c) = (self.cfg, head.classes());
         let mut p = self.parts();
         forward(head, x, false, 0.0, &mut Rng::new(0), &mut p);
-        Ok(loss_and_dlogits(&cfg.loss, &mut p.logits[..c], &mut p.dlogits[..c], y, p.class_weights[y]))
+        Ok(loss_and_dlogits(
+            &cfg.loss,
+            &mut p.logits[..c],
+            &mut p.dlogits[..c],
+            y,
+            p.class_weights[y],
+        ))
     }
 
     /// Adds the gradient of one sample's loss to the accumulator and returns the loss.
@@ -456,7 +540,13 @@ impl<S: Storage> Learner<S> {
         let mut rng = self.rng.clone();
         let mut p = self.parts();
         forward(head, x, true, cfg.dropout, &mut rng, &mut p);
-        let loss = loss_and_dlogits(&cfg.loss, &mut p.logits[..c], &mut p.dlogits[..c], y, p.class_weights[y]);
+        let loss = loss_and_dlogits(
+            &cfg.loss,
+            &mut p.logits[..c],
+            &mut p.dlogits[..c],
+            y,
+            p.class_weights[y],
+        );
         backward(dims, head.params(), x, c, &mut p);
         self.rng = rng;
         self.pending += 1;
@@ -467,7 +557,9 @@ impl<S: Storage> Learner<S> {
     /// them. Does nothing when nothing is pending.
     pub fn apply<H: Storage>(&mut self, head: &mut Head<H>) -> Result<()> {
         if head.dims() != self.dims {
-            return Err(Error::Config { what: "head and learner dimensions differ" });
+            return Err(Error::Config {
+                what: "head and learner dimensions differ",
+            });
         }
         if self.pending == 0 {
             return Ok(());
@@ -479,7 +571,10 @@ impl<S: Storage> Learner<S> {
         let p = self.parts();
         let mut scale = 1.0 / pending as f32;
         if cfg.clip_norm > 0.0 {
-            let sq: f32 = blocks.iter().map(|b| math::sq_norm(&p.grads[b.range.clone()])).sum();
+            let sq: f32 = blocks
+                .iter()
+                .map(|b| math::sq_norm(&p.grads[b.range.clone()]))
+                .sum();
             let n = math::sqrt(sq) * scale;
             if n > cfg.clip_norm {
                 scale *= cfg.clip_norm / n;
@@ -491,7 +586,18 @@ impl<S: Storage> Learner<S> {
         for b in &blocks {
             let wd = if b.decay { cfg.weight_decay } else { 0.0 };
             let r = b.range.clone();
-            update(&cfg.optimizer, step, lr, wd, scale, &mut params[r.clone()], &p.grads[r.clone()], p.opt, np, r.clone());
+            update(
+                &cfg.optimizer,
+                step,
+                lr,
+                wd,
+                scale,
+                &mut params[r.clone()],
+                &p.grads[r.clone()],
+                p.opt,
+                np,
+                r.clone(),
+            );
             p.grads[r].fill(0.0);
         }
         self.step = step.saturating_add(1);
@@ -518,7 +624,13 @@ impl<S: Storage> Learner<S> {
         let (cfg, dims, c, step) = (self.cfg, self.dims, head.classes(), self.step);
         let mut p = self.parts();
         forward(head, x, false, 0.0, &mut Rng::new(0), &mut p);
-        let loss = loss_and_dlogits(&cfg.loss, &mut p.logits[..c], &mut p.dlogits[..c], y, p.class_weights[y]);
+        let loss = loss_and_dlogits(
+            &cfg.loss,
+            &mut p.logits[..c],
+            &mut p.dlogits[..c],
+            y,
+            p.class_weights[y],
+        );
         let mut clip = 1.0f32;
         if cfg.clip_norm > 0.0 {
             // ‖dlogits ⊗ [x, 1]‖ without forming it; the general path sums the same
@@ -535,10 +647,32 @@ impl<S: Storage> Learner<S> {
         for k in 0..c {
             let r = k * d..(k + 1) * d;
             let g = p.dlogits[k] * clip;
-            update(&cfg.optimizer, step, lr, cfg.weight_decay, g, &mut params[r.clone()], x, p.opt, np, r);
+            update(
+                &cfg.optimizer,
+                step,
+                lr,
+                cfg.weight_decay,
+                g,
+                &mut params[r.clone()],
+                x,
+                p.opt,
+                np,
+                r,
+            );
         }
         let r = cap * d..cap * d + c;
-        update(&cfg.optimizer, step, lr, 0.0, clip, &mut params[r.clone()], &p.dlogits[..c], p.opt, np, r);
+        update(
+            &cfg.optimizer,
+            step,
+            lr,
+            0.0,
+            clip,
+            &mut params[r.clone()],
+            &p.dlogits[..c],
+            p.opt,
+            np,
+            r,
+        );
         self.step = step.saturating_add(1);
         Ok(loss)
     }
@@ -575,8 +709,19 @@ impl<S: Storage> Learner<S> {
 }
 
 /// Forward pass into `p.logits` (and, for an MLP, `p.z1`, `p.mask`, `p.act`).
-fn forward<H: Storage>(head: &Head<H>, x: &[f32], train: bool, dropout: f32, rng: &mut Rng, p: &mut Parts<'_>) {
-    let Dims { input: d, hidden: h, capacity: cap } = head.dims();
+fn forward<H: Storage>(
+    head: &Head<H>,
+    x: &[f32],
+    train: bool,
+    dropout: f32,
+    rng: &mut Rng,
+    p: &mut Parts<'_>,
+) {
+    let Dims {
+        input: d,
+        hidden: h,
+        capacity: cap,
+    } = head.dims();
     let c = head.classes();
     let w = head.params();
     if h == 0 {
@@ -603,7 +748,13 @@ fn forward<H: Storage>(head: &Head<H>, x: &[f32], train: bool, dropout: f32, rng
 
 /// Turns `logits` into probabilities in place, writes dLoss/dlogits to `dlogits`, and
 /// returns the loss, all scaled by the class weight `cw`.
-fn loss_and_dlogits(loss: &Loss, logits: &mut [f32], dlogits: &mut [f32], y: usize, cw: f32) -> f32 {
+fn loss_and_dlogits(
+    loss: &Loss,
+    logits: &mut [f32],
+    dlogits: &mut [f32],
+    y: usize,
+    cw: f32,
+) -> f32 {
     let c = logits.len();
     // Keep the logits: losses are formed from them (log p_k = z_k - lse), which is exact
     // for tiny probabilities and costs no logarithm per class.
@@ -612,7 +763,9 @@ fn loss_and_dlogits(loss: &Loss, logits: &mut [f32], dlogits: &mut [f32], y: usi
     let probs = &*logits;
     let logp = dlogits[y] - lse;
     match *loss {
-        Loss::CrossEntropy { label_smoothing: eps } => {
+        Loss::CrossEntropy {
+            label_smoothing: eps,
+        } => {
             // Target q: 1 - eps + eps/c on y, eps/c elsewhere; loss = lse - Σ q_k z_k.
             let off = eps / c as f32;
             let mut qz = 0.0f32;
@@ -626,9 +779,22 @@ fn loss_and_dlogits(loss: &Loss, logits: &mut [f32], dlogits: &mut [f32], y: usi
         Loss::Focal { gamma } => {
             let p = probs[y];
             // 1 - p as the sum of the other probabilities: exact when p is close to 1.
-            let q: f32 = probs.iter().enumerate().filter(|&(k, _)| k != y).map(|(_, v)| *v).sum();
-            let qg = if gamma == 0.0 { 1.0 } else { libm::powf(q, gamma) };
-            let first = if q > 0.0 && gamma > 0.0 { gamma * libm::powf(q, gamma - 1.0) * p * logp } else { 0.0 };
+            let q: f32 = probs
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| k != y)
+                .map(|(_, v)| *v)
+                .sum();
+            let qg = if gamma == 0.0 {
+                1.0
+            } else {
+                libm::powf(q, gamma)
+            };
+            let first = if q > 0.0 && gamma > 0.0 {
+                gamma * libm::powf(q, gamma - 1.0) * p * logp
+            } else {
+                0.0
+            };
             let g = first - qg; // (dL/dp)·p
             for k in 0..c {
                 let delta = if k == y { 1.0 } else { 0.0 };
@@ -641,7 +807,11 @@ fn loss_and_dlogits(loss: &Loss, logits: &mut [f32], dlogits: &mut [f32], y: usi
 
 /// Adds the gradient of one sample to `p.grads`, given `p.dlogits`.
 fn backward(dims: Dims, w: &[f32], x: &[f32], c: usize, p: &mut Parts<'_>) {
-    let Dims { input: d, hidden: h, capacity: cap } = dims;
+    let Dims {
+        input: d,
+        hidden: h,
+        capacity: cap,
+    } = dims;
     if h == 0 {
         for k in 0..c {
             let g = p.dlogits[k];
@@ -659,7 +829,11 @@ fn backward(dims: Dims, w: &[f32], x: &[f32], c: usize, p: &mut Parts<'_>) {
         math::axpy(g, &w[o + k * h..o + (k + 1) * h], p.dact);
     }
     for j in 0..h {
-        let g = if p.z1[j] > 0.0 { p.dact[j] * p.mask[j] } else { 0.0 };
+        let g = if p.z1[j] > 0.0 {
+            p.dact[j] * p.mask[j]
+        } else {
+            0.0
+        };
         if g != 0.0 {
             math::axpy(g, x, &mut p.grads[j * d..(j + 1) * d]);
         }
@@ -687,7 +861,16 @@ fn update(
             if momentum == 0.0 {
                 sgd_kernel(params, grads, scale, wd, lr);
             } else {
-                momentum_kernel(params, grads, &mut state[r], scale, wd, lr, momentum, nesterov);
+                momentum_kernel(
+                    params,
+                    grads,
+                    &mut state[r],
+                    scale,
+                    wd,
+                    lr,
+                    momentum,
+                    nesterov,
+                );
             }
         }
         Optimizer::Adam { beta1, beta2, eps } | Optimizer::AdamW { beta1, beta2, eps } => {
@@ -697,8 +880,14 @@ fn update(
             let c2 = 1.0 / (1.0 - libm::powf(beta2, t));
             let (m, v) = state.split_at_mut(np);
             let (m, v) = (&mut m[r.clone()], &mut v[r]);
-            let (l2, shrink) = if decoupled { (0.0, 1.0 - lr * wd) } else { (wd, 1.0) };
-            adam_kernel(params, grads, m, v, scale, l2, shrink, beta1, beta2, c1, c2, eps);
+            let (l2, shrink) = if decoupled {
+                (0.0, 1.0 - lr * wd)
+            } else {
+                (wd, 1.0)
+            };
+            adam_kernel(
+                params, grads, m, v, scale, l2, shrink, beta1, beta2, c1, c2, eps,
+            );
         }
     }
 }

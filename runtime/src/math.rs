@@ -126,7 +126,9 @@ pub fn argmax(v: &[f32]) -> Option<(usize, f32)> {
 
 /// log(sum(exp(v))), stable for any finite input.
 pub fn log_sum_exp(v: &[f32]) -> f32 {
-    let Some((_, m)) = argmax(v) else { return f32::NEG_INFINITY };
+    let Some((_, m)) = argmax(v) else {
+        return f32::NEG_INFINITY;
+    };
     let mut s = 0.0f32;
     for &x in v {
         s += libm::expf(x - m);
@@ -143,7 +145,9 @@ pub fn softmax_in_place(v: &mut [f32]) -> f32 {
 /// In-place softmax; returns log(sum(exp(logits))) and the entropy of the result in nats,
 /// computed from the logits (`lse - Σ p·z`) so it costs no logarithm per class.
 pub fn softmax_entropy_in_place(v: &mut [f32]) -> (f32, f32) {
-    let Some((_, m)) = argmax(v) else { return (f32::NEG_INFINITY, 0.0) };
+    let Some((_, m)) = argmax(v) else {
+        return (f32::NEG_INFINITY, 0.0);
+    };
     let (mut s, mut t) = (0.0f32, 0.0f32);
     for x in v.iter_mut() {
         let z = *x - m;

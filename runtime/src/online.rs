@@ -56,7 +56,11 @@ pub struct OnlineConfig {
 
 impl OnlineConfig {
     /// 8 replayed samples, 2 steps per label.
-    pub const DEFAULT: OnlineConfig = OnlineConfig { replay: 8, steps: 2, seed: 0 };
+    pub const DEFAULT: OnlineConfig = OnlineConfig {
+        replay: 8,
+        steps: 2,
+        seed: 0,
+    };
 }
 
 impl Default for OnlineConfig {
@@ -101,18 +105,35 @@ impl<S: Storage, const N: usize> Online<S, N> {
     ) -> Result<Self> {
         let dims = head.dims();
         if learner.dims() != dims {
-            return Err(Error::Config { what: "learner dimensions differ from the head's" });
+            return Err(Error::Config {
+                what: "learner dimensions differ from the head's",
+            });
         }
         if buffer.dim() != dims.input || means.dim() != dims.input {
-            return Err(Error::Config { what: "buffer or class means have another embedding size than the head" });
+            return Err(Error::Config {
+                what: "buffer or class means have another embedding size than the head",
+            });
         }
         if means.capacity() < dims.capacity {
-            return Err(Error::Capacity { what: "class means", requested: dims.capacity, capacity: means.capacity() });
+            return Err(Error::Capacity {
+                what: "class means",
+                requested: dims.capacity,
+                capacity: means.capacity(),
+            });
         }
         if cfg.steps == 0 || cfg.replay > MAX_REPLAY {
-            return Err(Error::Config { what: "online steps must be >= 1 and replay <= MAX_REPLAY" });
+            return Err(Error::Config {
+                what: "online steps must be >= 1 and replay <= MAX_REPLAY",
+            });
         }
-        Ok(Online { head, learner, buffer, means, cfg, rng: Rng::new(cfg.seed) })
+        Ok(Online {
+            head,
+            learner,
+            buffer,
+            means,
+            cfg,
+            rng: Rng::new(cfg.seed),
+        })
     }
 
     /// The head.
@@ -154,20 +175,33 @@ impl<S: Storage, const N: usize> Online<S, N> {
         let dims = self.head.dims();
         let classes = self.head.classes();
         if x.len() != dims.input {
-            return Err(Error::Length { what: "embedding", expected: dims.input, found: x.len() });
+            return Err(Error::Length {
+                what: "embedding",
+                expected: dims.input,
+                found: x.len(),
+            });
         }
         if !math::all_finite(x) {
             return Err(Error::NonFinite { what: "embedding" });
         }
         if math::sq_norm(x) == 0.0 {
-            return Err(Error::Config { what: "an all-zero embedding has no direction to learn from" });
+            return Err(Error::Config {
+                what: "an all-zero embedding has no direction to learn from",
+            });
         }
         if label > classes {
-            return Err(Error::UnknownClass { class: label, classes });
+            return Err(Error::UnknownClass {
+                class: label,
+                classes,
+            });
         }
         let added = label == classes;
         if added && classes >= dims.capacity {
-            return Err(Error::Capacity { what: "classes", requested: classes + 1, capacity: dims.capacity });
+            return Err(Error::Capacity {
+                what: "classes",
+                requested: classes + 1,
+                capacity: dims.capacity,
+            });
         }
         Ok(added)
     }
@@ -177,7 +211,10 @@ impl<S: Storage, const N: usize> Online<S, N> {
     /// the head has.
     pub fn remember(&mut self, x: &[f32], label: usize) -> Result<bool> {
         if self.check(x, label)? {
-            return Err(Error::UnknownClass { class: label, classes: self.head.classes() });
+            return Err(Error::UnknownClass {
+                class: label,
+                classes: self.head.classes(),
+            });
         }
         self.means.update(label, x)?;
         Ok(self.buffer.push(x, label).is_ok())
@@ -203,9 +240,15 @@ impl<S: Storage, const N: usize> Online<S, N> {
         for _ in 0..self.cfg.steps {
             let n = self.buffer.sample_indices(&mut self.rng, &mut idx[..k]);
             let buffer = &self.buffer;
-            let batch = core::iter::once((x, label)).chain(idx[..n].iter().filter_map(|&i| buffer.get(i)));
+            let batch =
+                core::iter::once((x, label)).chain(idx[..n].iter().filter_map(|&i| buffer.get(i)));
             loss = self.learner.step_batch(&mut self.head, batch)?;
         }
-        Ok(Learned { class: label, added, stored, loss })
+        Ok(Learned {
+            class: label,
+            added,
+            stored,
+            loss,
+        })
     }
 }

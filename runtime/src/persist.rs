@@ -89,7 +89,9 @@ pub struct Header {
 impl Header {
     /// Length of the whole encoding: header, payload and checksum.
     pub const fn total_len(&self) -> usize {
-        HEADER_LEN.saturating_add(self.payload_len).saturating_add(CRC_LEN)
+        HEADER_LEN
+            .saturating_add(self.payload_len)
+            .saturating_add(CRC_LEN)
     }
 }
 
@@ -180,11 +182,18 @@ struct Shape(Dims);
 
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Dims { input, hidden, capacity } = self.0;
+        let Dims {
+            input,
+            hidden,
+            capacity,
+        } = self.0;
         if hidden == 0 {
             write!(f, "linear head (input {input}, capacity {capacity})")
         } else {
-            write!(f, "MLP head (input {input}, hidden {hidden}, capacity {capacity})")
+            write!(
+                f,
+                "MLP head (input {input}, hidden {hidden}, capacity {capacity})"
+            )
         }
     }
 }
@@ -203,11 +212,17 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             DecodeError::Truncated { needed, found } => {
-                write!(f, "data is truncated: {found} bytes, but a complete head file needs {needed}")
+                write!(
+                    f,
+                    "data is truncated: {found} bytes, but a complete head file needs {needed}"
+                )
             }
             DecodeError::BadMagic => f.write_str("not an edgetune head file (wrong magic bytes)"),
             DecodeError::UnsupportedVersion { found, supported } => {
-                write!(f, "head file format version {found} is not supported (this build reads version {supported})")
+                write!(
+                    f,
+                    "head file format version {found} is not supported (this build reads version {supported})"
+                )
             }
             DecodeError::Checksum { stored, computed } => write!(
                 f,
@@ -217,7 +232,12 @@ impl fmt::Display for DecodeError {
             DecodeError::BadPayload { what } => write!(f, "invalid head file payload: {what}"),
             DecodeError::NonFinite => f.write_str("head file holds NaN or infinite values"),
             DecodeError::DimsMismatch { stored, expected } => {
-                write!(f, "head file holds a {} but the destination is a {}", Shape(stored), Shape(expected))
+                write!(
+                    f,
+                    "head file holds a {} but the destination is a {}",
+                    Shape(stored),
+                    Shape(expected)
+                )
             }
             DecodeError::OptimizerMismatch { stored, expected } => write!(
                 f,
@@ -235,15 +255,25 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             EncodeError::BufferTooSmall { needed, available } => {
-                write!(f, "output buffer too small: the head needs {needed} bytes, the buffer has {available}")
+                write!(
+                    f,
+                    "output buffer too small: the head needs {needed} bytes, the buffer has {available}"
+                )
             }
             EncodeError::DimsMismatch { head, learner } => {
-                write!(f, "the learner was made for a {}, not for this {}", Shape(learner), Shape(head))
+                write!(
+                    f,
+                    "the learner was made for a {}, not for this {}",
+                    Shape(learner),
+                    Shape(head)
+                )
             }
-            EncodeError::NonFinite => {
-                f.write_str("the head or its optimizer state holds NaN or infinite values; refusing to save it")
+            EncodeError::NonFinite => f.write_str(
+                "the head or its optimizer state holds NaN or infinite values; refusing to save it",
+            ),
+            EncodeError::TooLarge => {
+                f.write_str("the head is too large for the format (payload over 4 GiB)")
             }
-            EncodeError::TooLarge => f.write_str("the head is too large for the format (payload over 4 GiB)"),
         }
     }
 }
@@ -268,7 +298,9 @@ const fn varint_len(v: u64) -> usize {
 /// Exact payload length, `None` on overflow.
 fn payload_len(step: u32, rng: u64, n_params: usize, n_opt: usize) -> Option<usize> {
     let floats = |n: usize| n.checked_mul(4)?.checked_add(varint_len(n as u64));
-    (varint_len(step as u64) + varint_len(rng)).checked_add(floats(n_params)?)?.checked_add(floats(n_opt)?)
+    (varint_len(step as u64) + varint_len(rng))
+        .checked_add(floats(n_params)?)?
+        .checked_add(floats(n_opt)?)
 }
 
 /// The payload, borrowed from a head and a learner.
@@ -281,19 +313,36 @@ struct Payload<'a> {
 }
 
 /// The payload to write and the optimizer code.
-fn source<'a, H: Storage, L: Storage>(head: &'a Head<H>, learner: Option<&'a Learner<L>>) -> (Payload<'a>, u8) {
+fn source<'a, H: Storage, L: Storage>(
+    head: &'a Head<H>,
+    learner: Option<&'a Learner<L>>,
+) -> (Payload<'a>, u8) {
     match learner {
         Some(l) => {
-            let p = Payload { step: l.steps(), rng: l.rng_state(), params: head.params(), opt: l.opt_state() };
+            let p = Payload {
+                step: l.steps(),
+                rng: l.rng_state(),
+                params: head.params(),
+                opt: l.opt_state(),
+            };
             (p, l.config().optimizer.code())
         }
-        None => (Payload { step: 0, rng: 0, params: head.params(), opt: &[] }, 0),
+        None => (
+            Payload {
+                step: 0,
+                rng: 0,
+                params: head.params(),
+                opt: &[],
+            },
+            0,
+        ),
     }
 }
 
 /// Payload length and total length, if they fit the format.
 fn lengths(p: &Payload<'_>) -> Option<(usize, usize)> {
-    let n = payload_len(p.step, p.rng, p.params.len(), p.opt.len()).filter(|&n| u32::try_from(n).is_ok())?;
+    let n = payload_len(p.step, p.rng, p.params.len(), p.opt.len())
+        .filter(|&n| u32::try_from(n).is_ok())?;
     Some((n, n.checked_add(HEADER_LEN + CRC_LEN)?))
 }
 
@@ -313,17 +362,29 @@ pub fn encode<H: Storage, L: Storage>(
 ) -> Result<usize, EncodeError> {
     let dims = head.dims();
     if let Some(l) = learner.filter(|l| l.dims() != dims) {
-        return Err(EncodeError::DimsMismatch { head: dims, learner: l.dims() });
+        return Err(EncodeError::DimsMismatch {
+            head: dims,
+            learner: l.dims(),
+        });
     }
     let (payload, code) = source(head, learner);
-    if !(payload.params.iter().all(|v| v.is_finite()) && payload.opt.iter().all(|v| v.is_finite())) {
+    if !(payload.params.iter().all(|v| v.is_finite()) && payload.opt.iter().all(|v| v.is_finite()))
+    {
         return Err(EncodeError::NonFinite);
     }
     let (len, needed) = lengths(&payload).ok_or(EncodeError::TooLarge)?;
     let field = |v: usize| u32::try_from(v).map_err(|_| EncodeError::TooLarge);
-    let fields = [field(dims.input)?, field(dims.hidden)?, field(dims.capacity)?, field(head.classes())?, field(len)?];
+    let fields = [
+        field(dims.input)?,
+        field(dims.hidden)?,
+        field(dims.capacity)?,
+        field(head.classes())?,
+        field(len)?,
+    ];
     let available = out.len();
-    let buf = out.get_mut(..needed).ok_or(EncodeError::BufferTooSmall { needed, available })?;
+    let buf = out
+        .get_mut(..needed)
+        .ok_or(EncodeError::BufferTooSmall { needed, available })?;
     let (framed, trailer) = buf.split_at_mut(HEADER_LEN + len);
     let (header, body) = framed.split_at_mut(HEADER_LEN);
     header[..4].copy_from_slice(&MAGIC);
@@ -367,22 +428,37 @@ struct RawHeader {
 
 /// Reads the header bytes and checks the magic and version (what every version shares).
 fn raw_header(bytes: &[u8]) -> Result<RawHeader, DecodeError> {
-    let truncated = DecodeError::Truncated { needed: HEADER_LEN, found: bytes.len() };
-    let header: &[u8; HEADER_LEN] = bytes.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).ok_or(truncated)?;
+    let truncated = DecodeError::Truncated {
+        needed: HEADER_LEN,
+        found: bytes.len(),
+    };
+    let header: &[u8; HEADER_LEN] = bytes
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(truncated)?;
     let [m0, m1, m2, m3, v0, v1, kind, optimizer, rest @ ..] = *header;
     if [m0, m1, m2, m3] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
     let version = u16::from_le_bytes([v0, v1]);
     if version != VERSION {
-        return Err(DecodeError::UnsupportedVersion { found: version, supported: VERSION });
+        return Err(DecodeError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
     }
     let &[input, hidden, capacity, classes, payload_len] = rest.as_chunks::<4>().0 else {
         return Err(truncated);
     };
     let le = u32::from_le_bytes;
     let dims = [le(input), le(hidden), le(capacity)];
-    Ok(RawHeader { kind, optimizer, dims, classes: le(classes), payload_len: le(payload_len) })
+    Ok(RawHeader {
+        kind,
+        optimizer,
+        dims,
+        classes: le(classes),
+        payload_len: le(payload_len),
+    })
 }
 
 /// Checks every header field, and the payload length against the dimensions.
@@ -390,7 +466,11 @@ fn validate(raw: &RawHeader) -> Result<Header, DecodeError> {
     let bad = |what| DecodeError::BadHeader { what };
     let size = |v: u32| usize::try_from(v).map_err(|_| bad("a size does not fit this target"));
     let [input, hidden, capacity] = raw.dims;
-    let dims = Dims { input: size(input)?, hidden: size(hidden)?, capacity: size(capacity)? };
+    let dims = Dims {
+        input: size(input)?,
+        hidden: size(hidden)?,
+        capacity: size(capacity)?,
+    };
     match (raw.kind, dims.hidden) {
         (0, 0) | (1, 1..) => {}
         (0, _) => return Err(bad("a linear head with hidden units")),
@@ -400,13 +480,21 @@ fn validate(raw: &RawHeader) -> Result<Header, DecodeError> {
     if raw.optimizer > 3 {
         return Err(bad("unknown optimizer code"));
     }
-    dims.check().map_err(|e| bad(if let Error::Config { what } = e { what } else { "invalid dimensions" }))?;
+    dims.check().map_err(|e| {
+        bad(if let Error::Config { what } = e {
+            what
+        } else {
+            "invalid dimensions"
+        })
+    })?;
     let classes = size(raw.classes)?;
     if classes > dims.capacity {
         return Err(bad("more classes than the class capacity"));
     }
     let n_params = dims.param_len();
-    let n_opt = n_params.checked_mul(state_per_param(raw.optimizer)).ok_or(bad("dimensions too large"))?;
+    let n_opt = n_params
+        .checked_mul(state_per_param(raw.optimizer))
+        .ok_or(bad("dimensions too large"))?;
     let min = payload_len(0, 0, n_params, n_opt);
     let max = payload_len(u32::MAX, u64::MAX, n_params, n_opt);
     let max = max.filter(|m| m.checked_add(HEADER_LEN + CRC_LEN).is_some());
@@ -415,7 +503,13 @@ fn validate(raw: &RawHeader) -> Result<Header, DecodeError> {
         (Some(min), Some(max)) if (min..=max).contains(&payload_len) => {}
         _ => return Err(bad("payload length does not match the dimensions")),
     }
-    Ok(Header { version: VERSION, dims, classes, optimizer: raw.optimizer, payload_len })
+    Ok(Header {
+        version: VERSION,
+        dims,
+        classes,
+        optimizer: raw.optimizer,
+        payload_len,
+    })
 }
 
 /// Reads and validates the header from the first [`HEADER_LEN`] bytes of an encoding,
@@ -430,14 +524,24 @@ fn check_frame(bytes: &[u8]) -> Result<Header, DecodeError> {
     let total = usize::try_from(raw.payload_len)
         .ok()
         .and_then(|n| n.checked_add(HEADER_LEN + CRC_LEN))
-        .ok_or(DecodeError::BadHeader { what: "payload length does not fit this target" })?;
+        .ok_or(DecodeError::BadHeader {
+            what: "payload length does not fit this target",
+        })?;
     if bytes.len() < total {
-        return Err(DecodeError::Truncated { needed: total, found: bytes.len() });
+        return Err(DecodeError::Truncated {
+            needed: total,
+            found: bytes.len(),
+        });
     }
     if bytes.len() > total {
-        return Err(DecodeError::BadHeader { what: "payload length field disagrees with the data's size" });
+        return Err(DecodeError::BadHeader {
+            what: "payload length field disagrees with the data's size",
+        });
     }
-    let truncated = DecodeError::Truncated { needed: total, found: bytes.len() };
+    let truncated = DecodeError::Truncated {
+        needed: total,
+        found: bytes.len(),
+    };
     let (framed, trailer) = bytes.split_at_checked(total - CRC_LEN).ok_or(truncated)?;
     let stored = u32::from_le_bytes(trailer.try_into().map_err(|_| truncated)?);
     let computed = CRC32.checksum(framed);
@@ -465,20 +569,32 @@ pub fn decode_into<H: Storage, L: Storage>(
     let header = check_frame(bytes)?;
     let stored = header.dims;
     if head.dims() != stored {
-        return Err(DecodeError::DimsMismatch { stored, expected: head.dims() });
+        return Err(DecodeError::DimsMismatch {
+            stored,
+            expected: head.dims(),
+        });
     }
     if let Some(l) = &learner {
         if l.dims() != stored {
-            return Err(DecodeError::DimsMismatch { stored, expected: l.dims() });
+            return Err(DecodeError::DimsMismatch {
+                stored,
+                expected: l.dims(),
+            });
         }
         let expected = l.config().optimizer.code();
         if header.optimizer != 0 && header.optimizer != expected {
-            return Err(DecodeError::OptimizerMismatch { stored: header.optimizer, expected });
+            return Err(DecodeError::OptimizerMismatch {
+                stored: header.optimizer,
+                expected,
+            });
         }
     }
     let payload = bytes
         .get(HEADER_LEN..HEADER_LEN + header.payload_len)
-        .ok_or(DecodeError::Truncated { needed: header.total_len(), found: bytes.len() })?;
+        .ok_or(DecodeError::Truncated {
+            needed: header.total_len(),
+            found: bytes.len(),
+        })?;
     let n_params = stored.param_len();
     let n_opt = n_params.saturating_mul(state_per_param(header.optimizer));
     // Dry run: every count, every value, no trailing bytes.
@@ -486,7 +602,9 @@ pub fn decode_into<H: Storage, L: Storage>(
     // Restore the learner from matching state; a file saved without a learner holds
     // step 0 and generator 0, which resets a plain-SGD learner instead.
     let code = header.optimizer;
-    let restore = |l: &Learner<L>| code == l.config().optimizer.code() && (code != 0 || (step, rng) != (0, 0));
+    let restore = |l: &Learner<L>| {
+        code == l.config().optimizer.code() && (code != 0 || (step, rng) != (0, 0))
+    };
     let (target, reset) = match learner {
         Some(l) if restore(l) => (Some(l), None),
         other => (None, other),
@@ -505,8 +623,10 @@ pub fn decode_into<H: Storage, L: Storage>(
 pub fn decode_head(bytes: &[u8]) -> Result<Head<std::vec::Vec<f32>>, DecodeError> {
     // Checksum and header first: never allocate from unverified sizes.
     let header = check_frame(bytes)?;
-    let mut head = Head::alloc(header.dims, header.classes)
-        .map_err(|_| DecodeError::BadHeader { what: "invalid dimensions" })?;
+    let mut head =
+        Head::alloc(header.dims, header.classes).map_err(|_| DecodeError::BadHeader {
+            what: "invalid dimensions",
+        })?;
     decode_into(bytes, &mut head, None::<&mut Learner<[f32; 0]>>)?;
     Ok(head)
 }
@@ -521,17 +641,31 @@ fn run<L: Storage>(
 ) -> Result<(u32, u64), DecodeError> {
     let fail = Cell::new(None);
     let mut de = postcard::Deserializer::from_bytes(payload);
-    let seed = PayloadSeed { fail: &fail, n_params, n_opt, params, learner };
+    let seed = PayloadSeed {
+        fail: &fail,
+        n_params,
+        n_opt,
+        params,
+        learner,
+    };
     let out = seed.deserialize(&mut de).map_err(|e| {
         fail.get().unwrap_or(match e {
-            postcard::Error::DeserializeUnexpectedEnd => DecodeError::BadPayload { what: "the payload ends early" },
-            postcard::Error::DeserializeBadVarint => DecodeError::BadPayload { what: "a malformed integer" },
-            _ => DecodeError::BadPayload { what: "malformed data" },
+            postcard::Error::DeserializeUnexpectedEnd => DecodeError::BadPayload {
+                what: "the payload ends early",
+            },
+            postcard::Error::DeserializeBadVarint => DecodeError::BadPayload {
+                what: "a malformed integer",
+            },
+            _ => DecodeError::BadPayload {
+                what: "malformed data",
+            },
         })
     })?;
     match de.finalize() {
         Ok([]) => Ok(out),
-        _ => Err(DecodeError::BadPayload { what: "unexpected bytes after the optimizer state" }),
+        _ => Err(DecodeError::BadPayload {
+            what: "unexpected bytes after the optimizer state",
+        }),
     }
 }
 
@@ -566,15 +700,36 @@ impl<'de, L: Storage> Visitor<'de> for PayloadSeed<'_, '_, L> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let fail = self.fail;
-        let short = || raise(fail, DecodeError::BadPayload { what: "the payload ends early" });
+        let short = || {
+            raise(
+                fail,
+                DecodeError::BadPayload {
+                    what: "the payload ends early",
+                },
+            )
+        };
         let step: u32 = seq.next_element()?.ok_or_else(short)?;
         let rng: u64 = seq.next_element()?.ok_or_else(short)?;
         let what = "number of parameters does not match the dimensions";
         let sink = self.params.map_or(Sink::<L>::Check, Sink::Slice);
-        seq.next_element_seed(Floats { fail, n: self.n_params, what, sink })?.ok_or_else(short)?;
+        seq.next_element_seed(Floats {
+            fail,
+            n: self.n_params,
+            what,
+            sink,
+        })?
+        .ok_or_else(short)?;
         let what = "number of optimizer values does not match the dimensions";
-        let sink = self.learner.map_or(Sink::Check, |l| Sink::Learner(l, step, rng));
-        seq.next_element_seed(Floats { fail, n: self.n_opt, what, sink })?.ok_or_else(short)?;
+        let sink = self
+            .learner
+            .map_or(Sink::Check, |l| Sink::Learner(l, step, rng));
+        seq.next_element_seed(Floats {
+            fail,
+            n: self.n_opt,
+            what,
+            sink,
+        })?
+        .ok_or_else(short)?;
         Ok((step, rng))
     }
 }
@@ -612,7 +767,12 @@ impl<'de, L: Storage> Visitor<'de> for Floats<'_, '_, L> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let Floats { fail, n, what, sink } = self;
+        let Floats {
+            fail,
+            n,
+            what,
+            sink,
+        } = self;
         let miscount = || raise(fail, DecodeError::BadPayload { what });
         // postcard knows the exact length unless it exceeds the remaining bytes.
         if seq.size_hint() != Some(n) {
@@ -636,7 +796,10 @@ impl<'de, L: Storage> Visitor<'de> for Floats<'_, '_, L> {
         });
         match sink {
             Sink::Check => values.by_ref().for_each(drop),
-            Sink::Slice(dst) => dst.iter_mut().zip(values.by_ref()).for_each(|(d, v)| *d = v),
+            Sink::Slice(dst) => dst
+                .iter_mut()
+                .zip(values.by_ref())
+                .for_each(|(d, v)| *d = v),
             Sink::Learner(l, step, rng) => l.restore(step, rng, values.by_ref()),
         }
         if let Some(e) = err {
@@ -660,12 +823,20 @@ mod tests {
         let mut head = Head::new(dims, 2, vec![0.0; dims.param_len()]).unwrap();
         head.init(7);
         let mut learner = opt.map(|o| {
-            let cfg = Config { optimizer: o, lr: 0.05, dropout: 0.2, seed: 3, ..Config::DEFAULT };
+            let cfg = Config {
+                optimizer: o,
+                lr: 0.05,
+                dropout: 0.2,
+                seed: 3,
+                ..Config::DEFAULT
+            };
             Learner::new(dims, cfg, vec![0.0; Learner::<()>::state_len(dims, &o)]).unwrap()
         });
         if let Some(l) = learner.as_mut() {
             for i in 0..5 {
-                let x: Vecs = (0..dims.input).map(|j| ((i * 7 + j * 3) % 5) as f32 - 2.0).collect();
+                let x: Vecs = (0..dims.input)
+                    .map(|j| ((i * 7 + j * 3) % 5) as f32 - 2.0)
+                    .collect();
                 l.step(&mut head, &x, i % 2).unwrap();
             }
         }
@@ -676,7 +847,11 @@ mod tests {
         let mut head = Head::new(dims, 0, vec![0.0; dims.param_len()]).unwrap();
         head.params_mut().fill(0.5);
         let learner = opt.map(|o| {
-            let cfg = Config { optimizer: o, seed: 3, ..Config::DEFAULT };
+            let cfg = Config {
+                optimizer: o,
+                seed: 3,
+                ..Config::DEFAULT
+            };
             Learner::new(dims, cfg, vec![0.0; Learner::<()>::state_len(dims, &o)]).unwrap()
         });
         (head, learner)
@@ -701,8 +876,17 @@ mod tests {
 
     #[test]
     fn roundtrips_every_kind_and_optimizer() {
-        let opts = [None, Some(Optimizer::Sgd { momentum: 0.0, nesterov: false }), Some(Optimizer::SGD_MOMENTUM)];
-        let opts = opts.into_iter().chain([Some(Optimizer::ADAM), Some(Optimizer::ADAMW)]);
+        let opts = [
+            None,
+            Some(Optimizer::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+            }),
+            Some(Optimizer::SGD_MOMENTUM),
+        ];
+        let opts = opts
+            .into_iter()
+            .chain([Some(Optimizer::ADAM), Some(Optimizer::ADAMW)]);
         for opt in opts {
             for dims in [Dims::linear(3, 4), Dims::mlp(3, 5, 4)] {
                 let (head, learner) = trained(dims, opt);
@@ -710,7 +894,10 @@ mod tests {
                 let (mut head2, mut learner2) = fresh(dims, opt);
                 let h = decode_into(&bytes, &mut head2, learner2.as_mut()).unwrap();
                 assert_eq!(h, read_header(&bytes).unwrap());
-                assert_eq!((h.dims, h.classes, h.optimizer), (dims, 2, opt.map_or(0, |o| o.code())));
+                assert_eq!(
+                    (h.dims, h.classes, h.optimizer),
+                    (dims, 2, opt.map_or(0, |o| o.code()))
+                );
                 assert_eq!(h.total_len(), bytes.len());
                 assert_eq!(bits(head2.params()), bits(head.params()));
                 assert_eq!(head2.classes(), 2);
@@ -718,7 +905,11 @@ mod tests {
                     assert_eq!(bits(a.opt_state()), bits(b.opt_state()));
                     assert_eq!((a.steps(), a.rng_state()), (b.steps(), b.rng_state()));
                 }
-                assert_eq!(encode_vec(&head2, learner2.as_ref()), bytes, "re-encoding is identical");
+                assert_eq!(
+                    encode_vec(&head2, learner2.as_ref()),
+                    bytes,
+                    "re-encoding is identical"
+                );
             }
         }
     }
@@ -744,12 +935,24 @@ mod tests {
         let (mut dst, mut l) = fresh(Dims::linear(2, 3), Some(Optimizer::ADAM));
         bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
         fix_crc(&mut bytes);
-        let want = DecodeError::UnsupportedVersion { found: 2, supported: VERSION };
+        let want = DecodeError::UnsupportedVersion {
+            found: 2,
+            supported: VERSION,
+        };
         assert_eq!(decode_into(&bytes, &mut dst, l.as_mut()), Err(want));
         assert_eq!(read_header(&bytes), Err(want));
         bytes[..4].copy_from_slice(b"PK\x03\x04");
-        assert_eq!(decode_into(&bytes, &mut dst, l.as_mut()), Err(DecodeError::BadMagic));
-        assert_eq!(read_header(&bytes[..3]), Err(DecodeError::Truncated { needed: HEADER_LEN, found: 3 }));
+        assert_eq!(
+            decode_into(&bytes, &mut dst, l.as_mut()),
+            Err(DecodeError::BadMagic)
+        );
+        assert_eq!(
+            read_header(&bytes[..3]),
+            Err(DecodeError::Truncated {
+                needed: HEADER_LEN,
+                found: 3
+            })
+        );
         assert!(dst.params().iter().all(|v| *v == 0.5) && dst.classes() == 0);
     }
 
@@ -760,14 +963,32 @@ mod tests {
         let bytes = encode_vec(&head, learner.as_ref());
         let (mut other, _) = fresh(Dims::mlp(3, 3, 3), None);
         let err = decode_into(&bytes, &mut other, None::<&mut Learner<Vecs>>).unwrap_err();
-        assert_eq!(err, DecodeError::DimsMismatch { stored: dims, expected: Dims::mlp(3, 3, 3) });
-        assert!(err.to_string().contains("MLP head (input 3, hidden 2, capacity 3)"));
+        assert_eq!(
+            err,
+            DecodeError::DimsMismatch {
+                stored: dims,
+                expected: Dims::mlp(3, 3, 3)
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("MLP head (input 3, hidden 2, capacity 3)")
+        );
         let (mut dst, mut adam) = fresh(dims, Some(Optimizer::ADAM));
         let err = decode_into(&bytes, &mut dst, adam.as_mut()).unwrap_err();
-        assert_eq!(err, DecodeError::OptimizerMismatch { stored: 1, expected: 2 });
+        assert_eq!(
+            err,
+            DecodeError::OptimizerMismatch {
+                stored: 1,
+                expected: 2
+            }
+        );
         assert!(err.to_string().contains("SGD-with-momentum"));
         let (_, mut small) = fresh(Dims::mlp(3, 2, 4), Some(Optimizer::SGD_MOMENTUM));
-        assert!(matches!(decode_into(&bytes, &mut dst, small.as_mut()), Err(DecodeError::DimsMismatch { .. })));
+        assert!(matches!(
+            decode_into(&bytes, &mut dst, small.as_mut()),
+            Err(DecodeError::DimsMismatch { .. })
+        ));
         assert!(dst.params().iter().all(|v| *v == 0.5) && adam.unwrap().steps() == 0);
         // Without a learner the stored state is validated and ignored.
         assert!(decode_into(&bytes, &mut dst, None::<&mut Learner<Vecs>>).is_ok());
@@ -780,13 +1001,25 @@ mod tests {
         let needed = encoded_len(&head, learner.as_ref());
         let mut small = vec![0u8; needed - 1];
         let err = encode(&head, learner.as_ref(), &mut small);
-        assert_eq!(err, Err(EncodeError::BufferTooSmall { needed, available: needed - 1 }));
+        assert_eq!(
+            err,
+            Err(EncodeError::BufferTooSmall {
+                needed,
+                available: needed - 1
+            })
+        );
         let mut big = vec![0u8; needed + 10];
         assert_eq!(encode(&head, learner.as_ref(), &mut big), Ok(needed));
         let (_, other) = fresh(Dims::linear(3, 3), Some(Optimizer::ADAM));
-        assert!(matches!(encode(&head, other.as_ref(), &mut big), Err(EncodeError::DimsMismatch { .. })));
+        assert!(matches!(
+            encode(&head, other.as_ref(), &mut big),
+            Err(EncodeError::DimsMismatch { .. })
+        ));
         head.params_mut()[1] = f32::NAN;
-        assert_eq!(encode(&head, learner.as_ref(), &mut big), Err(EncodeError::NonFinite));
+        assert_eq!(
+            encode(&head, learner.as_ref(), &mut big),
+            Err(EncodeError::NonFinite)
+        );
         assert!(EncodeError::NonFinite.to_string().contains("refusing"));
     }
 
@@ -801,20 +1034,32 @@ mod tests {
         let mut nan = good.clone();
         nan[HEADER_LEN + 3..HEADER_LEN + 7].copy_from_slice(&f32::INFINITY.to_le_bytes());
         fix_crc(&mut nan);
-        assert_eq!(decode_into(&nan, &mut dst, none), Err(DecodeError::NonFinite));
+        assert_eq!(
+            decode_into(&nan, &mut dst, none),
+            Err(DecodeError::NonFinite)
+        );
         let mut count = good.clone();
         count[HEADER_LEN + 2] = 5;
         fix_crc(&mut count);
         let none = None::<&mut Learner<Vecs>>;
-        assert!(matches!(decode_into(&count, &mut dst, none), Err(DecodeError::BadPayload { .. })));
+        assert!(matches!(
+            decode_into(&count, &mut dst, none),
+            Err(DecodeError::BadPayload { .. })
+        ));
         let mut opt = good.clone();
         opt[7] = 2; // claims Adam state that is not there
         fix_crc(&mut opt);
-        assert!(matches!(read_header(&opt), Err(DecodeError::BadHeader { .. })));
+        assert!(matches!(
+            read_header(&opt),
+            Err(DecodeError::BadHeader { .. })
+        ));
         let mut classes = good.clone();
         classes[20..24].copy_from_slice(&3u32.to_le_bytes());
         fix_crc(&mut classes);
-        assert!(matches!(read_header(&classes), Err(DecodeError::BadHeader { .. })));
+        assert!(matches!(
+            read_header(&classes),
+            Err(DecodeError::BadHeader { .. })
+        ));
         let mut trailing = good.clone();
         trailing.push(0);
         assert!(decode_into(&trailing, &mut dst, None::<&mut Learner<Vecs>>).is_err());
@@ -828,6 +1073,9 @@ mod tests {
         let l = learner.as_mut().unwrap();
         l.restore(u32::MAX, u64::MAX, core::iter::repeat(1.0));
         let bytes = encode_vec(&head, Some(l));
-        assert_eq!(read_header(&bytes).unwrap().payload_len, 5 + 10 + 2 + 1600 + 2 + 1600);
+        assert_eq!(
+            read_header(&bytes).unwrap().payload_len,
+            5 + 10 + 2 + 1600 + 2 + 1600
+        );
     }
 }

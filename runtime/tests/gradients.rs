@@ -6,9 +6,27 @@ use edgetune::{Config, Dims, Head, Learner, Loss, Optimizer};
 
 fn losses() -> [(&'static str, Loss, bool); 5] {
     [
-        ("cross-entropy", Loss::CrossEntropy { label_smoothing: 0.0 }, false),
-        ("cross-entropy, smoothed", Loss::CrossEntropy { label_smoothing: 0.1 }, false),
-        ("cross-entropy, class-weighted", Loss::CrossEntropy { label_smoothing: 0.05 }, true),
+        (
+            "cross-entropy",
+            Loss::CrossEntropy {
+                label_smoothing: 0.0,
+            },
+            false,
+        ),
+        (
+            "cross-entropy, smoothed",
+            Loss::CrossEntropy {
+                label_smoothing: 0.1,
+            },
+            false,
+        ),
+        (
+            "cross-entropy, class-weighted",
+            Loss::CrossEntropy {
+                label_smoothing: 0.05,
+            },
+            true,
+        ),
         ("focal gamma 2", Loss::Focal { gamma: 2.0 }, true),
         ("focal gamma 0.5", Loss::Focal { gamma: 0.5 }, false),
     ]
@@ -22,8 +40,17 @@ fn check(dims: Dims, classes: usize, seed: u64) {
         for w in head.params_mut() {
             *w += rng.uniform(-0.5, 0.5);
         }
-        let cfg = Config { loss, optimizer: Optimizer::ADAM, ..Config::DEFAULT };
-        let mut learner = Learner::new(dims, cfg, vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)]).unwrap();
+        let cfg = Config {
+            loss,
+            optimizer: Optimizer::ADAM,
+            ..Config::DEFAULT
+        };
+        let mut learner = Learner::new(
+            dims,
+            cfg,
+            vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
+        )
+        .unwrap();
         if weighted {
             let w: Vec<f32> = (0..classes).map(|c| 0.5 + c as f32 * 0.4).collect();
             learner.set_class_weights(&w).unwrap();
@@ -46,6 +73,7 @@ fn check(dims: Dims, classes: usize, seed: u64) {
             let base_pattern = pattern(&head, &mut hidden);
             let h = 1e-2f32;
             let mut checked = 0;
+            #[allow(clippy::needless_range_loop)] // i indexes the head's params and analytic alike
             for i in 0..dims.param_len() {
                 let orig = head.params()[i];
                 head.params_mut()[i] = orig + h;
@@ -66,7 +94,10 @@ fn check(dims: Dims, classes: usize, seed: u64) {
                 );
                 checked += 1;
             }
-            assert!(checked > dims.param_len() * 9 / 10, "{name}: only {checked} parameters checked");
+            assert!(
+                checked > dims.param_len() * 9 / 10,
+                "{name}: only {checked} parameters checked"
+            );
         }
     }
 }
@@ -85,8 +116,18 @@ fn mlp_head_gradients_match_finite_differences() {
 fn inactive_classes_get_no_gradient_and_no_update() {
     let dims = Dims::linear(4, 5);
     let mut head = Head::alloc(dims, 2).unwrap();
-    let cfg = Config { optimizer: Optimizer::ADAMW, weight_decay: 0.1, lr: 0.1, ..Config::DEFAULT };
-    let mut learner = Learner::new(dims, cfg, vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)]).unwrap();
+    let cfg = Config {
+        optimizer: Optimizer::ADAMW,
+        weight_decay: 0.1,
+        lr: 0.1,
+        ..Config::DEFAULT
+    };
+    let mut learner = Learner::new(
+        dims,
+        cfg,
+        vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
+    )
+    .unwrap();
     learner.step(&mut head, &[1.0, 2.0, 3.0, 4.0], 1).unwrap();
     // Rows of classes 2..5 and their biases stay exactly zero.
     assert!(head.params()[2 * 4..5 * 4].iter().all(|w| *w == 0.0));

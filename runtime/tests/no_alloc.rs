@@ -54,11 +54,30 @@ fn predict_and_learn_do_not_allocate() {
     assert_eq!(allocations(|| drop(std::hint::black_box(vec![1u8; 10]))), 1);
 
     for dims in [Dims::linear(1280, 12), Dims::mlp(64, 32, 12)] {
-        for optimizer in [Optimizer::Sgd { momentum: 0.9, nesterov: true }, Optimizer::ADAM, Optimizer::ADAMW] {
+        for optimizer in [
+            Optimizer::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+            },
+            Optimizer::ADAM,
+            Optimizer::ADAMW,
+        ] {
             let loss = Loss::Focal { gamma: 2.0 };
-            let cfg = Config { optimizer, loss, clip_norm: 1.0, dropout: 0.1, weight_decay: 1e-4, ..Config::DEFAULT };
+            let cfg = Config {
+                optimizer,
+                loss,
+                clip_norm: 1.0,
+                dropout: 0.1,
+                weight_decay: 1e-4,
+                ..Config::DEFAULT
+            };
             let mut head = Head::alloc(dims, 10).unwrap();
-            let mut learner = Learner::new(dims, cfg, vec![0.0; Learner::<()>::state_len(dims, &optimizer)]).unwrap();
+            let mut learner = Learner::new(
+                dims,
+                cfg,
+                vec![0.0; Learner::<()>::state_len(dims, &optimizer)],
+            )
+            .unwrap();
             let x: Vec<f32> = (0..dims.input).map(|i| (i as f32 * 0.1).sin()).collect();
             let x2: Vec<f32> = x.iter().map(|v| -v).collect();
             let mut probs = vec![0.0; dims.capacity];
@@ -68,7 +87,9 @@ fn predict_and_learn_do_not_allocate() {
                     let p = head.predict(&x, &mut probs).unwrap();
                     std::hint::black_box(top_k::<3>(&probs[..head.classes()]));
                     learner.step(&mut head, &x, (p.class + i) % 10).unwrap();
-                    learner.step_batch(&mut head, [(x.as_slice(), 1), (x2.as_slice(), 2)]).unwrap();
+                    learner
+                        .step_batch(&mut head, [(x.as_slice(), 1), (x2.as_slice(), 2)])
+                        .unwrap();
                 }
                 let c = head.add_class().unwrap();
                 head.imprint(c, &mean, None).unwrap();
@@ -84,11 +105,22 @@ fn predict_and_learn_do_not_allocate() {
 fn online_learning_does_not_allocate() {
     let dims = Dims::linear(64, 10);
     let head = Head::alloc(dims, 0).unwrap();
-    let learner = Learner::new(dims, Config::DEFAULT, vec![0.0; Learner::<()>::state_len(dims, &Optimizer::ADAM)]).unwrap();
+    let learner = Learner::new(
+        dims,
+        Config::DEFAULT,
+        vec![0.0; Learner::<()>::state_len(dims, &Optimizer::ADAM)],
+    )
+    .unwrap();
     let buffer = SampleBuffer::<_, 32>::new(64, vec![0.0; 32 * 64]).unwrap();
     let means = ClassMeans::new(64, 10, vec![0.0; ClassMeans::<()>::storage_len(64, 10)]).unwrap();
     let mut online = Online::new(head, learner, buffer, means, OnlineConfig::DEFAULT).unwrap();
-    let xs: Vec<Vec<f32>> = (0..10).map(|c| (0..64).map(|i| ((i * (c + 1)) as f32 * 0.1).sin()).collect()).collect();
+    let xs: Vec<Vec<f32>> = (0..10)
+        .map(|c| {
+            (0..64)
+                .map(|i| ((i * (c + 1)) as f32 * 0.1).sin())
+                .collect()
+        })
+        .collect();
     let mut probs = [0.0f32; 10];
     let n = allocations(|| {
         for round in 0..5 {

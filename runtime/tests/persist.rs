@@ -55,7 +55,14 @@ fn optimizer(kind: u8) -> Option<Optimizer> {
 
 fn new_learner(dims: Dims, opt: Optimizer, seed: u64) -> Learner<V> {
     let dropout = if dims.hidden > 0 { 0.25 } else { 0.0 };
-    let cfg = Config { optimizer: opt, lr: 0.01, weight_decay: 1e-3, dropout, seed, ..Config::DEFAULT };
+    let cfg = Config {
+        optimizer: opt,
+        lr: 0.01,
+        weight_decay: 1e-3,
+        dropout,
+        seed,
+        ..Config::DEFAULT
+    };
     Learner::new(dims, cfg, vec![0.0; Learner::<()>::state_len(dims, &opt)]).unwrap()
 }
 
@@ -71,7 +78,14 @@ fn finite() -> impl Strategy<Value = f32> {
 fn case() -> impl Strategy<Value = (Dims, usize, V, u8, usize, u64)> {
     (1usize..20, 0usize..8, 2usize..6).prop_flat_map(|(input, hidden, capacity)| {
         let dims = Dims::mlp(input, hidden, capacity);
-        (Just(dims), 0..=capacity, vec(finite(), dims.param_len()), 0u8..4, 0usize..6, any::<u64>())
+        (
+            Just(dims),
+            0..=capacity,
+            vec(finite(), dims.param_len()),
+            0u8..4,
+            0usize..6,
+            any::<u64>(),
+        )
     })
 }
 
@@ -122,7 +136,10 @@ proptest! {
 
 /// Everything observable about a head and learner, bit for bit.
 fn snapshot(head: &Head<V>, learner: &Learner<V>) -> (Vec<u8>, Vec<u32>) {
-    (persist::encode_to_vec(head, Some(learner)).unwrap(), bits(learner.grads()))
+    (
+        persist::encode_to_vec(head, Some(learner)).unwrap(),
+        bits(learner.grads()),
+    )
 }
 
 #[test]
@@ -132,7 +149,8 @@ fn every_corruption_and_truncation_is_refused_without_half_loading() {
     head.init(5);
     let mut src = new_learner(dims, Optimizer::ADAM, 9);
     for i in 0..4 {
-        src.step(&mut head, &[1.0, -0.5, i as f32 * 0.25], i % 2).unwrap();
+        src.step(&mut head, &[1.0, -0.5, i as f32 * 0.25], i % 2)
+            .unwrap();
     }
     let good = persist::encode_to_vec(&head, Some(&src)).unwrap();
 
@@ -153,15 +171,24 @@ fn every_corruption_and_truncation_is_refused_without_half_loading() {
             bytes[pos] ^= mask;
             let r = persist::decode_into(&bytes, &mut dst, Some(&mut l));
             assert!(r.is_err(), "byte {pos} ^ {mask:#04x} was accepted");
-            assert!(snapshot(&dst, &l) == before, "byte {pos} ^ {mask:#04x} half-loaded");
+            assert!(
+                snapshot(&dst, &l) == before,
+                "byte {pos} ^ {mask:#04x} half-loaded"
+            );
             bytes[pos] ^= mask;
             refused += 1;
         }
     }
     for len in 0..good.len() {
         let r = persist::decode_into(&good[..len], &mut dst, Some(&mut l));
-        assert!(matches!(r, Err(DecodeError::Truncated { .. })), "truncation to {len}: {r:?}");
-        assert!(snapshot(&dst, &l) == before, "truncation to {len} half-loaded");
+        assert!(
+            matches!(r, Err(DecodeError::Truncated { .. })),
+            "truncation to {len}: {r:?}"
+        );
+        assert!(
+            snapshot(&dst, &l) == before,
+            "truncation to {len} half-loaded"
+        );
         assert!(persist::decode_head(&good[..len]).is_err());
     }
     assert_eq!(refused, 7 * good.len());
@@ -177,13 +204,23 @@ fn errors_read_well() {
     let head = Head::alloc(dims, 2).unwrap();
     let bytes = persist::encode_to_vec(&head, None::<&Learner<V>>).unwrap();
     let msg = persist::decode_head(&bytes[..10]).unwrap_err().to_string();
-    assert!(msg.contains("truncated") && msg.contains("10 bytes"), "{msg}");
-    let msg = persist::decode_head(b"GIF89a, not a head file....................").unwrap_err().to_string();
+    assert!(
+        msg.contains("truncated") && msg.contains("10 bytes"),
+        "{msg}"
+    );
+    let msg = persist::decode_head(b"GIF89a, not a head file....................")
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("not an edgetune head file"), "{msg}");
     let mut buf = [0u8; 8];
-    let msg = persist::encode(&head, None::<&Learner<V>>, &mut buf).unwrap_err().to_string();
+    let msg = persist::encode(&head, None::<&Learner<V>>, &mut buf)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("too small") && msg.contains("8"), "{msg}");
-    assert!(matches!(persist::encode(&head, None::<&Learner<V>>, &mut buf), Err(EncodeError::BufferTooSmall { .. })));
+    assert!(matches!(
+        persist::encode(&head, None::<&Learner<V>>, &mut buf),
+        Err(EncodeError::BufferTooSmall { .. })
+    ));
 }
 
 #[test]
@@ -191,7 +228,8 @@ fn encode_and_decode_do_not_allocate() {
     let dims = Dims::mlp(6, 4, 3);
     let mut head = Head::alloc(dims, 3).unwrap();
     let mut l = new_learner(dims, Optimizer::ADAMW, 4);
-    l.step(&mut head, &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 1).unwrap();
+    l.step(&mut head, &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 1)
+        .unwrap();
     let mut buf = vec![0u8; persist::encoded_len(&head, Some(&l))];
     let mut dst = Head::alloc(dims, 0).unwrap();
     let mut dst_l = new_learner(dims, Optimizer::ADAMW, 0);

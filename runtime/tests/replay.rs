@@ -66,7 +66,10 @@ fn gauss(rng: &mut Rng) -> f32 {
 
 fn accuracy(head: &Head<Vec<f32>>, xs: &[[f32; D]], class: usize) -> f32 {
     let mut probs = [0.0f32; 4];
-    let right = xs.iter().filter(|x| head.predict(&x[..], &mut probs).unwrap().class == class).count();
+    let right = xs
+        .iter()
+        .filter(|x| head.predict(&x[..], &mut probs).unwrap().class == class)
+        .count();
     right as f32 / xs.len() as f32
 }
 
@@ -94,11 +97,22 @@ fn run() -> Outcome {
     let train: Vec<Vec<[f32; D]>> = (0..3).map(|k| data.set(k, TRAIN)).collect();
     let test: Vec<Vec<[f32; D]>> = (0..3).map(|k| data.set(k, TEST)).collect();
 
-    let cfg = Config { lr: LR1, optimizer: Optimizer::ADAM, ..Config::DEFAULT };
+    let cfg = Config {
+        lr: LR1,
+        optimizer: Optimizer::ADAM,
+        ..Config::DEFAULT
+    };
     let mut head = Head::new(DIMS, 2, vec![0.0f32; DIMS.param_len()]).unwrap();
-    let mut learner = Learner::new(DIMS, cfg, vec![0.0f32; Learner::<()>::state_len(DIMS, &cfg.optimizer)]).unwrap();
-    let mut buffer = SampleBuffer::<_, N>::new(D, vec![0.0f32; SampleBuffer::<(), N>::storage_len(D)]).unwrap();
-    let mut means = ClassMeans::new(D, 4, vec![0.0f32; ClassMeans::<()>::storage_len(D, 4)]).unwrap();
+    let mut learner = Learner::new(
+        DIMS,
+        cfg,
+        vec![0.0f32; Learner::<()>::state_len(DIMS, &cfg.optimizer)],
+    )
+    .unwrap();
+    let mut buffer =
+        SampleBuffer::<_, N>::new(D, vec![0.0f32; SampleBuffer::<(), N>::storage_len(D)]).unwrap();
+    let mut means =
+        ClassMeans::new(D, 4, vec![0.0f32; ClassMeans::<()>::storage_len(D, 4)]).unwrap();
 
     // Phase 1: A and B, one labeled sample at a time, interleaved. Every sample goes
     // into the buffer and the class means once; further passes (if needed) only learn.
@@ -117,13 +131,21 @@ fn run() -> Outcome {
         epochs += 1;
         ab_before = ab_accuracy(&head, &test);
     }
-    assert_eq!((buffer.count(A), buffer.count(B)), (N / 2, N / 2), "balanced after phase 1");
+    assert_eq!(
+        (buffer.count(A), buffer.count(B)),
+        (N / 2, N / 2),
+        "balanced after phase 1"
+    );
 
     // The first C sample looks unlike A and B (out-of-distribution distance), then
     // becomes class C, imprinted from its mean.
     let first_c = &train[C][0];
     let ood_c = means.nearest(first_c).unwrap().1;
-    let ood_ab = test[A].iter().chain(&test[B]).map(|x| means.nearest(x).unwrap().1).sum::<f32>()
+    let ood_ab = test[A]
+        .iter()
+        .chain(&test[B])
+        .map(|x| means.nearest(x).unwrap().1)
+        .sum::<f32>()
         / (2 * TEST) as f32;
     assert_eq!(head.add_class().unwrap(), C);
     means.update(C, first_c).unwrap();
@@ -143,7 +165,9 @@ fn run() -> Outcome {
     for x in &train[C] {
         let n = buffer.sample_indices(&mut replay_rng, &mut idx);
         let replayed = idx[..n].iter().filter_map(|&i| buffer.get(i));
-        learner.step_batch(&mut head, std::iter::once((&x[..], C)).chain(replayed)).unwrap();
+        learner
+            .step_batch(&mut head, std::iter::once((&x[..], C)).chain(replayed))
+            .unwrap();
         match buffer.push(x, C).unwrap() {
             Pushed::Evicted { label } if label != C => evicted_ab += 1,
             _ => {}
@@ -169,8 +193,15 @@ fn replay_prevents_forgetting() {
     let start = std::time::Instant::now();
     let o = run();
     let pp = |a: f32| 100.0 * a;
-    println!("phase 1: A/B accuracy {:.1}% after {} pass(es)", pp(o.ab_before), o.phase1_epochs);
-    println!("OOD distance (1 - cos) to the A/B means: first C sample {:.3}, A/B test mean {:.3}", o.ood_c, o.ood_ab);
+    println!(
+        "phase 1: A/B accuracy {:.1}% after {} pass(es)",
+        pp(o.ab_before),
+        o.phase1_epochs
+    );
+    println!(
+        "OOD distance (1 - cos) to the A/B means: first C sample {:.3}, A/B test mean {:.3}",
+        o.ood_c, o.ood_ab
+    );
     println!(
         "phase 2 without replay: A/B {:.1}% (drop {:.1} pp), C {:.1}%",
         pp(o.ab_plain),
@@ -183,18 +214,36 @@ fn replay_prevents_forgetting() {
         pp(o.ab_before - o.ab_replay),
         pp(o.c_replay)
     );
-    println!("buffer after phase 2: A/B/C = {:?}, {} A/B samples evicted", o.counts, o.evicted_ab);
+    println!(
+        "buffer after phase 2: A/B/C = {:?}, {} A/B samples evicted",
+        o.counts, o.evicted_ab
+    );
 
     assert!(o.ab_before >= 0.95, "phase 1 learned A/B: {}", o.ab_before);
-    assert!(o.ood_c > 2.0 * o.ood_ab, "C is out of distribution before it is learned");
+    assert!(
+        o.ood_c > 2.0 * o.ood_ab,
+        "C is out of distribution before it is learned"
+    );
     let drop_replay = o.ab_before - o.ab_replay;
     let drop_plain = o.ab_before - o.ab_plain;
-    assert!(drop_replay < 0.05, "with replay A/B fell by {} pp", pp(drop_replay));
-    assert!(drop_plain > 0.10, "without replay A/B fell by only {} pp", pp(drop_plain));
+    assert!(
+        drop_replay < 0.05,
+        "with replay A/B fell by {} pp",
+        pp(drop_replay)
+    );
+    assert!(
+        drop_plain > 0.10,
+        "without replay A/B fell by only {} pp",
+        pp(drop_plain)
+    );
     assert!(drop_plain > drop_replay);
     assert!(o.c_replay > 0.80, "C learned with replay: {}", o.c_replay);
     assert_eq!(o.counts, [N / 3; 3], "the buffer ends balanced");
-    assert_eq!(o.evicted_ab, N / 3, "C took a third of the buffer from A and B");
+    assert_eq!(
+        o.evicted_ab,
+        N / 3,
+        "C took a third of the buffer from A and B"
+    );
 
     // Deterministic: the same run gives the same numbers, bit for bit.
     assert_eq!(run(), o);
