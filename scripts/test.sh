@@ -4,6 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
+echo "== format"
+cargo fmt --all --check
+(cd targets/no-alloc-check && cargo fmt --check)
+
 # The no_std core must build for the smallest Cortex-M cores with no allocator at all:
 # targets/no-alloc-check links a no_main binary without a global allocator, which fails
 # to link if anything in the head's dependency tree touches `alloc`.

@@ -45,9 +45,8 @@
 
 use core::fmt;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_vector};
 use crate::head::Storage;
-use crate::math;
 use crate::rng::Rng;
 
 /// What [`SampleBuffer::push`] did with a sample it accepted.
@@ -296,17 +295,7 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
     /// Time: O(N) bookkeeping plus the copy of `x` when there is room; when full,
     /// O(N × classes) to find the oldest sample of the largest class.
     pub fn push(&mut self, x: &[f32], label: usize) -> core::result::Result<Pushed, PushError> {
-        if x.len() != self.dim {
-            return Err(Error::Length {
-                what: "sample",
-                expected: self.dim,
-                found: x.len(),
-            }
-            .into());
-        }
-        if !math::all_finite(x) {
-            return Err(Error::NonFinite { what: "sample" }.into());
-        }
+        check_vector("sample", x, self.dim)?;
         let seq = self.next_seq;
         if !self.slots.is_full() {
             let i = self.slots.len();

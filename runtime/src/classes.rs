@@ -31,7 +31,7 @@
 //! assert!(far > 1.0); // unlike every class seen: out of distribution
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_vector};
 use crate::head::{Head, Storage};
 use crate::math;
 
@@ -207,16 +207,7 @@ impl<S: Storage> ClassMeans<S> {
     }
 
     fn check_embedding(&self, x: &[f32]) -> Result<Unit> {
-        if x.len() != self.dim {
-            return Err(Error::Length {
-                what: "embedding",
-                expected: self.dim,
-                found: x.len(),
-            });
-        }
-        if !math::all_finite(x) {
-            return Err(Error::NonFinite { what: "embedding" });
-        }
+        check_vector("embedding", x, self.dim)?;
         Unit::of(x).ok_or(Error::Config {
             what: "embedding is all zero: it has no direction",
         })

@@ -81,5 +81,20 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
+/// Checks a vector from outside (an embedding, a sample): `expected` values, all finite.
+pub(crate) fn check_vector(what: &'static str, x: &[f32], expected: usize) -> Result<()> {
+    if x.len() != expected {
+        return Err(Error::Length {
+            what,
+            expected,
+            found: x.len(),
+        });
+    }
+    if !crate::math::all_finite(x) {
+        return Err(Error::NonFinite { what });
+    }
+    Ok(())
+}
+
 /// Result of head, learner and class-statistics calls.
 pub type Result<T, E = Error> = core::result::Result<T, E>;

@@ -26,7 +26,7 @@ use core::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_vector};
 use crate::math;
 use crate::rng::Rng;
 
@@ -348,16 +348,7 @@ impl<S: Storage> Head<S> {
     }
 
     fn check_input(&self, x: &[f32]) -> Result<()> {
-        if x.len() != self.dims.input {
-            return Err(Error::Length {
-                what: "embedding",
-                expected: self.dims.input,
-                found: x.len(),
-            });
-        }
-        if !math::all_finite(x) {
-            return Err(Error::NonFinite { what: "embedding" });
-        }
+        check_vector("embedding", x, self.dims.input)?;
         Ok(())
     }
 
@@ -494,18 +485,7 @@ impl<S: Storage> Head<S> {
                 classes: self.classes,
             });
         }
-        if embedding.len() != self.dims.input {
-            return Err(Error::Length {
-                what: "imprint embedding",
-                expected: self.dims.input,
-                found: embedding.len(),
-            });
-        }
-        if !math::all_finite(embedding) {
-            return Err(Error::NonFinite {
-                what: "imprint embedding",
-            });
-        }
+        check_vector("imprint embedding", embedding, self.dims.input)?;
         let Dims {
             input: d,
             hidden: h,

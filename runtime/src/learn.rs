@@ -22,7 +22,7 @@
 //! assert_eq!(head.predict(&[0.9, 0.1], &mut probs).unwrap().class, 0);
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_vector};
 use crate::head::{Dims, Head, Storage};
 use crate::math;
 use crate::rng::Rng;
@@ -498,16 +498,7 @@ impl<S: Storage> Learner<S> {
                 what: "head and learner dimensions differ",
             });
         }
-        if x.len() != self.dims.input {
-            return Err(Error::Length {
-                what: "embedding",
-                expected: self.dims.input,
-                found: x.len(),
-            });
-        }
-        if !math::all_finite(x) {
-            return Err(Error::NonFinite { what: "embedding" });
-        }
+        check_vector("embedding", x, self.dims.input)?;
         if y >= head.classes() {
             return Err(Error::UnknownClass {
                 class: y,

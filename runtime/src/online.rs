@@ -33,7 +33,7 @@
 
 use crate::buffer::SampleBuffer;
 use crate::classes::ClassMeans;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_vector};
 use crate::head::{Head, Prediction, Storage};
 use crate::learn::Learner;
 use crate::math;
@@ -174,16 +174,7 @@ impl<S: Storage, const N: usize> Online<S, N> {
     fn check(&self, x: &[f32], label: usize) -> Result<bool> {
         let dims = self.head.dims();
         let classes = self.head.classes();
-        if x.len() != dims.input {
-            return Err(Error::Length {
-                what: "embedding",
-                expected: dims.input,
-                found: x.len(),
-            });
-        }
-        if !math::all_finite(x) {
-            return Err(Error::NonFinite { what: "embedding" });
-        }
+        check_vector("embedding", x, dims.input)?;
         if math::sq_norm(x) == 0.0 {
             return Err(Error::Config {
                 what: "an all-zero embedding has no direction to learn from",

@@ -2,8 +2,9 @@
 //! allocator sees zero allocations on this thread during predict, single-sample steps,
 //! mini-batch steps and class additions, for both head kinds and every optimizer.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod common;
+
+use common::allocations;
 
 use edgetune::buffer::SampleBuffer;
 use edgetune::classes::ClassMeans;
@@ -11,47 +12,13 @@ use edgetune::head::top_k;
 use edgetune::online::{Online, OnlineConfig};
 use edgetune::{Config, Dims, Head, Learner, Loss, Optimizer};
 
-struct Counting;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ARMED.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if ARMED.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn allocations(f: impl FnOnce()) -> usize {
-    COUNT.with(|c| c.set(0));
-    ARMED.with(|a| a.set(true));
-    f();
-    ARMED.with(|a| a.set(false));
-    COUNT.with(Cell::get)
-}
-
 #[test]
 fn predict_and_learn_do_not_allocate() {
     // The counter must see an allocation when there is one.
-    assert_eq!(allocations(|| drop(std::hint::black_box(vec![1u8; 10]))), 1);
+    assert_eq!(
+        allocations(|| drop(std::hint::black_box(vec![1u8; 10]))).1,
+        1
+    );
 
     for dims in [Dims::linear(1280, 12), Dims::mlp(64, 32, 12)] {
         for optimizer in [
@@ -82,7 +49,7 @@ fn predict_and_learn_do_not_allocate() {
             let x2: Vec<f32> = x.iter().map(|v| -v).collect();
             let mut probs = vec![0.0; dims.capacity];
             let mean = vec![0.5f32; dims.input];
-            let n = allocations(|| {
+            let ((), n) = allocations(|| {
                 for i in 0..5 {
                     let p = head.predict(&x, &mut probs).unwrap();
                     std::hint::black_box(top_k::<3>(&probs[..head.classes()]));
@@ -122,7 +89,7 @@ fn online_learning_does_not_allocate() {
         })
         .collect();
     let mut probs = [0.0f32; 10];
-    let n = allocations(|| {
+    let ((), n) = allocations(|| {
         for round in 0..5 {
             for (c, x) in xs.iter().enumerate() {
                 let _ = online.predict(x, &mut probs);

@@ -10,7 +10,7 @@ use core::panic::PanicInfo;
 use edgetune::buffer::SampleBuffer;
 use edgetune::classes::ClassMeans;
 use edgetune::online::{Online, OnlineConfig};
-use edgetune::{persist, Config, Dims, Head, Learner, Optimizer};
+use edgetune::{Config, Dims, Head, Learner, Optimizer, persist};
 
 const DIMS: Dims = Dims::mlp(64, 16, 10);
 const PARAMS: usize = DIMS.param_len();
@@ -39,7 +39,8 @@ fn run() -> Result<usize, ()> {
     let learner = Learner::new(DIMS, Config::DEFAULT, &mut learner[..]).map_err(drop)?;
     let buffer = SampleBuffer::<_, SLOTS>::new(64, &mut buffer[..]).map_err(drop)?;
     let means = ClassMeans::new(64, 10, &mut means[..]).map_err(drop)?;
-    let mut online = Online::new(head, learner, buffer, means, OnlineConfig::DEFAULT).map_err(drop)?;
+    let mut online =
+        Online::new(head, learner, buffer, means, OnlineConfig::DEFAULT).map_err(drop)?;
     let mut x = [0.0f32; 64];
     for (i, v) in x.iter_mut().enumerate() {
         *v = black_box(i as f32 * 0.01);
