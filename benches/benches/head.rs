@@ -25,12 +25,7 @@ fn setup(dims: Dims, optimizer: Optimizer) -> (Head<Vec<f32>>, Learner<Vec<f32>>
         optimizer,
         ..Config::DEFAULT
     };
-    let learner = Learner::new(
-        dims,
-        cfg,
-        vec![0.0; Learner::<()>::state_len(dims, &optimizer)],
-    )
-    .unwrap();
+    let learner = Learner::alloc(dims, cfg).unwrap();
     (head, learner)
 }
 

@@ -22,7 +22,7 @@ use edgetune::learn::{Decay, Schedule};
 use edgetune::online::{Online, OnlineConfig};
 use edgetune::persist;
 use edgetune::rng::Rng;
-use edgetune::{Config, Dims, Head, Learner};
+use edgetune::{Config, Dims, Head, Learner, Prediction};
 
 use crate::data::{Dataset, read_csv};
 
@@ -82,16 +82,17 @@ pub struct Report {
     pub state_bytes: usize,
 }
 
-fn accuracy<S: edgetune::head::Storage, const N: usize>(
-    device: &Online<S, N>,
+/// Fraction of `data` that `predict` gets right.
+fn accuracy(
     data: &Dataset,
+    predict: impl Fn(&[f32], &mut [f32]) -> edgetune::Result<Prediction>,
 ) -> f64 {
     let mut probs = [0.0f32; 10];
     let hits = data
         .x
         .iter()
         .zip(&data.y)
-        .filter(|(x, y)| device.predict(x, &mut probs).is_ok_and(|p| p.class == **y))
+        .filter(|(x, y)| predict(x, &mut probs).is_ok_and(|p| p.class == **y))
         .count();
     hits as f64 / data.len().max(1) as f64
 }
@@ -134,11 +135,7 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
         ..Config::DEFAULT
     };
     let mut head = Head::alloc(dims, NEW.start)?;
-    let mut learner = Learner::new(
-        dims,
-        cfg,
-        vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
-    )?;
+    let mut learner = Learner::alloc(dims, cfg)?;
     let mut rng = Rng::new(opts.seed);
     let mut order: Vec<usize> = (0..old_train.len()).collect();
     for _ in 0..epochs {
@@ -163,11 +160,7 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
         ..Config::DEFAULT
     };
     let head = persist::decode_head(&shipped).context("device: loading the shipped head")?;
-    let learner = Learner::new(
-        dims,
-        device_cfg,
-        vec![0.0; Learner::<()>::state_len(dims, &device_cfg.optimizer)],
-    )?;
+    let learner = Learner::alloc(dims, device_cfg)?;
     let buffer = SampleBuffer::<_, BUFFER>::new(64, vec![0.0; BUFFER * 64])?;
     let means = ClassMeans::new(64, 10, vec![0.0; ClassMeans::<()>::storage_len(64, 10)])?;
     let online_cfg = OnlineConfig {
@@ -186,7 +179,7 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
         }
     }
     let all_test = test.clone();
-    let before_all = accuracy(&device, &all_test);
+    let before_all = accuracy(&all_test, |x, p| device.predict(x, p));
 
     // The stream: new digits, interleaved as a user would meet them.
     let mut stream = Vec::new();
@@ -245,23 +238,14 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
 
     // Score with the device's class numbering.
     let renumber = |d: &Dataset| d.select(|_| true, |y| class_of[y]);
-    let host_head_acc = {
-        let shipped = persist::decode_head(&shipped)?;
-        let mut probs = [0.0f32; 10];
-        let hits = old_test
-            .x
-            .iter()
-            .zip(&old_test.y)
-            .filter(|(x, y)| shipped.predict(x, &mut probs).is_ok_and(|p| p.class == **y))
-            .count();
-        hits as f64 / old_test.len() as f64
-    };
+    let host_head = persist::decode_head(&shipped)?;
+    let host_head_acc = accuracy(&old_test, |x, p| host_head.predict(x, p));
     Ok(Report {
         host_accuracy_old: host_head_acc,
         before_all,
-        after_all: accuracy(&device, &renumber(&all_test)),
-        after_old: accuracy(&device, &old_test),
-        after_new: accuracy(&device, &renumber(&new_test)),
+        after_all: accuracy(&renumber(&all_test), |x, p| device.predict(x, p)),
+        after_old: accuracy(&old_test, |x, p| device.predict(x, p)),
+        after_new: accuracy(&renumber(&new_test), |x, p| device.predict(x, p)),
         online_accuracy_late: late_hits as f64 / (stream.len() - stream.len() / 2).max(1) as f64,
         labels: stream.len(),
         test_samples: all_test.len(),

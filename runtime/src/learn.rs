@@ -699,6 +699,19 @@ impl<S: Storage> Learner<S> {
     }
 }
 
+#[cfg(feature = "std")]
+impl Learner<std::vec::Vec<f32>> {
+    /// A learner over a freshly allocated `Vec` (host and Linux device).
+    pub fn alloc(dims: Dims, cfg: Config) -> Result<Self> {
+        dims.check()?;
+        Learner::new(
+            dims,
+            cfg,
+            std::vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
+        )
+    }
+}
+
 /// Forward pass into `p.logits` (and, for an MLP, `p.z1`, `p.mask`, `p.act`).
 fn forward<H: Storage>(
     head: &Head<H>,

@@ -45,12 +45,7 @@ fn check(dims: Dims, classes: usize, seed: u64) {
             optimizer: Optimizer::ADAM,
             ..Config::DEFAULT
         };
-        let mut learner = Learner::new(
-            dims,
-            cfg,
-            vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
-        )
-        .unwrap();
+        let mut learner = Learner::alloc(dims, cfg).unwrap();
         if weighted {
             let w: Vec<f32> = (0..classes).map(|c| 0.5 + c as f32 * 0.4).collect();
             learner.set_class_weights(&w).unwrap();
@@ -122,12 +117,7 @@ fn inactive_classes_get_no_gradient_and_no_update() {
         lr: 0.1,
         ..Config::DEFAULT
     };
-    let mut learner = Learner::new(
-        dims,
-        cfg,
-        vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
-    )
-    .unwrap();
+    let mut learner = Learner::alloc(dims, cfg).unwrap();
     learner.step(&mut head, &[1.0, 2.0, 3.0, 4.0], 1).unwrap();
     // Rows of classes 2..5 and their biases stay exactly zero.
     assert!(head.params()[2 * 4..5 * 4].iter().all(|w| *w == 0.0));

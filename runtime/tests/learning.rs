@@ -137,12 +137,7 @@ fn train(
     batch: usize,
 ) -> Head<Vec<f32>> {
     let mut head = Head::alloc(dims, classes).unwrap();
-    let mut learner = Learner::new(
-        dims,
-        cfg,
-        vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
-    )
-    .unwrap();
+    let mut learner = Learner::alloc(dims, cfg).unwrap();
     let mut order: Vec<usize> = (0..data.x.len()).collect();
     let mut rng = Rng::new(7);
     for _ in 0..epochs {
@@ -327,12 +322,7 @@ fn schedules_warm_up_and_decay() {
         ..Config::DEFAULT
     };
     let mut head = Head::alloc(dims, 2).unwrap();
-    let mut l = Learner::new(
-        dims,
-        cfg,
-        vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
-    )
-    .unwrap();
+    let mut l = Learner::alloc(dims, cfg).unwrap();
     assert!((l.lr() - 0.2).abs() < 1e-6);
     l.step(&mut head, &[1.0, 0.0], 0).unwrap();
     assert!((l.lr() - 0.4).abs() < 1e-6);
@@ -351,12 +341,7 @@ fn clipping_bounds_the_first_sgd_step() {
         ..Config::DEFAULT
     };
     let mut head = Head::alloc(dims, 2).unwrap();
-    let mut l = Learner::new(
-        dims,
-        cfg,
-        vec![0.0; Learner::<()>::state_len(dims, &cfg.optimizer)],
-    )
-    .unwrap();
+    let mut l = Learner::alloc(dims, cfg).unwrap();
     l.step(&mut head, &[100.0, -50.0, 30.0], 1).unwrap();
     let moved: f32 = head.params().iter().map(|w| w * w).sum::<f32>().sqrt();
     assert!((moved - 0.01).abs() < 1e-5, "step of norm {moved}");

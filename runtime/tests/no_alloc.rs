@@ -39,12 +39,7 @@ fn predict_and_learn_do_not_allocate() {
                 ..Config::DEFAULT
             };
             let mut head = Head::alloc(dims, 10).unwrap();
-            let mut learner = Learner::new(
-                dims,
-                cfg,
-                vec![0.0; Learner::<()>::state_len(dims, &optimizer)],
-            )
-            .unwrap();
+            let mut learner = Learner::alloc(dims, cfg).unwrap();
             let x: Vec<f32> = (0..dims.input).map(|i| (i as f32 * 0.1).sin()).collect();
             let x2: Vec<f32> = x.iter().map(|v| -v).collect();
             let mut probs = vec![0.0; dims.capacity];
