@@ -5,6 +5,8 @@
 pub(crate) mod fmt;
 
 pub mod buffer;
+#[cfg(feature = "std")]
+pub mod bundle;
 pub mod classes;
 pub mod error;
 pub mod head;
