@@ -3,4 +3,5 @@
 
 pub mod data;
 pub mod demo;
+pub mod detect;
 pub mod testmodels;
