@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use edgetune::bundle::{ChannelOrder, Preprocess};
+use finetune_head::convert;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +25,42 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a pre-trained ONNX model into a bundle: find the embedding, cut the
+    /// classifier off, write the backbone as NNEF for the device.
+    Convert {
+        /// The ONNX model.
+        model: PathBuf,
+        /// The bundle to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Cut at this tensor or node instead of the classifier's input.
+        #[arg(long, value_name = "NODE_OR_TENSOR")]
+        embedding: Option<String>,
+        /// Input shape, batch first, e.g. 1,3,224,224 (default: the model's).
+        #[arg(long, value_delimiter = ',')]
+        input_shape: Option<Vec<usize>>,
+        /// Multiply raw input values by this first (e.g. 0.00392157 for pixels 0-255).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f32,
+        /// Per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406.
+        #[arg(long, value_delimiter = ',')]
+        mean: Vec<f32>,
+        /// Per-channel standard deviation divided by, e.g. 0.229,0.224,0.225.
+        #[arg(long, value_delimiter = ',')]
+        std: Vec<f32>,
+        /// The model reads BGR (callers still pass RGB).
+        #[arg(long)]
+        bgr: bool,
+        /// Keep the model's classifier as the initial head.
+        #[arg(long)]
+        keep_head: bool,
+        /// Class capacity of the kept head (default: its classes + 8).
+        #[arg(long)]
+        capacity: Option<usize>,
+        /// A text file with one class name per line, for the kept head.
+        #[arg(long)]
+        classes: Option<PathBuf>,
+    },
     /// Train a head on the host, ship it to a simulated device, and let the device learn
     /// new classes from labels one at a time (on the shipped UCI digits).
     Demo {
@@ -40,6 +78,57 @@ enum Command {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Convert {
+            model,
+            output,
+            embedding,
+            input_shape,
+            scale,
+            mean,
+            std,
+            bgr,
+            keep_head,
+            capacity,
+            classes,
+        } => {
+            let class_names = match classes {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect(),
+                ),
+                None => None,
+            };
+            let channel_order = if bgr {
+                ChannelOrder::Bgr
+            } else {
+                ChannelOrder::Rgb
+            };
+            let preprocess = Preprocess {
+                scale,
+                mean,
+                std,
+                channel_order,
+                resize: None,
+            };
+            let opts = convert::Options {
+                embedding,
+                input_shape,
+                layout: None,
+                preprocess,
+                keep_head,
+                capacity,
+                class_names,
+            };
+            let (bundle, report) = convert::convert(&model, &opts)?;
+            bundle.write(&output)?;
+            println!("{report}");
+            println!("wrote {}", output.display());
+        }
         Command::Demo {
             data,
             labels_per_class,

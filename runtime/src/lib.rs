@@ -4,6 +4,8 @@
 
 pub(crate) mod fmt;
 
+#[cfg(feature = "tract")]
+pub mod backbone;
 pub mod buffer;
 #[cfg(feature = "std")]
 pub mod bundle;
