@@ -1,0 +1,87 @@
+//! The backbone on this machine, one thread, for the project's MobileNet- and
+//! ResNet-shaped test models at 224×224 (f32; int8 and ONNX Runtime come with the rest
+//! of issue #3):
+//!
+//! - `backbone/load/*/bundle-nnef`: `Backbone::from_bundle` (parse the NNEF tar,
+//!   optimize, plan), what a device does at start; against `onnx`: tract-onnx loading,
+//!   optimizing and planning the original model (issue #3's target: bundle ≤ 40 ms where
+//!   tract's ONNX load of MobileNetV2 took about 126 ms).
+//! - `backbone/embed/*`: one embedding, preprocessing included.
+//!
+//! `bundle-nnef-parse-only` is the NNEF parse alone: the rest of `bundle-nnef` is
+//! tract's optimization and planning.
+//!
+//!     cargo bench -p benches --bench backbone
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use edgetune::backbone::Backbone;
+use finetune_head::convert::{Options, convert};
+use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
+use tract_onnx::prelude::*;
+use tract_onnx_opl::WithOnnx;
+
+fn models() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "mobilenet",
+            testmodels::mobilenet(&MobileNetConfig::default()),
+        ),
+        ("resnet", testmodels::resnet(&ResNetConfig::default())),
+    ]
+}
+
+fn backbone(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("edgetune-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, onnx) in models() {
+        let path = dir.join(format!("{name}.onnx"));
+        std::fs::write(&path, &onnx).unwrap();
+        let (bundle, report) = convert(&path, &Options::default()).unwrap();
+        eprintln!(
+            "{name}: onnx {} bytes, bundle backbone {} bytes\n{report}",
+            onnx.len(),
+            bundle.backbone.len()
+        );
+
+        let mut g = c.benchmark_group(format!("backbone/load/{name}"));
+        g.sample_size(10);
+        g.bench_function("bundle-nnef", |b| {
+            b.iter(|| black_box(Backbone::from_bundle(&bundle).unwrap()))
+        });
+        // Where the load time goes: parsing the tar alone, without optimizing and planning.
+        g.bench_function("bundle-nnef-parse-only", |b| {
+            b.iter(|| {
+                black_box(
+                    tract_nnef::nnef()
+                        .with_onnx()
+                        .model_for_read(&mut &bundle.backbone[..])
+                        .unwrap(),
+                )
+            })
+        });
+        g.bench_function("onnx", |b| {
+            b.iter(|| {
+                let m = tract_onnx::onnx().model_for_read(&mut &onnx[..]).unwrap();
+                black_box(m.into_optimized().unwrap().into_runnable().unwrap())
+            })
+        });
+        g.finish();
+
+        let device = Backbone::from_bundle(&bundle).unwrap();
+        let input: Vec<f32> = (0..device.input_len())
+            .map(|i| (i % 255) as f32 / 255.0)
+            .collect();
+        let mut out = vec![0.0; device.embedding_len()];
+        let mut g = c.benchmark_group("backbone/embed");
+        g.sample_size(20);
+        g.bench_function(name, |b| {
+            b.iter(|| device.embed(black_box(&input), &mut out).unwrap())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, backbone);
+criterion_main!(benches);
