@@ -295,12 +295,12 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
     let raw = probe(device.input_len());
     let mut got = vec![0.0f32; size];
     device.embed(&raw, &mut got)?;
-    let want = reference_embedding(
-        &proto,
-        &shape,
-        &tensor,
-        &preprocessed(&bundle.manifest.preprocess, &shape, layout, &raw),
-    )?;
+    let mut input = vec![0.0f32; raw.len()];
+    bundle
+        .manifest
+        .preprocess
+        .apply(layout, &shape, &raw, &mut input);
+    let want = reference_embedding(&proto, &shape, &tensor, &input)?;
     let parity_max_abs = got
         .iter()
         .zip(&want)
@@ -316,31 +316,6 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         parity_max_abs,
     };
     Ok((bundle, report))
-}
-
-/// The manifest's preprocessing applied on the host, for the reference run.
-fn preprocessed(p: &Preprocess, shape: &[usize], layout: Layout, raw: &[f32]) -> Vec<f32> {
-    let (channels, inner) = match layout {
-        Layout::Nchw => (shape[1], shape[2] * shape[3]),
-        Layout::Nhwc => (shape[3], 1),
-        _ => (*shape.last().unwrap_or(&1), 1),
-    };
-    let bgr = p.channel_order == edgetune::bundle::ChannelOrder::Bgr;
-    (0..raw.len())
-        .map(|i| {
-            let c = (i / inner) % channels;
-            let src = if bgr {
-                i - c * inner + (2 - c) * inner
-            } else {
-                i
-            };
-            let v = raw[src] * p.scale;
-            match (p.mean.get(c), p.std.get(c)) {
-                (Some(m), Some(s)) => (v - m) / s,
-                _ => v,
-            }
-        })
-        .collect()
 }
 
 /// tract's run of the original ONNX graph, cut at `tensor`, on an already preprocessed

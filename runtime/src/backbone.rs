@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tract_nnef::prelude::*;
 use tract_onnx_opl::WithOnnx;
 
-use crate::bundle::{Bundle, ChannelOrder, Layout, Manifest};
+use crate::bundle::{Bundle, Layout, Manifest, Preprocess};
 
 /// Why a backbone could not be loaded or run.
 #[derive(Debug)]
@@ -65,10 +65,7 @@ pub struct Backbone {
     plan: Arc<TypedRunnableModel>,
     shape: Vec<usize>,
     layout: Layout,
-    scale: f32,
-    mean: Vec<f32>,
-    std: Vec<f32>,
-    bgr: bool,
+    preprocess: Preprocess,
     embedding: usize,
 }
 
@@ -96,15 +93,11 @@ impl Backbone {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(BackboneError::Load)?;
-        let p = &manifest.preprocess;
         Ok(Backbone {
             plan,
             shape: manifest.input.shape.clone(),
             layout: manifest.input.layout,
-            scale: p.scale,
-            mean: p.mean.clone(),
-            std: p.std.clone(),
-            bgr: p.channel_order == ChannelOrder::Bgr,
+            preprocess: manifest.preprocess.clone(),
             embedding: manifest.embedding.size,
         })
     }
@@ -119,7 +112,7 @@ impl Backbone {
         self.embedding
     }
 
-    /// The model's input tensor from raw values: scaled, channels reordered, normalized.
+    /// The model's input tensor from raw values ([`Preprocess::apply`]).
     fn preprocess(&self, raw: &[f32]) -> Result<Tensor, BackboneError> {
         if raw.len() != self.input_len() {
             let what = format!(
@@ -135,27 +128,9 @@ impl Backbone {
                 what: "it contains NaN or infinity".into(),
             });
         }
-        // Index of the channel (or feature) of the i-th value.
-        let (channels, inner) = match self.layout {
-            Layout::Nchw => (self.shape[1], self.shape[2] * self.shape[3]),
-            Layout::Nhwc => (self.shape[3], 1),
-            _ => (self.shape.last().copied().unwrap_or(1), 1),
-        };
         let mut data = vec![0.0f32; raw.len()];
-        for (i, d) in data.iter_mut().enumerate() {
-            let c = (i / inner) % channels;
-            // Callers give RGB; a BGR model reads channel 0 from the caller's channel 2.
-            let src = if self.bgr {
-                i - c * inner + (2 - c) * inner
-            } else {
-                i
-            };
-            let mut v = raw[src] * self.scale;
-            if let (Some(m), Some(s)) = (self.mean.get(c), self.std.get(c)) {
-                v = (v - m) / s;
-            }
-            *d = v;
-        }
+        self.preprocess
+            .apply(self.layout, &self.shape, raw, &mut data);
         Tensor::from_shape(&self.shape, &data).map_err(|e| BackboneError::Input {
             what: format!("{e:#}"),
         })

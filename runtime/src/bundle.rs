@@ -163,6 +163,37 @@ pub struct Preprocess {
     pub resize: Option<[usize; 2]>,
 }
 
+impl Preprocess {
+    /// The model's input from raw values (e.g. pixels 0–255, RGB) of an input of `shape`
+    /// in `layout`: scaled, channels reordered for a BGR model, then normalized per
+    /// channel (per feature for [`Layout::Features`]). `raw` and `out` have the shape's
+    /// length (the shorter one is used).
+    pub fn apply(&self, layout: Layout, shape: &[usize], raw: &[f32], out: &mut [f32]) {
+        let dim = |i: usize| shape.get(i).copied().unwrap_or(1).max(1);
+        // Channel count and the stride between channels.
+        let (channels, stride) = match layout {
+            Layout::Nchw => (dim(1), dim(2) * dim(3)),
+            Layout::Nhwc => (dim(3), 1),
+            Layout::Features | Layout::Tokens => (shape.last().copied().unwrap_or(1).max(1), 1),
+        };
+        let bgr = self.channel_order == ChannelOrder::Bgr && channels == 3;
+        for (i, o) in out.iter_mut().enumerate().take(raw.len()) {
+            let c = (i / stride) % channels;
+            // Callers give RGB; a BGR model reads its channel 0 from the caller's channel 2.
+            let src = if bgr {
+                i - c * stride + (2 - c) * stride
+            } else {
+                i
+            };
+            let v = raw[src] * self.scale;
+            *o = match (self.mean.get(c), self.std.get(c)) {
+                (Some(m), Some(s)) => (v - m) / s,
+                _ => v,
+            };
+        }
+    }
+}
+
 impl Default for Preprocess {
     fn default() -> Self {
         Preprocess {
@@ -1081,6 +1112,35 @@ fn sync_dir(_path: &Path) -> Result<(), BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preprocess_scales_reorders_and_normalizes() {
+        let p = Preprocess {
+            scale: 0.5,
+            mean: vec![1.0, 2.0, 3.0],
+            std: vec![1.0, 2.0, 4.0],
+            channel_order: ChannelOrder::Bgr,
+            resize: None,
+        };
+        // NCHW 1×3×1×2: caller's RGB planes R = [2, 4], G = [6, 8], B = [10, 12].
+        let raw = [2.0, 4.0, 6.0, 8.0, 10.0, 12.0];
+        let mut out = [0.0; 6];
+        p.apply(Layout::Nchw, &[1, 3, 1, 2], &raw, &mut out);
+        // Model channel 0 is the caller's B: (5 - 1)/1, (6 - 1)/1; channel 1 G: (3 - 2)/2, (4 - 2)/2;
+        // channel 2 R: (1 - 3)/4, (2 - 3)/4.
+        assert_eq!(out, [4.0, 5.0, 0.5, 1.0, -0.5, -0.25]);
+        // NHWC 1×1×2×3: pixels [R, G, B] = [2, 6, 10] and [4, 8, 12].
+        let raw = [2.0, 6.0, 10.0, 4.0, 8.0, 12.0];
+        p.apply(Layout::Nhwc, &[1, 1, 2, 3], &raw, &mut out);
+        assert_eq!(out, [4.0, 0.5, -0.5, 5.0, 1.0, -0.25]);
+        // RGB, no normalization: scaling only.
+        let id = Preprocess {
+            scale: 2.0,
+            ..Preprocess::default()
+        };
+        id.apply(Layout::Features, &[1, 6], &raw, &mut out);
+        assert_eq!(out, [4.0, 12.0, 20.0, 8.0, 16.0, 24.0]);
+    }
 
     #[test]
     fn header_len_matches_the_table() {
