@@ -13,6 +13,9 @@ use tract_onnx::data_resolver::FopenDataResolver;
 use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 
+/// What to do when no classifier is found.
+const HINT: &str = "pass --embedding NODE_OR_TENSOR to name the embedding";
+
 /// The classifier found at the end of a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classifier {
@@ -126,16 +129,32 @@ pub fn find_classifier(model: &ModelProto) -> Result<Classifier> {
             .first()
             .and_then(|i| g.producer.get(i.as_str()).copied());
     }
-    let hint = "pass --embedding NODE_OR_TENSOR to name the embedding";
     match node {
         Some(n) if n.op_type == "Gemm" => gemm(&g, n),
-        Some(n) if n.op_type == "Add" => matmul_add(&g, n, hint),
+        Some(n) if n.op_type == "Add" => matmul_add(&g, n),
         other => bail!(
             "no classifier found: the output {out:?} comes from {}, not from a Gemm or a MatMul + Add \
-             (optionally followed by Softmax); {hint}",
+             (optionally followed by Softmax); {HINT}",
             describe(other)
         ),
     }
+}
+
+/// The constant 2-D weight matrix `name` read by `node`, or why it is not one.
+fn matrix(g: &Graph, name: &str, node: &NodeProto) -> Result<tract_ndarray::Array2<f32>> {
+    let w = g.constant(name)?.with_context(|| {
+        format!("{} {:?}: its weights {name:?} are not constant, so it is not a trained classifier; {HINT}", node.op_type, node.name)
+    })?;
+    ensure!(
+        w.rank() == 2,
+        "{} {:?}: weights of rank {}",
+        node.op_type,
+        node.name,
+        w.rank()
+    );
+    Ok(w.to_plain_array_view::<f32>()?
+        .into_dimensionality::<tract_ndarray::Ix2>()?
+        .to_owned())
 }
 
 fn gemm(g: &Graph, n: &NodeProto) -> Result<Classifier> {
@@ -154,21 +173,7 @@ fn gemm(g: &Graph, n: &NodeProto) -> Result<Classifier> {
         Graph::float_attr(n, "alpha", 1.0),
         Graph::float_attr(n, "beta", 1.0),
     );
-    let w = g.constant(&n.input[1])?.with_context(|| {
-        format!(
-            "Gemm {:?}: its weights {:?} are not constant, so it is not a trained classifier",
-            n.name, n.input[1]
-        )
-    })?;
-    ensure!(
-        w.rank() == 2,
-        "Gemm {:?}: weights of rank {}",
-        n.name,
-        w.rank()
-    );
-    let w = w
-        .to_plain_array_view::<f32>()?
-        .into_dimensionality::<tract_ndarray::Ix2>()?;
+    let w = matrix(g, &n.input[1], n)?;
     // Class-major [C][D]: B is [C][D] with transB=1, else [D][C].
     let w = if Graph::int_attr(n, "transB", 0) == 1 {
         w
@@ -206,7 +211,7 @@ fn bias(g: &Graph, name: &str, classes: usize, node: &str) -> Result<Vec<f32>> {
     }
 }
 
-fn matmul_add(g: &Graph, add: &NodeProto, hint: &str) -> Result<Classifier> {
+fn matmul_add(g: &Graph, add: &NodeProto) -> Result<Classifier> {
     let (mm, b) = add
         .input
         .iter()
@@ -215,29 +220,14 @@ fn matmul_add(g: &Graph, add: &NodeProto, hint: &str) -> Result<Classifier> {
             let n = g.producer.get(x.as_str()).filter(|n| n.op_type == "MatMul")?;
             Some((*n, add.input.get(1 - i)?))
         })
-        .with_context(|| format!("no classifier found: the output comes from an Add ({:?}) that is not MatMul + bias; {hint}", add.name))?;
+        .with_context(|| format!("no classifier found: the output comes from an Add ({:?}) that is not MatMul + bias; {HINT}", add.name))?;
     ensure!(
         mm.input.len() == 2,
         "MatMul {:?} has {} inputs",
         mm.name,
         mm.input.len()
     );
-    let w = g.constant(&mm.input[1])?.with_context(|| {
-        format!(
-            "MatMul {:?}: its weights {:?} are not constant; {hint}",
-            mm.name, mm.input[1]
-        )
-    })?;
-    ensure!(
-        w.rank() == 2,
-        "MatMul {:?}: weights of rank {}",
-        mm.name,
-        w.rank()
-    );
-    let w = w
-        .to_plain_array_view::<f32>()?
-        .into_dimensionality::<tract_ndarray::Ix2>()?
-        .reversed_axes();
+    let w = matrix(g, &mm.input[1], mm)?.reversed_axes();
     let (classes, dim) = w.dim();
     Ok(Classifier {
         node: mm.name.clone(),

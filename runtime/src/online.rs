@@ -225,6 +225,15 @@ impl<S: Storage, const N: usize> Online<S, N> {
             let _ = self.head.imprint(label, self.means.mean(label), None);
         }
         let stored = self.buffer.push(x, label).is_ok();
+        if added {
+            crate::fmt::debug!("online: added class {}", label);
+        }
+        if !stored {
+            crate::fmt::warning!(
+                "online: replay buffer full, class {} sample not kept",
+                label
+            );
+        }
         let mut idx = [0usize; MAX_REPLAY];
         let k = self.cfg.replay;
         let mut loss = 0.0;
