@@ -5,4 +5,5 @@ pub mod convert;
 pub mod data;
 pub mod demo;
 pub mod detect;
+pub mod inspect;
 pub mod testmodels;

@@ -15,8 +15,8 @@ use finetune_head::convert;
     about = "Fine-tune a small classification head for edge devices"
 )]
 #[command(
-    after_help = "Model conversion (convert, inspect), training (train, eval) and bundles arrive with \
-issues #3 and #4; today the tool runs the demo."
+    after_help = "Subcommands today: convert (ONNX model to bundle), inspect (what an ONNX model or a \
+bundle holds) and demo. Training (train, eval) comes with issue #4."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -60,6 +60,15 @@ enum Command {
         /// A text file with one class name per line, for the kept head.
         #[arg(long)]
         classes: Option<PathBuf>,
+    },
+    /// Show what an ONNX model or a bundle holds: inputs, outputs, operators, parameters,
+    /// MACs, the embedding, the classifier or head, quantization.
+    Inspect {
+        /// The ONNX model or bundle (told apart by content, not by extension).
+        path: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Train a head on the host, ship it to a simulated device, and let the device learn
     /// new classes from labels one at a time (on the shipped UCI digits).
@@ -128,6 +137,14 @@ fn run(cli: Cli) -> Result<()> {
             bundle.write(&output)?;
             println!("{report}");
             println!("wrote {}", output.display());
+        }
+        Command::Inspect { path, json } => {
+            let report = finetune_head::inspect::inspect(&path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
         }
         Command::Demo {
             data,
