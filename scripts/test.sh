@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The `ort` feature's tests and benches load ONNX Runtime from here (setup.sh puts it there).
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/target/onnxruntime/libonnxruntime.so}"
 
 echo "== format"
 cargo fmt --all --check

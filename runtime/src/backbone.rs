@@ -6,13 +6,26 @@
 //! device binary carries no ONNX protobuf parser. The manifest's preprocessing (scale,
 //! channel order, per-channel mean and standard deviation) is applied here, so callers
 //! pass raw values (e.g. pixels 0–255, RGB).
+//!
+//! With the `ort` feature the same [`Backbone`] can run an ONNX graph with ONNX Runtime
+//! instead ([`Backbone::from_onnx`]): parity tests against tract, benchmarks, and later
+//! GPUs through its execution providers. ONNX Runtime is loaded at run time from
+//! `ORT_DYLIB_PATH` (or [`Backbone::ort_init`]); `scripts/setup.sh` provides it.
 
+#[cfg(feature = "tract")]
 use std::sync::Arc;
 
+#[cfg(feature = "tract")]
 use tract_nnef::prelude::*;
+#[cfg(feature = "tract")]
 use tract_onnx_opl::WithOnnx;
 
-use crate::bundle::{Bundle, Layout, Manifest, Preprocess};
+#[cfg(feature = "tract")]
+use crate::bundle::Bundle;
+use crate::bundle::{Layout, Manifest, Preprocess};
+
+#[cfg(feature = "ort")]
+pub use crate::backbone_ort::OrtOptions;
 
 /// Why a backbone could not be loaded or run.
 #[derive(Debug)]
@@ -26,6 +39,7 @@ pub enum BackboneError {
         what: &'static str,
     },
     /// tract refused the NNEF graph.
+    #[cfg(feature = "tract")]
     Load(TractError),
     /// The input has the wrong number of values, or holds NaN or infinity.
     Input {
@@ -33,10 +47,29 @@ pub enum BackboneError {
         what: String,
     },
     /// tract failed while running.
+    #[cfg(feature = "tract")]
     Run(TractError),
     /// The graph's output is not an embedding of the manifest's size.
     Output {
         /// What is wrong.
+        what: String,
+    },
+    /// The ONNX Runtime library could not be loaded (missing, not a library, too old).
+    #[cfg(feature = "ort")]
+    OrtLibrary {
+        /// What was tried, why it failed and how to fix it.
+        what: String,
+    },
+    /// ONNX Runtime refused the ONNX graph.
+    #[cfg(feature = "ort")]
+    OrtLoad {
+        /// ONNX Runtime's message.
+        what: String,
+    },
+    /// ONNX Runtime failed while running.
+    #[cfg(feature = "ort")]
+    OrtRun {
+        /// ONNX Runtime's message.
         what: String,
     },
 }
@@ -49,28 +82,52 @@ impl std::fmt::Display for BackboneError {
                 "the bundle has no backbone: its input is the embedding itself"
             ),
             BackboneError::Unsupported { what } => write!(f, "not supported by this build: {what}"),
+            #[cfg(feature = "tract")]
             BackboneError::Load(e) => write!(f, "cannot load the backbone: {e:#}"),
             BackboneError::Input { what } => write!(f, "bad backbone input: {what}"),
+            #[cfg(feature = "tract")]
             BackboneError::Run(e) => write!(f, "the backbone failed: {e:#}"),
             BackboneError::Output { what } => write!(f, "unexpected backbone output: {what}"),
+            #[cfg(feature = "ort")]
+            BackboneError::OrtLibrary { what } => {
+                write!(f, "ONNX Runtime is not available: {what}")
+            }
+            #[cfg(feature = "ort")]
+            BackboneError::OrtLoad { what } => {
+                write!(f, "ONNX Runtime cannot load the backbone: {what}")
+            }
+            #[cfg(feature = "ort")]
+            BackboneError::OrtRun { what } => {
+                write!(f, "the backbone failed in ONNX Runtime: {what}")
+            }
         }
     }
 }
 
 impl std::error::Error for BackboneError {}
 
-/// A loaded backbone, ready to embed.
+/// A loaded backbone, ready to embed. Clones share the loaded graph.
 #[derive(Debug, Clone)]
 pub struct Backbone {
-    plan: Arc<TypedRunnableModel>,
+    engine: Engine,
     shape: Vec<usize>,
     layout: Layout,
     preprocess: Preprocess,
     embedding: usize,
 }
 
+/// What runs the graph; callers of [`Backbone`] do not see which.
+#[derive(Debug, Clone)]
+enum Engine {
+    #[cfg(feature = "tract")]
+    Tract(Arc<TypedRunnableModel>),
+    #[cfg(feature = "ort")]
+    Ort(crate::backbone_ort::Session),
+}
+
 impl Backbone {
     /// Loads the backbone of `bundle` and plans it for this machine.
+    #[cfg(feature = "tract")]
     pub fn from_bundle(bundle: &Bundle) -> Result<Self, BackboneError> {
         if bundle.backbone.is_empty() {
             return Err(BackboneError::NoBackbone);
@@ -79,12 +136,9 @@ impl Backbone {
     }
 
     /// Loads an NNEF tar (plain or gzipped) described by `manifest`.
+    #[cfg(feature = "tract")]
     pub fn load(nnef_tar: &[u8], manifest: &Manifest) -> Result<Self, BackboneError> {
-        if manifest.input.layout == Layout::Tokens || manifest.pooling.is_some() {
-            return Err(BackboneError::Unsupported {
-                what: "text-encoder bundles (token inputs, pooling)",
-            });
-        }
+        check_supported(manifest)?;
         let model = tract_nnef::nnef()
             .with_onnx()
             .model_for_read(&mut &nnef_tar[..])
@@ -93,13 +147,50 @@ impl Backbone {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(BackboneError::Load)?;
-        Ok(Backbone {
-            plan,
+        Ok(Self::with_engine(Engine::Tract(plan), manifest))
+    }
+
+    /// Loads an ONNX graph whose single output is the embedding (for a whole classifier,
+    /// cut it first: `finetune_head::onnxcut::cut`), run by ONNX Runtime with
+    /// [`OrtOptions::default`] (one intra-op thread). `manifest` gives the input shape,
+    /// layout, preprocessing and embedding size, as for [`Backbone::load`].
+    ///
+    /// ONNX Runtime is loaded on first use from `ORT_DYLIB_PATH` (else
+    /// `libonnxruntime.so` from the system's library path) unless [`Backbone::ort_init`]
+    /// was called; if it cannot be, this returns [`BackboneError::OrtLibrary`].
+    #[cfg(feature = "ort")]
+    pub fn from_onnx(onnx: &[u8], manifest: &Manifest) -> Result<Self, BackboneError> {
+        Self::from_onnx_with(onnx, manifest, &OrtOptions::default())
+    }
+
+    /// [`Backbone::from_onnx`] with options (threads, graph optimization).
+    #[cfg(feature = "ort")]
+    pub fn from_onnx_with(
+        onnx: &[u8],
+        manifest: &Manifest,
+        options: &OrtOptions,
+    ) -> Result<Self, BackboneError> {
+        check_supported(manifest)?;
+        let session = crate::backbone_ort::Session::new(onnx, options)?;
+        Ok(Self::with_engine(Engine::Ort(session), manifest))
+    }
+
+    /// Loads ONNX Runtime from the library at `path` (`libonnxruntime.so`) instead of
+    /// `ORT_DYLIB_PATH`. Only the first successful load counts: ONNX Runtime can be
+    /// loaded once per process, so later calls do nothing and return `Ok`.
+    #[cfg(feature = "ort")]
+    pub fn ort_init(path: impl AsRef<std::path::Path>) -> Result<(), BackboneError> {
+        crate::backbone_ort::environment(Some(path.as_ref())).map(drop)
+    }
+
+    fn with_engine(engine: Engine, manifest: &Manifest) -> Self {
+        Backbone {
+            engine,
             shape: manifest.input.shape.clone(),
             layout: manifest.input.layout,
             preprocess: manifest.preprocess.clone(),
             embedding: manifest.embedding.size,
-        })
+        }
     }
 
     /// Values one input holds (the product of the manifest's input shape).
@@ -112,8 +203,8 @@ impl Backbone {
         self.embedding
     }
 
-    /// The model's input tensor from raw values ([`Preprocess::apply`]).
-    fn preprocess(&self, raw: &[f32]) -> Result<Tensor, BackboneError> {
+    /// The model's input values from raw values ([`Preprocess::apply`]).
+    fn preprocess(&self, raw: &[f32]) -> Result<Vec<f32>, BackboneError> {
         if raw.len() != self.input_len() {
             let what = format!(
                 "{} values, the model takes {} ({:?})",
@@ -131,34 +222,63 @@ impl Backbone {
         let mut data = vec![0.0f32; raw.len()];
         self.preprocess
             .apply(self.layout, &self.shape, raw, &mut data);
-        Tensor::from_shape(&self.shape, &data).map_err(|e| BackboneError::Input {
-            what: format!("{e:#}"),
-        })
+        Ok(data)
     }
 
     /// The embedding of one raw input (see the module docs), written to `out`.
     pub fn embed(&self, raw: &[f32], out: &mut [f32]) -> Result<(), BackboneError> {
         let input = self.preprocess(raw)?;
-        let outputs = self
-            .plan
-            .run(tvec![input.into_tvalue()])
-            .map_err(BackboneError::Run)?;
-        let view = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(BackboneError::Run)?;
-        if view.len() != self.embedding || out.len() != self.embedding {
+        match &self.engine {
+            #[cfg(feature = "tract")]
+            Engine::Tract(plan) => {
+                let input =
+                    Tensor::from_shape(&self.shape, &input).map_err(|e| BackboneError::Input {
+                        what: format!("{e:#}"),
+                    })?;
+                let outputs = plan
+                    .run(tvec![input.into_tvalue()])
+                    .map_err(BackboneError::Run)?;
+                let view = outputs[0]
+                    .to_plain_array_view::<f32>()
+                    .map_err(BackboneError::Run)?;
+                self.copy_embedding(view.iter().copied(), view.shape(), out)
+            }
+            #[cfg(feature = "ort")]
+            Engine::Ort(session) => session.run(&self.shape, input, |values, shape| {
+                self.copy_embedding(values.iter().copied(), shape, out)
+            }),
+        }
+    }
+
+    /// Checks the graph's output against the manifest and `out`, and copies it there.
+    fn copy_embedding<D: std::fmt::Debug + ?Sized>(
+        &self,
+        values: impl ExactSizeIterator<Item = f32>,
+        shape: &D,
+        out: &mut [f32],
+    ) -> Result<(), BackboneError> {
+        if values.len() != self.embedding || out.len() != self.embedding {
             let what = format!(
-                "{} values ({:?}) into a buffer of {}, the manifest says {}",
-                view.len(),
-                view.shape(),
+                "{} values ({shape:?}) into a buffer of {}, the manifest says {}",
+                values.len(),
                 out.len(),
                 self.embedding
             );
             return Err(BackboneError::Output { what });
         }
-        for (o, v) in out.iter_mut().zip(view.iter()) {
-            *o = *v;
+        for (o, v) in out.iter_mut().zip(values) {
+            *o = v;
         }
         Ok(())
     }
+}
+
+/// Refuses what neither engine runs yet.
+fn check_supported(manifest: &Manifest) -> Result<(), BackboneError> {
+    if manifest.input.layout == Layout::Tokens || manifest.pooling.is_some() {
+        return Err(BackboneError::Unsupported {
+            what: "text-encoder bundles (token inputs, pooling)",
+        });
+    }
+    Ok(())
 }

@@ -4,8 +4,10 @@
 
 pub(crate) mod fmt;
 
-#[cfg(feature = "tract")]
+#[cfg(any(feature = "tract", feature = "ort"))]
 pub mod backbone;
+#[cfg(feature = "ort")]
+mod backbone_ort;
 pub mod buffer;
 #[cfg(feature = "std")]
 pub mod bundle;
