@@ -6,4 +6,5 @@ pub mod data;
 pub mod demo;
 pub mod detect;
 pub mod inspect;
+pub mod onnxcut;
 pub mod testmodels;
