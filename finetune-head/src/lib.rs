@@ -1,6 +1,7 @@
 //! Host side of edgetune: data preparation, head training and the demo. The CLI
 //! (`finetune-head`) is a thin layer over this library, so tests drive the same code.
 
+pub mod calib;
 pub mod convert;
 pub mod data;
 pub mod demo;

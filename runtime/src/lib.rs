@@ -14,6 +14,8 @@ pub mod bundle;
 pub mod classes;
 pub mod error;
 pub mod head;
+#[cfg(feature = "image")]
+pub mod image;
 pub mod learn;
 pub mod math;
 pub mod online;
