@@ -17,8 +17,6 @@ use std::sync::Arc;
 
 #[cfg(feature = "tract")]
 use tract_nnef::prelude::*;
-#[cfg(feature = "tract")]
-use tract_onnx_opl::WithOnnx;
 
 #[cfg(feature = "tract")]
 use crate::bundle::Bundle;
@@ -139,8 +137,7 @@ impl Backbone {
     #[cfg(feature = "tract")]
     pub fn load(nnef_tar: &[u8], manifest: &Manifest) -> Result<Self, BackboneError> {
         check_supported(manifest)?;
-        let model = tract_nnef::nnef()
-            .with_onnx()
+        let model = crate::nnef::framework()
             .model_for_read(&mut &nnef_tar[..])
             .map_err(BackboneError::Load)?;
         let plan = model

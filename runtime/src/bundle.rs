@@ -266,7 +266,8 @@ pub enum Quantization {
     F32,
     /// 8-bit integers, calibrated on samples.
     Int8 {
-        /// How many samples calibrated the quantization.
+        /// How many samples calibrated the quantization; 0 when the model arrived
+        /// already quantized (ONNX QDQ form), calibrated elsewhere.
         calibration_samples: usize,
         /// Mean cosine similarity of the int8 embeddings to the f32 ones on held-out
         /// samples, if measured.
@@ -743,22 +744,12 @@ impl Manifest {
             Quantization::Int8 { .. } if self.backbone.format == BackboneFormat::None => {
                 bad("backbone.quantization must be f32 when there is no backbone".to_string())
             }
-            Quantization::Int8 {
-                calibration_samples,
-                cosine_to_f32,
-            } => {
-                if calibration_samples == 0 {
-                    return bad(
-                        "backbone.quantization.calibration_samples must be positive".to_string()
-                    );
-                }
-                match cosine_to_f32 {
-                    Some(c) if !(-1.0..=1.0).contains(&c) => bad(format!(
-                        "backbone.quantization.cosine_to_f32 must be in [-1, 1] (got {c})"
-                    )),
-                    _ => Ok(()),
-                }
-            }
+            Quantization::Int8 { cosine_to_f32, .. } => match cosine_to_f32 {
+                Some(c) if !(-1.0..=1.0).contains(&c) => bad(format!(
+                    "backbone.quantization.cosine_to_f32 must be in [-1, 1] (got {c})"
+                )),
+                _ => Ok(()),
+            },
         }
     }
 }

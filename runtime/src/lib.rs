@@ -18,6 +18,8 @@ pub mod head;
 pub mod image;
 pub mod learn;
 pub mod math;
+#[cfg(feature = "tract")]
+pub mod nnef;
 pub mod online;
 pub mod persist;
 pub mod rng;

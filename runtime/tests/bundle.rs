@@ -699,17 +699,6 @@ fn invalid_manifests_are_refused_naming_the_field() {
             "backbone.quantization must be f32",
         ),
         (
-            "calibration",
-            image_bundle,
-            |b| {
-                b.manifest.backbone.quantization = Quantization::Int8 {
-                    calibration_samples: 0,
-                    cosine_to_f32: None,
-                }
-            },
-            "backbone.quantization.calibration_samples",
-        ),
-        (
             "cosine",
             image_bundle,
             |b| {
