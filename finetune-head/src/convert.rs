@@ -20,7 +20,6 @@ use prost::Message;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::pb::type_proto::Value;
 use tract_onnx::prelude::*;
-use tract_onnx_opl::WithOnnx;
 
 use crate::detect::{Embedding, find_embedding};
 
@@ -41,6 +40,44 @@ pub struct Options {
     pub capacity: Option<usize>,
     /// Class names (default "class0", "class1", …).
     pub class_names: Option<Vec<String>>,
+    /// Quantize the backbone to int8, calibrated on these samples.
+    pub int8: Option<Int8>,
+}
+
+/// Post-training int8 quantization ([`crate::quantize`]), calibrated on samples. The
+/// last fifth of the samples (at least one) is held out: it does not calibrate, it
+/// measures how far int8 embeddings are from f32.
+#[derive(Debug, Clone)]
+pub enum Int8 {
+    /// Raw input samples (as the device passes them: e.g. pixels 0–255, RGB), each with
+    /// the input's number of values.
+    Samples(Vec<Vec<f32>>),
+    /// Images or .npy tensors in a directory ([`crate::calib::load_dir`]), at most
+    /// `count` of them.
+    Dir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Use at most this many samples.
+        count: Option<usize>,
+    },
+}
+
+/// How far the int8 backbone is from the f32 one, on held-out samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Report {
+    /// What quantization did.
+    pub summary: crate::quantize::Summary,
+    /// Held-out samples compared.
+    pub holdout_samples: usize,
+    /// Mean cosine similarity of int8 to f32 embeddings.
+    pub cosine_mean: f32,
+    /// Lowest cosine similarity.
+    pub cosine_min: f32,
+    /// Share of held-out samples where the original classifier's top-1 class is the same
+    /// on both embeddings (when the model has a classifier).
+    pub top1_agreement: Option<f32>,
+    /// Bytes of the f32 NNEF backbone, for comparison with the int8 one.
+    pub f32_backbone_bytes: usize,
 }
 
 /// What the conversion found and measured.
@@ -59,8 +96,12 @@ pub struct Report {
     /// Bytes of the NNEF backbone.
     pub backbone_bytes: usize,
     /// Largest absolute difference between the bundle's embedding (as a device loads it)
-    /// and tract's run of the ONNX model, on a probe input.
+    /// and tract's run of the ONNX model (the quantized one for int8), on a probe input.
     pub parity_max_abs: f32,
+    /// The int8 quantization, when asked for.
+    pub int8: Option<Int8Report>,
+    /// Convolutions of a model that arrived quantized in QDQ form, now `QLinearConv`.
+    pub qdq_folded: usize,
 }
 
 impl std::fmt::Display for Report {
@@ -84,7 +125,45 @@ impl std::fmt::Display for Report {
             f,
             "parity         max |bundle - onnx| = {:.2e} on a probe input",
             self.parity_max_abs
-        )
+        )?;
+        if self.qdq_folded > 0 {
+            write!(
+                f,
+                "\nqdq            {} DequantizeLinear → Conv → QuantizeLinear folded into QLinearConv",
+                self.qdq_folded
+            )?;
+        }
+        if let Some(q) = &self.int8 {
+            let s = &q.summary;
+            write!(
+                f,
+                "\nint8           {} convolutions quantized, {} batch norms folded, calibrated on {} samples",
+                s.quantized_convs, s.folded_batch_norms, s.calibration_samples
+            )?;
+            for (why, n) in &s.kept_f32 {
+                write!(f, "\n               {n} kept f32: {why}")?;
+            }
+            write!(
+                f,
+                "\n               size {} bytes, {:.2}x the f32 backbone ({} bytes)",
+                self.backbone_bytes,
+                self.backbone_bytes as f64 / q.f32_backbone_bytes.max(1) as f64,
+                q.f32_backbone_bytes
+            )?;
+            write!(
+                f,
+                "\n               cosine to f32 on {} held-out samples: mean {:.4}, min {:.4}",
+                q.holdout_samples, q.cosine_mean, q.cosine_min
+            )?;
+            if let Some(a) = q.top1_agreement {
+                write!(
+                    f,
+                    "\n               classifier top-1 agreement with f32: {:.1}%",
+                    100.0 * a
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -156,12 +235,14 @@ fn probe(len: usize) -> Vec<f32> {
 /// Converts the ONNX model at `path`.
 pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let proto = ModelProto::decode(bytes.as_slice()).with_context(|| {
+    let mut proto = ModelProto::decode(bytes.as_slice()).with_context(|| {
         format!(
             "{} is not an ONNX model (protobuf decoding failed)",
             path.display()
         )
     })?;
+    // A model quantized in QDQ form: its sandwiches become integer convolutions.
+    let qdq_folded = crate::quantize::fold_qdq(&mut proto)?;
     let Embedding { tensor, classifier } = find_embedding(&proto, opts.embedding.as_deref())?;
     let (input_name, shape) = input_shape(&proto, opts.input_shape.as_deref())?;
     let layout = match (opts.layout, shape.len()) {
@@ -171,47 +252,76 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         (None, n) => bail!("input of rank {n}: pass --layout"),
     };
 
-    let onnx = tract_onnx::onnx().with_ignore_value_info(true);
-    let mut model = onnx
-        .model_for_proto_model(&proto)
-        .context("tract cannot import the model")?;
-    model
-        .set_input_fact(0, f32::fact(&shape).into())
-        .context("setting the input shape")?;
-    model
-        .select_outputs_by_name([tensor.as_str()])
-        .with_context(|| format!("cutting the graph at {tensor:?}"))?;
-    let typed = model
-        .into_typed()
-        .and_then(|m| m.into_decluttered())
-        .with_context(|| format!("tract cannot type the graph for input shape {shape:?}"))?;
-    let out_fact = typed.output_fact(0)?;
-    let out_shape = out_fact.shape.as_concrete().with_context(|| {
-        format!(
-            "the embedding {tensor:?} has a symbolic shape {:?}",
-            out_fact.shape
-        )
-    })?;
-    ensure!(
-        out_shape.first() == Some(&1),
-        "the embedding {tensor:?} has shape {out_shape:?}, expected batch 1 first"
-    );
-    let size: usize = out_shape.iter().skip(1).product();
-    let spatial: Vec<usize> = out_shape
-        .iter()
-        .skip(2)
-        .copied()
-        .filter(|&d| d != 1)
-        .collect();
-    ensure!(
-        spatial.is_empty(),
-        "the tensor {tensor:?} has shape {out_shape:?}: a feature map, not an embedding (cut after pooling)"
-    );
-    let mut backbone = Vec::new();
-    tract_nnef::nnef()
-        .with_onnx()
-        .write_to_tar(&typed, &mut backbone)
-        .context("writing the backbone as NNEF")?;
+    let (typed, size) = backbone_graph(&proto, &shape, &tensor)?;
+
+    // int8: calibrate on the first samples, quantize, and keep the rest to measure.
+    let mut int8 = None;
+    let (typed, backbone) = match &opts.int8 {
+        None => {
+            let nnef = write_nnef(&typed)?;
+            (typed, nnef)
+        }
+        Some(q) => {
+            let loaded;
+            let samples = match q {
+                Int8::Samples(s) => s,
+                Int8::Dir { path, count } => {
+                    let spec = InputSpec {
+                        name: input_name.clone(),
+                        shape: shape.clone(),
+                        layout,
+                        dtype: "f32".into(),
+                    };
+                    loaded = crate::calib::load_dir(path, &spec, *count).with_context(|| {
+                        format!("reading calibration samples from {}", path.display())
+                    })?;
+                    &loaded
+                }
+            };
+            let n = samples.len();
+            ensure!(
+                n >= 2,
+                "int8 needs at least 2 calibration samples (one is held out to measure), got {n}"
+            );
+            let inputs = samples
+                .iter()
+                .enumerate()
+                .map(|(k, raw)| {
+                    ensure!(
+                        raw.len() == shape.iter().product::<usize>(),
+                        "calibration sample {k} has {} values, the model takes {shape:?}",
+                        raw.len()
+                    );
+                    ensure!(
+                        raw.iter().all(|v| v.is_finite()),
+                        "calibration sample {k} holds NaN or infinity"
+                    );
+                    let mut x = vec![0.0f32; raw.len()];
+                    opts.preprocess.apply(layout, &shape, raw, &mut x);
+                    Ok(x)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let holdout = (n / 5).max(1);
+            let (calib, held) = inputs.split_at(n - holdout);
+            let (quantized, summary) = crate::quantize::quantize(&proto, &tensor, &shape, calib)
+                .context("quantizing the backbone to int8")?;
+            let (qtyped, qsize) = backbone_graph(&quantized, &shape, &tensor)
+                .context("importing the quantized graph")?;
+            ensure!(
+                qsize == size,
+                "the quantized embedding has {qsize} values, not {size}"
+            );
+            let f32_backbone_bytes = write_nnef(&typed)?.len();
+            let held: Vec<(Vec<f32>, Vec<f32>)> = samples[n - holdout..]
+                .iter()
+                .cloned()
+                .zip(held.iter().cloned())
+                .collect();
+            int8 = Some((quantized, summary, held, f32_backbone_bytes));
+            let nnef = write_nnef(&qtyped)?;
+            (qtyped, nnef)
+        }
+    };
 
     let classes = classifier.as_ref().map_or(0, |c| c.classes);
     let class_names = match &opts.class_names {
@@ -275,12 +385,22 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         },
         backbone: BackboneSpec {
             format: BackboneFormat::NnefTar,
-            quantization: Quantization::F32,
+            quantization: match &int8 {
+                None if qdq_folded > 0 => Quantization::Int8 {
+                    calibration_samples: 0,
+                    cosine_to_f32: None,
+                },
+                None => Quantization::F32,
+                Some((_, summary, _, _)) => Quantization::Int8 {
+                    calibration_samples: summary.calibration_samples,
+                    cosine_to_f32: None,
+                },
+            },
         },
         classes: class_names,
         provenance,
     };
-    let bundle = Bundle {
+    let mut bundle = Bundle {
         manifest,
         backbone,
         head,
@@ -289,7 +409,8 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         .validate()
         .context("the converted bundle does not validate")?;
 
-    // Self-check: the device's loader against the ONNX graph, on a probe input.
+    // Self-check: the device's loader against the ONNX graph it was made from (the
+    // quantized one for int8), on a probe input.
     let device =
         Backbone::from_bundle(&bundle).context("loading the written backbone as a device would")?;
     let raw = probe(device.input_len());
@@ -300,12 +421,49 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         .manifest
         .preprocess
         .apply(layout, &shape, &raw, &mut input);
-    let want = reference_embedding(&proto, &shape, &tensor, &input)?;
+    let source = int8.as_ref().map_or(&proto, |(q, ..)| q);
+    let want = Reference::new(source, &shape, &tensor)?.embed(&input)?;
     let parity_max_abs = got
         .iter()
         .zip(&want)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
+
+    // int8 against f32 on the held-out samples, through the device's loader.
+    let int8 = match int8 {
+        None => None,
+        Some((_, summary, held, f32_backbone_bytes)) => {
+            let f32_ref = Reference::new(&proto, &shape, &tensor)?;
+            let (mut cos_sum, mut cos_min, mut agree) = (0.0f64, f32::INFINITY, 0usize);
+            let mut b = vec![0.0f32; size];
+            for (raw, x) in &held {
+                let a = f32_ref.embed(x)?;
+                device.embed(raw, &mut b)?;
+                let c = cosine(&a, &b);
+                cos_sum += c as f64;
+                cos_min = cos_min.min(c);
+                if let Some(cl) = &classifier {
+                    agree += usize::from(cl.top1(&a) == cl.top1(&b));
+                }
+            }
+            let cosine_mean = (cos_sum / held.len() as f64) as f32;
+            if let Quantization::Int8 { cosine_to_f32, .. } =
+                &mut bundle.manifest.backbone.quantization
+            {
+                *cosine_to_f32 = Some(cosine_mean);
+            }
+            Some(Int8Report {
+                summary,
+                holdout_samples: held.len(),
+                cosine_mean,
+                cosine_min: cos_min,
+                top1_agreement: classifier
+                    .as_ref()
+                    .map(|_| agree as f32 / held.len() as f32),
+                f32_backbone_bytes,
+            })
+        }
+    };
     let report = Report {
         embedding: tensor,
         embedding_size: size,
@@ -314,8 +472,111 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         nodes: typed.nodes().len(),
         backbone_bytes: bundle.backbone.len(),
         parity_max_abs,
+        int8,
+        qdq_folded,
     };
     Ok((bundle, report))
+}
+
+/// The ONNX graph cut at `tensor`, typed and decluttered for `shape`, and the size of the
+/// embedding there.
+fn backbone_graph(
+    proto: &ModelProto,
+    shape: &[usize],
+    tensor: &str,
+) -> Result<(TypedModel, usize)> {
+    let mut model = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_proto_model(proto)
+        .context("tract cannot import the model")?;
+    model
+        .set_input_fact(0, f32::fact(shape).into())
+        .context("setting the input shape")?;
+    model
+        .select_outputs_by_name([tensor])
+        .with_context(|| format!("cutting the graph at {tensor:?}"))?;
+    let typed = model
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .with_context(|| format!("tract cannot type the graph for input shape {shape:?}"))?;
+    let out_fact = typed.output_fact(0)?;
+    let out_shape = out_fact.shape.as_concrete().with_context(|| {
+        format!(
+            "the embedding {tensor:?} has a symbolic shape {:?}",
+            out_fact.shape
+        )
+    })?;
+    ensure!(
+        out_shape.first() == Some(&1),
+        "the embedding {tensor:?} has shape {out_shape:?}, expected batch 1 first"
+    );
+    let size: usize = out_shape.iter().skip(1).product();
+    let spatial: Vec<usize> = out_shape
+        .iter()
+        .skip(2)
+        .copied()
+        .filter(|&d| d != 1)
+        .collect();
+    ensure!(
+        spatial.is_empty(),
+        "the tensor {tensor:?} has shape {out_shape:?}: a feature map, not an embedding (cut after pooling)"
+    );
+    Ok((typed, size))
+}
+
+/// The backbone as NNEF, through edgetune's framework (int8 operators included).
+fn write_nnef(typed: &TypedModel) -> Result<Vec<u8>> {
+    let mut nnef = Vec::new();
+    edgetune::nnef::framework()
+        .write_to_tar(typed, &mut nnef)
+        .context("writing the backbone as NNEF")?;
+    Ok(nnef)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        return if na == nb { 1.0 } else { 0.0 };
+    }
+    (dot / (na * nb)) as f32
+}
+
+fn run(plan: &Arc<TypedRunnableModel>, shape: &[usize], input: &[f32]) -> Result<Vec<f32>> {
+    let out = plan.run(tvec![Tensor::from_shape(shape, input)?.into_tvalue()])?;
+    Ok(out[0]
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
+}
+
+/// tract's run of an ONNX graph cut at a tensor, on already preprocessed inputs.
+pub struct Reference {
+    plan: Arc<TypedRunnableModel>,
+    shape: Vec<usize>,
+}
+
+impl Reference {
+    /// Plans `proto` cut at `tensor` for inputs of `shape`.
+    pub fn new(proto: &ModelProto, shape: &[usize], tensor: &str) -> Result<Self> {
+        let mut model = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .model_for_proto_model(proto)?;
+        model.set_input_fact(0, f32::fact(shape).into())?;
+        model.select_outputs_by_name([tensor])?;
+        let plan = model.into_optimized()?.into_runnable()?;
+        Ok(Reference {
+            plan,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// The embedding of one preprocessed input.
+    pub fn embed(&self, input: &[f32]) -> Result<Vec<f32>> {
+        run(&self.plan, &self.shape, input)
+    }
 }
 
 /// tract's run of the original ONNX graph, cut at `tensor`, on an already preprocessed
@@ -326,18 +587,7 @@ pub fn reference_embedding(
     tensor: &str,
     input: &[f32],
 ) -> Result<Vec<f32>> {
-    let mut model = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .model_for_proto_model(proto)?;
-    model.set_input_fact(0, f32::fact(shape).into())?;
-    model.select_outputs_by_name([tensor])?;
-    let plan = model.into_optimized()?.into_runnable()?;
-    let out = plan.run(tvec![Tensor::from_shape(shape, input)?.into_tvalue()])?;
-    Ok(out[0]
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect())
+    Reference::new(proto, shape, tensor)?.embed(input)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -33,6 +33,19 @@ pub struct Classifier {
     pub bias: Vec<f32>,
 }
 
+impl Classifier {
+    /// The class this classifier picks for `embedding` (of size [`Classifier::dim`]).
+    pub fn top1(&self, embedding: &[f32]) -> usize {
+        let logits: Vec<f32> = self
+            .weight
+            .chunks(self.dim)
+            .zip(&self.bias)
+            .map(|(w, b)| w.iter().zip(embedding).map(|(w, x)| w * x).sum::<f32>() + b)
+            .collect();
+        edgetune::math::argmax(&logits).map_or(0, |(c, _)| c)
+    }
+}
+
 /// Where the embedding is, and the classifier when there is one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embedding {
@@ -78,13 +91,63 @@ impl<'a> Graph<'a> {
         })
     }
 
+    /// The value of `name` as f32, if it is a constant: an initializer, a `Constant`
+    /// node, or a `DequantizeLinear` of constants (a model quantized in QDQ form).
     fn constant(&self, name: &str) -> Result<Option<Tensor>> {
-        let Some(t) = self.constants.get(name) else {
+        if let Some(t) = self.constants.get(name) {
+            let tensor = tract_onnx::tensor::load_tensor(&FopenDataResolver, t, None)
+                .with_context(|| format!("reading the constant {name:?}"))?;
+            return Ok(Some(tensor.cast_to::<f32>()?.into_owned()));
+        }
+        let Some(dq) = self
+            .producer
+            .get(name)
+            .filter(|n| n.op_type == "DequantizeLinear" && n.input.len() >= 2)
+        else {
             return Ok(None);
         };
-        let tensor = tract_onnx::tensor::load_tensor(&FopenDataResolver, t, None)
-            .with_context(|| format!("reading the constant {name:?}"))?;
-        Ok(Some(tensor.cast_to::<f32>()?.into_owned()))
+        let (Some(x), Some(scale)) = (self.constant(&dq.input[0])?, self.constant(&dq.input[1])?)
+        else {
+            return Ok(None);
+        };
+        let zero_point = match dq.input.get(2).filter(|z| !z.is_empty()) {
+            Some(z) => match self.constant(z)? {
+                Some(t) => Some(t),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let shape = x.shape().to_vec();
+        let per = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())
+        };
+        let scale = per(&scale)?;
+        let zp = zero_point
+            .as_ref()
+            .map(per)
+            .transpose()?
+            .unwrap_or(vec![0.0]);
+        let axis = Graph::int_attr(dq, "axis", 1);
+        let axis = if axis < 0 {
+            axis + shape.len() as i64
+        } else {
+            axis
+        } as usize;
+        let inner: usize = shape.iter().skip(axis + 1).product();
+        let channels = shape.get(axis).copied().unwrap_or(1);
+        let pick = |v: &[f32], i: usize| {
+            if v.len() == 1 {
+                v[0]
+            } else {
+                v[(i / inner.max(1)) % channels.max(1)]
+            }
+        };
+        let values: Vec<f32> = per(&x)?
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q - pick(&zp, i)) * pick(&scale, i))
+            .collect();
+        Ok(Some(Tensor::from_shape(&shape, &values)?))
     }
 
     fn outputs(&self) -> Vec<&'a str> {
@@ -123,7 +186,14 @@ pub fn find_classifier(model: &ModelProto) -> Result<Classifier> {
     let outputs = g.outputs();
     let out = *outputs.first().context("the model has no outputs")?;
     let mut node = g.producer.get(out).copied();
-    if let Some(n) = node.filter(|n| n.op_type == "Softmax" || n.op_type == "LogSoftmax") {
+    // Look through a trailing softmax and, in a QDQ model, the quantize/dequantize pair
+    // after the classifier.
+    while let Some(n) = node.filter(|n| {
+        matches!(
+            n.op_type.as_str(),
+            "Softmax" | "LogSoftmax" | "QuantizeLinear" | "DequantizeLinear"
+        )
+    }) {
         node = n
             .input
             .first()

@@ -34,7 +34,6 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Cost;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_hir::infer::Factoid;
-use tract_onnx_opl::WithOnnx;
 
 use crate::detect::find_embedding;
 
@@ -648,12 +647,11 @@ fn datum_name(dt: DatumType) -> String {
     }
 }
 
-/// The backbone loaded as a device loads it (tract-nnef with the ONNX operators), then
+/// The backbone loaded as a device loads it ([`edgetune::nnef::framework`]), then
 /// decluttered: the loader wires helper nodes (casts of constants, reshapes) that the
 /// device's plan folds away.
 fn nnef_stats(tar: &[u8]) -> Result<GraphStats> {
-    let model = tract_nnef::nnef()
-        .with_onnx()
+    let model = edgetune::nnef::framework()
         .model_for_read(&mut &tar[..])?
         .into_decluttered()?;
     let mut stats = GraphStats::default();

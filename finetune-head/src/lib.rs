@@ -8,4 +8,5 @@ pub mod demo;
 pub mod detect;
 pub mod inspect;
 pub mod onnxcut;
+pub mod quantize;
 pub mod testmodels;

@@ -23,6 +23,13 @@ struct Cli {
     command: Command,
 }
 
+/// What `--quantize` turns the backbone into.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum QuantizeTo {
+    /// 8-bit integers: u8 activations, i8 weights per output channel.
+    Int8,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Convert a pre-trained ONNX model into a bundle: find the embedding, cut the
@@ -60,6 +67,16 @@ enum Command {
         /// A text file with one class name per line, for the kept head.
         #[arg(long)]
         classes: Option<PathBuf>,
+        /// Quantize the backbone: int8 (post-training, static, per-channel weights).
+        #[arg(long, value_enum, requires = "calib")]
+        quantize: Option<QuantizeTo>,
+        /// Calibration samples for --quantize: images (.png, .jpg) or .npy tensors of raw
+        /// input values. The last fifth is held out to measure int8 against f32.
+        #[arg(long, value_name = "DIR")]
+        calib: Option<PathBuf>,
+        /// Use at most N calibration samples (default: all in DIR).
+        #[arg(long, value_name = "N", requires = "calib")]
+        calib_count: Option<usize>,
     },
     /// Show what an ONNX model or a bundle holds: inputs, outputs, operators, parameters,
     /// MACs, the embedding, the classifier or head, quantization.
@@ -99,7 +116,18 @@ fn run(cli: Cli) -> Result<()> {
             keep_head,
             capacity,
             classes,
+            quantize,
+            calib,
+            calib_count,
         } => {
+            let int8 = match (quantize, calib) {
+                (Some(QuantizeTo::Int8), Some(path)) => Some(convert::Int8::Dir {
+                    path,
+                    count: calib_count,
+                }),
+                (None, Some(_)) => anyhow::bail!("--calib is only used with --quantize int8"),
+                (_, None) => None,
+            };
             let class_names = match classes {
                 Some(p) => Some(
                     std::fs::read_to_string(&p)
@@ -132,6 +160,7 @@ fn run(cli: Cli) -> Result<()> {
                 keep_head,
                 capacity,
                 class_names,
+                int8,
             };
             let (bundle, report) = convert::convert(&model, &opts)?;
             bundle.write(&output)?;

@@ -1,0 +1,132 @@
+//! `finetune-head convert --quantize int8 --calib DIR` through the command line: samples
+//! read from .npy files, the report on stdout, and option mistakes named on stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use edgetune::bundle::{Bundle, Quantization};
+use edgetune::rng::Rng;
+use finetune_head::testmodels::{self, MobileNetConfig};
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edgetune-cli-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A little-endian f32 .npy file (format version 1.0) of `shape`.
+fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_finetune-head"))
+        .args(args)
+        .output()
+        .expect("running finetune-head")
+}
+
+#[test]
+fn int8_from_a_directory_of_npy_samples() {
+    let cfg = MobileNetConfig {
+        resolution: 32,
+        width: 0.5,
+        embedding: 32,
+        ..Default::default()
+    };
+    let model = dir().join("m.onnx");
+    testmodels::write(&model, &testmodels::mobilenet(&cfg)).unwrap();
+    let calib = dir().join("calib");
+    std::fs::create_dir_all(&calib).unwrap();
+    let mut rng = Rng::new(4);
+    for k in 0..6 {
+        let x: Vec<f32> = (0..3 * 32 * 32)
+            .map(|_| (rng.unit() * 255.0).floor())
+            .collect();
+        write_npy(&calib.join(format!("s{k}.npy")), &[1, 3, 32, 32], &x);
+    }
+    let bundle = dir().join("m.bundle");
+    let m = model.to_str().unwrap();
+    let o = run(&[
+        "convert",
+        m,
+        "-o",
+        bundle.to_str().unwrap(),
+        "--scale",
+        "0.00392157",
+        "--quantize",
+        "int8",
+        "--calib",
+        calib.to_str().unwrap(),
+        "--calib-count",
+        "5",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("calibrated on 4 samples"), "{out}");
+    assert!(out.contains("cosine to f32 on 1 held-out samples"), "{out}");
+    let b = Bundle::read(&bundle).unwrap();
+    assert!(matches!(
+        b.manifest.backbone.quantization,
+        Quantization::Int8 {
+            calibration_samples: 4,
+            cosine_to_f32: Some(_)
+        }
+    ));
+
+    // Option mistakes.
+    let o = run(&["convert", m, "-o", "x.bundle", "--quantize", "int8"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--calib"), "{err}");
+    let c = calib.to_str().unwrap();
+    let o = run(&["convert", m, "-o", "x.bundle", "--calib", c]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("only used with --quantize int8"),
+        "{err}"
+    );
+    let o = run(&[
+        "convert",
+        m,
+        "-o",
+        "x.bundle",
+        "--quantize",
+        "int4",
+        "--calib",
+        c,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("int4"), "{err}");
+
+    // A sample of the wrong shape is named.
+    write_npy(&calib.join("t-bad.npy"), &[1, 3, 16, 16], &[0.0; 3 * 256]);
+    let o = run(&[
+        "convert",
+        m,
+        "-o",
+        "x.bundle",
+        "--quantize",
+        "int8",
+        "--calib",
+        c,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("t-bad.npy"), "{err}");
+}

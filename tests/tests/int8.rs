@@ -1,0 +1,223 @@
+//! int8 conversion end to end: calibrate, quantize the ordinary convolutions, write the
+//! NNEF through edgetune's registry, load it as a device does, and stay close to f32.
+
+use std::path::PathBuf;
+
+use edgetune::backbone::Backbone;
+use edgetune::bundle::{Bundle, ChannelOrder, Preprocess, Quantization};
+use edgetune::rng::Rng;
+use finetune_head::convert::{Int8, Options, convert};
+use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
+
+fn write(name: &str, bytes: &[u8]) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edgetune-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join(name);
+    testmodels::write(&p, bytes).unwrap();
+    p
+}
+
+fn imagenet() -> Preprocess {
+    Preprocess {
+        scale: 1.0 / 255.0,
+        mean: vec![0.485, 0.456, 0.406],
+        std: vec![0.229, 0.224, 0.225],
+        channel_order: ChannelOrder::Rgb,
+        resize: None,
+    }
+}
+
+/// Smooth random "images" (pixels 0–255): blobs of colour rather than white noise, so
+/// activations look more like a real image's.
+fn images(n: usize, side: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let mut img = vec![0.0f32; 3 * side * side];
+            for c in 0..3 {
+                let (fx, fy, ph) = (rng.unit() * 6.0, rng.unit() * 6.0, rng.unit() * 6.3);
+                let (base, amp) = (rng.unit() * 128.0 + 64.0, rng.unit() * 60.0);
+                for y in 0..side {
+                    for x in 0..side {
+                        let u = (x as f32 / side as f32) * fx + (y as f32 / side as f32) * fy;
+                        let noise = (rng.unit() - 0.5) * 20.0;
+                        let v = base + amp * (u + ph).sin() + noise;
+                        img[(c * side + y) * side + x] = v.clamp(0.0, 255.0).floor();
+                    }
+                }
+            }
+            img
+        })
+        .collect()
+}
+
+#[test]
+fn mobilenet_int8_is_small_and_close_to_f32() {
+    let cfg = MobileNetConfig {
+        resolution: 64,
+        width: 0.5,
+        embedding: 64,
+        ..Default::default()
+    };
+    let model = write("mobilenet.onnx", &testmodels::mobilenet(&cfg));
+    let samples = images(20, 64, 3);
+    let opts = Options {
+        preprocess: imagenet(),
+        keep_head: true,
+        int8: Some(Int8::Samples(samples.clone())),
+        ..Default::default()
+    };
+    let (bundle, report) = convert(&model, &opts).unwrap();
+    println!("{report}");
+    let q = report.int8.as_ref().unwrap();
+    assert_eq!(q.summary.calibration_samples, 16);
+    assert_eq!(q.holdout_samples, 4);
+    assert!(q.summary.quantized_convs > 0);
+    assert!(q.summary.folded_batch_norms > 0);
+    assert!(
+        q.summary
+            .kept_f32
+            .iter()
+            .any(|(why, _)| why.contains("depthwise")),
+        "{:?}",
+        q.summary.kept_f32
+    );
+    // The NNEF the device loads computes what tract computes on the quantized ONNX.
+    assert!(
+        report.parity_max_abs <= 1e-4,
+        "parity {}",
+        report.parity_max_abs
+    );
+    assert!(q.cosine_min >= 0.99, "cosine to f32: {q:?}");
+    assert!(q.top1_agreement.is_some());
+    // Smaller than f32 (a tiny test model is dominated by the f32 depthwise and stem
+    // weights and by the graph text; the 224×224 figure is in the benchmark).
+    assert!(report.backbone_bytes < q.f32_backbone_bytes);
+    match bundle.manifest.backbone.quantization {
+        Quantization::Int8 {
+            calibration_samples,
+            cosine_to_f32,
+        } => {
+            assert_eq!(calibration_samples, 16);
+            assert_eq!(cosine_to_f32, Some(q.cosine_mean));
+        }
+        other => panic!("manifest says {other:?}"),
+    }
+
+    // Round trip through the file, and the graph really runs integer convolutions.
+    let bytes = bundle.to_bytes().unwrap();
+    let bundle = Bundle::from_bytes(&bytes).unwrap();
+    let nnef = String::from_utf8_lossy(&bundle.backbone).into_owned();
+    assert!(nnef.contains("edgetune_quantize_linear_u8"));
+    assert!(nnef.contains("edgetune_dequantize_linear"));
+    let backbone = Backbone::from_bundle(&bundle).unwrap();
+    let mut e = vec![0.0; 64];
+    backbone.embed(&samples[0], &mut e).unwrap();
+    assert!(e.iter().all(|v| v.is_finite()) && e.iter().any(|v| *v != 0.0));
+}
+
+#[test]
+fn resnet_int8_quantizes_its_3x3_convolutions() {
+    let cfg = ResNetConfig {
+        resolution: 64,
+        stem: 16,
+        stages: vec![(16, 1), (32, 1)],
+        ..Default::default()
+    };
+    let model = write("resnet.onnx", &testmodels::resnet(&cfg));
+    let opts = Options {
+        preprocess: imagenet(),
+        int8: Some(Int8::Samples(images(10, 64, 5))),
+        ..Default::default()
+    };
+    let (_, report) = convert(&model, &opts).unwrap();
+    println!("{report}");
+    let q = report.int8.unwrap();
+    assert!(q.summary.quantized_convs >= 4, "{q:?}");
+    assert_eq!(q.holdout_samples, 2);
+    assert!(q.cosine_min >= 0.99, "{q:?}");
+    assert_eq!(q.top1_agreement, Some(1.0), "{q:?}");
+}
+
+#[test]
+fn int8_needs_usable_samples() {
+    let cfg = MobileNetConfig {
+        resolution: 32,
+        width: 0.25,
+        embedding: 16,
+        ..Default::default()
+    };
+    let model = write("small.onnx", &testmodels::mobilenet(&cfg));
+    let err = |samples: Vec<Vec<f32>>| {
+        let opts = Options {
+            int8: Some(Int8::Samples(samples)),
+            ..Default::default()
+        };
+        format!("{:#}", convert(&model, &opts).unwrap_err())
+    };
+    let e = err(images(1, 32, 1));
+    assert!(e.contains("at least 2 calibration samples"), "{e}");
+    let e = err(vec![vec![0.0; 10], vec![0.0; 10]]);
+    assert!(e.contains("sample 0 has 10 values"), "{e}");
+    let mut bad = images(3, 32, 1);
+    bad[1][7] = f32::NAN;
+    let e = err(bad);
+    assert!(e.contains("sample 1 holds NaN"), "{e}");
+}
+
+/// models/qdq/mobilenet-32-qdq.onnx: the small MobileNet-style test model quantized by
+/// ONNX Runtime's `quantize_static` in QDQ form (models/qdq/make_qdq.py).
+#[test]
+fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
+    let model = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/qdq/mobilenet-32-qdq.onnx"
+    ));
+    let opts = Options {
+        preprocess: imagenet(),
+        keep_head: true,
+        ..Default::default()
+    };
+    let (bundle, report) = convert(&model, &opts).unwrap();
+    println!("{report}");
+    // Every ordinary convolution is now a QLinearConv (depthwise ones stay sandwiches).
+    assert_eq!(report.qdq_folded, 17, "{report}");
+    assert!(
+        report.parity_max_abs <= 1e-4,
+        "parity {}",
+        report.parity_max_abs
+    );
+    assert!(matches!(
+        bundle.manifest.backbone.quantization,
+        Quantization::Int8 {
+            calibration_samples: 0,
+            cosine_to_f32: None
+        }
+    ));
+    let nnef = String::from_utf8_lossy(&bundle.backbone).into_owned();
+    assert!(nnef.contains("tract_core_qconv") || nnef.contains("tract_core_einsum_q"));
+
+    // The folded graph computes what ONNX Runtime's QDQ graph computes, up to a few
+    // quantization steps: compare embeddings with tract's run of the unfolded file.
+    let backbone = Backbone::from_bundle(&bundle).unwrap();
+    let bytes = std::fs::read(&model).unwrap();
+    let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(bytes.as_slice()).unwrap();
+    let reference =
+        finetune_head::convert::Reference::new(&proto, &[1, 3, 32, 32], &report.embedding).unwrap();
+    for raw in images(3, 32, 8) {
+        let mut got = vec![0.0; report.embedding_size];
+        backbone.embed(&raw, &mut got).unwrap();
+        let mut x = vec![0.0; raw.len()];
+        imagenet().apply(
+            edgetune::bundle::Layout::Nchw,
+            &[1, 3, 32, 32],
+            &raw,
+            &mut x,
+        );
+        let want = reference.embed(&x).unwrap();
+        let dot: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+        let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        let cos = dot / (norm(&got) * norm(&want));
+        assert!(cos >= 0.99, "cosine {cos} to the QDQ graph");
+    }
+}
