@@ -11,8 +11,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use edgetune::backbone::Backbone;
 use edgetune::bundle::{
-    BackboneFormat, BackboneSpec, Bundle, EmbeddingSpec, InputSpec, Layout, Manifest, Preprocess,
-    Provenance, Quantization,
+    BackboneFormat, BackboneSpec, Bundle, EmbeddingSpec, InputSpec, Layout, Manifest, Pooling,
+    Preprocess, Provenance, Quantization, TextInputs,
 };
 use edgetune::rng::Rng;
 use edgetune::{Dims, Head, persist};
@@ -42,6 +42,11 @@ pub struct Options {
     pub class_names: Option<Vec<String>>,
     /// Quantize the backbone to int8, calibrated on these samples.
     pub int8: Option<Int8>,
+    /// For a text encoder whose embedding is a sequence output `[1, seq, hidden]`: how
+    /// it becomes one vector (default: the mean over the attention mask).
+    pub pooling: Option<Pooling>,
+    /// For a text encoder: the token id that pads a sequence (default 0, BERT's).
+    pub pad_id: i64,
 }
 
 /// Post-training int8 quantization ([`crate::quantize`]), calibrated on samples. The
@@ -226,6 +231,145 @@ fn input_shape(proto: &ModelProto, given: Option<&[usize]>) -> Result<(String, V
     Ok((input.name.clone(), shape))
 }
 
+/// What each input of a text encoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Ids,
+    Mask,
+    TypeIds,
+}
+
+/// A text encoder's inputs (`input_ids`, and optionally `attention_mask` and
+/// `token_type_ids`), in the graph's order, with the sequence length.
+#[derive(Debug, Clone)]
+struct Text {
+    roles: Vec<Role>,
+    names: Vec<String>,
+    dt: DatumType,
+    seq: usize,
+}
+
+impl Text {
+    fn facts(&self) -> Vec<InferenceFact> {
+        self.roles
+            .iter()
+            .map(|_| InferenceFact::dt_shape(self.dt, [1, self.seq]))
+            .collect()
+    }
+
+    fn name(&self, role: Role) -> Option<String> {
+        self.roles
+            .iter()
+            .position(|r| *r == role)
+            .map(|i| self.names[i].clone())
+    }
+
+    /// The graph's inputs for `ids` padded with `pad_id`.
+    fn tensors(&self, ids: &[i64], pad_id: i64) -> Result<TVec<TValue>> {
+        self.roles
+            .iter()
+            .map(|role| {
+                let v: Vec<i64> = (0..self.seq)
+                    .map(|p| match role {
+                        Role::Ids => ids.get(p).copied().unwrap_or(pad_id),
+                        Role::Mask => i64::from(p < ids.len()),
+                        Role::TypeIds => 0,
+                    })
+                    .collect();
+                Ok(Tensor::from_shape(&[1, self.seq], &v)?
+                    .cast_to_dt(self.dt)?
+                    .into_owned()
+                    .into_tvalue())
+            })
+            .collect()
+    }
+}
+
+/// Recognizes a text encoder by its inputs' names, or explains why the inputs are not
+/// ones convert takes.
+fn text_inputs(proto: &ModelProto, given: Option<&[usize]>) -> Result<Option<Text>> {
+    let graph = proto.graph.as_ref().context("the model has no graph")?;
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<_> = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .collect();
+    if inputs.len() < 2 {
+        return Ok(None);
+    }
+    let names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    let unsupported = || {
+        anyhow::anyhow!(
+            "the model has {} inputs ({}); convert takes one image or feature input, or a text \
+             encoder's input_ids with attention_mask and/or token_type_ids",
+            names.len(),
+            names.join(", ")
+        )
+    };
+    let mut roles = Vec::new();
+    for n in &names {
+        let l = n.to_lowercase();
+        roles.push(if l.contains("mask") {
+            Role::Mask
+        } else if l.contains("type") {
+            Role::TypeIds
+        } else if l.contains("ids") {
+            Role::Ids
+        } else {
+            return Err(unsupported());
+        });
+    }
+    for role in [Role::Ids, Role::Mask, Role::TypeIds] {
+        ensure!(
+            roles.iter().filter(|r| **r == role).count() <= 1,
+            unsupported()
+        );
+    }
+    let ids = roles
+        .iter()
+        .position(|r| *r == Role::Ids)
+        .ok_or_else(unsupported)?;
+    let Some(Value::TensorType(t)) = inputs[ids].r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        bail!("input {:?} is not a tensor", names[ids])
+    };
+    let dt = match t.elem_type {
+        7 => i64::datum_type(),
+        6 => i32::datum_type(),
+        other => bail!(
+            "input {:?} has ONNX element type {other}; token ids must be int64 or int32",
+            names[ids]
+        ),
+    };
+    let seq = match given {
+        Some([1, s]) if *s > 0 => *s,
+        Some(shape) => bail!("--input-shape {shape:?}: a text encoder takes [1, sequence length]"),
+        None => {
+            use tract_onnx::pb::tensor_shape_proto::dimension::Value as D;
+            let dims = t
+                .shape
+                .as_ref()
+                .map(|s| s.dim.as_slice())
+                .unwrap_or_default();
+            match dims.get(1).and_then(|d| d.value.as_ref()) {
+                Some(D::DimValue(v)) if *v > 0 && dims.len() == 2 => *v as usize,
+                _ => bail!(
+                    "input {:?}: the sequence length is not fixed in the model; pass --input-shape 1,LENGTH",
+                    names[ids]
+                ),
+            }
+        }
+    };
+    Ok(Some(Text {
+        roles,
+        names,
+        dt,
+        seq,
+    }))
+}
+
 /// A deterministic probe input in [0, 1).
 fn probe(len: usize) -> Vec<f32> {
     let mut rng = Rng::new(0x5EED);
@@ -244,15 +388,34 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
     // A model quantized in QDQ form: its sandwiches become integer convolutions.
     let qdq_folded = crate::quantize::fold_qdq(&mut proto)?;
     let Embedding { tensor, classifier } = find_embedding(&proto, opts.embedding.as_deref())?;
-    let (input_name, shape) = input_shape(&proto, opts.input_shape.as_deref())?;
+    let text = text_inputs(&proto, opts.input_shape.as_deref())?;
+    let (input_name, shape) = match &text {
+        Some(t) => (t.name(Role::Ids).expect("found above"), vec![1, t.seq]),
+        None => input_shape(&proto, opts.input_shape.as_deref())?,
+    };
+    let facts: Vec<InferenceFact> = match &text {
+        Some(t) => t.facts(),
+        None => vec![f32::fact(&shape).into()],
+    };
+    if text.is_some() && opts.int8.is_some() {
+        bail!("int8 quantization of text encoders (their MatMuls) is not supported yet");
+    }
     let layout = match (opts.layout, shape.len()) {
+        _ if text.is_some() => Layout::Tokens,
         (Some(l), _) => l,
         (None, 4) => Layout::Nchw,
         (None, 2) => Layout::Features,
         (None, n) => bail!("input of rank {n}: pass --layout"),
     };
 
-    let (typed, size) = backbone_graph(&proto, &shape, &tensor)?;
+    let (typed, size, sequence) = backbone_graph(&proto, &facts, &tensor, text.is_some())?;
+    let pooling = match (sequence, opts.pooling) {
+        (true, p) => Some(p.unwrap_or(Pooling::MeanOverMask)),
+        (false, None) => None,
+        (false, Some(_)) => bail!(
+            "--pooling: the embedding {tensor:?} is already one vector, not a sequence output"
+        ),
+    };
 
     // int8: calibrate on the first samples, quantize, and keep the rest to measure.
     let mut int8 = None;
@@ -305,7 +468,7 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
             let (calib, held) = inputs.split_at(n - holdout);
             let (quantized, summary) = crate::quantize::quantize(&proto, &tensor, &shape, calib)
                 .context("quantizing the backbone to int8")?;
-            let (qtyped, qsize) = backbone_graph(&quantized, &shape, &tensor)
+            let (qtyped, qsize, _) = backbone_graph(&quantized, &facts, &tensor, false)
                 .context("importing the quantized graph")?;
             ensure!(
                 qsize == size,
@@ -375,10 +538,22 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
             name: input_name,
             shape: shape.clone(),
             layout,
-            dtype: "f32".into(),
+            dtype: match &text {
+                Some(t) if t.dt == i32::datum_type() => "i32".into(),
+                Some(_) => "i64".into(),
+                None => "f32".into(),
+            },
         },
-        preprocess: opts.preprocess.clone(),
-        pooling: None,
+        preprocess: match &text {
+            Some(_) => Preprocess::default(),
+            None => opts.preprocess.clone(),
+        },
+        pooling,
+        text: text.as_ref().map(|t| TextInputs {
+            attention_mask: t.name(Role::Mask),
+            token_type_ids: t.name(Role::TypeIds),
+            pad_id: opts.pad_id,
+        }),
         embedding: EmbeddingSpec {
             tensor: tensor.clone(),
             size,
@@ -413,16 +588,47 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
     // quantized one for int8), on a probe input.
     let device =
         Backbone::from_bundle(&bundle).context("loading the written backbone as a device would")?;
-    let raw = probe(device.input_len());
     let mut got = vec![0.0f32; size];
-    device.embed(&raw, &mut got)?;
-    let mut input = vec![0.0f32; raw.len()];
-    bundle
-        .manifest
-        .preprocess
-        .apply(layout, &shape, &raw, &mut input);
-    let source = int8.as_ref().map_or(&proto, |(q, ..)| q);
-    let want = Reference::new(source, &shape, &tensor)?.embed(&input)?;
+    let want = match &text {
+        Some(t) => {
+            // A short sentence of small ids (any vocabulary has them), then padding.
+            let ids: Vec<i64> = (0..t.seq.div_ceil(2))
+                .map(|i| 1 + (i as i64 * 7) % 20)
+                .collect();
+            device.embed_tokens(&ids, &mut got)?;
+            let mut model = tract_onnx::onnx()
+                .with_ignore_value_info(true)
+                .model_for_proto_model(&proto)?;
+            for (i, f) in facts.iter().enumerate() {
+                model.set_input_fact(i, f.clone())?;
+            }
+            model.select_outputs_by_name([tensor.as_str()])?;
+            let plan = model.into_optimized()?.into_runnable()?;
+            let out = plan.run(t.tensors(&ids, opts.pad_id)?)?;
+            let seq_out: Vec<f32> = out[0]
+                .to_plain_array_view::<f32>()?
+                .iter()
+                .copied()
+                .collect();
+            let mut want = vec![0.0f32; size];
+            match pooling {
+                Some(p) => edgetune::backbone::pool(p, &seq_out, size, ids.len(), &mut want),
+                None => want.copy_from_slice(&seq_out),
+            }
+            want
+        }
+        None => {
+            let raw = probe(device.input_len());
+            device.embed(&raw, &mut got)?;
+            let mut input = vec![0.0f32; raw.len()];
+            bundle
+                .manifest
+                .preprocess
+                .apply(layout, &shape, &raw, &mut input);
+            let source = int8.as_ref().map_or(&proto, |(q, ..)| q);
+            Reference::new(source, &shape, &tensor)?.embed(&input)?
+        }
+    };
     let parity_max_abs = got
         .iter()
         .zip(&want)
@@ -482,16 +688,24 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
 /// embedding there.
 fn backbone_graph(
     proto: &ModelProto,
-    shape: &[usize],
+    facts: &[InferenceFact],
     tensor: &str,
-) -> Result<(TypedModel, usize)> {
+    text: bool,
+) -> Result<(TypedModel, usize, bool)> {
     let mut model = tract_onnx::onnx()
         .with_ignore_value_info(true)
         .model_for_proto_model(proto)
         .context("tract cannot import the model")?;
-    model
-        .set_input_fact(0, f32::fact(shape).into())
-        .context("setting the input shape")?;
+    for (i, fact) in facts.iter().enumerate() {
+        model
+            .set_input_fact(i, fact.clone())
+            .context("setting the input shape")?;
+    }
+    let shape = facts
+        .first()
+        .and_then(|f| f.shape.as_concrete_finite().ok().flatten())
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
     model
         .select_outputs_by_name([tensor])
         .with_context(|| format!("cutting the graph at {tensor:?}"))?;
@@ -500,16 +714,25 @@ fn backbone_graph(
         .and_then(|m| m.into_decluttered())
         .with_context(|| format!("tract cannot type the graph for input shape {shape:?}"))?;
     let out_fact = typed.output_fact(0)?;
-    let out_shape = out_fact.shape.as_concrete().with_context(|| {
-        format!(
-            "the embedding {tensor:?} has a symbolic shape {:?}",
-            out_fact.shape
-        )
-    })?;
+    let out_shape = out_fact
+        .shape
+        .as_concrete()
+        .with_context(|| {
+            format!(
+                "the embedding {tensor:?} has a symbolic shape {:?}",
+                out_fact.shape
+            )
+        })?
+        .to_vec();
     ensure!(
         out_shape.first() == Some(&1),
         "the embedding {tensor:?} has shape {out_shape:?}, expected batch 1 first"
     );
+    if text && out_shape.len() == 3 {
+        // A sequence output [1, seq, hidden]: pooled on the device.
+        let hidden = out_shape[2];
+        return Ok((typed, hidden, true));
+    }
     let size: usize = out_shape.iter().skip(1).product();
     let spatial: Vec<usize> = out_shape
         .iter()
@@ -521,7 +744,7 @@ fn backbone_graph(
         spatial.is_empty(),
         "the tensor {tensor:?} has shape {out_shape:?}: a feature map, not an embedding (cut after pooling)"
     );
-    Ok((typed, size))
+    Ok((typed, size, false))
 }
 
 /// The backbone as NNEF, through edgetune's framework (int8 operators included).

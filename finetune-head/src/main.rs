@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use edgetune::bundle::{ChannelOrder, Preprocess};
+use edgetune::bundle::{ChannelOrder, Pooling, Preprocess};
 use finetune_head::convert;
 
 #[derive(Parser)]
@@ -21,6 +21,15 @@ bundle holds) and demo. Training (train, eval) comes with issue #4."
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--pooling`: how a text encoder's sequence output becomes one embedding.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PoolingArg {
+    /// Mean over the tokens the attention mask keeps.
+    Mean,
+    /// The first token ([CLS]).
+    Cls,
 }
 
 /// What `--quantize` turns the backbone into.
@@ -77,6 +86,13 @@ enum Command {
         /// Use at most N calibration samples (default: all in DIR).
         #[arg(long, value_name = "N", requires = "calib")]
         calib_count: Option<usize>,
+        /// Text encoders with a sequence output: mean over the attention mask (default)
+        /// or the first ([CLS]) token.
+        #[arg(long, value_enum)]
+        pooling: Option<PoolingArg>,
+        /// Text encoders: the token id that pads a sequence.
+        #[arg(long, default_value_t = 0)]
+        pad_id: i64,
     },
     /// Show what an ONNX model or a bundle holds: inputs, outputs, operators, parameters,
     /// MACs, the embedding, the classifier or head, quantization.
@@ -119,6 +135,8 @@ fn run(cli: Cli) -> Result<()> {
             quantize,
             calib,
             calib_count,
+            pooling,
+            pad_id,
         } => {
             let int8 = match (quantize, calib) {
                 (Some(QuantizeTo::Int8), Some(path)) => Some(convert::Int8::Dir {
@@ -161,6 +179,11 @@ fn run(cli: Cli) -> Result<()> {
                 capacity,
                 class_names,
                 int8,
+                pooling: pooling.map(|p| match p {
+                    PoolingArg::Mean => Pooling::MeanOverMask,
+                    PoolingArg::Cls => Pooling::Cls,
+                }),
+                pad_id,
             };
             let (bundle, report) = convert::convert(&model, &opts)?;
             bundle.write(&output)?;

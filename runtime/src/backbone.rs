@@ -20,7 +20,7 @@ use tract_nnef::prelude::*;
 
 #[cfg(feature = "tract")]
 use crate::bundle::Bundle;
-use crate::bundle::{Layout, Manifest, Preprocess};
+use crate::bundle::{Layout, Manifest, Pooling, Preprocess};
 
 #[cfg(feature = "ort")]
 pub use crate::backbone_ort::OrtOptions;
@@ -112,6 +112,18 @@ pub struct Backbone {
     layout: Layout,
     preprocess: Preprocess,
     embedding: usize,
+    /// For a text encoder: what each of the graph's inputs is, in order.
+    text_inputs: Vec<TextInput>,
+    pad_id: i64,
+    pooling: Option<Pooling>,
+}
+
+/// One input of a text encoder's graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextInput {
+    Ids,
+    Mask,
+    TypeIds,
 }
 
 /// What runs the graph; callers of [`Backbone`] do not see which.
@@ -144,7 +156,29 @@ impl Backbone {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(BackboneError::Load)?;
-        Ok(Self::with_engine(Engine::Tract(plan), manifest))
+        let mut backbone = Self::with_engine(Engine::Tract(plan.clone()), manifest);
+        if manifest.input.layout == Layout::Tokens {
+            let text = manifest.text.as_ref();
+            let model = plan.model();
+            for outlet in model.input_outlets().map_err(BackboneError::Load)? {
+                let name = &model.node(outlet.node).name;
+                let input = if *name == manifest.input.name {
+                    TextInput::Ids
+                } else if text.and_then(|t| t.attention_mask.as_ref()) == Some(name) {
+                    TextInput::Mask
+                } else if text.and_then(|t| t.token_type_ids.as_ref()) == Some(name) {
+                    TextInput::TypeIds
+                } else {
+                    return Err(BackboneError::Output {
+                        what: format!(
+                            "the graph's input {name:?} is not one the manifest names (ids, attention mask, token types)"
+                        ),
+                    });
+                };
+                backbone.text_inputs.push(input);
+            }
+        }
+        Ok(backbone)
     }
 
     /// Loads an ONNX graph whose single output is the embedding (for a whole classifier,
@@ -168,6 +202,11 @@ impl Backbone {
         options: &OrtOptions,
     ) -> Result<Self, BackboneError> {
         check_supported(manifest)?;
+        if manifest.input.layout == Layout::Tokens {
+            return Err(BackboneError::Unsupported {
+                what: "text encoders under ONNX Runtime",
+            });
+        }
         let session = crate::backbone_ort::Session::new(onnx, options)?;
         Ok(Self::with_engine(Engine::Ort(session), manifest))
     }
@@ -187,6 +226,9 @@ impl Backbone {
             layout: manifest.input.layout,
             preprocess: manifest.preprocess.clone(),
             embedding: manifest.embedding.size,
+            text_inputs: Vec::new(),
+            pad_id: manifest.text.as_ref().map_or(0, |t| t.pad_id),
+            pooling: manifest.pooling,
         }
     }
 
@@ -222,8 +264,86 @@ impl Backbone {
         Ok(data)
     }
 
+    /// Longest token sequence a text encoder takes (0 for other backbones).
+    pub fn max_tokens(&self) -> usize {
+        if self.layout == Layout::Tokens {
+            self.shape.last().copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// The embedding of a text encoder's token ids (without padding; at most
+    /// [`Backbone::max_tokens`]), written to `out`: the ids are padded with the
+    /// manifest's pad id, the attention mask marks the real tokens, token types are 0,
+    /// and the sequence output is pooled as the manifest says.
+    #[cfg(feature = "tract")]
+    pub fn embed_tokens(&self, ids: &[i64], out: &mut [f32]) -> Result<(), BackboneError> {
+        let seq = self.max_tokens();
+        if self.layout != Layout::Tokens {
+            return Err(BackboneError::Input {
+                what: "token ids for a backbone that does not read tokens (use embed)".into(),
+            });
+        }
+        if ids.is_empty() || ids.len() > seq {
+            return Err(BackboneError::Input {
+                what: format!("{} tokens, the model takes 1 to {seq}", ids.len()),
+            });
+        }
+        let plan = match &self.engine {
+            Engine::Tract(plan) => plan,
+            #[cfg(feature = "ort")]
+            Engine::Ort(_) => unreachable!("from_onnx refuses text encoders"),
+        };
+        let mut inputs = TVec::new();
+        for (ix, input) in self.text_inputs.iter().enumerate() {
+            let values: Vec<i64> = (0..seq)
+                .map(|p| match input {
+                    TextInput::Ids => ids.get(p).copied().unwrap_or(self.pad_id),
+                    TextInput::Mask => i64::from(p < ids.len()),
+                    TextInput::TypeIds => 0,
+                })
+                .collect();
+            let dt = plan
+                .model()
+                .input_fact(ix)
+                .map_err(BackboneError::Run)?
+                .datum_type;
+            let t = Tensor::from_shape(&[1, seq], &values)
+                .and_then(|t| t.cast_to_dt(dt).map(|t| t.into_owned()))
+                .map_err(BackboneError::Run)?;
+            inputs.push(t.into_tvalue());
+        }
+        let outputs = plan.run(inputs).map_err(BackboneError::Run)?;
+        let view = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(BackboneError::Run)?;
+        match self.pooling {
+            None => self.copy_embedding(view.iter().copied(), view.shape(), out),
+            Some(pooling) => {
+                let hidden = self.embedding;
+                if view.len() != seq * hidden || out.len() != hidden {
+                    let what = format!(
+                        "{:?} into a buffer of {}, the manifest says [1, {seq}, {hidden}]",
+                        view.shape(),
+                        out.len()
+                    );
+                    return Err(BackboneError::Output { what });
+                }
+                let values: Vec<f32> = view.iter().copied().collect();
+                pool(pooling, &values, hidden, ids.len(), out);
+                Ok(())
+            }
+        }
+    }
+
     /// The embedding of one raw input (see the module docs), written to `out`.
     pub fn embed(&self, raw: &[f32], out: &mut [f32]) -> Result<(), BackboneError> {
+        if self.layout == Layout::Tokens {
+            return Err(BackboneError::Input {
+                what: "a text encoder takes token ids (use embed_tokens)".into(),
+            });
+        }
         let input = self.preprocess(raw)?;
         match &self.engine {
             #[cfg(feature = "tract")]
@@ -270,11 +390,29 @@ impl Backbone {
     }
 }
 
-/// Refuses what neither engine runs yet.
+/// One embedding from a text encoder's sequence output `[seq, hidden]` (row-major)
+/// whose first `tokens` positions are real: their mean, or the first position's vector.
+pub fn pool(pooling: Pooling, sequence: &[f32], hidden: usize, tokens: usize, out: &mut [f32]) {
+    match pooling {
+        Pooling::Cls => out.copy_from_slice(&sequence[..hidden]),
+        Pooling::MeanOverMask => {
+            out.fill(0.0);
+            for row in sequence.chunks(hidden).take(tokens) {
+                for (o, v) in out.iter_mut().zip(row) {
+                    *o += v;
+                }
+            }
+            let n = tokens.max(1) as f32;
+            out.iter_mut().for_each(|o| *o /= n);
+        }
+    }
+}
+
+/// Refuses what the engines do not run yet (text encoders run under tract only).
 fn check_supported(manifest: &Manifest) -> Result<(), BackboneError> {
-    if manifest.input.layout == Layout::Tokens || manifest.pooling.is_some() {
+    if manifest.input.layout == Layout::Tokens && !cfg!(feature = "tract") {
         return Err(BackboneError::Unsupported {
-            what: "text-encoder bundles (token inputs, pooling)",
+            what: "text-encoder bundles need the tract feature",
         });
     }
     Ok(())

@@ -97,6 +97,9 @@ pub struct Manifest {
     /// How a text encoder's per-token outputs become one embedding; `None` when the
     /// embedding tensor is already one vector.
     pub pooling: Option<Pooling>,
+    /// The text encoder's other inputs, for the tokens layout (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextInputs>,
     /// The backbone output that feeds the head.
     pub embedding: EmbeddingSpec,
     /// What the backbone section holds.
@@ -226,6 +229,19 @@ pub enum Pooling {
     MeanOverMask,
     /// The first (`[CLS]`) position.
     Cls,
+}
+
+/// A text encoder's inputs besides the token ids ([`Manifest::input`]): the device
+/// pads the ids to the sequence length with `pad_id` and builds these from them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextInputs {
+    /// Name of the attention-mask input (1 for a token, 0 for padding), if the model
+    /// has one.
+    pub attention_mask: Option<String>,
+    /// Name of the token-type (segment) input, fed zeros, if the model has one.
+    pub token_type_ids: Option<String>,
+    /// Token id that pads a sequence to the input's length.
+    pub pad_id: i64,
 }
 
 /// The backbone output that feeds the head.
@@ -523,6 +539,7 @@ impl Manifest {
             },
             preprocess: Preprocess::default(),
             pooling: None,
+            text: None,
             embedding: EmbeddingSpec {
                 tensor: "features".to_string(),
                 size,
@@ -568,6 +585,19 @@ impl Manifest {
             return bad(format!(
                 "pooling must be null for the features layout (got {p:?})"
             ));
+        }
+        if layout != Layout::Tokens && self.text.is_some() {
+            return bad("text must be null unless the input layout is tokens".to_string());
+        }
+        if let Some(t) = &self.text {
+            for (field, n) in [
+                ("text.attention_mask", &t.attention_mask),
+                ("text.token_type_ids", &t.token_type_ids),
+            ] {
+                if let Some(n) = n {
+                    name(field, n)?;
+                }
+            }
         }
         name("embedding.tensor", &self.embedding.tensor)?;
         if self.embedding.size == 0 {

@@ -15,12 +15,15 @@
 //!   as f32;
 //! - `edgetune_lookup_table(input, table)`: `y = table[x]` on 8-bit values. tract turns a
 //!   dequantize → element-wise → quantize chain (e.g. two int8 convolutions in a row)
-//!   into such a table when it declutters.
+//!   into such a table when it declutters;
+//! - `edgetune_gelu_exact(input)`: `x/2 · (1 + erf(x/√2))`, which tract fuses an ONNX
+//!   BERT's erf-based GELU into (it has no NNEF serializer either).
 
 use std::any::TypeId;
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::element_wise::ElementWiseOp;
+use tract_nnef::tract_core::ops::nn::GeluExact;
 use tract_nnef::tract_core::ops::quant::{
     DequantizeLinearF32, LookupTable, QuantizeLinearI8, QuantizeLinearU8, lookup_table,
     quantize_linear_i8, quantize_linear_u8,
@@ -38,7 +41,7 @@ pub fn framework() -> tract_nnef::framework::Nnef {
 
 fn registry() -> Registry {
     let mut r = Registry::new(REGISTRY)
-        .with_doc("edgetune's int8 quantize and dequantize operators (see edgetune::nnef).");
+        .with_doc("Operators tract-nnef cannot write: int8 (de)quantization, GELU (see edgetune::nnef).");
     let params = || {
         vec![
             TypeName::Scalar.tensor().named("input"),
@@ -70,6 +73,7 @@ fn registry() -> Registry {
         ],
         load_lookup_table,
     );
+    r.register_unit_element_wise("edgetune_gelu_exact", &GeluExact {});
     r.register_dumper(dump_dequantize);
     r.register_primitive(
         "edgetune_dequantize_linear",

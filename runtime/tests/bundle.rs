@@ -62,6 +62,7 @@ fn image_bundle() -> Bundle {
                 resize: Some([10, 10]),
             },
             pooling: None,
+            text: None,
             embedding: EmbeddingSpec {
                 tensor: "pooled".to_string(),
                 size: 6,
