@@ -1,23 +1,29 @@
 //! The backbone on this machine, one thread, for the project's MobileNet- and
-//! ResNet-shaped test models at 224×224 (f32; int8 and ONNX Runtime come with the rest
-//! of issue #3):
+//! ResNet-shaped test models at 224×224 (f32; int8 comes with the rest of issue #3),
+//! tract against ONNX Runtime on the same model and input:
 //!
 //! - `backbone/load/*/bundle-nnef`: `Backbone::from_bundle` (parse the NNEF tar,
 //!   optimize, plan), what a device does at start; against `onnx`: tract-onnx loading,
 //!   optimizing and planning the original model (issue #3's target: bundle ≤ 40 ms where
-//!   tract's ONNX load of MobileNetV2 took about 126 ms).
-//! - `backbone/embed/*`: one embedding, preprocessing included.
+//!   tract's ONNX load of MobileNetV2 took about 126 ms); and `onnx-ort`:
+//!   `Backbone::from_onnx`, ONNX Runtime loading the original model cut at the same
+//!   embedding (one intra-op thread, default graph optimizations).
+//! - `backbone/embed/*/tract` and `…/ort`: one embedding, preprocessing included, by the
+//!   bundle's tract plan and by that ONNX Runtime session.
 //!
 //! `bundle-nnef-parse-only` is the NNEF parse alone: the rest of `bundle-nnef` is
-//! tract's optimization and planning.
+//! tract's optimization and planning. ONNX Runtime comes from `ORT_DYLIB_PATH`, else
+//! from where `scripts/setup.sh` puts it.
 //!
 //!     cargo bench -p benches --bench backbone
 
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use edgetune::backbone::Backbone;
 use finetune_head::convert::{Options, convert};
+use finetune_head::onnxcut;
 use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
 use tract_onnx::prelude::*;
 use tract_onnx_opl::WithOnnx;
@@ -32,13 +38,32 @@ fn models() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// ONNX Runtime's library: `ORT_DYLIB_PATH`, else scripts/setup.sh's.
+fn ort_library() -> PathBuf {
+    match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/onnxruntime/libonnxruntime.so");
+            assert!(
+                p.exists(),
+                "ONNX Runtime is not at {} and ORT_DYLIB_PATH is not set: run scripts/setup.sh",
+                p.display()
+            );
+            p
+        }
+    }
+}
+
 fn backbone(c: &mut Criterion) {
+    Backbone::ort_init(ort_library()).unwrap_or_else(|e| panic!("{e}"));
     let dir = std::env::temp_dir().join(format!("edgetune-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (name, onnx) in models() {
         let path = dir.join(format!("{name}.onnx"));
         std::fs::write(&path, &onnx).unwrap();
         let (bundle, report) = convert(&path, &Options::default()).unwrap();
+        let cut = onnxcut::cut_bytes(&onnx, &report.embedding).unwrap();
         eprintln!(
             "{name}: onnx {} bytes, bundle backbone {} bytes\n{report}",
             onnx.len(),
@@ -67,17 +92,33 @@ fn backbone(c: &mut Criterion) {
                 black_box(m.into_optimized().unwrap().into_runnable().unwrap())
             })
         });
+        g.bench_function("onnx-ort", |b| {
+            b.iter(|| black_box(Backbone::from_onnx(&cut, &bundle.manifest).unwrap()))
+        });
         g.finish();
 
         let device = Backbone::from_bundle(&bundle).unwrap();
+        let ort = Backbone::from_onnx(&cut, &bundle.manifest).unwrap();
         let input: Vec<f32> = (0..device.input_len())
             .map(|i| (i % 255) as f32 / 255.0)
             .collect();
         let mut out = vec![0.0; device.embedding_len()];
-        let mut g = c.benchmark_group("backbone/embed");
+        let mut peer = vec![0.0; ort.embedding_len()];
+        device.embed(&input, &mut out).unwrap();
+        ort.embed(&input, &mut peer).unwrap();
+        let diff = out
+            .iter()
+            .zip(&peer)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{name}: max |tract - onnxruntime| = {diff:.2e} on the bench input");
+        let mut g = c.benchmark_group(format!("backbone/embed/{name}"));
         g.sample_size(20);
-        g.bench_function(name, |b| {
+        g.bench_function("tract", |b| {
             b.iter(|| device.embed(black_box(&input), &mut out).unwrap())
+        });
+        g.bench_function("ort", |b| {
+            b.iter(|| ort.embed(black_box(&input), &mut peer).unwrap())
         });
         g.finish();
     }
