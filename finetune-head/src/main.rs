@@ -35,7 +35,7 @@ enum PoolingArg {
 /// What `--quantize` turns the backbone into.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum QuantizeTo {
-    /// 8-bit integers: u8 activations, i8 weights per output channel.
+    /// 8-bit integers: i8 activations and per-channel i8 weights, i32 bias.
     Int8,
 }
 

@@ -388,15 +388,15 @@ fn calibrate(
     Ok(ranges)
 }
 
-/// u8 scale and zero point covering `[lo, hi]` (and 0, so that zero padding is exact).
-pub fn u8_params(lo: f32, hi: f32) -> (f32, u8) {
-    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-    if hi - lo <= f32::MIN_POSITIVE {
-        return (1.0, 0);
+/// Symmetric i8 scale covering `[lo, hi]`, zero point 0: with both zero points 0, tract
+/// has no zero-point compensation to compute at run time.
+pub fn i8_params(lo: f32, hi: f32) -> f32 {
+    let m = lo.abs().max(hi.abs());
+    if m <= f32::MIN_POSITIVE {
+        1.0
+    } else {
+        m / 127.0
     }
-    let scale = (hi - lo) / 255.0;
-    let zp = (-lo / scale).round().clamp(0.0, 255.0) as u8;
-    (scale, zp)
 }
 
 /// Symmetric i8 weights per output channel (axis 0): the quantized weights and one scale
@@ -487,14 +487,14 @@ pub fn quantize(
         };
         let x = &n.input[0];
         let (x_lo, x_hi) = ranges[x];
-        let (sx, zx) = u8_params(x_lo, x_hi);
+        let (sx, zx) = (i8_params(x_lo, x_hi), 0i8);
         let (sx_name, zx_name) = (format!("{x}.q_scale"), format!("{x}.q_zero_point"));
         let xq = match quantized_inputs.get(x) {
             Some(q) => q.clone(),
             None => {
                 let q = format!("{x}.q_in");
                 initializers.push(f32_tensor(&sx_name, &[], &[sx]));
-                initializers.push(u8_tensor(&zx_name, &[], &[zx]));
+                initializers.push(i8_tensor(&zx_name, &[], &[zx]));
                 nodes.push(node(
                     "QuantizeLinear",
                     &format!("{x}.quantize"),
@@ -525,7 +525,7 @@ pub fn quantize(
             .collect();
         let y = &n.output[0];
         let (y_lo, y_hi) = ranges[y];
-        let (sy, zy) = u8_params(y_lo, y_hi);
+        let (sy, zy) = (i8_params(y_lo, y_hi), 0i8);
         let p = |s: &str| format!("{name}.{s}");
         initializers.push(i8_tensor(&p("weight_q"), &w.dims, &wq));
         initializers.push(f32_tensor(&p("weight_scale"), &[out as i64], &sw));
@@ -536,7 +536,7 @@ pub fn quantize(
         ));
         initializers.push(i32_tensor(&p("bias_q"), &[out as i64], &bq));
         initializers.push(f32_tensor(&p("y_scale"), &[], &[sy]));
-        initializers.push(u8_tensor(&p("y_zero_point"), &[], &[zy]));
+        initializers.push(i8_tensor(&p("y_zero_point"), &[], &[zy]));
         let yq = format!("{y}.q_out");
         nodes.push(node(
             "QLinearConv",
@@ -652,14 +652,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn u8_params_cover_the_range_and_zero() {
-        let (s, zp) = u8_params(-1.0, 3.0);
-        assert!((s - 4.0 / 255.0).abs() < 1e-7);
-        assert_eq!(zp, 64);
-        // All-positive ranges still include 0 (zero point 0).
-        assert_eq!(u8_params(0.5, 2.0).1, 0);
+    fn activation_scales_are_symmetric() {
+        assert_eq!(i8_params(-1.0, 3.0), 3.0 / 127.0);
+        assert_eq!(i8_params(-4.0, 2.0), 4.0 / 127.0);
         // A constant zero tensor gets a harmless scale.
-        assert_eq!(u8_params(0.0, 0.0), (1.0, 0));
+        assert_eq!(i8_params(0.0, 0.0), 1.0);
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use edgetune::backbone::Backbone;
 use edgetune::bundle::{Bundle, ChannelOrder, Preprocess, Quantization};
-use edgetune::rng::Rng;
 use finetune_head::convert::{Int8, Options, convert};
 use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
 
@@ -27,30 +26,6 @@ fn imagenet() -> Preprocess {
     }
 }
 
-/// Smooth random "images" (pixels 0–255): blobs of colour rather than white noise, so
-/// activations look more like a real image's.
-fn images(n: usize, side: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let mut img = vec![0.0f32; 3 * side * side];
-            for c in 0..3 {
-                let (fx, fy, ph) = (rng.unit() * 6.0, rng.unit() * 6.0, rng.unit() * 6.3);
-                let (base, amp) = (rng.unit() * 128.0 + 64.0, rng.unit() * 60.0);
-                for y in 0..side {
-                    for x in 0..side {
-                        let u = (x as f32 / side as f32) * fx + (y as f32 / side as f32) * fy;
-                        let noise = (rng.unit() - 0.5) * 20.0;
-                        let v = base + amp * (u + ph).sin() + noise;
-                        img[(c * side + y) * side + x] = v.clamp(0.0, 255.0).floor();
-                    }
-                }
-            }
-            img
-        })
-        .collect()
-}
-
 #[test]
 fn mobilenet_int8_is_small_and_close_to_f32() {
     let cfg = MobileNetConfig {
@@ -60,7 +35,7 @@ fn mobilenet_int8_is_small_and_close_to_f32() {
         ..Default::default()
     };
     let model = write("mobilenet.onnx", &testmodels::mobilenet(&cfg));
-    let samples = images(20, 64, 3);
+    let samples = testmodels::images(20, 64, 3);
     let opts = Options {
         preprocess: imagenet(),
         keep_head: true,
@@ -108,7 +83,7 @@ fn mobilenet_int8_is_small_and_close_to_f32() {
     let bytes = bundle.to_bytes().unwrap();
     let bundle = Bundle::from_bytes(&bytes).unwrap();
     let nnef = String::from_utf8_lossy(&bundle.backbone).into_owned();
-    assert!(nnef.contains("edgetune_quantize_linear_u8"));
+    assert!(nnef.contains("edgetune_quantize_linear_i8"));
     assert!(nnef.contains("edgetune_dequantize_linear"));
     let backbone = Backbone::from_bundle(&bundle).unwrap();
     let mut e = vec![0.0; 64];
@@ -127,7 +102,7 @@ fn resnet_int8_quantizes_its_3x3_convolutions() {
     let model = write("resnet.onnx", &testmodels::resnet(&cfg));
     let opts = Options {
         preprocess: imagenet(),
-        int8: Some(Int8::Samples(images(10, 64, 5))),
+        int8: Some(Int8::Samples(testmodels::images(10, 64, 5))),
         ..Default::default()
     };
     let (_, report) = convert(&model, &opts).unwrap();
@@ -155,11 +130,11 @@ fn int8_needs_usable_samples() {
         };
         format!("{:#}", convert(&model, &opts).unwrap_err())
     };
-    let e = err(images(1, 32, 1));
+    let e = err(testmodels::images(1, 32, 1));
     assert!(e.contains("at least 2 calibration samples"), "{e}");
     let e = err(vec![vec![0.0; 10], vec![0.0; 10]]);
     assert!(e.contains("sample 0 has 10 values"), "{e}");
-    let mut bad = images(3, 32, 1);
+    let mut bad = testmodels::images(3, 32, 1);
     bad[1][7] = f32::NAN;
     let e = err(bad);
     assert!(e.contains("sample 1 holds NaN"), "{e}");
@@ -196,6 +171,9 @@ fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
     ));
     let nnef = String::from_utf8_lossy(&bundle.backbone).into_owned();
     assert!(nnef.contains("tract_core_qconv") || nnef.contains("tract_core_einsum_q"));
+    for op in ["edgetune_quantize_linear_u8", "edgetune_dequantize_linear"] {
+        assert!(nnef.contains(op), "{op} missing from the NNEF");
+    }
 
     // The folded graph computes what ONNX Runtime's QDQ graph computes, up to a few
     // quantization steps: compare embeddings with tract's run of the unfolded file.
@@ -204,7 +182,7 @@ fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
     let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(bytes.as_slice()).unwrap();
     let reference =
         finetune_head::convert::Reference::new(&proto, &[1, 3, 32, 32], &report.embedding).unwrap();
-    for raw in images(3, 32, 8) {
+    for raw in testmodels::images(3, 32, 8) {
         let mut got = vec![0.0; report.embedding_size];
         backbone.embed(&raw, &mut got).unwrap();
         let mut x = vec![0.0; raw.len()];
