@@ -2,16 +2,26 @@
 //! tract imports it.
 //!
 //! What is quantized is chosen for what tract runs fast on ARM, not for coverage (see
-//! ../shared/NOTES-tract-ort.md): tract has integer kernels for `QLinearConv`, but runs a
-//! `DequantizeLinear → Conv → QuantizeLinear` sandwich in f32, and its depthwise
-//! convolution has no integer kernel worth using. So:
+//! ../shared/NOTES-tract-ort.md): tract has integer kernels for `QLinearConv` and
+//! `ConvInteger`, but runs a `DequantizeLinear → Conv → QuantizeLinear` sandwich in f32,
+//! and its depthwise convolution has no integer kernel worth using. So:
 //! - batch normalizations that follow a convolution are folded into it first;
 //! - every ordinary convolution (group 1, weights in an initializer) except the first
-//!   one, which reads the image itself, becomes `QuantizeLinear → QLinearConv →
-//!   DequantizeLinear`: activations u8 with a per-tensor scale and zero point from the
-//!   calibration range, weights i8 symmetric per output channel, bias i32;
+//!   one, which reads the image itself, becomes `QuantizeLinear → ConvInteger → Cast →
+//!   Mul → Add`: activations i8 with a per-tensor scale from the calibration range,
+//!   weights i8 per output channel, both symmetric (zero point 0), the i32 product
+//!   scaled and biased per channel in f32;
 //! - depthwise and grouped convolutions, the first convolution, and everything else stay
 //!   f32.
+//!
+//! Why `ConvInteger` and not `QLinearConv`, measured on the 224×224 MobileNet-style test
+//! model (scripts/icount.sh, runtime/examples/profile.rs): tract 0.23.9 lowers a
+//! `QLinearConv` to the integer product followed by unfused passes over its output
+//! (zero-point compensation unless the weights' zero point is one scalar 0, then
+//! requantization: scale, clamp, cast); those passes cost more than the product. With
+//! `ConvInteger` the output's scale, bias and the next ReLU fuse into one f32 pass:
+//! aarch64 instructions per inference 486 M (`QLinearConv`, u8) → 338 M (i8, scalar
+//! zero point) → 176 M (`ConvInteger`), against 130 M for f32.
 //!
 //! The result is an ordinary ONNX model (ONNX Runtime runs it too), which the converter
 //! then imports, cuts and writes as NNEF like an f32 one; the quantize and dequantize
@@ -30,7 +40,7 @@ use tract_onnx::prelude::*;
 pub struct Summary {
     /// Batch normalizations folded into the convolution before them.
     pub folded_batch_norms: usize,
-    /// Convolutions now running as `QLinearConv`.
+    /// Convolutions now running on integers (`ConvInteger`).
     pub quantized_convs: usize,
     /// Convolutions left in f32, by reason (e.g. "depthwise" → 17).
     pub kept_f32: Vec<(String, usize)>,
@@ -462,10 +472,9 @@ pub fn quantize(
     }
     let mut observed: Vec<String> = Vec::new();
     for &i in &chosen {
-        for t in [&graph.node[i].input[0], &graph.node[i].output[0]] {
-            if !observed.contains(t) {
-                observed.push(t.clone());
-            }
+        let t = &graph.node[i].input[0];
+        if !observed.contains(t) {
+            observed.push(t.clone());
         }
     }
     let ranges = calibrate(&model, shape, &observed, inputs)?;
@@ -514,51 +523,50 @@ pub fn quantize(
             Some(b) => floats(inits[b.as_str()])?.1,
             None => vec![0.0; out],
         };
-        let bq: Vec<i32> = bias
-            .iter()
-            .zip(&sw)
-            .map(|(b, s)| {
-                (b / (sx * s))
-                    .round()
-                    .clamp(i32::MIN as f32, i32::MAX as f32) as i32
-            })
-            .collect();
         let y = &n.output[0];
-        let (y_lo, y_hi) = ranges[y];
-        let (sy, zy) = (i8_params(y_lo, y_hi), 0i8);
         let p = |s: &str| format!("{name}.{s}");
+        // ConvInteger: i8 × i8 → i32, then one f32 scale and bias per channel. tract
+        // runs the integer product on its i8 kernels and has no requantization to do
+        // (a QLinearConv's output requantization costs three passes over the output:
+        // scale, clamp, cast).
         initializers.push(i8_tensor(&p("weight_q"), &w.dims, &wq));
-        initializers.push(f32_tensor(&p("weight_scale"), &[out as i64], &sw));
-        initializers.push(i8_tensor(
-            &p("weight_zero_point"),
-            &[out as i64],
-            &vec![0; out],
+        initializers.push(i8_tensor(&p("weight_zero_point"), &[], &[0]));
+        let scale: Vec<f32> = sw.iter().map(|s| s * sx).collect();
+        initializers.push(f32_tensor(
+            &p("output_scale"),
+            &[1, out as i64, 1, 1],
+            &scale,
         ));
-        initializers.push(i32_tensor(&p("bias_q"), &[out as i64], &bq));
-        initializers.push(f32_tensor(&p("y_scale"), &[], &[sy]));
-        initializers.push(i8_tensor(&p("y_zero_point"), &[], &[zy]));
-        let yq = format!("{y}.q_out");
+        initializers.push(f32_tensor(&p("output_bias"), &[1, out as i64, 1, 1], &bias));
+        let acc = format!("{y}.i32");
+        let accf = format!("{y}.i32_as_f32");
+        let scaled = format!("{y}.scaled");
         nodes.push(node(
-            "QLinearConv",
-            &p("qlinear"),
-            &[
-                &xq,
-                &sx_name,
-                &zx_name,
-                &p("weight_q"),
-                &p("weight_scale"),
-                &p("weight_zero_point"),
-                &p("y_scale"),
-                &p("y_zero_point"),
-                &p("bias_q"),
-            ],
-            &yq,
+            "ConvInteger",
+            &p("integer"),
+            &[&xq, &p("weight_q"), &zx_name, &p("weight_zero_point")],
+            &acc,
             n.attribute.clone(),
         ));
+        let mut cast = node("Cast", &p("to_f32"), &[&acc], &accf, Vec::new());
+        cast.attribute.push(AttributeProto {
+            name: "to".into(),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+            i: DataType::Float as i64,
+            ..Default::default()
+        });
+        nodes.push(cast);
         nodes.push(node(
-            "DequantizeLinear",
-            &p("dequantize"),
-            &[&yq, &p("y_scale"), &p("y_zero_point")],
+            "Mul",
+            &p("scale"),
+            &[&accf, &p("output_scale")],
+            &scaled,
+            Vec::new(),
+        ));
+        nodes.push(node(
+            "Add",
+            &p("bias"),
+            &[&scaled, &p("output_bias")],
             y,
             Vec::new(),
         ));
