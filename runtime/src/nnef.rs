@@ -40,8 +40,9 @@ pub fn framework() -> tract_nnef::framework::Nnef {
 }
 
 fn registry() -> Registry {
-    let mut r = Registry::new(REGISTRY)
-        .with_doc("Operators tract-nnef cannot write: int8 (de)quantization, GELU (see edgetune::nnef).");
+    let mut r = Registry::new(REGISTRY).with_doc(
+        "Operators tract-nnef cannot write: int8 (de)quantization, GELU (see edgetune::nnef).",
+    );
     let params = || {
         vec![
             TypeName::Scalar.tensor().named("input"),
