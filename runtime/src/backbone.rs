@@ -112,14 +112,19 @@ pub struct Backbone {
     layout: Layout,
     preprocess: Preprocess,
     embedding: usize,
-    /// For a text encoder: what each of the graph's inputs is, in order.
+    /// For a text encoder: what each of the graph's inputs is, in order (text encoders
+    /// run under tract only).
+    #[cfg_attr(not(feature = "tract"), allow(dead_code))]
     text_inputs: Vec<TextInput>,
+    #[cfg_attr(not(feature = "tract"), allow(dead_code))]
     pad_id: i64,
+    #[cfg_attr(not(feature = "tract"), allow(dead_code))]
     pooling: Option<Pooling>,
 }
 
 /// One input of a text encoder's graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "tract"), allow(dead_code))]
 enum TextInput {
     Ids,
     Mask,
