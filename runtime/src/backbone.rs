@@ -108,6 +108,9 @@ impl std::error::Error for BackboneError {}
 #[derive(Debug, Clone)]
 pub struct Backbone {
     engine: Engine,
+    /// The threads tract's matrix products run on (`None`: the caller's thread).
+    #[cfg(feature = "threads")]
+    executor: Option<tract_linalg::multithread::Executor>,
     shape: Vec<usize>,
     layout: Layout,
     preprocess: Preprocess,
@@ -227,6 +230,8 @@ impl Backbone {
     fn with_engine(engine: Engine, manifest: &Manifest) -> Self {
         Backbone {
             engine,
+            #[cfg(feature = "threads")]
+            executor: None,
             shape: manifest.input.shape.clone(),
             layout: manifest.input.layout,
             preprocess: manifest.preprocess.clone(),
@@ -235,6 +240,40 @@ impl Backbone {
             pad_id: manifest.text.as_ref().map_or(0, |t| t.pad_id),
             pooling: manifest.pooling,
         }
+    }
+
+    /// Runs tract's matrix products for this backbone (and its clones) on `threads`
+    /// threads of a pool of its own; the default, and `threads == 1`, is the calling
+    /// thread. Only matrix products and some element-wise operators are split (tract's
+    /// executor). Feature `threads`; ONNX Runtime takes its thread count in
+    /// [`OrtOptions`] instead.
+    #[cfg(feature = "threads")]
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, BackboneError> {
+        if threads == 0 {
+            return Err(BackboneError::Input {
+                what: "0 threads: at least 1".into(),
+            });
+        }
+        self.executor =
+            (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
+        Ok(self)
+    }
+
+    /// Runs the tract plan on this backbone's threads.
+    #[cfg(feature = "tract")]
+    fn run_tract(
+        &self,
+        plan: &Arc<TypedRunnableModel>,
+        inputs: TVec<TValue>,
+    ) -> Result<TVec<TValue>, BackboneError> {
+        #[cfg(feature = "threads")]
+        if let Some(executor) = &self.executor {
+            return tract_linalg::multithread::multithread_tract_scope(executor.clone(), || {
+                plan.run(inputs)
+            })
+            .map_err(BackboneError::Run);
+        }
+        plan.run(inputs).map_err(BackboneError::Run)
     }
 
     /// Values one input holds (the product of the manifest's input shape).
@@ -319,7 +358,7 @@ impl Backbone {
                 .map_err(BackboneError::Run)?;
             inputs.push(t.into_tvalue());
         }
-        let outputs = plan.run(inputs).map_err(BackboneError::Run)?;
+        let outputs = self.run_tract(plan, inputs)?;
         let view = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(BackboneError::Run)?;
@@ -357,9 +396,7 @@ impl Backbone {
                     Tensor::from_shape(&self.shape, &input).map_err(|e| BackboneError::Input {
                         what: format!("{e:#}"),
                     })?;
-                let outputs = plan
-                    .run(tvec![input.into_tvalue()])
-                    .map_err(BackboneError::Run)?;
+                let outputs = self.run_tract(plan, tvec![input.into_tvalue()])?;
                 let view = outputs[0]
                     .to_plain_array_view::<f32>()
                     .map_err(BackboneError::Run)?;
