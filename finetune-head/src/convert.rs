@@ -172,22 +172,28 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// The single input's name and shape: `--input-shape`, or the model's own with a
-/// symbolic batch fixed to 1.
-fn input_shape(proto: &ModelProto, given: Option<&[usize]>) -> Result<(String, Vec<usize>)> {
+/// The graph's inputs a caller feeds (old exporters also list initializers there).
+fn fed_inputs(proto: &ModelProto) -> Result<Vec<&tract_onnx::pb::ValueInfoProto>> {
     let graph = proto.graph.as_ref().context("the model has no graph")?;
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<_> = graph
+    Ok(graph
         .input
         .iter()
         .filter(|i| !initializers.contains(i.name.as_str()))
-        .collect();
+        .collect())
+}
+
+/// The single input's name and shape: `--input-shape`, or the model's own with a
+/// symbolic batch fixed to 1.
+fn input_shape(proto: &ModelProto, given: Option<&[usize]>) -> Result<(String, Vec<usize>)> {
+    let inputs = fed_inputs(proto)?;
     match inputs.len() {
         1 => {}
         0 => bail!("the model has no inputs"),
         n => bail!(
-            "the model has {n} inputs ({}); models with several inputs (text encoders) are not supported by convert yet",
+            "the model has {n} inputs ({}); convert takes one image or feature input, or a text \
+             encoder's input_ids with attention_mask and/or token_type_ids",
             inputs
                 .iter()
                 .map(|i| i.name.as_str())
@@ -288,14 +294,7 @@ impl Text {
 /// Recognizes a text encoder by its inputs' names, or explains why the inputs are not
 /// ones convert takes.
 fn text_inputs(proto: &ModelProto, given: Option<&[usize]>) -> Result<Option<Text>> {
-    let graph = proto.graph.as_ref().context("the model has no graph")?;
-    let initializers: std::collections::HashSet<&str> =
-        graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<_> = graph
-        .input
-        .iter()
-        .filter(|i| !initializers.contains(i.name.as_str()))
-        .collect();
+    let inputs = fed_inputs(proto)?;
     if inputs.len() < 2 {
         return Ok(None);
     }

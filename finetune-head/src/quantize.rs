@@ -153,12 +153,7 @@ pub fn fold_qdq(model: &mut ModelProto) -> Result<usize> {
             .iter()
             .map(|t| (t.name.as_str(), t))
             .collect();
-        let producer: HashMap<&str, usize> = graph
-            .node
-            .iter()
-            .enumerate()
-            .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-            .collect();
+        let producer = producers(graph);
         let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
         let dq = |tensor: &str| -> Option<&NodeProto> {
             let n = &graph.node[*producer.get(tensor)?];
@@ -167,14 +162,10 @@ pub fn fold_qdq(model: &mut ModelProto) -> Result<usize> {
             .then_some(n)
         };
         for (i, conv) in graph.node.iter().enumerate() {
-            let group = conv
-                .attribute
-                .iter()
-                .find(|a| a.name == "group")
-                .map_or(1, |a| a.i);
+            let grouped = group(conv) != 1;
             // Depthwise and grouped: tract's integer kernels are slower than its f32 ones
             // there, so those sandwiches stay as they are (dequantize, f32, quantize).
-            if conv.op_type != "Conv" || group != 1 || outputs.contains(conv.output[0].as_str()) {
+            if conv.op_type != "Conv" || grouped || outputs.contains(conv.output[0].as_str()) {
                 continue;
             }
             let readers: Vec<usize> = graph
@@ -319,17 +310,13 @@ fn keep_f32(
     inits: &HashMap<&str, &TensorProto>,
     graph_inputs: &HashSet<&str>,
 ) -> Option<&'static str> {
-    let group = node
-        .attribute
-        .iter()
-        .find(|a| a.name == "group")
-        .map_or(1, |a| a.i);
+    let grouped = group(node) != 1;
     let w = node.input.get(1).and_then(|w| inits.get(w.as_str()));
     let b_ok = node
         .input
         .get(2)
         .is_none_or(|b| b.is_empty() || inits.contains_key(b.as_str()));
-    if group != 1 {
+    if grouped {
         Some("depthwise or grouped (no fast integer kernel in tract)")
     } else if w.is_none_or(|w| w.dims.len() != 4) || !b_ok {
         Some("weights or bias not a constant")
@@ -340,15 +327,28 @@ fn keep_f32(
     }
 }
 
-/// Nodes the tensor `target` depends on.
-fn ancestors(model: &ModelProto, target: &str) -> HashSet<usize> {
-    let graph = model.graph.as_ref().expect("checked by the caller");
-    let producer: HashMap<&str, usize> = graph
+/// Which node computes each tensor (index into the graph's nodes).
+fn producers(graph: &tract_onnx::pb::GraphProto) -> HashMap<&str, usize> {
+    graph
         .node
         .iter()
         .enumerate()
         .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-        .collect();
+        .collect()
+}
+
+/// A convolution's `group` attribute (1 when absent).
+fn group(conv: &NodeProto) -> i64 {
+    conv.attribute
+        .iter()
+        .find(|a| a.name == "group")
+        .map_or(1, |a| a.i)
+}
+
+/// Nodes the tensor `target` depends on.
+fn ancestors(model: &ModelProto, target: &str) -> HashSet<usize> {
+    let graph = model.graph.as_ref().expect("checked by the caller");
+    let producer = producers(graph);
     let mut seen = HashSet::new();
     let mut stack = vec![target];
     while let Some(t) = stack.pop() {
