@@ -165,7 +165,7 @@ enum Element {
 }
 
 /// The samples in the `.npy` file `path` (its contents `bytes`), at most `wanted`.
-fn read_npy(
+pub(crate) fn read_npy(
     path: &Path,
     bytes: &[u8],
     input: &InputSpec,

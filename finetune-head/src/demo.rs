@@ -1,53 +1,86 @@
-//! `finetune-head demo`: the most end-to-end run that exists today, on data the
-//! repository ships (models/digits, UCI handwritten digits, 8×8 images as 64 features).
+//! `finetune-head demo`: the whole workflow on what the repository ships, as a user
+//! would run it, with the numbers printed.
 //!
-//! 1. On the host, a linear head is trained on digits 0–4 (mini-batch Adam, cosine
-//!    schedule) and encoded in the persistence format, as a bundle would carry it.
-//! 2. A simulated device decodes that head, keeps a few host samples per known class as
-//!    replay exemplars, and then receives labeled samples of digits 5–9 one at a time,
-//!    as a user would label them: it predicts each first (was it right?), then learns
-//!    it — an unknown digit adds a class, imprinted from that one sample.
-//! 3. The device persists its state after every label and reloads it at the end.
+//! - The backbone is `models/digits-cnn/digits-cnn-0to4.onnx`, a small CNN pre-trained
+//!   on the UCI handwritten digits **0–4** only (its script is beside it).
+//! - The data are the UCI digits (`models/digits/digits.csv.gz`), written out as 8×8 PNG
+//!   images in one folder per digit, split by folders into train/, val/ and test/.
 //!
-//! Until the backbone issue lands there is no network in front of the head: the features
-//! are the pixels, as on a microcontroller fed by a DSP front end.
+//! 1. **convert**: cut the classifier off the CNN, quantize the backbone to int8 with
+//!    calibration images, write a bundle.
+//! 2. **train**: a head for the digits **5–9**, which the backbone never saw (a real
+//!    transfer), with a Bayesian hyperparameter search; report in JSON and HTML.
+//! 3. **eval**: the trained bundle on the test images.
+//! 4. **a simulated device** loads the bundle, and its user labels digits 0–4 (new
+//!    classes to the head) one sample at a time: each is predicted first, then learned at
+//!    once (an unknown digit adds a class); the state is persisted after every label and
+//!    reloaded at the end. Accuracy on all ten digits before and after, and the latency
+//!    of a prediction (backbone + head) and of learning one label.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
+use edgetune::backbone::Backbone;
 use edgetune::buffer::SampleBuffer;
+use edgetune::bundle::{Bundle, Preprocess};
 use edgetune::classes::ClassMeans;
-use edgetune::learn::{Decay, Schedule};
 use edgetune::online::{Online, OnlineConfig};
-use edgetune::persist;
 use edgetune::rng::Rng;
-use edgetune::{Config, Dims, Head, Learner, Prediction};
+use edgetune::{Config, Head, Learner, persist};
+use image::GrayImage;
 
+use crate::convert;
 use crate::data::{Dataset, read_csv};
+use crate::report::{EvalReport, TrainReport};
+use crate::search::Method;
+use crate::train;
 
-/// The digits a device learns after deployment.
-const NEW: std::ops::Range<usize> = 5..10;
 /// Replay buffer capacity on the device.
 const BUFFER: usize = 200;
+/// The digits the head is trained for on the host; the device learns the others.
+const HOST: std::ops::Range<usize> = 5..10;
 
 /// Knobs of the demo.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The digits CSV (64 values 0–16 and a label per row).
+    pub data: PathBuf,
+    /// The pre-trained ONNX backbone.
+    pub model: PathBuf,
+    /// Where the images, bundles, reports and the embedding cache go.
+    pub workdir: PathBuf,
     /// Labels the device receives per new digit.
     pub labels_per_class: usize,
     /// Host samples per known digit kept on the device for replay.
     pub exemplars_per_class: usize,
-    /// Seed for the split and the order of the stream.
+    /// Trials of the hyperparameter search (0: none).
+    pub trials: usize,
+    /// Seed of the splits, the search, the training and the stream.
     pub seed: u64,
+    /// Threads for embedding and the search.
+    pub threads: usize,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// The repository's models/ folder.
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            labels_per_class: 20,
+            data: models_dir().join("digits/digits.csv.gz"),
+            model: models_dir().join("digits-cnn/digits-cnn-0to4.onnx"),
+            workdir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/demo"),
+            labels_per_class: 10,
             exemplars_per_class: 20,
+            trials: 16,
             seed: 1,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            progress: true,
         }
     }
 }
@@ -55,46 +88,38 @@ impl Default for Options {
 /// What the demo measured.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// Host head's test accuracy on digits 0–4.
-    pub host_accuracy_old: f64,
-    /// Device accuracy on the whole 0–9 test set before any label (it knows 0–4 only).
+    /// Bytes of the f32 and the int8 backbone.
+    pub backbone_bytes: (usize, usize),
+    /// Mean cosine of int8 to f32 embeddings on held-out calibration images.
+    pub int8_cosine: f32,
+    /// The training report (5–9).
+    pub train: TrainReport,
+    /// The trained bundle.
+    pub bundle: PathBuf,
+    /// `eval` of the trained bundle on the test images.
+    pub eval: EvalReport,
+    /// Device accuracy on the test set of all ten digits before any label.
     pub before_all: f64,
     /// ... after the labels.
     pub after_all: f64,
-    /// ... on 0–4 after the labels (forgetting shows here).
-    pub after_old: f64,
-    /// ... on 5–9 after the labels.
+    /// ... on the host's digits (5–9) after the labels: forgetting shows here.
+    pub after_host: f64,
+    /// ... on the new digits (0–4) after the labels.
     pub after_new: f64,
-    /// Fraction of streamed samples predicted right before their label arrived, over the
-    /// second half of the stream.
+    /// Share of streamed samples predicted right before their label came, second half.
     pub online_accuracy_late: f64,
     /// Labels the device learned from.
     pub labels: usize,
-    /// Test samples.
+    /// Test samples of the device's accuracy.
     pub test_samples: usize,
-    /// Median time of one prediction, µs.
+    /// Median time of one prediction on the device (backbone + head), µs.
     pub predict_us: f64,
     /// Median time to learn one label (imprint, replay steps), µs.
     pub learn_us: f64,
     /// Median time to encode the persisted state, µs.
     pub persist_us: f64,
-    /// Bytes of persisted head + optimizer state.
+    /// Bytes of the persisted head and learner.
     pub state_bytes: usize,
-}
-
-/// Fraction of `data` that `predict` gets right.
-fn accuracy(
-    data: &Dataset,
-    predict: impl Fn(&[f32], &mut [f32]) -> edgetune::Result<Prediction>,
-) -> f64 {
-    let mut probs = [0.0f32; 10];
-    let hits = data
-        .x
-        .iter()
-        .zip(&data.y)
-        .filter(|(x, y)| predict(x, &mut probs).is_ok_and(|p| p.class == **y))
-        .count();
-    hits as f64 / data.len().max(1) as f64
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -102,153 +127,256 @@ fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Runs the demo on the digits CSV at `data`.
-pub fn run(data: &Path, opts: &Options) -> Result<Report> {
-    let digits = read_csv(data, 1.0 / 16.0).context("loading the demo data")?;
+/// A digit row (values 0–16) as 8-bit pixels.
+fn pixels(row: &[f32]) -> Vec<u8> {
+    row.iter()
+        .map(|v| (v * 255.0 / 16.0).round().clamp(0.0, 255.0) as u8)
+        .collect()
+}
+
+fn write_png(path: &Path, row: &[f32]) -> Result<()> {
+    let img = GrayImage::from_raw(8, 8, pixels(row)).context("an 8×8 digit")?;
+    img.save(path)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `data`'s rows of the host digits as `dir/<split>/<digit>/<row>.png`.
+fn write_split(dir: &Path, split: &str, data: &Dataset, ids: &[usize]) -> Result<()> {
+    for (&i, (x, &y)) in ids.iter().zip(data.x.iter().zip(&data.y)) {
+        let d = dir.join(split).join(y.to_string());
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        write_png(&d.join(format!("{i:04}.png")), x)?;
+    }
+    Ok(())
+}
+
+/// Runs the demo.
+pub fn run(opts: &Options) -> Result<Report> {
+    let digits = read_csv(&opts.data, 1.0).context("loading the demo data")?;
     ensure!(
         digits.dim() == 64,
-        "{}: expected 64 features per digit, found {}",
-        data.display(),
+        "{}: expected 64 values (8×8 pixels) per digit, found {}",
+        opts.data.display(),
         digits.dim()
     );
-    let (train, test) = digits.stratified_split(0.3, opts.seed);
-    let old_train = train.select(|y| y < NEW.start, |y| y);
-    let old_test = test.select(|y| y < NEW.start, |y| y);
-    let new_train = train.select(|y| NEW.contains(&y), |y| y);
-    let new_test = test.select(|y| NEW.contains(&y), |y| y);
-
-    // Host: train on 0–4.
-    let dims = Dims::linear(64, 10);
-    let epochs = 30;
-    let batch = 16;
-    let total = (epochs * old_train.len()).div_ceil(batch) as u32;
-    let cfg = Config {
-        lr: 0.05,
-        weight_decay: 1e-4,
-        schedule: Schedule {
-            warmup: 10,
-            decay: Decay::Cosine {
-                total,
-                min_factor: 0.02,
-            },
-        },
-        ..Config::DEFAULT
-    };
-    let mut head = Head::alloc(dims, NEW.start)?;
-    let mut learner = Learner::alloc(dims, cfg)?;
-    let mut rng = Rng::new(opts.seed);
-    let mut order: Vec<usize> = (0..old_train.len()).collect();
-    for _ in 0..epochs {
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
-        for chunk in order.chunks(batch) {
-            learner.step_batch(
-                &mut head,
-                chunk
-                    .iter()
-                    .map(|&i| (old_train.x[i].as_slice(), old_train.y[i])),
-            )?;
-        }
+    ensure!(
+        opts.labels_per_class > 0,
+        "the device needs at least one label per new digit"
+    );
+    let work = &opts.workdir;
+    let images = work.join("digits-5to9");
+    if images.exists() {
+        std::fs::remove_dir_all(&images)
+            .with_context(|| format!("cannot clear {}", images.display()))?;
     }
-    let shipped = persist::encode_to_vec(&head, None::<&Learner<Vec<f32>>>)?;
+    // Row numbers ride along as a feature so that file names name the CSV row.
+    let mut numbered = digits.clone();
+    for (i, x) in numbered.x.iter_mut().enumerate() {
+        x.push(i as f32);
+    }
+    let host = numbered.select(|y| HOST.contains(&y), |y| y);
+    let new = numbered.select(|y| !HOST.contains(&y), |y| y);
+    let (host_train, rest) = host.stratified_split(0.4, opts.seed);
+    let (host_val, host_test) = rest.stratified_split(0.5, opts.seed);
+    let (new_pool, new_test) = new.stratified_split(0.3, opts.seed);
+    let strip = |d: &Dataset| -> (Dataset, Vec<usize>) {
+        let ids = d.x.iter().map(|x| x[64] as usize).collect();
+        let mut d = d.clone();
+        d.x.iter_mut().for_each(|x| x.truncate(64));
+        (d, ids)
+    };
+    let (host_train, train_ids) = strip(&host_train);
+    let (host_val, val_ids) = strip(&host_val);
+    let (host_test, test_ids) = strip(&host_test);
+    let (new_pool, _) = strip(&new_pool);
+    let (new_test, _) = strip(&new_test);
+    write_split(&images, "train", &host_train, &train_ids)?;
+    write_split(&images, "val", &host_val, &val_ids)?;
+    write_split(&images, "test", &host_test, &test_ids)?;
+    // Calibration: training images of the deployment's digits.
+    let calib = work.join("calib");
+    if calib.exists() {
+        std::fs::remove_dir_all(&calib)
+            .with_context(|| format!("cannot clear {}", calib.display()))?;
+    }
+    std::fs::create_dir_all(&calib)?;
+    for (i, x) in host_train.x.iter().take(100).enumerate() {
+        write_png(&calib.join(format!("{i:03}.png")), x)?;
+    }
 
-    // Device: load the head, keep exemplars, then learn from labels one at a time.
+    // 1. convert + quantize.
+    let copts = convert::Options {
+        preprocess: Preprocess {
+            scale: 1.0 / 255.0,
+            ..Preprocess::default()
+        },
+        int8: Some(convert::Int8::Dir {
+            path: calib,
+            count: None,
+        }),
+        ..convert::Options::default()
+    };
+    let (bundle, creport) = convert::convert(&opts.model, &copts).context("convert")?;
+    let converted = work.join("digits-cnn-int8.bundle");
+    bundle.write(&converted)?;
+    let int8 = creport.int8.as_ref().context("the int8 report")?;
+
+    // 2. train the head for 5–9.
+    let mut topts = train::Options::new(&converted, &images);
+    topts.cache = Some(work.join("cache"));
+    topts.threads = opts.threads;
+    topts.seed = opts.seed;
+    topts.progress = opts.progress;
+    topts.search = (opts.trials > 0).then_some((Method::Bayes, opts.trials));
+    let trained = work.join("digits-5to9.bundle");
+    let (tbundle, treport) = train::run(&topts, &trained).context("train")?;
+    train::write(&tbundle, &treport, &trained)?;
+
+    // 3. eval on the test images.
+    let mut eopts = crate::eval::Options::new(&trained, &images);
+    eopts.cache = Some(work.join("cache"));
+    eopts.threads = opts.threads;
+    eopts.progress = opts.progress;
+    let eval = crate::eval::run(&eopts).context("eval")?;
+
+    // 4. the device.
+    let bundle = Bundle::read(&trained)?;
+    let backbone = Backbone::from_bundle(&bundle)?;
+    let dim = bundle.manifest.embedding.size;
+    let head = persist::decode_head(bundle.head.as_deref().context("a head")?)?;
+    let dims = head.dims();
+    let classes = bundle.manifest.classes.clone();
+    let class_of_name = |d: usize| classes.iter().position(|c| *c == d.to_string());
+    let raw = |x: &[f32]| -> Vec<f32> { pixels(x).into_iter().map(f32::from).collect() };
+    let mut emb = vec![0.0f32; dim];
+    let mut embed = |x: &[f32]| -> Result<Vec<f32>> {
+        backbone.embed(&raw(x), &mut emb)?;
+        Ok(emb.clone())
+    };
     let device_cfg = Config {
-        lr: 0.02,
+        lr: 0.01,
         weight_decay: 1e-4,
         ..Config::DEFAULT
     };
-    let head = persist::decode_head(&shipped).context("device: loading the shipped head")?;
     let learner = Learner::alloc(dims, device_cfg)?;
-    let buffer = SampleBuffer::<_, BUFFER>::new(64, vec![0.0; BUFFER * 64])?;
-    let means = ClassMeans::new(64, 10, vec![0.0; ClassMeans::<()>::storage_len(64, 10)])?;
+    let buffer = SampleBuffer::<_, BUFFER>::new(dim, vec![0.0; BUFFER * dim])?;
+    let means = ClassMeans::new(
+        dim,
+        dims.capacity,
+        vec![0.0; ClassMeans::<()>::storage_len(dim, dims.capacity)],
+    )?;
     let online_cfg = OnlineConfig {
         replay: 16,
         steps: 2,
         seed: opts.seed,
     };
     let mut device = Online::new(head, learner, buffer, means, online_cfg)?;
-    for c in 0..NEW.start {
-        let mut kept = 0;
-        for (x, &y) in old_train.x.iter().zip(&old_train.y) {
-            if y == c && kept < opts.exemplars_per_class {
-                device.remember(x, y)?;
-                kept += 1;
-            }
+    for d in HOST {
+        let c = class_of_name(d).context("a host digit class")?;
+        for x in host_train
+            .x
+            .iter()
+            .zip(&host_train.y)
+            .filter(|(_, y)| **y == d)
+            .map(|(x, _)| x)
+            .take(opts.exemplars_per_class)
+        {
+            device.remember(&embed(x)?, c)?;
         }
     }
-    let all_test = test.clone();
-    let before_all = accuracy(&all_test, |x, p| device.predict(x, p));
+    // The device's test set: all ten digits, embedded once.
+    let mut test_x = Vec::new();
+    let mut test_digit = Vec::new();
+    for (x, &y) in host_test
+        .x
+        .iter()
+        .zip(&host_test.y)
+        .chain(new_test.x.iter().zip(&new_test.y))
+    {
+        test_x.push(embed(x)?);
+        test_digit.push(y);
+    }
+    // Digit → the device's class; new digits get one when first labeled.
+    let mut class_of: [Option<usize>; 10] = core::array::from_fn(class_of_name);
+    let accuracy = |device: &Online<Vec<f32>, BUFFER>,
+                    class_of: &[Option<usize>; 10],
+                    keep: &dyn Fn(usize) -> bool| {
+        let mut probs = vec![0.0f32; dims.capacity];
+        let (mut hits, mut n) = (0usize, 0usize);
+        for (e, &d) in test_x.iter().zip(&test_digit) {
+            if !keep(d) {
+                continue;
+            }
+            n += 1;
+            if let (Ok(p), Some(c)) = (device.predict(e, &mut probs), class_of[d]) {
+                hits += usize::from(p.class == c);
+            }
+        }
+        hits as f64 / n.max(1) as f64
+    };
+    let before_all = accuracy(&device, &class_of, &|_| true);
 
-    // The stream: new digits, interleaved as a user would meet them.
-    let mut stream = Vec::new();
-    for c in NEW {
-        let idx: Vec<usize> = (0..new_train.len())
-            .filter(|&i| new_train.y[i] == c)
-            .take(opts.labels_per_class)
-            .collect();
-        stream.extend(idx);
+    let mut rng = Rng::new(opts.seed);
+    let mut stream: Vec<usize> = Vec::new();
+    for d in 0..10 {
+        if HOST.contains(&d) {
+            continue;
+        }
+        stream.extend(
+            (0..new_pool.len())
+                .filter(|&i| new_pool.y[i] == d)
+                .take(opts.labels_per_class),
+        );
     }
     for i in (1..stream.len()).rev() {
         stream.swap(i, rng.below(i + 1));
     }
-    // A device knows classes by index; the stream's digit 5 becomes the first new class
-    // only if it comes first, so map digits to classes in the order they appear.
-    let mut class_of: [usize; 10] =
-        core::array::from_fn(|d| if d < NEW.start { d } else { usize::MAX });
     let (mut predict_t, mut learn_t, mut persist_t) = (vec![], vec![], vec![]);
     let mut late_hits = 0usize;
-    let mut probs = [0.0f32; 10];
-    let mut state = vec![0u8; 0];
+    let mut probs = vec![0.0f32; dims.capacity];
+    let mut state = Vec::new();
     for (n, &i) in stream.iter().enumerate() {
-        let (x, digit) = (&new_train.x[i], new_train.y[i]);
+        let (x, digit) = (&new_pool.x[i], new_pool.y[i]);
+        let pixels = raw(x);
         let t = Instant::now();
-        let p = device.predict(x, &mut probs)?;
+        backbone.embed(&pixels, &mut emb)?;
+        let p = device.predict(&emb, &mut probs)?;
         predict_t.push(t.elapsed().as_secs_f64() * 1e6);
-        let label = if class_of[digit] == usize::MAX {
-            device.head().classes()
-        } else {
-            class_of[digit]
-        };
+        let label = class_of[digit].unwrap_or(device.head().classes());
         if n >= stream.len() / 2 && p.class == label {
             late_hits += 1;
         }
         let t = Instant::now();
-        let learned = device.learn(x, label)?;
+        let learned = device.learn(&emb, label)?;
         learn_t.push(t.elapsed().as_secs_f64() * 1e6);
-        if learned.added {
-            class_of[digit] = learned.class;
-        }
+        class_of[digit] = Some(learned.class);
         let t = Instant::now();
         state = persist::encode_to_vec(device.head(), Some(device.learner()))?;
         persist_t.push(t.elapsed().as_secs_f64() * 1e6);
     }
-
-    // A restart: the persisted state must give back the same head.
+    // A restart: the persisted state gives back the same head.
     let (head, mut learner, buffer, means) = device.into_parts();
     let mut reloaded = Head::alloc(dims, 0)?;
     persist::decode_into(&state, &mut reloaded, Some(&mut learner))
         .context("device: reloading its state")?;
     ensure!(
         reloaded.params() == head.params() && reloaded.classes() == head.classes(),
-        "reloaded state differs"
+        "the reloaded state differs from the device's"
     );
     let device = Online::new(reloaded, learner, buffer, means, online_cfg)?;
-
-    // Score with the device's class numbering.
-    let renumber = |d: &Dataset| d.select(|_| true, |y| class_of[y]);
-    let host_head = persist::decode_head(&shipped)?;
-    let host_head_acc = accuracy(&old_test, |x, p| host_head.predict(x, p));
     Ok(Report {
-        host_accuracy_old: host_head_acc,
+        backbone_bytes: (int8.f32_backbone_bytes, creport.backbone_bytes),
+        int8_cosine: int8.cosine_mean,
+        train: treport,
+        bundle: trained,
+        eval,
         before_all,
-        after_all: accuracy(&renumber(&all_test), |x, p| device.predict(x, p)),
-        after_old: accuracy(&old_test, |x, p| device.predict(x, p)),
-        after_new: accuracy(&renumber(&new_test), |x, p| device.predict(x, p)),
+        after_all: accuracy(&device, &class_of, &|_| true),
+        after_host: accuracy(&device, &class_of, &|d| HOST.contains(&d)),
+        after_new: accuracy(&device, &class_of, &|d| !HOST.contains(&d)),
         online_accuracy_late: late_hits as f64 / (stream.len() - stream.len() / 2).max(1) as f64,
         labels: stream.len(),
-        test_samples: all_test.len(),
+        test_samples: test_x.len(),
         predict_us: median(&mut predict_t),
         learn_us: median(&mut learn_t),
         persist_us: median(&mut persist_t),
@@ -259,45 +387,91 @@ pub fn run(data: &Path, opts: &Options) -> Result<Report> {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pct = |v: f64| format!("{:5.1}%", v * 100.0);
+        let t = &self.train;
         writeln!(
             f,
-            "host: head trained on digits 0-4       test accuracy (0-4) {}",
-            pct(self.host_accuracy_old)
+            "1. convert   digits CNN (pre-trained on 0-4), classifier cut off, int8 backbone"
         )?;
         writeln!(
             f,
-            "device, before any label               test accuracy (0-9) {}  (knows 0-4 only)",
+            "             {} bytes f32 -> {} bytes int8, embedding cosine int8/f32 {:.4}",
+            self.backbone_bytes.0, self.backbone_bytes.1, self.int8_cosine
+        )?;
+        writeln!(
+            f,
+            "2. train     head for digits 5-9 on {} images ({} embedded, {} from the cache)",
+            t.data.used, t.embedding.computed, t.embedding.cached
+        )?;
+        if let Some(s) = &t.search {
+            writeln!(
+                f,
+                "             {} search, {} trials: best validation accuracy {} (trial {}; the default scored {})",
+                s.method,
+                s.trials.len(),
+                pct(s.trials.get(s.best).map_or(0.0, |b| b.val_accuracy)),
+                s.best + 1,
+                pct(s.trials.first().map_or(0.0, |b| b.val_accuracy)),
+            )?;
+        }
+        writeln!(
+            f,
+            "             best epoch {} of {}, validation {}, test {}, test macro-F1 {:.3}",
+            t.best_epoch,
+            t.history.len(),
+            pct(t.validation.accuracy),
+            pct(t.test.accuracy),
+            t.test.macro_f1
+        )?;
+        writeln!(
+            f,
+            "             bundle {} (+ .report.json, .report.html)",
+            self.bundle.display()
+        )?;
+        writeln!(
+            f,
+            "3. eval      test accuracy {}, macro-F1 {:.3}, {:.0} µs per sample (backbone + head)",
+            pct(self.eval.metrics.accuracy),
+            self.eval.metrics.macro_f1,
+            self.eval.metrics.latency_us.unwrap_or(f64::NAN)
+        )?;
+        writeln!(
+            f,
+            "4. device    its user labels digits 0-4, new to the head, one at a time"
+        )?;
+        writeln!(
+            f,
+            "             before any label   test accuracy (0-9) {}  (knows 5-9 only)",
             pct(self.before_all)
         )?;
         writeln!(
             f,
-            "device, after {:3} labels of 5-9        test accuracy (0-9) {}",
+            "             after {:3} labels   test accuracy (0-9) {}",
             self.labels,
             pct(self.after_all)
         )?;
         writeln!(
             f,
-            "                                         old digits (0-4)  {}",
-            pct(self.after_old)
+            "                                 host digits (5-9)   {}",
+            pct(self.after_host)
         )?;
         writeln!(
             f,
-            "                                         new digits (5-9)  {}",
+            "                                 new digits (0-4)    {}",
             pct(self.after_new)
         )?;
         writeln!(
             f,
-            "  right before their label, 2nd half of the stream       {}",
+            "             right before their label, 2nd half of the stream: {}",
             pct(self.online_accuracy_late)
         )?;
         writeln!(
             f,
-            "latency (median): predict {:.1} µs, learn one label {:.1} µs, encode state {:.1} µs ({} bytes)",
+            "             latency (median): predict {:.0} µs (backbone + head), learn one label {:.1} µs, persist {:.1} µs ({} bytes)",
             self.predict_us, self.learn_us, self.persist_us, self.state_bytes
         )?;
         write!(
             f,
-            "test set: {} samples; state reloaded after the stream and checked identical",
+            "             {} test samples; state reloaded after the stream and checked identical",
             self.test_samples
         )
     }

@@ -4,9 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use edgetune::bundle::{ChannelOrder, Pooling, Preprocess};
-use finetune_head::convert;
+use clap::{Args, Parser, Subcommand};
+use edgetune::bundle::{Bundle, ChannelOrder, Pooling, Preprocess, Provenance};
+use finetune_head::augment::Augment;
+use finetune_head::dataset::LoadOptions;
+use finetune_head::search::Method;
+use finetune_head::train::{
+    self, HeadChoice, HeadConfig, LossChoice, OptimizerChoice, ScheduleChoice,
+};
+use finetune_head::{convert, demo, eval};
 
 #[derive(Parser)]
 #[command(
@@ -15,8 +21,9 @@ use finetune_head::convert;
     about = "Fine-tune a small classification head for edge devices"
 )]
 #[command(
-    after_help = "Subcommands today: convert (ONNX model to bundle), inspect (what an ONNX model or a \
-bundle holds) and demo. Training (train, eval) comes with issue #4."
+    after_help = "The workflow: convert (a pre-trained ONNX model to a bundle, optionally int8), \
+train (the head, on labeled data), eval (a bundle on labeled data); inspect shows what a model \
+or bundle holds, demo runs all of it on the shipped digits."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,7 +52,12 @@ enum Command {
     /// classifier off, write the backbone as NNEF for the device.
     Convert {
         /// The ONNX model.
-        model: PathBuf,
+        #[arg(required_unless_present = "features")]
+        model: Option<PathBuf>,
+        /// Make a bundle without a backbone whose input is a feature vector of N values
+        /// (from a DSP front end, a sensor, another model): no ONNX model then.
+        #[arg(long, value_name = "N", conflicts_with_all = ["model", "quantize", "keep_head", "embedding"])]
+        features: Option<usize>,
         /// The bundle to write.
         #[arg(short, long)]
         output: PathBuf,
@@ -94,6 +106,20 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         pad_id: i64,
     },
+    /// Train the bundle's head on labeled data: clean, split, augment, embed (cached),
+    /// train with early stopping (optionally a hyperparameter search), report.
+    Train(Box<TrainArgs>),
+    /// Score a bundle's head on labeled data: accuracy, macro-F1, per class, confusion
+    /// matrix, latency.
+    Eval {
+        /// The bundle, with a trained head.
+        bundle: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Print the report as JSON (top level: accuracy as a fraction, macro_f1, …).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what an ONNX model or a bundle holds: inputs, outputs, operators, parameters,
     /// MACs, the embedding, the classifier or head, quantization.
     Inspect {
@@ -103,23 +129,285 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train a head on the host, ship it to a simulated device, and let the device learn
-    /// new classes from labels one at a time (on the shipped UCI digits).
+    /// The whole workflow on the shipped digits: convert the pre-trained CNN (digits 0-4)
+    /// to int8, train a head for 5-9 with a search, eval, then a simulated device learns
+    /// 0-4 from labels one at a time.
     Demo {
-        /// The digits CSV (64 features 0-16 and a label per row; .gz accepted).
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/digits/digits.csv.gz"))]
+        /// The digits CSV (64 values 0-16 and a label per row; .gz accepted).
+        #[arg(long, default_value_os_t = demo::Options::default().data)]
         data: PathBuf,
+        /// The pre-trained ONNX backbone.
+        #[arg(long, default_value_os_t = demo::Options::default().model)]
+        model: PathBuf,
+        /// Where the images, bundles, reports and embedding cache go.
+        #[arg(long, default_value_os_t = demo::Options::default().workdir)]
+        workdir: PathBuf,
         /// Labels the device receives per new digit.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 10)]
         labels_per_class: usize,
-        /// Seed of the split and of the stream order.
+        /// Trials of the Bayesian hyperparameter search (0: none).
+        #[arg(long, default_value_t = 16)]
+        trials: usize,
+        /// Seed of the splits, the search and the stream.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
 }
 
+/// Where the labeled data is and how to read it (train and eval).
+#[derive(Args, Debug)]
+struct DataArgs {
+    /// The data: a folder with one folder per class (images or .npy), a folder with
+    /// train/ val/ test/ in it, a folder of files with --labels, or a CSV file.
+    #[arg(long)]
+    data: PathBuf,
+    /// A CSV of `path,label` rows (paths relative to --data) for a folder of files.
+    #[arg(long, value_name = "CSV")]
+    labels: Option<PathBuf>,
+    /// The label column of a CSV data file: a header name or a 0-based index (default: a
+    /// column named label/class/target/y, else the last).
+    #[arg(long, value_name = "NAME|INDEX")]
+    label_column: Option<String>,
+    /// Refuse unreadable or malformed samples instead of skipping and listing them.
+    #[arg(long)]
+    strict: bool,
+    /// Threads for embedding (and search trials) [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Embedding cache folder [default: $XDG_CACHE_HOME/edgetune or ~/.cache/edgetune].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Do not read or write the embedding cache.
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
+}
+
+impl DataArgs {
+    fn load(&self) -> LoadOptions {
+        LoadOptions {
+            labels: self.labels.clone(),
+            label_column: self.label_column.clone(),
+            strict: self.strict,
+        }
+    }
+
+    fn threads(&self) -> Result<usize> {
+        match self.threads {
+            Some(0) => anyhow::bail!("--threads must be at least 1"),
+            Some(n) => Ok(n),
+            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        }
+    }
+
+    fn cache(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            None
+        } else {
+            Some(
+                self.cache
+                    .clone()
+                    .unwrap_or_else(finetune_head::embed::default_cache_dir),
+            )
+        }
+    }
+}
+
+/// `train`'s arguments.
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// The bundle (from convert) whose backbone embeds the data.
+    bundle: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The bundle to write, with the trained head; the reports go beside it
+    /// (OUT.report.json, OUT.report.html).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Validation fraction of the stratified split.
+    #[arg(long, default_value_t = 0.15)]
+    val: f32,
+    /// Test fraction of the stratified split.
+    #[arg(long, default_value_t = 0.15)]
+    test: f32,
+    /// Seed of the split, the augmentation, the search and the training.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Augment training images: flip, crop, rotate, color, noise (or all).
+    #[arg(long, value_delimiter = ',')]
+    augment: Vec<String>,
+    /// Augmented copies per training image.
+    #[arg(long, default_value_t = 2)]
+    augment_copies: u32,
+    /// Head kind.
+    #[arg(long, value_enum, default_value = "linear")]
+    head: HeadChoice,
+    /// Hidden units of an MLP head.
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// Dropout on the MLP's hidden units.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// Loss.
+    #[arg(long, value_enum, default_value = "ce")]
+    loss: LossChoice,
+    /// Label smoothing (cross-entropy).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Focal loss gamma.
+    #[arg(long, default_value_t = 2.0)]
+    focal_gamma: f32,
+    /// Weight classes by inverse frequency.
+    #[arg(long)]
+    balance: bool,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerChoice,
+    /// Momentum of SGD (Nesterov).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Learning rate.
+    #[arg(long, default_value_t = 3e-2)]
+    lr: f32,
+    /// Weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f32,
+    /// Gradient clipping by global norm (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    clip_norm: f32,
+    /// Train on the raw embeddings (by default they are standardized for training and
+    /// the scaling folded into the head).
+    #[arg(long)]
+    no_standardize: bool,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Most epochs.
+    #[arg(long, default_value_t = 100)]
+    epochs: usize,
+    /// Early stopping: epochs without a lower validation loss before the learning rate
+    /// drops tenfold or, after --lr-drops drops, training stops (0: off).
+    #[arg(long, default_value_t = 10)]
+    patience: usize,
+    /// Learning-rate drops on a plateau before training stops.
+    #[arg(long, default_value_t = 2)]
+    lr_drops: usize,
+    /// Learning-rate schedule after warm-up.
+    #[arg(long, value_enum, default_value = "constant")]
+    schedule: ScheduleChoice,
+    /// Warm-up epochs.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Hyperparameter search over lr, weight decay, head and hidden size, dropout, loss
+    /// and label smoothing; trial 1 is the configuration given by the flags.
+    #[arg(long, value_enum)]
+    search: Option<SearchArg>,
+    /// Trials of the search.
+    #[arg(long, default_value_t = 20, requires = "search")]
+    trials: usize,
+    /// Class capacity of the head (default: classes + 8, room to learn on the device).
+    #[arg(long)]
+    capacity: Option<usize>,
+    /// Print the report as JSON instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--search`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SearchArg {
+    /// Every combination of a few levels per hyperparameter.
+    Grid,
+    /// Independent random draws.
+    Random,
+    /// Sequential model-based (TPE).
+    Bayes,
+}
+
+fn train(a: &TrainArgs) -> Result<()> {
+    let head = HeadConfig {
+        head: a.head,
+        hidden: a.hidden,
+        dropout: a.dropout,
+        loss: a.loss,
+        label_smoothing: a.label_smoothing,
+        focal_gamma: a.focal_gamma,
+        optimizer: a.optimizer,
+        momentum: a.momentum,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        batch: a.batch,
+        epochs: a.epochs,
+        patience: a.patience,
+        lr_drops: a.lr_drops,
+        schedule: a.schedule,
+        warmup_epochs: a.warmup,
+        balance: a.balance,
+        clip_norm: a.clip_norm,
+        standardize: !a.no_standardize,
+        seed: a.seed,
+    };
+    let augment = Augment::parse(&a.augment)?;
+    let opts = train::Options {
+        bundle: a.bundle.clone(),
+        data: a.data.data.clone(),
+        load: a.data.load(),
+        val: a.val,
+        test: a.test,
+        seed: a.seed,
+        augment,
+        augment_copies: a.augment_copies,
+        threads: a.data.threads()?,
+        cache: a.data.cache(),
+        head,
+        search: a.search.map(|s| {
+            (
+                match s {
+                    SearchArg::Grid => Method::Grid,
+                    SearchArg::Random => Method::Random,
+                    SearchArg::Bayes => Method::Bayes,
+                },
+                a.trials,
+            )
+        }),
+        capacity: a.capacity,
+        progress: !a.json,
+    };
+    let (bundle, report) = train::run(&opts, &a.output)?;
+    let (json, html) = train::write(&bundle, &report, &a.output)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+        println!(
+            "wrote {} (reports: {}, {})",
+            a.output.display(),
+            json.display(),
+            html.display()
+        );
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Convert {
+            features: Some(n),
+            output,
+            ..
+        } => {
+            anyhow::ensure!(n > 0, "--features must be at least 1");
+            let bundle = Bundle::features_only(
+                n,
+                Vec::<String>::new(),
+                Provenance::new(
+                    format!("features: {n}"),
+                    concat!("finetune-head ", env!("CARGO_PKG_VERSION")),
+                ),
+            );
+            bundle.write(&output)?;
+            println!("a bundle without backbone: its input is a feature vector of {n} values");
+            println!("wrote {}", output.display());
+        }
         Command::Convert {
             model,
             output,
@@ -137,7 +425,9 @@ fn run(cli: Cli) -> Result<()> {
             calib_count,
             pooling,
             pad_id,
+            features: None,
         } => {
+            let model = model.context("the ONNX model to convert")?;
             let int8 = match (quantize, calib) {
                 (Some(QuantizeTo::Int8), Some(path)) => Some(convert::Int8::Dir {
                     path,
@@ -190,6 +480,24 @@ fn run(cli: Cli) -> Result<()> {
             println!("{report}");
             println!("wrote {}", output.display());
         }
+        Command::Train(a) => train(&a)?,
+        Command::Eval { bundle, data, json } => {
+            let opts = eval::Options {
+                bundle,
+                data: data.data.clone(),
+                load: data.load(),
+                threads: data.threads()?,
+                cache: data.cache(),
+                latency_samples: 50,
+                progress: !json,
+            };
+            let report = eval::run(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
         Command::Inspect { path, json } => {
             let report = finetune_head::inspect::inspect(&path)?;
             if json {
@@ -200,15 +508,22 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo {
             data,
+            model,
+            workdir,
             labels_per_class,
+            trials,
             seed,
         } => {
-            let opts = finetune_head::demo::Options {
+            let opts = demo::Options {
+                data,
+                model,
+                workdir,
                 labels_per_class,
+                trials,
                 seed,
                 ..Default::default()
             };
-            let report = finetune_head::demo::run(&data, &opts)?;
+            let report = demo::run(&opts)?;
             println!("{report}");
         }
     }

@@ -925,11 +925,11 @@ fn manifest_and_head(
     Ok((manifest, (!head.is_empty()).then(|| head.to_vec())))
 }
 
-/// A name for the temporary file next to `path` that [`Bundle::write`] renames over it.
+/// A name for the temporary file next to `path` that [`write_atomic`] renames over it.
 fn temp_path(path: &Path) -> Result<PathBuf, BundleError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let file_name = path.file_name().ok_or_else(|| BundleError::Io {
-        action: "cannot write a bundle to",
+        action: "cannot write to",
         path: path.to_path_buf(),
         source: io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
     })?;
@@ -1076,29 +1076,34 @@ impl Bundle {
         })
     }
 
-    /// Writes the bundle to `path` atomically: into a new file next to it
-    /// (`<path>.tmp-<pid>-<n>`), flushed to disk, renamed over `path`, then the directory
-    /// flushed too. After a crash `path` holds the old bundle or the new one, never a
-    /// part; a failed write removes its temporary file and leaves `path` alone.
+    /// Writes the bundle to `path` atomically ([`write_atomic`]): after a crash `path`
+    /// holds the old bundle or the new one, never a part.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), BundleError> {
-        let path = path.as_ref();
-        let bytes = self.to_bytes()?;
-        let tmp = temp_path(path)?;
-        let written = (|| {
-            let mut file = File::create(&tmp).map_err(io("cannot create", &tmp))?;
-            file.write_all(&bytes).map_err(io("cannot write", &tmp))?;
-            file.sync_all().map_err(io("cannot flush to disk", &tmp))?;
-            drop(file);
-            fs::rename(&tmp, path).map_err(io("cannot rename the new bundle over", path))
-        })();
-        if let Err(e) = written {
-            // Best effort: the temporary file may not exist, and the error that matters
-            // is the one above.
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        sync_dir(path)
+        write_atomic(path.as_ref(), &self.to_bytes()?)
     }
+}
+
+/// Replaces the file at `path` with `bytes` atomically: into a new file next to it
+/// (`<path>.tmp-<pid>-<n>`), flushed to disk, renamed over `path`, then the directory
+/// flushed too. After a crash `path` holds the old contents or the new ones, never a
+/// part; a failed write removes its temporary file and leaves `path` alone. Bundles,
+/// reports and anything else a tool must not leave half-written go through here.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    let tmp = temp_path(path)?;
+    let written = (|| {
+        let mut file = File::create(&tmp).map_err(io("cannot create", &tmp))?;
+        file.write_all(bytes).map_err(io("cannot write", &tmp))?;
+        file.sync_all().map_err(io("cannot flush to disk", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, path).map_err(io("cannot rename the new file over", path))
+    })();
+    if let Err(e) = written {
+        // Best effort: the temporary file may not exist, and the error that matters
+        // is the one above.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(path)
 }
 
 /// A `map_err` adapter for I/O errors on `path`.

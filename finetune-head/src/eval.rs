@@ -1,0 +1,176 @@
+//! `finetune-head eval BUNDLE --data DATA [--json]`: how well a bundle's head does on a
+//! labeled data set. Accuracy, macro-F1, per-class precision/recall/F1, the confusion
+//! matrix, and the latency of one prediction (backbone and head, one thread).
+//!
+//! The data is read as `train` reads it ([`crate::dataset`]); with a split given by
+//! folders only `test/` is scored. Samples of a class the bundle does not know, and files
+//! that cannot be read, are skipped and listed (`--strict` refuses them).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use edgetune::backbone::Backbone;
+use edgetune::bundle::{BackboneFormat, Bundle};
+use edgetune::persist;
+
+use crate::dataset::{self, Input, LoadOptions, Split};
+use crate::embed::{Embedder, Job};
+use crate::report::{EvalReport, Metrics, Skipped};
+
+/// How `eval` is run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The bundle (with a head).
+    pub bundle: PathBuf,
+    /// The data.
+    pub data: PathBuf,
+    /// How to read it.
+    pub load: LoadOptions,
+    /// Threads for embedding.
+    pub threads: usize,
+    /// Embedding cache folder.
+    pub cache: Option<PathBuf>,
+    /// Samples timed for the latency (one thread, nothing cached).
+    pub latency_samples: usize,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+impl Options {
+    /// Defaults for `bundle` and `data`.
+    pub fn new(bundle: impl Into<PathBuf>, data: impl Into<PathBuf>) -> Options {
+        Options {
+            bundle: bundle.into(),
+            data: data.into(),
+            load: LoadOptions::default(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cache: Some(crate::embed::default_cache_dir()),
+            latency_samples: 50,
+            progress: true,
+        }
+    }
+}
+
+/// Scores the bundle of `opts` on its data.
+pub fn run(opts: &Options) -> Result<EvalReport> {
+    let bundle = Bundle::read(&opts.bundle)
+        .with_context(|| format!("reading the bundle {}", opts.bundle.display()))?;
+    let head_bytes = bundle.head.as_ref().with_context(|| {
+        format!(
+            "{} has no head: train one first (finetune-head train)",
+            opts.bundle.display()
+        )
+    })?;
+    let head = persist::decode_head(head_bytes).context("the bundle's head")?;
+    let m = &bundle.manifest;
+    let classes = m.classes.clone();
+    let features_only = m.backbone.format == BackboneFormat::None;
+    let sample_len: usize = if features_only {
+        m.embedding.size
+    } else {
+        m.input.shape.iter().product()
+    };
+    let loaded = dataset::load(&opts.data, &m.input, sample_len, &opts.load)?;
+    let mut skipped = loaded.skipped;
+    let mut items = Vec::new();
+    for item in loaded.items {
+        if loaded.folder_split && item.split != Some(Split::Test) {
+            continue;
+        }
+        match classes.iter().position(|c| *c == item.label) {
+            Some(_) => items.push(item),
+            None => {
+                let why = format!(
+                    "class {:?} is not one of the bundle's classes ({})",
+                    item.label,
+                    classes.join(", ")
+                );
+                if opts.load.strict {
+                    bail!("{}: {why}", item.origin);
+                }
+                skipped.push(Skipped {
+                    path: item.origin,
+                    reason: why,
+                });
+            }
+        }
+    }
+    ensure!(
+        !items.is_empty(),
+        "{}: no sample of a class the bundle knows",
+        opts.data.display()
+    );
+    let mut embedder = Embedder::new(&bundle, opts.threads, opts.cache.as_deref());
+    embedder.progress = opts.progress;
+    let jobs: Vec<Job> = items.iter().map(|item| Job { item, copy: 0 }).collect();
+    let (embs, _) = embedder.run(&jobs, "embedding")?;
+    let mut probs = vec![0.0f32; head.dims().capacity];
+    let (mut truth, mut pred, mut p_truth) = (Vec::new(), Vec::new(), Vec::new());
+    for (item, e) in items.iter().zip(embs) {
+        let e = match e {
+            Ok(e) => e,
+            Err(why) => {
+                if opts.load.strict {
+                    bail!("{}: {why}", item.origin);
+                }
+                skipped.push(Skipped {
+                    path: item.origin.clone(),
+                    reason: why,
+                });
+                continue;
+            }
+        };
+        let y = classes
+            .iter()
+            .position(|c| *c == item.label)
+            .expect("checked above");
+        let p = head.predict(&e, &mut probs)?;
+        truth.push(y);
+        pred.push(p.class);
+        p_truth.push(probs[y]);
+    }
+    ensure!(
+        !truth.is_empty(),
+        "{}: no sample could be embedded",
+        opts.data.display()
+    );
+    let mut metrics =
+        Metrics::compute(&classes, &truth, &pred, Some(&p_truth)).map_err(anyhow::Error::msg)?;
+
+    // Latency: what one prediction costs on a device, from the raw sample to the class.
+    let backbone = if features_only {
+        None
+    } else {
+        Some(Backbone::from_bundle(&bundle)?)
+    };
+    let mut emb = vec![0.0f32; m.embedding.size];
+    let mut times = Vec::new();
+    for item in items.iter().take(opts.latency_samples) {
+        let t = Instant::now();
+        let ok = (|| -> Result<()> {
+            let raw = match &item.input {
+                Input::Tensor(v) => v.clone(),
+                Input::Image(p) => edgetune::image::decode(&std::fs::read(p)?, &m.input)?,
+            };
+            match &backbone {
+                Some(b) => b.embed(&raw, &mut emb)?,
+                None => emb.copy_from_slice(&raw),
+            }
+            head.predict(&emb, &mut probs)?;
+            Ok(())
+        })();
+        if ok.is_ok() {
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    metrics.latency_us = times.get(times.len() / 2).copied();
+    Ok(EvalReport {
+        bundle: opts.bundle.display().to_string(),
+        data: opts.data.display().to_string(),
+        classes,
+        metrics,
+        skipped,
+    })
+}

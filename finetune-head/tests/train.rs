@@ -1,0 +1,493 @@
+//! `finetune-head train` and `eval` on the shipped data: the digits CNN pre-trained on
+//! 0–4 (models/digits-cnn) and the UCI digits 5–9 as PNG folders.
+//!
+//! - the trained head against a reference trainer on the same embeddings;
+//! - the search against the default configuration;
+//! - the embedding cache (a second run embeds nothing);
+//! - bad input: clear errors or listed skips, and no half-written output.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use edgetune::bundle::{Bundle, Preprocess};
+use finetune_head::data::read_csv;
+use finetune_head::search::Method;
+use finetune_head::train::{self, Embedded, HeadConfig, Options, Prepared};
+use image::GrayImage;
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("finetune-head-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn png(path: &Path, row: &[f32]) {
+    let px = row
+        .iter()
+        .map(|v| (v * 255.0 / 16.0).round() as u8)
+        .collect();
+    GrayImage::from_raw(8, 8, px).unwrap().save(path).unwrap();
+}
+
+/// The digits 5–9 as `DIR/<digit>/<row>.png`, and the f32 digits-CNN bundle.
+fn shipped() -> &'static (PathBuf, PathBuf) {
+    static DATA: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let dir = scratch("shipped");
+        let digits = read_csv(&models().join("digits/digits.csv.gz"), 1.0).unwrap();
+        let images = dir.join("digits");
+        for (i, (x, &y)) in digits.x.iter().zip(&digits.y).enumerate() {
+            if y >= 5 {
+                let d = images.join(y.to_string());
+                std::fs::create_dir_all(&d).unwrap();
+                png(&d.join(format!("{i:04}.png")), x);
+            }
+        }
+        let opts = finetune_head::convert::Options {
+            preprocess: Preprocess {
+                scale: 1.0 / 255.0,
+                ..Preprocess::default()
+            },
+            ..Default::default()
+        };
+        let (bundle, _) = finetune_head::convert::convert(
+            &models().join("digits-cnn/digits-cnn-0to4.onnx"),
+            &opts,
+        )
+        .unwrap();
+        let path = dir.join("digits-cnn.bundle");
+        bundle.write(&path).unwrap();
+        (path, images)
+    })
+}
+
+fn options(cache: &Path) -> Options {
+    let (bundle, images) = shipped();
+    let mut o = Options::new(bundle, images);
+    o.cache = Some(cache.to_path_buf());
+    o.progress = false;
+    o
+}
+
+fn prepared() -> &'static Prepared {
+    static P: OnceLock<Prepared> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut o = options(&scratch("prepared-cache"));
+        // A larger test split than the default: 0.5 pp is then about one sample.
+        o.test = 0.3;
+        let bundle = Bundle::read(&o.bundle).unwrap();
+        train::prepare(&bundle, &o).unwrap()
+    })
+}
+
+/// Reference: multinomial logistic regression with an L2 penalty `lambda`, in f64, full
+/// batch gradient descent with Nesterov momentum (step 1/L for the loss's Lipschitz
+/// bound L) until the gradient norm is below 1e-6. Returns the weights, `c` rows of
+/// `d` weights and a bias.
+fn reference_logreg(train: &Embedded, c: usize, lambda: f64) -> Vec<f64> {
+    let d = train.x[0].len();
+    let n = train.len() as f64;
+    let x: Vec<Vec<f64>> = train
+        .x
+        .iter()
+        .map(|r| r.iter().map(|&v| f64::from(v)).collect())
+        .collect();
+    let max_sq = x
+        .iter()
+        .map(|r| r.iter().map(|v| v * v).sum::<f64>() + 1.0)
+        .fold(0.0, f64::max);
+    let lr = 1.0 / (0.5 * max_sq + lambda);
+    let mom = 0.9;
+    let len = c * (d + 1);
+    let (mut w, mut v) = (vec![0.0f64; len], vec![0.0f64; len]);
+    for _ in 0..30_000 {
+        let la: Vec<f64> = (0..len).map(|i| w[i] + mom * v[i]).collect();
+        let mut g = vec![0.0f64; len];
+        for (xi, &y) in x.iter().zip(&train.y) {
+            let z: Vec<f64> = (0..c)
+                .map(|k| {
+                    la[k * (d + 1) + d] + (0..d).map(|j| la[k * (d + 1) + j] * xi[j]).sum::<f64>()
+                })
+                .collect();
+            let m = z.iter().cloned().fold(f64::MIN, f64::max);
+            let s: f64 = z.iter().map(|v| (v - m).exp()).sum();
+            for k in 0..c {
+                let gk = ((z[k] - m).exp() / s - f64::from(u8::from(k == y))) / n;
+                for j in 0..d {
+                    g[k * (d + 1) + j] += gk * xi[j];
+                }
+                g[k * (d + 1) + d] += gk;
+            }
+        }
+        let mut norm = 0.0;
+        for k in 0..c {
+            for j in 0..d {
+                g[k * (d + 1) + j] += lambda * la[k * (d + 1) + j];
+            }
+        }
+        for i in 0..len {
+            norm += g[i] * g[i];
+            v[i] = mom * v[i] - lr * g[i];
+            w[i] += v[i];
+        }
+        if norm.sqrt() < 1e-6 {
+            break;
+        }
+    }
+    w
+}
+
+fn reference_accuracy(w: &[f64], test: &Embedded, c: usize) -> f64 {
+    let d = test.x[0].len();
+    let hits = test
+        .x
+        .iter()
+        .zip(&test.y)
+        .filter(|(xi, y)| {
+            let z: Vec<f64> = (0..c)
+                .map(|k| {
+                    w[k * (d + 1) + d]
+                        + (0..d)
+                            .map(|j| w[k * (d + 1) + j] * f64::from(xi[j]))
+                            .sum::<f64>()
+                })
+                .collect();
+            (0..c).fold(0, |b, k| if z[k] > z[b] { k } else { b }) == **y
+        })
+        .count();
+    hits as f64 / test.len() as f64
+}
+
+#[test]
+fn trained_head_is_as_good_as_a_reference_trainer_on_the_same_embeddings() {
+    let p = prepared();
+    assert_eq!(p.classes, ["5", "6", "7", "8", "9"]);
+    let classes = p.classes.len();
+    let fitted = train::fit(
+        &HeadConfig::default(),
+        &p.train,
+        &p.val,
+        classes,
+        classes + 8,
+    )
+    .unwrap();
+    let (head_acc, _) = train::score(&fitted.head, &p.test).unwrap();
+    // The reference's penalty is chosen on validation, as a user of such a tool would.
+    let (mut best_val, mut ref_acc) = (-1.0, 0.0);
+    for lambda in [1e-4, 1e-3, 1e-2] {
+        let w = reference_logreg(&p.train, classes, lambda);
+        let val = reference_accuracy(&w, &p.val, classes);
+        if val > best_val {
+            best_val = val;
+            ref_acc = reference_accuracy(&w, &p.test, classes);
+        }
+    }
+    println!(
+        "test accuracy on {} samples: head {:.2}% (best epoch {}), reference logistic regression {:.2}%",
+        p.test.len(),
+        head_acc * 100.0,
+        fitted.best_epoch,
+        ref_acc * 100.0
+    );
+    assert!(
+        head_acc >= ref_acc - 0.005,
+        "head {head_acc} < reference {ref_acc} - 0.5 pp"
+    );
+}
+
+#[test]
+fn the_search_finds_at_least_the_default_on_validation() {
+    let p = prepared();
+    let o = options(&scratch("search-cache"));
+    for method in [Method::Bayes, Method::Random, Method::Grid] {
+        let (winner, s) = train::search(p, &o, method, 8).unwrap();
+        let default = &s.trials[0];
+        let best = &s.trials[s.best];
+        println!(
+            "{method:?}: default {:.4}, best {:.4} (trial {}), {} trials in {:.1} s",
+            default.val_accuracy,
+            best.val_accuracy,
+            s.best,
+            s.trials.len(),
+            s.seconds
+        );
+        assert!(best.val_accuracy >= default.val_accuracy);
+        assert_eq!(
+            default.params["lr"],
+            serde_json::json!(f64::from(HeadConfig::default().lr))
+        );
+        let refit = train::fit(&winner, &p.train, &p.val, 5, 13).unwrap();
+        assert_eq!(
+            refit.val_accuracy, best.val_accuracy,
+            "the winner retrains to its score"
+        );
+    }
+}
+
+#[test]
+fn a_second_train_embeds_nothing() {
+    let cache = scratch("second-run-cache");
+    let out = cache.join("out.bundle");
+    let mut o = options(&cache);
+    o.augment = finetune_head::augment::Augment::parse(&["crop".into(), "rotate".into()]).unwrap();
+    o.augment_copies = 1;
+    let (_, first) = train::run(&o, &out).unwrap();
+    assert!(first.embedding.computed > 0);
+    assert_eq!(first.embedding.cached, 0);
+    o.head.lr = 0.01;
+    o.head.epochs = 5;
+    let (bundle, second) = train::run(&o, &out).unwrap();
+    assert_eq!(
+        second.embedding.computed, 0,
+        "everything comes from the cache"
+    );
+    assert_eq!(second.embedding.cached, first.embedding.computed);
+    assert!(second.data.classes.iter().all(|c| c.augmented > 0));
+    train::write(&bundle, &second, &out).unwrap();
+    let back = Bundle::read(&out).unwrap();
+    assert_eq!(back.manifest.classes, ["5", "6", "7", "8", "9"]);
+    assert!(back.head.is_some());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("report.json")).unwrap())
+            .unwrap();
+    assert!(json["test"]["accuracy"].as_f64().unwrap() > 0.8);
+    let html = std::fs::read_to_string(out.with_extension("report.html")).unwrap();
+    assert!(html.contains("<svg"));
+}
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_finetune-head"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A small copy of the shipped images: `n` per digit.
+fn small_copy(dir: &Path, n: usize) {
+    let (_, images) = shipped();
+    for d in 5..10 {
+        let to = dir.join(d.to_string());
+        std::fs::create_dir_all(&to).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(images.join(d.to_string()))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files.iter().take(n) {
+            std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn cli_train_and_eval_with_a_corrupt_image_and_duplicates() {
+    let dir = scratch("cli");
+    let data = dir.join("data");
+    small_copy(&data, 12);
+    std::fs::write(data.join("5/corrupt.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let first = std::fs::read_dir(data.join("6"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::copy(&first, data.join("6/copy-of-first.png")).unwrap();
+    std::fs::copy(&first, data.join("7/labeled-twice.png")).unwrap();
+    let (bundle, _) = shipped();
+    let out = dir.join("out.bundle");
+    let cache = dir.join("cache");
+    let (b, s, c) = (
+        bundle.to_str().unwrap(),
+        out.to_str().unwrap(),
+        cache.to_str().unwrap(),
+    );
+    let d = data.to_str().unwrap();
+    let (ok, stdout, stderr) = cli(&[
+        "train", b, "--data", d, "-o", s, "--cache", c, "--epochs", "30", "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let skipped = r["data"]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("corrupt.png")
+    );
+    assert_eq!(r["data"]["conflicts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        r["data"]["duplicates"].as_array().unwrap().len(),
+        0,
+        "the copy is part of the conflict"
+    );
+    // --strict refuses the corrupt image and writes nothing.
+    let strict_out = dir.join("strict.bundle");
+    let (ok, _, stderr) = cli(&[
+        "train",
+        b,
+        "--data",
+        d,
+        "-o",
+        strict_out.to_str().unwrap(),
+        "--cache",
+        c,
+        "--strict",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("corrupt.png"), "{stderr}");
+    assert!(!strict_out.exists() && !strict_out.with_extension("report.json").exists());
+    // eval --json: accuracy at the top level, as a fraction.
+    let (ok, stdout, stderr) = cli(&["eval", s, "--data", d, "--cache", c, "--json"]);
+    assert!(ok, "{stderr}");
+    let e: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let acc = e["accuracy"].as_f64().unwrap();
+    assert!((0.5..=1.0).contains(&acc), "{acc}");
+    assert!(e["latency_us"].as_f64().unwrap() > 0.0);
+    assert_eq!(e["confusion"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn bad_data_is_a_clear_error_and_writes_nothing() {
+    let dir = scratch("bad");
+    let (bundle, _) = shipped();
+    let b = bundle.to_str().unwrap();
+    let out = dir.join("out.bundle");
+    let o = out.to_str().unwrap();
+    let cache = dir.join("cache");
+    let c = cache.to_str().unwrap();
+    let fails = |data: &Path, extra: &[&str], wanted: &str| {
+        let mut args = vec![
+            "train",
+            b,
+            "--data",
+            data.to_str().unwrap(),
+            "-o",
+            o,
+            "--cache",
+            c,
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, stderr) = cli(&args);
+        assert!(!ok, "{data:?} should fail");
+        assert!(stderr.contains(wanted), "wanted {wanted:?} in: {stderr}");
+        assert!(
+            !out.exists()
+                && !out.with_extension("report.json").exists()
+                && !out.with_extension("report.html").exists()
+        );
+    };
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails(&empty, &[], "has no class folders");
+    let empty_class = dir.join("empty-class");
+    small_copy(&empty_class, 5);
+    std::fs::create_dir_all(empty_class.join("ghost")).unwrap();
+    fails(&empty_class, &[], "class \"ghost\"");
+    let one = dir.join("one-sample");
+    small_copy(&one, 5);
+    let keep: Vec<_> = std::fs::read_dir(one.join("9"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for f in &keep[1..] {
+        std::fs::remove_file(f).unwrap();
+    }
+    fails(&one, &[], "class \"9\" has 1 sample");
+    // A labels CSV with unknown rows: listed and skipped.
+    let flat = dir.join("flat");
+    small_copy(&flat, 6);
+    let mut csv = String::from("path,label\n");
+    for d in 5..10 {
+        for e in std::fs::read_dir(flat.join(d.to_string())).unwrap() {
+            let p = e.unwrap().path();
+            csv.push_str(&format!(
+                "{d}/{},{d}\n",
+                p.file_name().unwrap().to_str().unwrap()
+            ));
+        }
+    }
+    csv.push_str("5/no-such-file.png,5\nthis row is wrong\n");
+    let labels = dir.join("labels.csv");
+    std::fs::write(&labels, csv).unwrap();
+    let (ok, stdout, stderr) = cli(&[
+        "train",
+        b,
+        "--data",
+        flat.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "-o",
+        o,
+        "--cache",
+        c,
+        "--epochs",
+        "5",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let skipped: Vec<String> = r["data"]["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.contains("no file 5/no-such-file.png")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped.iter().any(|s| s.contains("expected `path,label`")),
+        "{skipped:?}"
+    );
+}
+
+#[test]
+fn a_features_only_bundle_trains_on_a_csv() {
+    let dir = scratch("features");
+    let bundle = dir.join("features.bundle");
+    let (ok, _, stderr) = cli(&[
+        "convert",
+        "--features",
+        "64",
+        "-o",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let out = dir.join("out.bundle");
+    let data = models().join("digits/digits.csv.gz");
+    let (ok, stdout, stderr) = cli(&[
+        "train",
+        bundle.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--no-cache",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["data"]["kind"], "features");
+    assert_eq!(r["classes"].as_array().unwrap().len(), 10);
+    assert!(
+        r["test"]["accuracy"].as_f64().unwrap() > 0.9,
+        "{}",
+        r["test"]["accuracy"]
+    );
+}
