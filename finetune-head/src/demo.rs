@@ -254,7 +254,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         Ok(emb.clone())
     };
     let device_cfg = Config {
-        lr: 0.01,
+        lr: 0.003,
         weight_decay: 1e-4,
         ..Config::DEFAULT
     };

@@ -286,10 +286,10 @@ struct TrainArgs {
     epochs: usize,
     /// Early stopping: epochs without a lower validation loss before the learning rate
     /// drops tenfold or, after --lr-drops drops, training stops (0: off).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     patience: usize,
     /// Learning-rate drops on a plateau before training stops.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     lr_drops: usize,
     /// Learning-rate schedule after warm-up.
     #[arg(long, value_enum, default_value = "constant")]

@@ -135,8 +135,8 @@ impl Default for HeadConfig {
             weight_decay: 1e-4,
             batch: 32,
             epochs: 100,
-            patience: 10,
-            lr_drops: 2,
+            patience: 5,
+            lr_drops: 1,
             schedule: ScheduleChoice::Constant,
             warmup_epochs: 1,
             balance: false,
@@ -288,7 +288,7 @@ const MIN_DELTA: f64 = 1e-3;
 
 /// Training samples whose accuracy is reported per epoch (a fixed subset: scoring all of
 /// a large set every epoch would cost as much as the epoch).
-const TRAIN_SCORED: usize = 2000;
+const TRAIN_SCORED: usize = 1000;
 
 /// Trains a head for `classes` classes (room for `capacity`) on `train`, early-stopped on
 /// `val`, with `cfg`. Deterministic for `cfg.seed`.
