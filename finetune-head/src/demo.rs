@@ -64,9 +64,15 @@ pub struct Options {
     pub progress: bool,
 }
 
+/// The repository's root (this crate's parent folder).
+fn repo() -> &'static Path {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest)
+}
+
 /// The repository's models/ folder.
 pub fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+    repo().join("models")
 }
 
 impl Default for Options {
@@ -74,7 +80,7 @@ impl Default for Options {
         Options {
             data: models_dir().join("digits/digits.csv.gz"),
             model: models_dir().join("digits-cnn/digits-cnn-0to4.onnx"),
-            workdir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/demo"),
+            workdir: repo().join("target/demo"),
             labels_per_class: 10,
             exemplars_per_class: 20,
             trials: 16,

@@ -1,5 +1,5 @@
 //! Embeddings of a data set, computed once: with the bundle's backbone on all cores
-//! (one backbone per thread), with a progress bar, and cached on disk.
+//! (one loaded graph shared by the threads), with a progress bar, and cached on disk.
 //!
 //! The cache is one file per backbone in the cache folder (`--cache DIR`, by default
 //! `$XDG_CACHE_HOME/edgetune` or `~/.cache/edgetune`), named by the backbone's hash
@@ -109,7 +109,9 @@ impl Cache {
                 cache.map.insert(key, v);
             }
         }
-        cache.fresh = false;
+        // A record cut short (a crash while appending) would misalign every record
+        // appended after it: rewrite the file whole on the next save instead.
+        cache.fresh = (bytes.len() - HEADER) % record != 0;
         cache
     }
 
@@ -303,20 +305,15 @@ impl<'b> Embedder<'b> {
             } else {
                 ProgressBar::hidden()
             };
+            // One loaded graph, shared: each embedding runs its own state.
+            let backbone = Backbone::from_bundle(self.bundle)
+                .map_err(|e| anyhow::anyhow!("cannot load the bundle's backbone: {e}"))?;
             let next = AtomicUsize::new(0);
             let results = Mutex::new(Vec::with_capacity(todo.len()));
-            let failed_load: Mutex<Option<String>> = Mutex::new(None);
             let threads = self.threads.min(todo.len());
             std::thread::scope(|s| {
                 for _ in 0..threads {
                     s.spawn(|| {
-                        let backbone = match Backbone::from_bundle(self.bundle) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                *failed_load.lock().expect("not poisoned") = Some(e.to_string());
-                                return;
-                            }
-                        };
                         let mut emb = vec![0.0f32; dim];
                         loop {
                             let k = next.fetch_add(1, Ordering::Relaxed);
@@ -337,9 +334,6 @@ impl<'b> Embedder<'b> {
                 }
             });
             bar.finish_and_clear();
-            if let Some(e) = failed_load.into_inner().expect("not poisoned") {
-                anyhow::bail!("cannot load the bundle's backbone: {e}");
-            }
             for (i, r) in results.into_inner().expect("not poisoned") {
                 if let (Ok(v), Some(c)) = (&r, self.cache.as_mut()) {
                     c.insert(keys[i], v.clone());
