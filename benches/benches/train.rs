@@ -1,10 +1,10 @@
 //! Host training (issue #4), on this machine:
 //!
-//! - `train/fit/linear 10000x1280 c10`: `finetune_head::train::fit` with the default
+//! - `train/fit/linear 10000x1280 c10 N thread(s)`: `finetune_head::train::fit_with` with the default
 //!   configuration (linear head, Adam, batch 32, cosine schedule, patience 10) on 10,000
 //!   synthetic embeddings of 1,280 values in 10 classes (overlapping Gaussian clusters,
-//!   2,000 for validation), to its early stop. Target: ≤ 1 s. The epochs it ran are
-//!   printed once before the measurement.
+//!   2,000 for validation), to its early stop, on 1 and 2 threads (the same head either
+//!   way). Target: ≤ 1 s. The epochs it ran are printed once before the measurement.
 //! - `train/embed/...`: embedding throughput of `finetune_head::embed::Embedder` on the
 //!   shipped digits CNN (f32 and int8 backbone) for all 1,797 UCI digits as 8×8 PNG
 //!   images (read, decoded, embedded), no cache, with 1 and 2 threads. Criterion reports elements/s = samples/s.
@@ -20,7 +20,7 @@ use edgetune::bundle::Preprocess;
 use edgetune::rng::Rng;
 use finetune_head::dataset::{Input, Item, tensor_hash};
 use finetune_head::embed::{Embedder, Job};
-use finetune_head::train::{Embedded, HeadConfig, fit};
+use finetune_head::train::{Embedded, HeadConfig, fit, fit_with};
 
 fn clusters(n: usize, d: usize, c: usize, seed: u64) -> Embedded {
     let mut centers = Rng::new(99);
@@ -54,9 +54,17 @@ fn fit_bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("train/fit");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.bench_function("linear 10000x1280 c10", |b| {
-        b.iter(|| black_box(fit(&cfg, &train, &val, 10, 18).unwrap().best_epoch))
-    });
+    for threads in [1, 2] {
+        g.bench_function(format!("linear 10000x1280 c10 {threads} thread(s)"), |b| {
+            b.iter(|| {
+                black_box(
+                    fit_with(&cfg, &train, &val, 10, 18, threads)
+                        .unwrap()
+                        .best_epoch,
+                )
+            })
+        });
+    }
     g.finish();
 }
 

@@ -111,7 +111,7 @@ impl Cache {
         }
         // A record cut short (a crash while appending) would misalign every record
         // appended after it: rewrite the file whole on the next save instead.
-        cache.fresh = (bytes.len() - HEADER) % record != 0;
+        cache.fresh = !(bytes.len() - HEADER).is_multiple_of(record);
         cache
     }
 

@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -299,6 +301,118 @@ pub fn fit(
     classes: usize,
     capacity: usize,
 ) -> Result<Fitted> {
+    fit_with(cfg, train, val, classes, capacity, 1)
+}
+
+/// Shards of every mini-batch: each is accumulated by its own learner and the shards'
+/// gradients are merged in order before the step, so the result is the same bit for bit
+/// whatever the number of threads that run them.
+const SHARDS: usize = 2;
+
+/// Sets the flag when dropped: the training workers stop on every way out of the loop.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The summed loss of the samples `idx` of `data`, accumulated into `learner` (nothing
+/// accumulated on an error).
+fn accumulate(
+    learner: &mut Learner<Vec<f32>>,
+    head: &Head<Vec<f32>>,
+    data: &Embedded,
+    idx: &[usize],
+) -> Result<f64> {
+    let mut sum = 0.0f64;
+    for &i in idx {
+        match learner.accumulate(head, &data.x[i], data.y[i]) {
+            Ok(l) => sum += f64::from(l),
+            Err(e) => {
+                learner.discard();
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(sum)
+}
+
+/// Runs `f` on each shard, the shards dealt round-robin to `threads` threads (the
+/// caller's among them), and returns the results in shard order.
+fn on_threads<T: Send, R: Send>(
+    items: &mut [T],
+    threads: usize,
+    f: impl Fn(&mut T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.iter_mut().map(&f).collect();
+    }
+    let mut lanes: Vec<Vec<(usize, &mut T)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (k, item) in items.iter_mut().enumerate() {
+        lanes[k % threads].push((k, item));
+    }
+    let f = &f;
+    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
+        let mut lanes = lanes.into_iter();
+        let mine = lanes.next().unwrap_or_default();
+        let handles: Vec<_> = lanes
+            .map(|lane| {
+                s.spawn(move || lane.into_iter().map(|(k, t)| (k, f(t))).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut out: Vec<(usize, R)> = mine.into_iter().map(|(k, t)| (k, f(t))).collect();
+        for h in handles {
+            out.extend(h.join().expect("a training thread panicked"));
+        }
+        out
+    });
+    out.sort_by_key(|(k, _)| *k);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// [`score`] with the samples split into [`SHARDS`] parts on `threads` threads (the same
+/// result for any number of threads).
+fn score_on(head: &Head<Vec<f32>>, data: &Embedded, threads: usize) -> Result<(f64, f64)> {
+    if data.is_empty() {
+        return Ok((0.0, 0.0));
+    }
+    let per = data.len().div_ceil(SHARDS);
+    let mut parts: Vec<std::ops::Range<usize>> = (0..SHARDS)
+        .map(|k| (k * per).min(data.len())..((k + 1) * per).min(data.len()))
+        .collect();
+    let scored = on_threads(&mut parts, threads, |r| -> Result<(usize, f64)> {
+        let mut probs = vec![0.0f32; head.dims().capacity];
+        let (mut hits, mut loss) = (0usize, 0.0f64);
+        for i in r.clone() {
+            let p = head.predict(&data.x[i], &mut probs)?;
+            hits += usize::from(p.class == data.y[i]);
+            loss -= f64::from(probs[data.y[i]].max(1e-12)).ln();
+        }
+        Ok((hits, loss))
+    });
+    let (mut hits, mut loss) = (0usize, 0.0f64);
+    for r in scored {
+        let (h, l) = r?;
+        hits += h;
+        loss += l;
+    }
+    let n = data.len() as f64;
+    Ok((hits as f64 / n, loss / n))
+}
+
+/// [`fit`] on `threads` threads: each mini-batch's [`SHARDS`] shards are accumulated in
+/// parallel, as is the per-epoch scoring. The result does not depend on `threads`.
+pub fn fit_with(
+    cfg: &HeadConfig,
+    train: &Embedded,
+    val: &Embedded,
+    classes: usize,
+    capacity: usize,
+    threads: usize,
+) -> Result<Fitted> {
     ensure!(!train.is_empty(), "no training samples");
     ensure!(cfg.batch > 0, "the batch size must be at least 1");
     let dim = train.x[0].len();
@@ -316,8 +430,20 @@ pub fn fit(
     let steps_per_epoch = train.len().div_ceil(cfg.batch);
     let mut head = Head::alloc(dims, classes).context("the head")?;
     head.init(cfg.seed);
-    let mut learner =
-        Learner::alloc(dims, cfg.learn_config(steps_per_epoch)).context("the learning rule")?;
+    let rule = cfg.learn_config(steps_per_epoch);
+    let mut learner = Learner::alloc(dims, rule).context("the learning rule")?;
+    // The shards' learners only accumulate (each with its own dropout stream).
+    let mut shards = (0..SHARDS as u64)
+        .map(|k| {
+            Learner::alloc(
+                dims,
+                Config {
+                    seed: rule.seed.wrapping_add(k),
+                    ..rule
+                },
+            )
+        })
+        .collect::<edgetune::Result<Vec<_>>>()?;
     if cfg.balance {
         let mut counts = vec![0usize; classes];
         train.y.iter().for_each(|&y| counts[y] += 1);
@@ -332,7 +458,9 @@ pub fn fit(
                 }
             })
             .collect();
-        learner.set_class_weights(&w)?;
+        for l in &mut shards {
+            l.set_class_weights(&w)?;
+        }
     }
     let scored = {
         let step = train.len().div_ceil(TRAIN_SCORED).max(1);
@@ -349,66 +477,174 @@ pub fn fit(
     let mut since_best = 0;
     let mut drops = 0;
     let mut stopped_early = false;
-    for epoch in 1..=cfg.epochs {
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
-        let mut loss_sum = 0.0f64;
-        for chunk in order.chunks(cfg.batch) {
-            let l = learner.step_batch(
-                &mut head,
-                chunk.iter().map(|&i| (train.x[i].as_slice(), train.y[i])),
-            )?;
-            loss_sum += f64::from(l) * chunk.len() as f64;
-        }
-        ensure!(
-            head.params().iter().all(|p| p.is_finite()),
-            "training diverged at epoch {epoch} (non-finite parameters): lower the learning rate ({})",
-            cfg.lr
-        );
-        let (train_accuracy, _) = score(&head, &scored)?;
-        let (val_accuracy, val_loss) = if val.is_empty() {
-            (train_accuracy, loss_sum / train.len() as f64)
-        } else {
-            score(&head, val)?
-        };
-        history.push(Epoch {
-            epoch,
-            train_loss: loss_sum / train.len() as f64,
-            train_accuracy,
-            val_loss,
-            val_accuracy,
-            lr: f64::from(learner.lr()),
-        });
-        // Early stopping watches the validation loss (a small validation set's accuracy
-        // moves in steps of one sample and stalls long before the head has converged).
-        let better = match &best {
-            None => true,
-            Some((_, loss, _, _)) => val_loss < *loss * (1.0 - MIN_DELTA),
-        };
-        if better {
-            best = Some((val_accuracy, val_loss, epoch, head.params().to_vec()));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if cfg.patience > 0 && since_best >= cfg.patience {
-                if drops < cfg.lr_drops {
-                    // A plateau: back to the best parameters, a tenth of the rate.
-                    drops += 1;
-                    since_best = 0;
-                    if let Some((_, _, _, p)) = &best {
-                        head.params_mut().copy_from_slice(p);
+    let head = RwLock::new(head);
+    let shards: Vec<Mutex<Learner<Vec<f32>>>> = shards.into_iter().map(Mutex::new).collect();
+    let lanes = threads.clamp(1, SHARDS);
+    // Shard k of a batch: the k-th of SHARDS nearly equal runs.
+    let shard = |batch: &[usize], k: usize| -> std::ops::Range<usize> {
+        let per = batch.len().div_ceil(SHARDS);
+        (k * per).min(batch.len())..((k + 1) * per).min(batch.len())
+    };
+    let run_shard = |batch: &[usize], k: usize| -> Result<f64> {
+        let head = head
+            .read()
+            .map_err(|_| anyhow::anyhow!("a training thread failed"))?;
+        let mut l = shards[k]
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a training thread failed"))?;
+        accumulate(&mut l, &head, train, &batch[shard(batch, k)])
+    };
+    // Hand-off to the workers: the batch in a slot, a generation counter they spin on
+    // (a blocking channel's wake-up costs as much as a shard's work on small batches),
+    // and a count of shards done.
+    let slot: Mutex<Arc<[usize]>> = Mutex::new(Arc::from(Vec::new()));
+    let generation = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<f64>>>> = (0..SHARDS).map(|_| Mutex::new(None)).collect();
+    let stop = AtomicBool::new(false);
+    let failed = || anyhow::anyhow!("a training thread failed");
+    std::thread::scope(|s| -> Result<()> {
+        // Lanes 1.. are persistent workers, fed each batch; lane 0 is this thread.
+        for lane in 1..lanes {
+            let (slot, generation, finished, results, stop, run_shard) =
+                (&slot, &generation, &finished, &results, &stop, &run_shard);
+            s.spawn(move || {
+                let mut seen = 0;
+                loop {
+                    let mut spins = 0u32;
+                    while generation.load(Ordering::Acquire) == seen {
+                        if stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                        spins += 1;
+                        if spins < 1 << 14 {
+                            std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
                     }
-                    let mut c = *learner.config();
-                    c.lr *= 0.1;
-                    learner.set_config(c)?;
-                    continue;
+                    seen = generation.load(Ordering::Acquire);
+                    let batch = slot
+                        .lock()
+                        .map(|b| b.clone())
+                        .unwrap_or_else(|_| Arc::from(Vec::new()));
+                    for k in (lane..SHARDS).step_by(lanes) {
+                        let r = run_shard(&batch, k);
+                        if let Ok(mut slot) = results[k].lock() {
+                            *slot = Some(r);
+                        }
+                        finished.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
-                stopped_early = epoch < cfg.epochs;
-                break;
+            });
+        }
+        let _stop = StopOnDrop(&stop);
+        let theirs = (0..SHARDS).filter(|k| k % lanes != 0).count();
+        for epoch in 1..=cfg.epochs {
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i + 1));
+            }
+            let mut loss_sum = 0.0f64;
+            for chunk in order.chunks(cfg.batch) {
+                let batch: Arc<[usize]> = chunk.into();
+                if lanes > 1 {
+                    *slot.lock().map_err(|_| failed())? = batch.clone();
+                    finished.store(0, Ordering::Release);
+                    generation.fetch_add(1, Ordering::AcqRel);
+                }
+                let mut losses = [0.0f64; SHARDS];
+                let mut error = None;
+                for k in (0..SHARDS).step_by(lanes) {
+                    match run_shard(&batch, k) {
+                        Ok(l) => losses[k] = l,
+                        Err(e) => error = error.or(Some(e)),
+                    }
+                }
+                let mut spins = 0u32;
+                while finished.load(Ordering::Acquire) < theirs {
+                    // Spin briefly, then give the core away (a worker may be waiting
+                    // for it when threads outnumber cores).
+                    spins += 1;
+                    if spins < 1 << 14 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                for (k, r) in results.iter().enumerate() {
+                    match r.lock().map_err(|_| failed())?.take() {
+                        Some(Ok(l)) => losses[k] = l,
+                        Some(Err(e)) => error = error.or(Some(e)),
+                        None => {}
+                    }
+                }
+                if let Some(e) = error {
+                    return Err(e);
+                }
+                loss_sum += losses.iter().sum::<f64>();
+                let mut head = head.write().map_err(|_| failed())?;
+                for l in &shards {
+                    learner.merge(&mut *l.lock().map_err(|_| failed())?)?;
+                }
+                learner.apply(&mut *head)?;
+            }
+            let mut head = head
+                .write()
+                .map_err(|_| anyhow::anyhow!("a training thread failed"))?;
+            ensure!(
+                head.params().iter().all(|p| p.is_finite()),
+                "training diverged at epoch {epoch} (non-finite parameters): lower the learning rate ({})",
+                cfg.lr
+            );
+            let (train_accuracy, _) = score_on(&head, &scored, threads)?;
+            let (val_accuracy, val_loss) = if val.is_empty() {
+                (train_accuracy, loss_sum / train.len() as f64)
+            } else {
+                score_on(&head, val, threads)?
+            };
+            history.push(Epoch {
+                epoch,
+                train_loss: loss_sum / train.len() as f64,
+                train_accuracy,
+                val_loss,
+                val_accuracy,
+                lr: f64::from(learner.lr()),
+            });
+            // Early stopping watches the validation loss (a small validation set's
+            // accuracy moves in steps of one sample and stalls long before the head has
+            // converged).
+            let better = match &best {
+                None => true,
+                Some((_, loss, _, _)) => val_loss < *loss * (1.0 - MIN_DELTA),
+            };
+            if better {
+                best = Some((val_accuracy, val_loss, epoch, head.params().to_vec()));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if cfg.patience > 0 && since_best >= cfg.patience {
+                    if drops < cfg.lr_drops {
+                        // A plateau: back to the best parameters, a tenth of the rate.
+                        drops += 1;
+                        since_best = 0;
+                        if let Some((_, _, _, p)) = &best {
+                            head.params_mut().copy_from_slice(p);
+                        }
+                        let mut c = *learner.config();
+                        c.lr *= 0.1;
+                        learner.set_config(c)?;
+                        continue;
+                    }
+                    stopped_early = epoch < cfg.epochs;
+                    break;
+                }
             }
         }
-    }
+        Ok(())
+    })?;
+    let mut head = head
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a training thread failed"))?;
     let (val_accuracy, val_loss, best_epoch, params) =
         best.unwrap_or((0.0, 0.0, 0, head.params().to_vec()));
     head.params_mut().copy_from_slice(&params);
@@ -909,7 +1145,14 @@ pub fn run(opts: &Options, out: &Path) -> Result<(Bundle, TrainReport)> {
     };
     let capacity = opts.capacity.unwrap_or(prep.classes.len() + 8);
     let t = Instant::now();
-    let fitted = fit(&cfg, &prep.train, &prep.val, prep.classes.len(), capacity)?;
+    let fitted = fit_with(
+        &cfg,
+        &prep.train,
+        &prep.val,
+        prep.classes.len(),
+        capacity,
+        opts.threads,
+    )?;
     let train_seconds = t.elapsed().as_secs_f64();
     let metrics = |data: &Embedded| -> Result<Metrics> {
         let (pred, p) = predictions(&fitted.head, data)?;
@@ -1010,9 +1253,23 @@ mod tests {
             f.best_epoch
         );
         assert_eq!(score(&f.head, &val).unwrap().0, f.val_accuracy);
-        // Deterministic.
+        // Deterministic, whatever the threads.
         let g = fit(&cfg, &train, &val, 3, 4).unwrap();
         assert_eq!(f.head.params(), g.head.params());
+        let h = fit_with(&cfg, &train, &val, 3, 4, 3).unwrap();
+        assert_eq!(f.head.params(), h.head.params());
+        let mlp = HeadConfig {
+            head: HeadChoice::Mlp,
+            hidden: 8,
+            dropout: 0.3,
+            epochs: 5,
+            ..cfg
+        };
+        let (a, b) = (
+            fit(&mlp, &train, &val, 3, 4).unwrap(),
+            fit_with(&mlp, &train, &val, 3, 4, 2).unwrap(),
+        );
+        assert_eq!(a.head.params(), b.head.params());
     }
 
     #[test]

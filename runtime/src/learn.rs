@@ -691,6 +691,28 @@ impl<S: Storage> Learner<S> {
         Ok(if n > 0 { total / n as f32 } else { 0.0 })
     }
 
+    /// Adds the gradient `other` has accumulated, and its sample count, to this
+    /// learner's, and clears `other`'s: data parallelism over a mini-batch, where shards
+    /// of the batch are accumulated by separate learners (on separate threads, over the
+    /// same head) and merged in a fixed order before [`Learner::apply`]. Errors, changing
+    /// nothing, when the dimensions differ.
+    pub fn merge<T: Storage>(&mut self, other: &mut Learner<T>) -> Result<()> {
+        if other.dims != self.dims {
+            return Err(Error::Config {
+                what: "merged learners' dimensions differ",
+            });
+        }
+        let n = self.layout.params;
+        let theirs = &mut other.state.as_mut()[..n];
+        for (g, o) in self.state.as_mut()[..n].iter_mut().zip(theirs.iter_mut()) {
+            *g += *o;
+            *o = 0.0;
+        }
+        self.pending += other.pending;
+        other.pending = 0;
+        Ok(())
+    }
+
     /// Drops the accumulated gradient without stepping.
     pub fn discard(&mut self) {
         let n = self.layout.params;
