@@ -447,3 +447,41 @@ fn bad_inputs_are_errors_and_change_nothing() {
         .is_err()
     );
 }
+
+#[test]
+fn merged_shards_step_like_one_batch() {
+    let (data, _) = clusters(3, 6, 3, 40, 1.0, 0.0);
+    let dims = Dims::mlp(6, 8, 4);
+    let mut head = Head::alloc(dims, 3).unwrap();
+    head.init(2);
+    let cfg = Config {
+        lr: 0.05,
+        ..Config::DEFAULT
+    };
+    let (mut whole, mut a, mut b) = (
+        Learner::alloc(dims, cfg).unwrap(),
+        Learner::alloc(dims, cfg).unwrap(),
+        Learner::alloc(dims, cfg).unwrap(),
+    );
+    for (i, (x, &y)) in data.x.iter().zip(&data.y).enumerate() {
+        whole.accumulate(&head, x, y).unwrap();
+        let shard = if i < data.x.len() / 2 { &mut a } else { &mut b };
+        shard.accumulate(&head, x, y).unwrap();
+    }
+    a.merge(&mut b).unwrap();
+    assert!(
+        b.grads().iter().all(|g| *g == 0.0),
+        "the merged learner is cleared"
+    );
+    for (g, w) in a.grads().iter().zip(whole.grads()) {
+        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+    }
+    let mut other = head.clone();
+    a.apply(&mut head).unwrap();
+    whole.apply(&mut other).unwrap();
+    for (p, q) in head.params().iter().zip(other.params()) {
+        assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+    }
+    let mut wrong = Learner::alloc(Dims::linear(6, 4), cfg).unwrap();
+    assert!(a.merge(&mut wrong).is_err(), "dimensions must agree");
+}
