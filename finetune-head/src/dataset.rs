@@ -679,10 +679,9 @@ pub fn split(items: &mut [Item], classes: &[String], val: f32, test: f32, seed: 
             idx.swap(i, rng.below(i + 1));
         }
         let n = idx.len() as f32;
-        let n_test = ((n * test).round() as usize).max(1);
-        let n_val = ((n * val).round() as usize)
-            .max(1)
-            .min(idx.len() - n_test - 1);
+        // At least one sample in each part (3 or more in the class).
+        let n_test = ((n * test).round() as usize).clamp(1, idx.len() - 2);
+        let n_val = ((n * val).round() as usize).clamp(1, idx.len() - n_test - 1);
         for (k, &i) in idx.iter().enumerate() {
             items[i].split = Some(if k < n_test {
                 Split::Test
@@ -767,6 +766,14 @@ mod tests {
             it
         };
         assert_eq!(again, items);
+        // Extreme fractions still leave every part a sample.
+        let mut three: Vec<Item> = (0..3)
+            .map(|i| item(&i.to_string(), "c", &[i as u8]))
+            .collect();
+        split(&mut three, &["c".into()], 0.05, 0.9, 1).unwrap();
+        for s in [Split::Train, Split::Val, Split::Test] {
+            assert_eq!(three.iter().filter(|i| i.split == Some(s)).count(), 1);
+        }
         let mut two = vec![item("x", "lonely", b"1"), item("y", "lonely", b"2")];
         let err = split(&mut two, &["lonely".into()], 0.15, 0.15, 1)
             .unwrap_err()

@@ -861,6 +861,9 @@ impl Options {
     }
 }
 
+/// The most augmented copies per training image.
+pub const MAX_COPIES: u32 = 64;
+
 /// The data, embedded and split.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -891,6 +894,11 @@ pub fn prepare(bundle: &Bundle, opts: &Options) -> Result<Prepared> {
     let found = loaded.found;
     let mut skipped = loaded.skipped;
     let (items, cleaned) = dataset::clean(loaded.items);
+    ensure!(
+        opts.augment_copies <= MAX_COPIES,
+        "--augment-copies {} is more than {MAX_COPIES}",
+        opts.augment_copies
+    );
     if !opts.augment.is_none() && opts.augment_copies > 0 {
         ensure!(
             items
