@@ -85,7 +85,7 @@ impl Default for Options {
             exemplars_per_class: 20,
             trials: 16,
             seed: 1,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: crate::embed::all_cores(),
             progress: true,
         }
     }

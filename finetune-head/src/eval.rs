@@ -44,7 +44,7 @@ impl Options {
             bundle: bundle.into(),
             data: data.into(),
             load: LoadOptions::default(),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: crate::embed::all_cores(),
             cache: Some(crate::embed::default_cache_dir()),
             latency_samples: 50,
             progress: true,

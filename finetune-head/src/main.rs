@@ -195,7 +195,7 @@ impl DataArgs {
         match self.threads {
             Some(0) => anyhow::bail!("--threads must be at least 1"),
             Some(n) => Ok(n),
-            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            None => Ok(finetune_head::embed::all_cores()),
         }
     }
 

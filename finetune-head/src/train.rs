@@ -3,8 +3,9 @@
 //! [`run`] reads the bundle and the data ([`crate::dataset`]), cleans and splits it,
 //! embeds every sample once with the bundle's backbone ([`crate::embed`], cached), and
 //! trains a head ([`fit`]) with the foundation's learning rules ([`edgetune::Learner`]):
-//! mini-batches, a learning-rate schedule, early stopping on the validation split with
-//! patience, the best epoch's parameters kept. With `--search` it first runs a
+//! mini-batches on standardized embeddings (the scaling folded into the head), a
+//! learning-rate schedule, early stopping on the validation loss with tenfold rate drops
+//! on plateaus, the best epoch's parameters kept. With `--search` it first runs a
 //! hyperparameter search ([`crate::search`]) over [`space`], each trial scored on
 //! validation; the winner is retrained and scored once on the test split. The result is
 //! the bundle with the head and class names, and a [`TrainReport`].
@@ -851,7 +852,7 @@ impl Options {
             seed: 1,
             augment: Augment::default(),
             augment_copies: 0,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: embed::all_cores(),
             cache: Some(embed::default_cache_dir()),
             head: HeadConfig::default(),
             search: None,
