@@ -47,6 +47,7 @@ use core::fmt;
 
 use crate::error::{Error, Result, check_vector};
 use crate::head::Storage;
+use crate::math;
 use crate::rng::Rng;
 
 /// What [`SampleBuffer::push`] did with a sample it accepted.
@@ -225,6 +226,82 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
             classes: heapless::Vec::new(),
             next_seq: 0,
         })
+    }
+
+    /// Rebuilds a buffer from what [`SampleBuffer::slots`], [`SampleBuffer::classes`] and
+    /// [`SampleBuffer::next_seq`] reported, with `storage` holding the samples in slot
+    /// order (e.g. read back from a file): the result behaves exactly as the buffer that
+    /// was saved. `slots` are `(label, seq)` per slot; `class_order` is every label
+    /// present, in the order [`SampleBuffer::classes`] gave them.
+    ///
+    /// Errors: as [`SampleBuffer::new`], and [`Error::Config`] when the parts disagree
+    /// (more than `N` slots, a sequence number repeated or not below `next_seq`, a class
+    /// order that is not exactly the labels present), [`Error::NonFinite`] for a NaN or
+    /// infinite sample.
+    pub fn restore(
+        dim: usize,
+        storage: S,
+        slots: &[(usize, u64)],
+        class_order: &[usize],
+        next_seq: u64,
+    ) -> Result<Self> {
+        let mut buf = Self::new(dim, storage)?;
+        let bad = |what| Err(Error::Config { what });
+        if slots.len() > N {
+            return bad("restored buffer: more slots than its capacity");
+        }
+        if !math::all_finite(&buf.storage.as_ref()[..slots.len() * dim]) {
+            return Err(Error::NonFinite {
+                what: "restored buffer samples",
+            });
+        }
+        for (i, &(label, seq)) in slots.iter().enumerate() {
+            if seq >= next_seq || slots[..i].iter().any(|s| s.1 == seq) {
+                return bad("restored buffer: sequence numbers repeat or reach next_seq");
+            }
+            if !class_order.contains(&label) {
+                return bad("restored buffer: a slot's label is missing from the class order");
+            }
+            let _ = buf.slots.push(Slot { label, seq });
+        }
+        for (k, &label) in class_order.iter().enumerate() {
+            let count = slots.iter().filter(|s| s.0 == label).count();
+            if count == 0 || class_order[..k].contains(&label) {
+                return bad(
+                    "restored buffer: the class order lists a class twice or one with no slot",
+                );
+            }
+            // At most N distinct labels were found in at most N slots.
+            let _ = buf.classes.push(ClassCount { label, count });
+        }
+        buf.next_seq = next_seq;
+        Ok(buf)
+    }
+
+    /// `(label, seq)` of every slot, in slot order: what [`SampleBuffer::restore`] takes.
+    pub fn slots(&self) -> impl ExactSizeIterator<Item = (usize, u64)> + '_ {
+        self.slots.iter().map(|s| (s.label, s.seq))
+    }
+
+    /// The sequence number the next pushed sample gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Makes this buffer a copy of `other` (same `dim`) without allocating.
+    /// [`Error::Config`] when the dimensions differ.
+    pub fn copy_from<T: Storage>(&mut self, other: &SampleBuffer<T, N>) -> Result<()> {
+        if self.dim != other.dim {
+            return Err(Error::Config {
+                what: "copy_from: the buffers' sample sizes differ",
+            });
+        }
+        let n = other.slots.len() * self.dim;
+        self.storage.as_mut()[..n].copy_from_slice(&other.storage.as_ref()[..n]);
+        self.slots.clone_from(&other.slots);
+        self.classes.clone_from(&other.classes);
+        self.next_seq = other.next_seq;
+        Ok(())
     }
 
     /// Values per sample.

@@ -176,6 +176,19 @@ impl<S: Storage> ClassMeans<S> {
         })
     }
 
+    /// Makes these statistics a copy of `other` (same `dim` and capacity) without
+    /// allocating. [`Error::Config`] when the shapes differ.
+    pub fn copy_from<T: Storage>(&mut self, other: &ClassMeans<T>) -> Result<()> {
+        if (self.dim, self.capacity) != (other.dim, other.capacity) {
+            return Err(Error::Config {
+                what: "copy_from: the class means' shapes differ",
+            });
+        }
+        let n = Self::storage_len(self.dim, self.capacity);
+        self.storage.as_mut()[..n].copy_from_slice(&other.storage.as_ref()[..n]);
+        Ok(())
+    }
+
     /// Values per embedding.
     pub fn dim(&self) -> usize {
         self.dim

@@ -316,6 +316,20 @@ impl<S: Storage> Head<S> {
         self.dims
     }
 
+    /// Makes this head a copy of `other` (same dimensions) without allocating: a
+    /// snapshot to roll an update back to. [`Error::Config`] when the dimensions differ.
+    pub fn copy_from<T: Storage>(&mut self, other: &Head<T>) -> Result<()> {
+        if self.dims != other.dims {
+            return Err(Error::Config {
+                what: "copy_from: the heads' dimensions differ",
+            });
+        }
+        let n = self.dims.param_len();
+        self.params.as_mut()[..n].copy_from_slice(&other.params.as_ref()[..n]);
+        self.classes = other.classes;
+        Ok(())
+    }
+
     /// Number of active classes.
     pub fn classes(&self) -> usize {
         self.classes
@@ -517,13 +531,7 @@ impl<S: Storage> Head<S> {
         let p = self.params_mut();
         let (hidden_layer, out) = p.split_at_mut(o);
         let (w1, b1) = hidden_layer.split_at(h * d);
-        let feature = |j: usize| {
-            if h == 0 {
-                embedding[j]
-            } else {
-                (math::dot(&w1[j * d..(j + 1) * d], embedding) + b1[j]).max(0.0)
-            }
-        };
+        let feature = |j: usize| feature(w1, b1, d, j, embedding);
         // Norm first, so that an error leaves the row as it was.
         let n = math::sqrt(
             (0..w)
@@ -546,7 +554,204 @@ impl<S: Storage> Head<S> {
         out_bias[class] = bias;
         Ok(())
     }
+
+    /// Imprinting relative to earlier samples: like [`Head::imprint`], but the class's
+    /// weights follow the *difference* between the features of `embedding` and the mean
+    /// features of `others` (samples of the other classes, e.g. the replay buffer), and
+    /// the bias is set so that at that mean the new class scores the other classes'
+    /// average. Backbone embeddings share a large common part (ReLU outputs are all
+    /// positive), so a plain imprint, which follows the embedding itself, makes the new
+    /// class win on almost every input; centering removes the common part. With no
+    /// `others` this is [`Head::imprint`]. `embedding` is a raw embedding (not a mean of
+    /// unit vectors), on the same scale as `others`. Needs no scratch memory; time
+    /// O(features × others × (1, or `input` for an MLP)).
+    pub fn imprint_centered<'a, I>(
+        &mut self,
+        class: usize,
+        embedding: &[f32],
+        others: I,
+        scale: Option<f32>,
+    ) -> Result<()>
+    where
+        I: Iterator<Item = &'a [f32]> + Clone,
+    {
+        let n = others.clone().count();
+        if n == 0 {
+            return self.imprint(class, embedding, scale);
+        }
+        if class >= self.classes {
+            return Err(Error::UnknownClass {
+                class,
+                classes: self.classes,
+            });
+        }
+        check_vector("imprint embedding", embedding, self.dims.input)?;
+        for x in others.clone() {
+            check_vector("imprint reference sample", x, self.dims.input)?;
+        }
+        if let Some(s) = scale
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(Error::Config {
+                what: "imprint scale must be positive and finite",
+            });
+        }
+        let Dims {
+            input: d,
+            hidden: h,
+            capacity: cap,
+        } = self.dims;
+        let (o, w) = (self.dims.out_offset(), self.dims.feature_width());
+        let inv_n = 1.0 / n as f32;
+        // Pass 1, reading only: the norm of the centered features, the other classes'
+        // summed weights against the mean features, and the centered features against it.
+        let (mut norm2, mut others_at_mean, mut centered_at_mean) = (0.0f32, 0.0f32, 0.0f32);
+        let (mut norms, mut biases, mut count) = (0.0f32, 0.0f32, 0usize);
+        {
+            let p = self.params();
+            let (w1, rest) = p.split_at(h * d);
+            let b1 = &rest[..h];
+            let feature = |j: usize, x: &[f32]| feature(w1, b1, d, j, x);
+            let (rows, out_bias) = p[o..].split_at(cap * w);
+            for c in (0..self.classes).filter(|&c| c != class) {
+                norms += math::norm(&rows[c * w..(c + 1) * w]);
+                biases += out_bias[c];
+                count += 1;
+            }
+            for j in 0..w {
+                let m = others.clone().map(|x| feature(j, x)).sum::<f32>() * inv_n;
+                let r = feature(j, embedding) - m;
+                norm2 += r * r;
+                centered_at_mean += r * m;
+                let column: f32 = (0..self.classes)
+                    .filter(|&c| c != class)
+                    .map(|c| rows[c * w + j])
+                    .sum();
+                others_at_mean += column * m;
+            }
+        }
+        let norm = math::sqrt(norm2);
+        if norm == 0.0 || !norm.is_finite() {
+            return Err(Error::Config {
+                what: "imprint features equal the reference mean (or overflow)",
+            });
+        }
+        // Nothing fails from here on. Pass 2: the centered features into the row.
+        {
+            let p = self.params_mut();
+            let (hidden_layer, out) = p.split_at_mut(o);
+            let (w1, b1) = hidden_layer.split_at(h * d);
+            let feature = |j: usize, x: &[f32]| feature(w1, b1, d, j, x);
+            let (rows, out_bias) = out.split_at_mut(cap * w);
+            for (j, r) in rows[class * w..(class + 1) * w].iter_mut().enumerate() {
+                let m = others.clone().map(|x| feature(j, x)).sum::<f32>() * inv_n;
+                *r = feature(j, embedding) - m;
+            }
+            out_bias[class] = 0.0;
+        }
+        // The scale: given, else one that gives the new class's logits the same spread
+        // over `others` as the other classes' (up to the first SPREAD_CLASSES of them)
+        // have, else the other rows' mean norm.
+        let k = match scale {
+            Some(s) => s / norm,
+            None => {
+                let spread = self.spread(class, others);
+                match spread {
+                    Some((others_var, new_var)) if others_var > 0.0 && new_var > 0.0 => {
+                        math::sqrt(others_var / new_var)
+                    }
+                    _ if count > 0 && norms > 0.0 => norms / count as f32 / norm,
+                    _ => 1.0 / norm,
+                }
+            }
+        };
+        let bias = if count > 0 {
+            (others_at_mean + biases) / count as f32 - k * centered_at_mean
+        } else {
+            -k * centered_at_mean
+        };
+        let p = self.params_mut();
+        for r in &mut p[o + class * w..o + (class + 1) * w] {
+            *r *= k;
+        }
+        p[o + cap * w + class] = bias;
+        Ok(())
+    }
+
+    /// The mean variance over `others` of the logits of the other classes (the first
+    /// [`SPREAD_CLASSES`]), and the variance of `class`'s logit.
+    fn spread<'a>(
+        &self,
+        class: usize,
+        others: impl Iterator<Item = &'a [f32]>,
+    ) -> Option<(f32, f32)> {
+        let kc = self.classes.min(SPREAD_CLASSES);
+        let mut logits = [0.0f32; SPREAD_CLASSES];
+        let (mut sum, mut sq) = ([0.0f32; SPREAD_CLASSES], [0.0f32; SPREAD_CLASSES]);
+        let (mut new_sum, mut new_sq, mut n) = (0.0f32, 0.0f32, 0usize);
+        let one = &mut [0.0f32; 1];
+        for x in others {
+            self.logits_unchecked(x, &mut logits[..kc]);
+            for c in 0..kc {
+                sum[c] += logits[c];
+                sq[c] += logits[c] * logits[c];
+            }
+            // The new class's logit alone: it may be past the first SPREAD_CLASSES.
+            self.logit_of(class, x, one);
+            new_sum += one[0];
+            new_sq += one[0] * one[0];
+            n += 1;
+        }
+        if n < 2 {
+            return None;
+        }
+        let nf = n as f32;
+        let var = |s: f32, q: f32| (q / nf - (s / nf) * (s / nf)).max(0.0);
+        let (mut total, mut used) = (0.0f32, 0usize);
+        for c in (0..kc).filter(|&c| c != class) {
+            total += var(sum[c], sq[c]);
+            used += 1;
+        }
+        (used > 0).then(|| (total / used as f32, var(new_sum, new_sq)))
+    }
+
+    /// The logit of one class into `out[0]`.
+    fn logit_of(&self, class: usize, x: &[f32], out: &mut [f32; 1]) {
+        let Dims {
+            input: d,
+            hidden: h,
+            capacity: cap,
+        } = self.dims;
+        let p = self.params();
+        let w = self.dims.feature_width();
+        let o = self.dims.out_offset();
+        let row = &p[o + class * w..o + (class + 1) * w];
+        let bias = p[o + cap * w + class];
+        out[0] = if h == 0 {
+            math::dot(row, x) + bias
+        } else {
+            let (w1, b1) = (&p[..h * d], &p[h * d..h * d + h]);
+            (0..h)
+                .map(|j| row[j] * feature(w1, b1, d, j, x))
+                .sum::<f32>()
+                + bias
+        };
+    }
 }
+
+/// Feature `j` of embedding `x` (`d` values) that a head's output layer sees: the value
+/// itself for a linear head (no hidden layer: `w1` and `b1` empty), else hidden unit
+/// `j`'s ReLU activation.
+fn feature(w1: &[f32], b1: &[f32], d: usize, j: usize, x: &[f32]) -> f32 {
+    if b1.is_empty() {
+        x[j]
+    } else {
+        (math::dot(&w1[j * d..(j + 1) * d], x) + b1[j]).max(0.0)
+    }
+}
+
+/// Classes whose logit spread [`Head::imprint_centered`] measures (a fixed stack buffer).
+const SPREAD_CLASSES: usize = 32;
 
 #[cfg(feature = "std")]
 impl Head<std::vec::Vec<f32>> {
@@ -560,6 +765,54 @@ impl Head<std::vec::Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Embeddings that share a large common part (as ReLU outputs do): a plain imprint
+    /// of a new class wins on the old classes' samples, a centered one does not, and
+    /// still wins on its own.
+    #[test]
+    fn centered_imprint_ignores_the_common_part() {
+        let common = [5.0f32, 5.0, 5.0, 5.0];
+        let sample = |axis: usize| -> [f32; 4] {
+            let mut x = common;
+            x[axis] += 1.0;
+            x
+        };
+        // Two classes told apart by axis 0 against axis 1, around the common part.
+        let mut head = Head::alloc(Dims::linear(4, 3), 2).unwrap();
+        head.params_mut()[..8].copy_from_slice(&[1.0, -1.0, 0.0, 0.0, -1.0, 1.0, 0.0, 0.0]);
+        let old = [sample(0), sample(1), sample(0), sample(1)];
+        let others = || old.iter().map(|x| &x[..]);
+        let mut probs = [0.0; 3];
+        let mut plain = head.clone();
+        plain.add_class().unwrap();
+        plain.imprint(2, &sample(2), None).unwrap();
+        let wins = |h: &Head<Vec<f32>>, probs: &mut [f32; 3]| {
+            others()
+                .filter(|x| h.predict(x, probs).unwrap().class == 2)
+                .count()
+        };
+        assert_eq!(
+            wins(&plain, &mut probs),
+            4,
+            "plain imprint takes the old samples"
+        );
+        head.add_class().unwrap();
+        head.imprint_centered(2, &sample(2), others(), None)
+            .unwrap();
+        assert_eq!(wins(&head, &mut probs), 0);
+        for c in 0..3 {
+            assert_eq!(head.predict(&sample(c), &mut probs).unwrap().class, c);
+        }
+        // Nothing to center on: a plain imprint. A bad reference sample: an error.
+        let mut h2 = head.clone();
+        h2.imprint_centered(2, &sample(2), core::iter::empty(), None)
+            .unwrap();
+        let bad = [f32::NAN; 4];
+        assert!(
+            head.imprint_centered(2, &sample(2), [&bad[..]].into_iter(), None)
+                .is_err()
+        );
+    }
 
     #[test]
     fn linear_logits_are_affine() {

@@ -406,6 +406,25 @@ impl<S: Storage> Learner<S> {
         Ok(())
     }
 
+    /// Makes this learner a copy of `other` (same dimensions and optimizer kind) without
+    /// allocating: rule, optimizer state, step count, generator. [`Error::Config`] when
+    /// the two cannot be copied into each other.
+    pub fn copy_from<T: Storage>(&mut self, other: &Learner<T>) -> Result<()> {
+        if self.dims != other.dims || self.layout.len() != other.layout.len() {
+            return Err(Error::Config {
+                what: "copy_from: the learners' dimensions or optimizers differ",
+            });
+        }
+        let n = self.layout.len();
+        self.state.as_mut()[..n].copy_from_slice(&other.state.as_ref()[..n]);
+        self.cfg = other.cfg;
+        self.layout = other.layout;
+        self.step = other.step;
+        self.pending = other.pending;
+        self.rng = other.rng.clone();
+        Ok(())
+    }
+
     /// Optimizer steps taken.
     pub fn steps(&self) -> u32 {
         self.step

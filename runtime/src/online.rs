@@ -3,7 +3,8 @@
 //! device program and the Cortex-M firmware both learn through it.
 //!
 //! A label for a class the head does not know yet (the index one past the last class)
-//! adds the class and imprints it from the sample, so it is recognised at once; then
+//! adds the class and imprints it from the sample, relative to the mean of the samples
+//! in the buffer ([`Head::imprint_centered`]), so it is recognised at once; then
 //! every label takes `steps` mini-batch steps of the new sample plus `replay` samples
 //! drawn class-balanced from the buffer, so learning a new class does not erase the old.
 //!
@@ -161,6 +162,33 @@ impl<S: Storage, const N: usize> Online<S, N> {
         (self.head, self.learner, self.buffer, self.means)
     }
 
+    /// Makes this learner a copy of `other` (same dimensions) without allocating: take a
+    /// snapshot before an update that may have to be rolled back.
+    pub fn copy_from<T: Storage>(&mut self, other: &Online<T, N>) -> Result<()> {
+        self.head.copy_from(&other.head)?;
+        self.learner.copy_from(&other.learner)?;
+        self.buffer.copy_from(&other.buffer)?;
+        self.means.copy_from(&other.means)?;
+        self.cfg = other.cfg;
+        self.rng = other.rng.clone();
+        Ok(())
+    }
+
+    /// The replay sampler's state, for persisting ([`Online::set_replay_state`]).
+    pub fn replay_state(&self) -> u64 {
+        self.rng.state()
+    }
+
+    /// Restores the replay sampler's state saved by [`Online::replay_state`].
+    pub fn set_replay_state(&mut self, state: u64) {
+        self.rng = Rng::new(state);
+    }
+
+    /// The learning configuration.
+    pub fn config(&self) -> OnlineConfig {
+        self.cfg
+    }
+
     /// Predicts; see [`Head::predict`].
     pub fn predict(&self, x: &[f32], probs: &mut [f32]) -> Result<Prediction> {
         self.head.predict(x, probs)
@@ -220,9 +248,14 @@ impl<S: Storage, const N: usize> Online<S, N> {
         }
         self.means.update(label, x)?;
         if added {
-            // Features that are all zero (a dead MLP layer) leave the class at zero
-            // weights: fine-tuning below still learns it.
-            let _ = self.head.imprint(label, self.means.mean(label), None);
+            // Imprinted against the mean of the buffer's samples (of the other classes:
+            // the new one has none there yet), so that the features all inputs share do
+            // not make the new class win everywhere. Features that are all zero (a dead
+            // MLP layer) or equal to that mean leave the class at zero weights:
+            // fine-tuning below still learns it.
+            let buffer = &self.buffer;
+            let others = (0..buffer.len()).filter_map(|i| buffer.get(i).map(|(s, _)| s));
+            let _ = self.head.imprint_centered(label, x, others, None);
         }
         let stored = self.buffer.push(x, label).is_ok();
         if added {
