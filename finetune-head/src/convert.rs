@@ -548,6 +548,7 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
             None => opts.preprocess.clone(),
         },
         pooling,
+        exemplars: None,
         text: text.as_ref().map(|t| TextInputs {
             attention_mask: t.name(Role::Mask),
             token_type_ids: t.name(Role::TypeIds),

@@ -1140,6 +1140,36 @@ pub fn search(
     ))
 }
 
+/// Replay exemplars per class a trained bundle carries for the device (from the
+/// training split).
+pub const REPLAY_EXEMPLARS: usize = 16;
+/// Guard exemplars per class (from the validation split, never trained on).
+pub const GUARD_EXEMPLARS: usize = 4;
+
+/// The exemplars a trained bundle carries ([`edgetune::bundle::Exemplars`]): the first
+/// [`REPLAY_EXEMPLARS`] training embeddings of each class for the device's replay
+/// buffer, and the first [`GUARD_EXEMPLARS`] validation embeddings of each class for
+/// its regression guard, so that learning new classes on the device does not forget
+/// these.
+pub fn exemplars(prep: &Prepared) -> edgetune::bundle::Exemplars {
+    fn pick(data: &Embedded, classes: usize, per_class: usize) -> Vec<(&[f32], usize)> {
+        let mut taken = vec![0usize; classes];
+        let mut out = Vec::new();
+        for (x, &y) in data.x.iter().zip(&data.y) {
+            if taken[y] < per_class {
+                taken[y] += 1;
+                out.push((x.as_slice(), y));
+            }
+        }
+        out
+    }
+    let n = prep.classes.len();
+    edgetune::bundle::Exemplars::new(
+        pick(&prep.train, n, REPLAY_EXEMPLARS),
+        pick(&prep.val, n, GUARD_EXEMPLARS),
+    )
+}
+
 /// `finetune-head train`: the bundle with the trained head, and the report.
 pub fn run(opts: &Options, out: &Path) -> Result<(Bundle, TrainReport)> {
     let mut bundle = Bundle::read(&opts.bundle)
@@ -1176,6 +1206,7 @@ pub fn run(opts: &Options, out: &Path) -> Result<(Bundle, TrainReport)> {
         &fitted.head,
         None::<&Learner<Vec<f32>>>,
     )?);
+    bundle.manifest.exemplars = Some(exemplars(&prep));
     bundle.manifest.classes = prep.classes.clone();
     bundle.manifest.provenance.notes.push(format!(
         "head trained by finetune-head {} on {} ({} samples): validation accuracy {:.4}, test accuracy {:.4}",

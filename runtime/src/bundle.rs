@@ -102,6 +102,12 @@ pub struct Manifest {
     pub text: Option<TextInputs>,
     /// The backbone output that feeds the head.
     pub embedding: EmbeddingSpec,
+    /// Labeled embeddings from the host's data that a device starts with, so that
+    /// learning new classes replays the old ones and the regression guard has samples
+    /// of them; absent when the bundle has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exemplars: Option<Exemplars>,
+
     /// What the backbone section holds.
     pub backbone: BackboneSpec,
     /// Class names, in the head's class order (index `i` is class `i`). May be empty
@@ -242,6 +248,78 @@ pub struct TextInputs {
     pub token_type_ids: Option<String>,
     /// Token id that pads a sequence to the input's length.
     pub pad_id: i64,
+}
+
+/// Labeled embeddings in a manifest ([`Manifest::exemplars`]): `replay` ones (from the
+/// head's training data) that a device keeps in its replay buffer, and `guard` ones
+/// (held out from training) for its regression guard. JSON: the class of each, and the
+/// embeddings one after the other (replay then guard), little-endian f32 in base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exemplars {
+    /// Class of each replay exemplar.
+    pub replay: Vec<u32>,
+    /// Class of each guard exemplar.
+    pub guard: Vec<u32>,
+    /// The embeddings, base64 of little-endian f32.
+    pub embeddings: String,
+}
+
+impl Exemplars {
+    /// Exemplars of `replay` and `guard` samples `(embedding, class)`.
+    pub fn new<'a>(
+        replay: impl IntoIterator<Item = (&'a [f32], usize)>,
+        guard: impl IntoIterator<Item = (&'a [f32], usize)>,
+    ) -> Exemplars {
+        use base64::Engine as _;
+        let (mut bytes, mut r, mut g) = (Vec::new(), Vec::new(), Vec::new());
+        for (labels, samples) in [
+            (&mut r, replay.into_iter().collect::<Vec<_>>()),
+            (&mut g, guard.into_iter().collect()),
+        ] {
+            for (x, y) in samples {
+                labels.push(y as u32);
+                bytes.extend(x.iter().flat_map(|v| v.to_le_bytes()));
+            }
+        }
+        Exemplars {
+            replay: r,
+            guard: g,
+            embeddings: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// The embeddings of `dim` values each (replay ones, then guard ones), checked:
+    /// their number, finiteness, and classes below `classes`.
+    pub fn embeddings(&self, dim: usize, classes: usize) -> Result<Vec<f32>, BundleError> {
+        use base64::Engine as _;
+        let bad = |what: String| Err(BundleError::manifest(format!("exemplars: {what}")));
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&self.embeddings) else {
+            return bad("embeddings is not valid base64".into());
+        };
+        let n = self.replay.len() + self.guard.len();
+        if bytes.len() != n.saturating_mul(dim).saturating_mul(4) {
+            return bad(format!(
+                "{} bytes of embeddings for {n} exemplars of {dim} values",
+                bytes.len()
+            ));
+        }
+        if let Some(&c) = self
+            .replay
+            .iter()
+            .chain(&self.guard)
+            .find(|&&c| c as usize >= classes)
+        {
+            return bad(format!("class {c} of {classes}"));
+        }
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            return bad("an embedding holds NaN or infinity".into());
+        }
+        Ok(values)
+    }
 }
 
 /// The backbone output that feeds the head.
@@ -540,6 +618,7 @@ impl Manifest {
             preprocess: Preprocess::default(),
             pooling: None,
             text: None,
+            exemplars: None,
             embedding: EmbeddingSpec {
                 tensor: "features".to_string(),
                 size,
@@ -616,6 +695,9 @@ impl Manifest {
             if let Some(first) = seen.insert(class.as_str(), i) {
                 return bad(format!("classes[{i}] {class:?} repeats classes[{first}]"));
             }
+        }
+        if let Some(e) = &self.exemplars {
+            e.embeddings(self.embedding.size, self.classes.len())?;
         }
         let p = &self.provenance;
         name("provenance.source", &p.source)?;

@@ -11,7 +11,10 @@ mod backbone_ort;
 pub mod buffer;
 #[cfg(feature = "std")]
 pub mod bundle;
+pub mod button;
 pub mod classes;
+#[cfg(feature = "device")]
+pub mod device;
 pub mod error;
 pub mod head;
 #[cfg(feature = "image")]

@@ -63,6 +63,7 @@ fn image_bundle() -> Bundle {
             },
             pooling: None,
             text: None,
+            exemplars: None,
             embedding: EmbeddingSpec {
                 tensor: "pooled".to_string(),
                 size: 6,

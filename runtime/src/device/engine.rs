@@ -1,0 +1,539 @@
+//! The device's learning core: predictions on embeddings, labels, the regression guard
+//! and the recent samples that labels refer to. All of its memory is allocated when it is
+//! made: predicting and learning from a label allocate nothing (the `serve` benchmark
+//! counts).
+//!
+//! **Labels.** A label names a recent sample by id (or the most recent one). Every
+//! fourth label of a class (the 4th, 8th, …) is held out for the regression guard until
+//! the guard holds [`EngineConfig::guard_per_class`] samples of that class; every other
+//! label updates the head at once ([`Online::learn`]: a few steps with replay).
+//!
+//! **Regression guard.** Before an update the whole learner is copied aside; after it,
+//! the head's accuracy on the guard samples is measured, and when it fell by more than
+//! [`EngineConfig::guard_margin`] (and the guard holds at least
+//! [`EngineConfig::guard_min`] samples) the update is undone and reported as refused.
+
+use crate::buffer::SampleBuffer;
+use crate::classes::ClassMeans;
+use crate::device::state::{BufferImage, Counters, DeviceState, Origin, Samples};
+use crate::error::Error;
+use crate::head::{Head, Prediction, top_k};
+use crate::learn::{Config, Learner};
+use crate::online::{Learned, Online, OnlineConfig};
+use crate::persist;
+
+/// Samples in the replay buffer.
+pub const BUFFER: usize = 256;
+/// Recent samples a label can refer to.
+pub const RECENT: usize = 64;
+/// Most classes in an answer's top list.
+pub const TOP_K: usize = 5;
+
+/// How the device learns and when it asks for labels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineConfig {
+    /// The optimizer and its learning rate.
+    pub learn: Config,
+    /// Steps and replay per label.
+    pub online: OnlineConfig,
+    /// Guard samples kept per class.
+    pub guard_per_class: usize,
+    /// Guard samples needed before the guard refuses anything.
+    pub guard_min: usize,
+    /// Largest accepted drop of guard accuracy (0.2 = 20 points).
+    pub guard_margin: f32,
+    /// A prediction whose top-1 minus top-2 probability is below this is flagged
+    /// uncertain.
+    pub uncertain_margin: f32,
+}
+
+impl EngineConfig {
+    /// Adam at 0.003 with a little weight decay, 3 steps of 24 replayed samples, 4 guard
+    /// samples per class, refuse drops of more than 20 points once 4 are held,
+    /// uncertain below a margin of 0.3.
+    pub const DEFAULT: EngineConfig = EngineConfig {
+        learn: Config {
+            lr: 0.003,
+            weight_decay: 1e-4,
+            ..Config::DEFAULT
+        },
+        online: OnlineConfig {
+            replay: 24,
+            steps: 3,
+            seed: 0,
+        },
+        guard_per_class: 4,
+        guard_min: 4,
+        guard_margin: 0.2,
+        uncertain_margin: 0.3,
+    };
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// One prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The sample's id, for a label.
+    pub sample: u64,
+    /// The prediction; `None` when the head has no class yet.
+    pub prediction: Option<Prediction>,
+    /// The most probable classes with their probabilities.
+    pub top: heapless::Vec<(usize, f32), TOP_K>,
+    /// Distance (1 − cosine) to the nearest labeled class mean, if any class has one.
+    pub novelty: Option<f32>,
+    /// Whether to ask for a label.
+    pub uncertain: bool,
+}
+
+/// What a label did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// The head learned it.
+    Learned {
+        /// What learning did.
+        learned: Learned,
+        /// Guard accuracy before and after, when the guard has samples.
+        guard: Option<(f32, f32)>,
+    },
+    /// Kept for the regression guard, not learned.
+    HeldOut {
+        /// Guard accuracy with the new sample.
+        guard_accuracy: f32,
+    },
+    /// The regression guard undid the update.
+    Refused {
+        /// Guard accuracy before.
+        before: f32,
+        /// Guard accuracy the update would have left.
+        after: f32,
+    },
+}
+
+/// Why a label or a prediction was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineError {
+    /// No recent sample has this id.
+    UnknownSample(u64),
+    /// No sample was predicted yet (a label without a sample id).
+    NoSample,
+    /// The head, learner or buffer refused.
+    Head(Error),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::UnknownSample(id) => write!(
+                f,
+                "unknown sample id {id}: labels refer to one of the last {RECENT} samples predicted since the service started"
+            ),
+            EngineError::NoSample => write!(f, "no sample to label: nothing was predicted yet"),
+            EngineError::Head(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<Error> for EngineError {
+    fn from(e: Error) -> Self {
+        EngineError::Head(e)
+    }
+}
+
+type Learn = Online<Vec<f32>, BUFFER>;
+
+/// The learning core (see the module docs).
+#[derive(Debug)]
+pub struct Engine {
+    live: Learn,
+    spare: Learn,
+    cfg: EngineConfig,
+    dim: usize,
+    recent_ids: Vec<u64>,
+    recent_x: Vec<f32>,
+    recent_len: usize,
+    recent_next: usize,
+    guard_labels: Vec<u32>,
+    guard_x: Vec<f32>,
+    guard_accuracy: Option<f32>,
+    x: Vec<f32>,
+    probs: Vec<f32>,
+    counters: Counters,
+}
+
+fn online(head: Head<Vec<f32>>, cfg: &EngineConfig) -> Result<Learn, Error> {
+    let dims = head.dims();
+    let learner = Learner::alloc(dims, cfg.learn)?;
+    let buffer = SampleBuffer::new(dims.input, vec![0.0; BUFFER * dims.input])?;
+    let means = ClassMeans::new(
+        dims.input,
+        dims.capacity,
+        vec![0.0; ClassMeans::<()>::storage_len(dims.input, dims.capacity)],
+    )?;
+    Online::new(head, learner, buffer, means, cfg.online)
+}
+
+impl Engine {
+    /// A device that starts from `head` (the bundle's), having learned nothing.
+    pub fn new(head: Head<Vec<f32>>, cfg: EngineConfig) -> Result<Engine, Error> {
+        let dims = head.dims();
+        let live = online(head.clone(), &cfg)?;
+        let spare = online(head, &cfg)?;
+        let guard_cap = dims.capacity * cfg.guard_per_class;
+        Ok(Engine {
+            live,
+            spare,
+            cfg,
+            dim: dims.input,
+            recent_ids: vec![0; RECENT],
+            recent_x: vec![0.0; RECENT * dims.input],
+            recent_len: 0,
+            recent_next: 0,
+            guard_labels: Vec::with_capacity(guard_cap),
+            guard_x: Vec::with_capacity(guard_cap * dims.input),
+            guard_accuracy: None,
+            x: vec![0.0; dims.input],
+            probs: vec![0.0; dims.capacity],
+            counters: Counters {
+                labels_per_class: vec![0; dims.capacity],
+                ..Counters::default()
+            },
+        })
+    }
+
+    /// A device that continues from `state`; `bundle_head` is the head to start from
+    /// when the state has none (after a reset). Errors name what does not fit.
+    pub fn restore(
+        state: &DeviceState,
+        bundle_head: &Head<Vec<f32>>,
+        cfg: EngineConfig,
+    ) -> Result<Engine, String> {
+        let dims = bundle_head.dims();
+        let mut head = bundle_head.clone();
+        let mut learner = Learner::alloc(dims, cfg.learn).map_err(|e| e.to_string())?;
+        if let Some(bytes) = &state.head {
+            persist::decode_into(bytes, &mut head, Some(&mut learner))
+                .map_err(|e| format!("its head does not fit the bundle's: {e}"))?;
+            // The stored optimizer state is kept; the rate and steps come from this run.
+            let mut learn = cfg.learn;
+            learn.optimizer = learner.config().optimizer;
+            learner
+                .set_config(learn)
+                .map_err(|e| format!("its optimizer cannot continue: {e}"))?;
+        }
+        if state.head.is_some() && state.classes.len() != head.classes() {
+            return Err(format!(
+                "it names {} classes but its head has {}",
+                state.classes.len(),
+                head.classes()
+            ));
+        }
+        let b = &state.buffer;
+        let d = dims.input;
+        if b.features.len() != b.slots.len() * d {
+            return Err("its replay buffer's samples do not match their count".into());
+        }
+        let mut storage = vec![0.0; BUFFER * d];
+        storage[..b.features.len()].copy_from_slice(&b.features);
+        let slots: Vec<(usize, u64)> = b.slots.iter().map(|&(l, s)| (l as usize, s)).collect();
+        let order: Vec<usize> = b.class_order.iter().map(|&l| l as usize).collect();
+        if slots.iter().any(|&(l, _)| l >= head.classes()) {
+            return Err("its replay buffer holds a class the head does not have".into());
+        }
+        let buffer = SampleBuffer::restore(d, storage, &slots, &order, b.next_seq)
+            .map_err(|e| format!("its replay buffer: {e}"))?;
+        let means_len = ClassMeans::<()>::storage_len(d, dims.capacity);
+        let means = if state.means.is_empty() {
+            ClassMeans::new(d, dims.capacity, vec![0.0; means_len])
+        } else if state.means.len() == means_len {
+            ClassMeans::restore(d, dims.capacity, state.means.clone())
+        } else {
+            return Err("its class means have another size than the bundle's".into());
+        }
+        .map_err(|e| format!("its class means: {e}"))?;
+        let g = &state.guard;
+        if g.features.len() != g.labels.len() * d
+            || g.labels.len() > dims.capacity * cfg.guard_per_class
+            || g.labels.iter().any(|&l| l as usize >= head.classes())
+            || !crate::math::all_finite(&g.features)
+        {
+            return Err("its guard samples are malformed".into());
+        }
+        let mut engine = Engine::new(head.clone(), cfg).map_err(|e| e.to_string())?;
+        engine.live =
+            Online::new(head, learner, buffer, means, cfg.online).map_err(|e| e.to_string())?;
+        engine.live.set_replay_state(state.replay_rng);
+        engine
+            .spare
+            .copy_from(&engine.live)
+            .map_err(|e| e.to_string())?;
+        engine.guard_labels.extend_from_slice(&g.labels);
+        engine.guard_x.extend_from_slice(&g.features);
+        engine.guard_accuracy = engine.measure_guard();
+        let mut counters = state.counters.clone();
+        counters.labels_per_class.resize(dims.capacity, 0);
+        engine.counters = counters;
+        Ok(engine)
+    }
+
+    /// Starts from the host's exemplars ([`crate::bundle::Exemplars`]): `embeddings`
+    /// holds the `replay` samples then the `guard` ones, `dim` values each, classed by
+    /// the two label lists. Replay exemplars go into the replay buffer and the class
+    /// means; guard exemplars (up to [`EngineConfig::guard_per_class`] a class) into the
+    /// regression guard. Nothing is learned from them.
+    pub fn seed(&mut self, embeddings: &[f32], replay: &[u32], guard: &[u32]) -> Result<(), Error> {
+        let d = self.dim;
+        if embeddings.len() != (replay.len() + guard.len()) * d {
+            return Err(Error::Length {
+                what: "exemplar embeddings",
+                expected: (replay.len() + guard.len()) * d,
+                found: embeddings.len(),
+            });
+        }
+        let (r, g) = embeddings.split_at(replay.len() * d);
+        for (x, &y) in r.chunks_exact(d).zip(replay) {
+            self.live.remember(x, y as usize)?;
+        }
+        for (x, &y) in g.chunks_exact(d).zip(guard) {
+            let held = self.guard_labels.iter().filter(|&&l| l == y).count();
+            if held < self.cfg.guard_per_class
+                && self.guard_labels.len() < self.guard_labels.capacity()
+            {
+                crate::error::check_vector("guard exemplar", x, d)?;
+                if y as usize >= self.classes() {
+                    return Err(Error::UnknownClass {
+                        class: y as usize,
+                        classes: self.classes(),
+                    });
+                }
+                self.guard_labels.push(y);
+                self.guard_x.extend_from_slice(x);
+            }
+        }
+        self.guard_accuracy = self.measure_guard();
+        self.spare.copy_from(&self.live)?;
+        Ok(())
+    }
+
+    /// What to write to disk, with the class names and latencies the caller keeps.
+    pub fn to_state(
+        &self,
+        backbone: u32,
+        classes: &[String],
+        latency_us: &[u32],
+        origin: Origin,
+    ) -> DeviceState {
+        let buffer = self.live.buffer();
+        let mut features = Vec::with_capacity(buffer.len() * self.dim);
+        for (x, _) in buffer.iter() {
+            features.extend_from_slice(x);
+        }
+        DeviceState {
+            backbone,
+            classes: classes.to_vec(),
+            head: Some(
+                persist::encode_to_vec(self.live.head(), Some(self.live.learner()))
+                    .unwrap_or_default(),
+            ),
+            buffer: BufferImage {
+                slots: buffer.slots().map(|(l, s)| (l as u32, s)).collect(),
+                class_order: buffer.classes().map(|(l, _)| l as u32).collect(),
+                next_seq: buffer.next_seq(),
+                features,
+            },
+            means: self.live.means().as_slice().to_vec(),
+            guard: Samples {
+                labels: self.guard_labels.clone(),
+                features: self.guard_x.clone(),
+            },
+            replay_rng: self.live.replay_state(),
+            counters: self.counters.clone(),
+            guard_accuracy: self.guard_accuracy,
+            latency_us: latency_us.to_vec(),
+            origin,
+        }
+    }
+
+    /// Gives the next samples ids from `first` on (a new run's ids stay above the last
+    /// run's).
+    pub fn start_ids_at(&mut self, first: u64) {
+        self.counters.next_sample = self.counters.next_sample.max(first);
+    }
+
+    /// Embedding size.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Classes the head has.
+    pub fn classes(&self) -> usize {
+        self.live.head().classes()
+    }
+
+    /// Most classes the head can have.
+    pub fn capacity(&self) -> usize {
+        self.live.head().dims().capacity
+    }
+
+    /// Counts of what happened.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Accuracy on the guard samples, when there are any.
+    pub fn guard_accuracy(&self) -> Option<f32> {
+        self.guard_accuracy
+    }
+
+    /// Guard samples held.
+    pub fn guard_len(&self) -> usize {
+        self.guard_labels.len()
+    }
+
+    /// The learner (head, optimizer, buffer, class means).
+    pub fn online(&self) -> &Online<Vec<f32>, BUFFER> {
+        &self.live
+    }
+
+    /// Predicts the class of embedding `x` and remembers it as a new sample.
+    pub fn observe(&mut self, x: &[f32]) -> Result<Observation, EngineError> {
+        crate::error::check_vector("embedding", x, self.dim)?;
+        let classes = self.classes();
+        let (prediction, top) = if classes == 0 {
+            (None, heapless::Vec::new())
+        } else {
+            let p = self.live.predict(x, &mut self.probs)?;
+            (Some(p), top_k::<TOP_K>(&self.probs[..classes]))
+        };
+        let novelty = self.live.novelty(x).map(|(_, d)| d);
+        let sample = self.counters.next_sample;
+        self.counters.next_sample += 1;
+        self.counters.predictions += 1;
+        let slot = self.recent_next;
+        self.recent_ids[slot] = sample;
+        self.recent_x[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(x);
+        self.recent_next = (slot + 1) % RECENT;
+        self.recent_len = (self.recent_len + 1).min(RECENT);
+        let uncertain = prediction.is_none_or(|p| p.is_uncertain(self.cfg.uncertain_margin));
+        Ok(Observation {
+            sample,
+            prediction,
+            top,
+            novelty,
+            uncertain,
+        })
+    }
+
+    /// The id of the most recent sample.
+    pub fn last_sample(&self) -> Option<u64> {
+        (self.recent_len > 0).then(|| self.recent_ids[(self.recent_next + RECENT - 1) % RECENT])
+    }
+
+    fn recent_slot(&self, sample: u64) -> Option<usize> {
+        (0..self.recent_len)
+            .map(|k| (self.recent_next + RECENT - 1 - k) % RECENT)
+            .find(|&i| self.recent_ids[i] == sample)
+    }
+
+    /// Checks a label for `sample` (the most recent when `None`) and class `class` (a
+    /// class index, or [`Engine::classes`] to add one) without changing anything:
+    /// the sample's id.
+    pub fn check_label(&self, sample: Option<u64>, class: usize) -> Result<u64, EngineError> {
+        let id = match sample {
+            Some(id) => id,
+            None => self.last_sample().ok_or(EngineError::NoSample)?,
+        };
+        if self.recent_slot(id).is_none() {
+            return Err(EngineError::UnknownSample(id));
+        }
+        let classes = self.classes();
+        if class > classes {
+            return Err(Error::UnknownClass { class, classes }.into());
+        }
+        if class == classes && classes >= self.capacity() {
+            return Err(Error::Capacity {
+                what: "classes",
+                requested: classes + 1,
+                capacity: self.capacity(),
+            }
+            .into());
+        }
+        Ok(id)
+    }
+
+    /// Learns the label `class` for `sample` (see [`Engine::check_label`]). On an error
+    /// nothing changed.
+    pub fn label(&mut self, sample: Option<u64>, class: usize) -> Result<Outcome, EngineError> {
+        let id = self.check_label(sample, class)?;
+        if let Some(i) = self.recent_slot(id) {
+            let d = self.dim;
+            self.x.copy_from_slice(&self.recent_x[i * d..(i + 1) * d]);
+        }
+        let seen = self.counters.labels_per_class[class];
+        let held = self
+            .guard_labels
+            .iter()
+            .filter(|&&l| l as usize == class)
+            .count();
+        if class < self.classes()
+            && seen % 4 == 3
+            && held < self.cfg.guard_per_class
+            && self.guard_labels.len() < self.guard_labels.capacity()
+        {
+            self.guard_labels.push(class as u32);
+            self.guard_x.extend_from_slice(&self.x);
+            self.guard_accuracy = self.measure_guard();
+            self.count_label(class);
+            return Ok(Outcome::HeldOut {
+                guard_accuracy: self.guard_accuracy.unwrap_or(1.0),
+            });
+        }
+        self.spare.copy_from(&self.live)?;
+        let learned = self.live.learn(&self.x, class)?;
+        let before = self.guard_accuracy;
+        let after = self.measure_guard();
+        self.count_label(class);
+        if let (Some(b), Some(a)) = (before, after)
+            && self.guard_labels.len() >= self.cfg.guard_min
+            && a < b - self.cfg.guard_margin
+        {
+            self.live.copy_from(&self.spare)?;
+            self.counters.refused += 1;
+            return Ok(Outcome::Refused {
+                before: b,
+                after: a,
+            });
+        }
+        self.guard_accuracy = after;
+        self.counters.updates += 1;
+        Ok(Outcome::Learned {
+            learned,
+            guard: before.zip(after),
+        })
+    }
+
+    fn count_label(&mut self, class: usize) {
+        self.counters.labels += 1;
+        self.counters.labels_per_class[class] += 1;
+    }
+
+    fn measure_guard(&mut self) -> Option<f32> {
+        let n = self.guard_labels.len();
+        if n == 0 || self.classes() == 0 {
+            return None;
+        }
+        let mut hits = 0;
+        for (x, &y) in self.guard_x.chunks_exact(self.dim).zip(&self.guard_labels) {
+            if let Ok(p) = self.live.predict(x, &mut self.probs) {
+                hits += usize::from(p.class == y as usize);
+            }
+        }
+        Some(hits as f32 / n as f32)
+    }
+}
