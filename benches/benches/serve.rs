@@ -138,7 +138,11 @@ fn serve(c: &mut Criterion) {
 
     // Whole requests on a MobileNet-shaped bundle, f32 and int8.
     let onnx = dir.join("mobilenet.onnx");
-    std::fs::write(&onnx, testmodels::mobilenet(&MobileNetConfig::default())).unwrap();
+    let cfg = MobileNetConfig {
+        embedding: DIM,
+        ..MobileNetConfig::default()
+    };
+    std::fs::write(&onnx, testmodels::mobilenet(&cfg)).unwrap();
     let opts = finetune_head::convert::Options {
         preprocess: Preprocess {
             scale: 1.0 / 255.0,
