@@ -361,6 +361,23 @@ impl<S: Storage> Head<S> {
         &self.params()[o + class * w..o + (class + 1) * w]
     }
 
+    /// The summed row norms and biases of every class but `class`, and their number:
+    /// what imprinting scales a new row and sets its bias from.
+    fn other_rows(&self, class: usize) -> (f32, f32, usize) {
+        let (o, w, cap) = (
+            self.dims.out_offset(),
+            self.dims.feature_width(),
+            self.dims.capacity,
+        );
+        let (mut norms, mut biases, mut count) = (0.0f32, 0.0f32, 0usize);
+        for c in (0..self.classes).filter(|&c| c != class) {
+            norms += math::norm(self.class_weights(c));
+            biases += self.params()[o + cap * w + c];
+            count += 1;
+        }
+        (norms, biases, count)
+    }
+
     fn check_input(&self, x: &[f32]) -> Result<()> {
         check_vector("embedding", x, self.dims.input)?;
         Ok(())
@@ -506,13 +523,7 @@ impl<S: Storage> Head<S> {
             capacity: cap,
         } = self.dims;
         let (o, w) = (self.dims.out_offset(), self.dims.feature_width());
-        let others = (0..self.classes).filter(|&c| c != class);
-        let count = others.clone().count();
-        let (mut norms, mut biases) = (0.0f32, 0.0f32);
-        for c in others {
-            norms += math::norm(self.class_weights(c));
-            biases += self.params()[o + cap * w + c];
-        }
+        let (norms, biases, count) = self.other_rows(class);
         let scale = match scale {
             Some(s) if s.is_finite() && s > 0.0 => s,
             Some(_) => {
@@ -606,18 +617,13 @@ impl<S: Storage> Head<S> {
         // Pass 1, reading only: the norm of the centered features, the other classes'
         // summed weights against the mean features, and the centered features against it.
         let (mut norm2, mut others_at_mean, mut centered_at_mean) = (0.0f32, 0.0f32, 0.0f32);
-        let (mut norms, mut biases, mut count) = (0.0f32, 0.0f32, 0usize);
+        let (norms, biases, count) = self.other_rows(class);
         {
             let p = self.params();
             let (w1, rest) = p.split_at(h * d);
             let b1 = &rest[..h];
             let feature = |j: usize, x: &[f32]| feature(w1, b1, d, j, x);
-            let (rows, out_bias) = p[o..].split_at(cap * w);
-            for c in (0..self.classes).filter(|&c| c != class) {
-                norms += math::norm(&rows[c * w..(c + 1) * w]);
-                biases += out_bias[c];
-                count += 1;
-            }
+            let rows = &p[o..o + cap * w];
             for j in 0..w {
                 let m = others.clone().map(|x| feature(j, x)).sum::<f32>() * inv_n;
                 let r = feature(j, embedding) - m;
