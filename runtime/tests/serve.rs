@@ -528,6 +528,21 @@ fn status_rollback_reset_and_predict() {
         .collect();
     assert_eq!(names, [json!("a"), json!("b")]);
     s.stop();
+
+    // The states that rollback and reset left behind stay, however long the device
+    // serves with a small --keep: they are pinned.
+    assert_eq!(after["pinned"], json!([3, 4, 5]));
+    let mut s = Serve::start(&model, &state, &["--persist-interval", "0", "--keep", "2"]);
+    for _ in 0..4 {
+        let p = s.predict(&sample(0, &mut rng));
+        s.label("a", &p["sample"]);
+    }
+    s.stop();
+    let st = status(&state);
+    assert_eq!(st["states_on_disk"], json!([3, 4, 5, 9, 10]));
+    let (ok, _, err) = run(&["rollback", "--state", state.to_str().unwrap(), "--to", "5"]);
+    assert!(ok, "{err}");
+    assert_eq!(status(&state)["labels"], 3);
 }
 
 #[test]

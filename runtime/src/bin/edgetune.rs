@@ -629,7 +629,7 @@ fn status(a: StatusArgs) -> Result<()> {
         if a.json {
             println!(
                 "{}",
-                json!({ "state_dir": a.state, "state": 0, "states_on_disk": [] })
+                json!({ "state_dir": a.state, "state": 0, "states_on_disk": [], "pinned": [] })
             );
         } else {
             println!(
@@ -639,7 +639,7 @@ fn status(a: StatusArgs) -> Result<()> {
         }
         return Ok(());
     };
-    let status = Status::of(&a.state, seq, &state, on_disk);
+    let status = Status::of(&a.state, seq, &state, on_disk, dir.pinned()?);
     if a.json {
         println!("{}", serde_json::to_string(&status)?);
     } else {
@@ -687,6 +687,9 @@ fn rollback(a: RollbackArgs) -> Result<()> {
             })?
         }
     };
+    if let Some((newest, _)) = files.last() {
+        dir.pin(*newest)?;
+    }
     let mut state = state;
     state.origin = Origin::Rollback(from);
     let seq = dir.write(&state)?;
@@ -728,6 +731,9 @@ fn reset(a: StatusArgs) -> Result<()> {
         latency_us: Vec::new(),
         origin: Origin::Reset,
     };
+    if let Some((newest, _)) = dir.list()?.last() {
+        dir.pin(*newest)?;
+    }
     let seq = dir.write(&state)?;
     if a.json {
         println!("{}", json!({ "state": seq, "reset": true }));

@@ -322,6 +322,8 @@ pub struct Status {
     pub origin: String,
     /// States on disk.
     pub states_on_disk: Vec<u64>,
+    /// States kept by a reset or rollback, never pruned.
+    pub pinned: Vec<u64>,
     /// Per class: name, labels received, samples in the replay buffer, guard samples.
     pub classes: Vec<ClassStatus>,
     /// Predictions made.
@@ -357,7 +359,13 @@ pub struct ClassStatus {
 
 impl Status {
     /// The status of a stored state.
-    pub fn of(dir: &Path, seq: u64, state: &DeviceState, on_disk: Vec<u64>) -> Status {
+    pub fn of(
+        dir: &Path,
+        seq: u64,
+        state: &DeviceState,
+        on_disk: Vec<u64>,
+        pinned: Vec<u64>,
+    ) -> Status {
         let buffered = |c: usize| {
             state
                 .buffer
@@ -399,6 +407,7 @@ impl Status {
                 Origin::Rollback(n) => format!("rollback to state {n}"),
             },
             states_on_disk: on_disk,
+            pinned,
             classes,
             predictions: state.counters.predictions,
             labels: state.counters.labels,
@@ -417,8 +426,8 @@ impl std::fmt::Display for Status {
         writeln!(f, "state dir   {}", self.state_dir.display())?;
         writeln!(
             f,
-            "state       {} ({}); on disk: {:?}",
-            self.state, self.origin, self.states_on_disk
+            "state       {} ({}); on disk: {:?}, pinned: {:?}",
+            self.state, self.origin, self.states_on_disk, self.pinned
         )?;
         writeln!(
             f,
@@ -569,7 +578,8 @@ impl Service {
             .list()
             .map(|l| l.into_iter().map(|(s, _)| s).collect())
             .unwrap_or_default();
-        Status::of(self.dir.path(), self.seq, &self.state(), on_disk)
+        let pinned = self.dir.pinned().unwrap_or_default();
+        Status::of(self.dir.path(), self.seq, &self.state(), on_disk, pinned)
     }
 
     /// Answers one request line; never fails (errors are answers).

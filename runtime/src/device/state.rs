@@ -21,7 +21,10 @@
 //! one damaged byte is found.
 //!
 //! A `.lock` file in the directory, locked (`flock`) by `edgetune serve` while it runs,
-//! keeps `rollback` and `reset` from changing states under a running service.
+//! keeps `rollback` and `reset` from changing states under a running service. Those two
+//! *pin* the state that was newest before them (an empty `pinned-N` file): pruning never
+//! deletes a pinned state, so what a reset or rollback left behind can be rolled back to
+//! however long the device served since.
 
 use std::fs::{self, File};
 use std::io;
@@ -390,26 +393,58 @@ impl StateDir {
 
     /// Writes `state` as the next state (one above every state file present, damaged
     /// ones included, so none is ever overwritten), then deletes all but the newest
-    /// `keep`. Returns its sequence number.
+    /// `keep` that are not pinned. Returns its sequence number.
     pub fn write(&self, state: &DeviceState) -> anyhow::Result<u64> {
         let files = self.list()?;
         let seq = files.last().map_or(1, |(s, _)| s + 1);
         let path = self.path.join(file_name(seq));
         crate::bundle::write_atomic(&path, &encode(seq, state))
             .map_err(|e| anyhow::anyhow!("cannot write state {seq}: {e}"))?;
-        self.prune(files.len() + 1)?;
+        self.prune()?;
         Ok(seq)
     }
 
-    /// Deletes the oldest state files so that `keep` remain, and leftover temporary
-    /// files.
-    fn prune(&self, present: usize) -> anyhow::Result<()> {
-        if present > self.keep {
-            for (_, path) in self.list()?.iter().take(present - self.keep) {
-                fs::remove_file(path).map_err(|e| io_err("delete the old state", path, e))?;
-            }
+    /// Deletes the oldest unpinned state files so that `keep` unpinned ones remain.
+    fn prune(&self) -> anyhow::Result<()> {
+        let pinned = self.pinned()?;
+        let unpinned: Vec<_> = self
+            .list()?
+            .into_iter()
+            .filter(|(s, _)| !pinned.contains(s))
+            .collect();
+        for (_, path) in unpinned
+            .iter()
+            .take(unpinned.len().saturating_sub(self.keep))
+        {
+            fs::remove_file(path).map_err(|e| io_err("delete the old state", path, e))?;
         }
         Ok(())
+    }
+
+    /// Pins state `seq`: pruning keeps it.
+    pub fn pin(&self, seq: u64) -> anyhow::Result<()> {
+        let path = self.path.join(format!("pinned-{seq:010}"));
+        crate::bundle::write_atomic(&path, b"")
+            .map_err(|e| anyhow::anyhow!("cannot pin state {seq}: {e}"))
+    }
+
+    /// The pinned states' sequence numbers.
+    pub fn pinned(&self) -> anyhow::Result<Vec<u64>> {
+        let entries = fs::read_dir(&self.path)
+            .map_err(|e| io_err("read the state directory", &self.path, e))?;
+        let mut out: Vec<u64> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let digits = name.to_str()?.strip_prefix("pinned-")?.to_string();
+                digits
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| digits.parse().ok())?
+            })
+            .collect();
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// Deletes temporary files left by a write that a crash interrupted.
