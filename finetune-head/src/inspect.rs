@@ -1008,6 +1008,17 @@ impl fmt::Display for BundleReport {
             BackboneFormat::NnefTar => "NNEF tar",
         };
         row(f, "backbone", format!("{format}, {q}"))?;
+        if let Some(e) = &m.exemplars {
+            row(
+                f,
+                "exemplars",
+                format!(
+                    "{} for replay, {} for the guard (embeddings the device starts with)",
+                    e.replay.len(),
+                    e.guard.len()
+                ),
+            )?;
+        }
         match (&self.backbone, &self.backbone_note) {
             (Some(b), _) => b.fmt_rows(f)?,
             (None, Some(n)) if m.backbone.format != BackboneFormat::None => {

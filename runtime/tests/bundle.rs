@@ -169,6 +169,38 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+fn exemplars_round_trip_and_bad_ones_are_refused() {
+    use edgetune::bundle::Exemplars;
+    let mut b = features_bundle();
+    let (x0, x1) = ([1.0f32, 0.0, 0.0, 0.5], [0.0f32, 1.0, 0.25, 0.0]);
+    b.manifest.exemplars = Some(Exemplars::new([(&x0[..], 0), (&x1[..], 1)], [(&x1[..], 1)]));
+    let back = Bundle::from_bytes(&b.to_bytes().unwrap()).unwrap();
+    assert_eq!(back, b);
+    let e = back.manifest.exemplars.as_ref().unwrap();
+    assert_eq!(
+        (e.replay.as_slice(), e.guard.as_slice()),
+        (&[0, 1][..], &[1][..])
+    );
+    let values = e.embeddings(4, 2).unwrap();
+    assert_eq!(values, [x0, x1, x1].concat());
+
+    let refused = |edit: &dyn Fn(&mut Exemplars), expected: &str| {
+        let mut bad = b.clone();
+        edit(bad.manifest.exemplars.as_mut().unwrap());
+        let err = bad.to_bytes().unwrap_err().to_string();
+        assert!(err.contains(expected), "{err:?} does not say {expected:?}");
+    };
+    refused(&|e| e.embeddings = "***".into(), "not valid base64");
+    refused(
+        &|e| e.replay.push(0),
+        "48 bytes of embeddings for 4 exemplars of 4 values",
+    );
+    refused(&|e| e.guard[0] = 2, "class 2 of 2");
+    let nan = Exemplars::new([(&[f32::NAN, 0.0, 0.0, 0.0][..], 0)], []);
+    refused(&|e| *e = nan.clone(), "NaN or infinity");
+}
+
+#[test]
 fn roundtrips_with_and_without_backbone_and_head() {
     let mut no_head = features_bundle();
     no_head.head = None;
