@@ -475,10 +475,17 @@ impl std::fmt::Display for Report {
             "             latency (median): predict {:.0} µs (backbone + head), learn one label {:.1} µs, persist {:.1} µs ({} bytes)",
             self.predict_us, self.learn_us, self.persist_us, self.state_bytes
         )?;
-        write!(
+        writeln!(
             f,
             "             {} test samples; state reloaded after the stream and checked identical",
             self.test_samples
+        )?;
+        write!(
+            f,
+            "the device program on this bundle (JSON requests on stdin, e.g. {{\"input\": \"some.png\"}}):\n  \
+             cargo run --release -p edgetune --features device --bin edgetune -- serve {} --state {}",
+            self.bundle.display(),
+            self.bundle.with_file_name("device-state").display()
         )
     }
 }
