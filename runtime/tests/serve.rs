@@ -251,6 +251,21 @@ fn bad_requests_get_an_error_each_and_change_nothing() {
             "{line}: {e:?} does not say {expected:?}"
         );
     }
+    // Bytes that are no request line at all: invalid UTF-8, and a line longer than the
+    // 64 MiB limit. Each gets an error; the stream goes on.
+    let stdin = s.child.stdin.as_mut().unwrap();
+    stdin.write_all(b"{\"label\": \"\xff\xfe\"}\n").unwrap();
+    let a = s.answer().unwrap();
+    assert!(a["error"].as_str().unwrap().contains("not UTF-8"), "{a}");
+    let stdin = s.child.stdin.as_mut().unwrap();
+    let long = vec![b' '; (64 << 20) + 10];
+    stdin.write_all(&long).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    let a = s.answer().unwrap();
+    assert!(
+        a["error"].as_str().unwrap().contains("longer than 64 MiB"),
+        "{a}"
+    );
     // Capacity 3, all taken: a fourth class is refused with the reason.
     let p = s.predict(&sample(3, &mut rng));
     let a = s.label("d", &p["sample"]);

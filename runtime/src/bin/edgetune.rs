@@ -201,10 +201,51 @@ fn main() {
     }
 }
 
+/// Longest request line: a base64 image or a JSON tensor of a large input fits.
+const MAX_LINE: usize = 64 << 20;
+
+/// The next request line of `r`: `Ok` with the line, `Err` with why it cannot be one (too
+/// long, not UTF-8: the line is skipped and the stream goes on), `None` at the end of the
+/// stream or on a read error.
+fn next_request(r: &mut impl BufRead) -> Option<Result<String, String>> {
+    let mut buf = Vec::new();
+    let n = std::io::Read::take(&mut *r, MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .ok()?;
+    if n == 0 {
+        return None;
+    }
+    if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
+        // Skip the rest of the line, a bounded piece at a time.
+        loop {
+            buf.clear();
+            let n = std::io::Read::take(&mut *r, 1 << 20)
+                .read_until(b'\n', &mut buf)
+                .ok()?;
+            if n == 0 || buf.last() == Some(&b'\n') {
+                break;
+            }
+        }
+        return Some(Err(format!(
+            "request line longer than {} MiB: skipped",
+            MAX_LINE >> 20
+        )));
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    Some(String::from_utf8(buf).map_err(|e| {
+        format!(
+            "the request is not UTF-8 text (invalid byte at {})",
+            e.utf8_error().valid_up_to()
+        )
+    }))
+}
+
 /// What the reader threads hand to the service thread.
 enum Event {
-    /// A request line and where its answer goes.
-    Line(String, Reply),
+    /// A request line (or why it is none) and where its answer goes.
+    Line(Result<String, String>, Reply),
     /// A label button was pressed.
     Press(String),
     /// A new file in the watched directory.
@@ -254,7 +295,9 @@ fn serve(a: ServeArgs) -> Result<()> {
     ] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
     }
-    let (tx, rx) = mpsc::channel::<Event>();
+    // Bounded: a client that sends faster than the service answers waits, instead of
+    // queueing without limit.
+    let (tx, rx) = mpsc::sync_channel::<Event>(64);
     for path in &a.inputs {
         let answer = predict_file(&mut service, path);
         print_line(&answer);
@@ -264,8 +307,8 @@ fn serve(a: ServeArgs) -> Result<()> {
         sources += 1;
         let tx = tx.clone();
         std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
+            let mut stdin = std::io::stdin().lock();
+            while let Some(line) = next_request(&mut stdin) {
                 if tx.send(Event::Line(line, Reply::Stdout)).is_err() {
                     return;
                 }
@@ -313,10 +356,11 @@ fn serve(a: ServeArgs) -> Result<()> {
         match event {
             None => {}
             Some(Event::Line(line, reply)) => {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let answer = service.handle_line(&line);
+                let answer = match line {
+                    Ok(line) if line.trim().is_empty() => continue,
+                    Ok(line) => service.handle_line(&line),
+                    Err(refused) => json!({ "error": refused }),
+                };
                 match reply {
                     Reply::Stdout => print_line(&answer),
                     Reply::Socket(mut s) => {
@@ -362,7 +406,7 @@ fn predict_file(service: &mut Service, path: &Path) -> Value {
     answer
 }
 
-fn listen(path: &Path, tx: mpsc::Sender<Event>) -> Result<()> {
+fn listen(path: &Path, tx: mpsc::SyncSender<Event>) -> Result<()> {
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             bail!("the socket {} is in use by another process", path.display());
@@ -381,8 +425,8 @@ fn listen(path: &Path, tx: mpsc::Sender<Event>) -> Result<()> {
             std::thread::spawn(move || {
                 let Ok(writer) = conn.try_clone() else { return };
                 let _ = writer.set_write_timeout(Some(Duration::from_secs(5)));
-                for line in BufReader::new(conn).lines() {
-                    let Ok(line) = line else { break };
+                let mut conn = BufReader::new(conn);
+                while let Some(line) = next_request(&mut conn) {
                     let Ok(reply) = writer.try_clone() else { break };
                     if tx.send(Event::Line(line, Reply::Socket(reply))).is_err() {
                         break;
@@ -394,7 +438,7 @@ fn listen(path: &Path, tx: mpsc::Sender<Event>) -> Result<()> {
     Ok(())
 }
 
-fn watch(dir: &Path, every: Duration, tx: mpsc::Sender<Event>) -> Result<()> {
+fn watch(dir: &Path, every: Duration, tx: mpsc::SyncSender<Event>) -> Result<()> {
     let list = |dir: &Path| -> std::io::Result<Vec<(PathBuf, u64)>> {
         let mut files = Vec::new();
         for e in std::fs::read_dir(dir)? {
@@ -453,7 +497,12 @@ fn watch(dir: &Path, every: Duration, tx: mpsc::Sender<Event>) -> Result<()> {
 }
 
 #[cfg(target_os = "linux")]
-fn button(spec: &str, active_high: bool, service: &Service, tx: mpsc::Sender<Event>) -> Result<()> {
+fn button(
+    spec: &str,
+    active_high: bool,
+    service: &Service,
+    tx: mpsc::SyncSender<Event>,
+) -> Result<()> {
     use edgetune::button::{Active, Button};
     use linux_embedded_hal::CdevPin;
     use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
@@ -511,7 +560,7 @@ fn button(spec: &str, active_high: bool, service: &Service, tx: mpsc::Sender<Eve
 }
 
 #[cfg(not(target_os = "linux"))]
-fn button(spec: &str, _: bool, _: &Service, _: mpsc::Sender<Event>) -> Result<()> {
+fn button(spec: &str, _: bool, _: &Service, _: mpsc::SyncSender<Event>) -> Result<()> {
     bail!("--button {spec}: GPIO buttons need Linux GPIO character devices")
 }
 
