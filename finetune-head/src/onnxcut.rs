@@ -65,18 +65,18 @@ pub fn cut(proto: &ModelProto, tensor: &str) -> Result<ModelProto> {
         if !needed.insert(t) {
             continue;
         }
-        if let Some(&i) = producer.get(t) {
-            if !keep[i] {
-                keep[i] = true;
-                let node = &graph.node[i];
-                stack.extend(
-                    node.input
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|s| !s.is_empty()),
-                );
-                stack.extend(subgraph_reads(node));
-            }
+        if let Some(&i) = producer.get(t)
+            && !keep[i]
+        {
+            keep[i] = true;
+            let node = &graph.node[i];
+            stack.extend(
+                node.input
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| !s.is_empty()),
+            );
+            stack.extend(subgraph_reads(node));
         }
     }
 

@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         total += start.elapsed();
     }
     let mut rows: Vec<_> = per_op.into_iter().collect();
-    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.0));
     let per = |d: Duration| d.as_secs_f64() * 1e3 / n as f64;
     println!(
         "{path}: {:.2} ms per inference ({n} runs, one thread)",

@@ -334,10 +334,13 @@ impl Backbone {
                 what: format!("{} tokens, the model takes 1 to {seq}", ids.len()),
             });
         }
-        let plan = match &self.engine {
-            Engine::Tract(plan) => plan,
-            #[cfg(feature = "ort")]
-            Engine::Ort(_) => unreachable!("from_onnx refuses text encoders"),
+        // `from_onnx` refuses text encoders, so this is tract's; an error, not a panic,
+        // if that ever changes.
+        #[allow(irrefutable_let_patterns)]
+        let Engine::Tract(plan) = &self.engine else {
+            return Err(BackboneError::Unsupported {
+                what: "text encoders run on tract only",
+            });
         };
         let mut inputs = TVec::new();
         for (ix, input) in self.text_inputs.iter().enumerate() {

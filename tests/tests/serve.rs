@@ -72,7 +72,10 @@ impl Serve {
     fn accuracy(&mut self, files: &[(PathBuf, usize)]) -> f64 {
         let hits = files
             .iter()
-            .filter(|(f, d)| self.ask(json!({ "input": f }))["class"] == d.to_string())
+            .filter(|(f, d)| {
+                let class = &self.ask(json!({ "input": f }))["class"];
+                class.as_str().and_then(|c| c.parse().ok()) == Some(*d)
+            })
             .count();
         hits as f64 / files.len() as f64
     }

@@ -746,7 +746,7 @@ fn rollback(a: RollbackArgs) -> Result<()> {
         println!("{}", json!({ "state": seq, "copy_of": from }));
     } else {
         println!(
-            "state {seq} is now a copy of state {from}; a restarted `edgetune serve` continues from it"
+            "state {seq} is now a copy of state {from}; a restarted `edgetune serve` continues from it (the state before is pinned)"
         );
     }
     Ok(())
@@ -788,7 +788,7 @@ fn reset(a: StatusArgs) -> Result<()> {
         println!("{}", json!({ "state": seq, "reset": true }));
     } else {
         println!(
-            "state {seq}: back to the bundle's head; the earlier states stay on disk (`edgetune rollback --to N`)"
+            "state {seq}: back to the bundle's head; the earlier states stay on disk, the last one pinned (`edgetune rollback --to N`)"
         );
     }
     Ok(())
