@@ -32,8 +32,9 @@ use edgetune::bundle::InputSpec;
 use edgetune::rng::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::calib::{IMAGE_EXTENSIONS, read_npy};
+use crate::calib::IMAGE_EXTENSIONS;
 use crate::report::{Conflict, DuplicateGroup, Skipped};
+use edgetune::npy::read_npy;
 
 /// A content hash (SHA-256).
 pub type Hash = [u8; 32];

@@ -23,6 +23,8 @@ pub mod learn;
 pub mod math;
 #[cfg(feature = "tract")]
 pub mod nnef;
+#[cfg(feature = "npy")]
+pub mod npy;
 pub mod online;
 pub mod persist;
 pub mod rng;

@@ -508,6 +508,43 @@ fn status_rollback_reset_and_predict() {
         ok && !out.contains(" c "),
         "the bundle's head knows no class c: {out}"
     );
+    // The same sample as a .npy array; one of another shape is an error naming it.
+    let npy = |name: &str, shape: &str, values: &[f32]| {
+        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let x_values: Vec<f32> = std::fs::read(&x)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let good = npy("x.npy", "(1, 4)", &x_values);
+    let bad = npy("bad.npy", "(3,)", &x_values[..3]);
+    let (ok, out, err) = run(&[
+        "predict",
+        model.to_str().unwrap(),
+        good.to_str().unwrap(),
+        "--state",
+        st,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["class"], "c");
+    let (ok, out, _) = run(&["predict", model.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("has shape [3], the model takes [1, 4]"),
+        "{out}"
+    );
     let (ok, out, _) = run(&["predict", model.to_str().unwrap(), "/no/file"]);
     assert!(!ok && out.contains("cannot read the input"), "{out}");
 

@@ -138,11 +138,20 @@ impl Model {
     }
 
     /// The raw input tensor of a file's bytes: a PNG or JPEG image (for an image
-    /// backbone), a `.npy` array, or raw little-endian f32 values.
+    /// backbone), a `.npy` array ([`crate::npy`]; of a batch, the first sample), or raw
+    /// little-endian f32 values.
     pub fn raw_input(&self, bytes: &[u8]) -> anyhow::Result<Vec<f32>> {
         let layout = self.manifest.input.layout;
         let values = if bytes.starts_with(b"\x93NUMPY") {
-            npy_f32(bytes)?
+            // A batch gives its first sample.
+            let mut samples = crate::npy::read_npy(
+                Path::new("the .npy input"),
+                bytes,
+                &self.manifest.input,
+                self.input_len,
+                1,
+            )?;
+            samples.pop().unwrap_or_default()
         } else if bytes.starts_with(b"\x89PNG") || bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
             if !matches!(layout, Layout::Nchw | Layout::Nhwc) {
                 bail!(
@@ -231,51 +240,6 @@ fn image_input(bytes: &[u8], manifest: &Manifest) -> anyhow::Result<Vec<f32>> {
 #[cfg(not(feature = "image"))]
 fn image_input(_: &[u8], _: &Manifest) -> anyhow::Result<Vec<f32>> {
     bail!("this build decodes no images (no `image` feature)")
-}
-
-/// The values of a `.npy` array of f32 (`<f4`), f64 (`<f8`) or u8 (`|u1`), C order.
-pub fn npy_f32(bytes: &[u8]) -> anyhow::Result<Vec<f32>> {
-    let bad = |what: &str| anyhow::anyhow!("malformed .npy data: {what}");
-    let major = *bytes.get(6).ok_or_else(|| bad("no version"))?;
-    let (len, start): (usize, usize) = match major {
-        1 => (
-            u16::from_le_bytes([
-                bytes.get(8).copied().unwrap_or(0),
-                bytes.get(9).copied().unwrap_or(0),
-            ]) as usize,
-            10,
-        ),
-        2 | 3 => {
-            let b = bytes.get(8..12).ok_or_else(|| bad("no header length"))?;
-            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
-        }
-        v => return Err(bad(&format!("version {v}"))),
-    };
-    let header = bytes
-        .get(start..start.saturating_add(len))
-        .ok_or_else(|| bad("the header is cut short"))?;
-    let header = std::str::from_utf8(header).map_err(|_| bad("the header is not text"))?;
-    if header.contains("'fortran_order': True") {
-        bail!("malformed .npy data: Fortran order is not supported; save it in C order");
-    }
-    let descr = header
-        .split("'descr':")
-        .nth(1)
-        .and_then(|s| s.split('\'').nth(1))
-        .ok_or_else(|| bad("no descr"))?;
-    let data = &bytes[start + len..];
-    let (size, conv): (usize, fn(&[u8]) -> f32) = match descr {
-        "<f4" => (4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        "<f8" => (8, |c| {
-            f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-        }),
-        "|u1" => (1, |c| f32::from(c[0])),
-        d => bail!("malformed .npy data: element type {d} is not supported (f32, f64 or u8)"),
-    };
-    if !data.len().is_multiple_of(size) {
-        return Err(bad("the data is not whole elements"));
-    }
-    Ok(data.chunks_exact(size).map(conv).collect())
 }
 
 /// One request line, parsed (see the module docs).
