@@ -24,6 +24,27 @@ if [ -n "$missing" ]; then
   rustup target add --toolchain "$toolchain" $missing
 fi
 
+# Board targets (scripts/cross.sh, targets/cortex-m): cross C compilers and C libraries
+# (tract-linalg assembles its ARM kernels with them; they link the device program),
+# qemu-user to run the ARM Linux builds, qemu-system-arm for the Cortex-M4 firmware.
+packages=""
+want() { [ -e "$1" ] || command -v "$1" >/dev/null 2>&1 || packages="$packages $2"; }
+want aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+want /usr/aarch64-linux-gnu/lib/libc.so.6 libc6-dev-arm64-cross
+want arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf
+want /usr/arm-linux-gnueabihf/lib/libc.so.6 libc6-dev-armhf-cross
+want qemu-aarch64 qemu-user
+want qemu-arm qemu-user
+want qemu-system-arm qemu-system-arm
+if [ -n "$packages" ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "setup: installing Debian packages:$packages"
+  $sudo apt-get update -q
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $packages
+fi
+
 # ONNX Runtime for the `ort` feature (parity tests, benches): the shared library from
 # the PyPI wheel, unpacked to a fixed project-local path that scripts/test.sh exports as
 # ORT_DYLIB_PATH. ort is built with `load-dynamic`, so nothing downloads at build time.

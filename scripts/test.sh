@@ -9,6 +9,7 @@ export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/target/onnxruntime/libonnxruntime.
 echo "== format"
 cargo fmt --all --check
 (cd targets/no-alloc-check && cargo fmt --check)
+(cd targets/cortex-m && cargo fmt --check)
 
 # The no_std core must build for the smallest Cortex-M cores with no allocator at all:
 # targets/no-alloc-check links a no_main binary without a global allocator, which fails
@@ -25,3 +26,14 @@ cargo check -p edgetune --no-default-features --features defmt --target thumbv7e
 
 echo "== workspace tests"
 cargo test --workspace
+
+# The boards (issue #6): every test of the runtime under qemu-user for aarch64 (Pi 3/4/5,
+# Jetson; with the Jetson's CUDA/TensorRT providers compiled in) and armv7 (Pi 2/3), and
+# parity of their embeddings and learned heads with this host's.
+echo "== boards: ARM Linux under qemu"
+bash scripts/cross.sh
+
+# The Cortex-M4 firmware under qemu-system-arm: learns, persists, reloads; checks the
+# printed accuracy and a clean exit.
+echo "== boards: Cortex-M firmware under qemu-system-arm"
+bash targets/cortex-m/ci.sh

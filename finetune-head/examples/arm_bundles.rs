@@ -3,7 +3,9 @@
 //! (`scripts/icount.sh`), and prints each conversion report (int8 size against f32,
 //! cosine to f32 on held-out samples).
 //!
-//! `cargo run --release -p finetune-head --example arm_bundles -- OUT_DIR`
+//! `cargo run --release -p finetune-head --example arm_bundles -- OUT_DIR [MODEL...]`
+//! (MODEL: `mobilenet`, `resnet`; default both). `scripts/cross.sh` uses the MobileNet
+//! pair for its host/ARM parity check.
 
 use std::path::PathBuf;
 
@@ -18,6 +20,13 @@ fn main() -> Result<()> {
             .nth(1)
             .context("usage: arm_bundles OUT_DIR")?,
     );
+    let only: Vec<String> = std::env::args().skip(2).collect();
+    for m in &only {
+        anyhow::ensure!(
+            m == "mobilenet" || m == "resnet",
+            "unknown model {m:?}: mobilenet or resnet"
+        );
+    }
     std::fs::create_dir_all(&out)?;
     let preprocess = Preprocess {
         scale: 1.0 / 255.0,
@@ -34,6 +43,9 @@ fn main() -> Result<()> {
         ("resnet", testmodels::resnet(&ResNetConfig::default())),
     ];
     for (name, onnx) in models {
+        if !only.is_empty() && !only.iter().any(|m| m == name) {
+            continue;
+        }
         let model = out.join(format!("{name}.onnx"));
         testmodels::write(&model, &onnx)?;
         for int8 in [false, true] {

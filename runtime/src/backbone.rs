@@ -23,7 +23,7 @@ use crate::bundle::Bundle;
 use crate::bundle::{Layout, Manifest, Pooling, Preprocess};
 
 #[cfg(feature = "ort")]
-pub use crate::backbone_ort::OrtOptions;
+pub use crate::backbone_ort::{OrtOptions, Provider};
 
 /// Why a backbone could not be loaded or run.
 #[derive(Debug)]

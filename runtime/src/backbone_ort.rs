@@ -32,6 +32,38 @@ pub struct OrtOptions {
     /// on; off gives ONNX Runtime's plain kernels, the reference for int8 graphs
     /// (its optimized u8×s8 kernels saturate on CPUs without VNNI).
     pub optimize: bool,
+    /// Where the graph runs: the CPU, or an NVIDIA GPU through CUDA or TensorRT (the
+    /// Jetson; features `cuda` and `tensorrt`, and an ONNX Runtime library built with
+    /// those providers, such as the one JetPack's packages install).
+    pub provider: Provider,
+}
+
+/// ONNX Runtime's execution provider for a backbone.
+///
+/// A GPU provider that cannot start (no GPU, a library built without it, missing CUDA
+/// libraries) is an error at load, never a silent fall back to the CPU.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Provider {
+    /// ONNX Runtime's CPU kernels.
+    #[default]
+    Cpu,
+    /// CUDA on GPU `device` (feature `cuda`).
+    Cuda {
+        /// The GPU's index (0 on a Jetson).
+        device: i32,
+    },
+    /// TensorRT on GPU `device` (feature `tensorrt`); nodes TensorRT cannot take run on
+    /// CUDA when the `cuda` feature is also on, else on the CPU.
+    TensorRt {
+        /// The GPU's index (0 on a Jetson).
+        device: i32,
+        /// Let TensorRT run layers in half precision.
+        fp16: bool,
+        /// Keep built TensorRT engines in this directory: building one takes minutes on
+        /// a Jetson, loading a cached one a second.
+        cache: Option<PathBuf>,
+    },
 }
 
 impl Default for OrtOptions {
@@ -39,6 +71,7 @@ impl Default for OrtOptions {
         OrtOptions {
             intra_threads: 1,
             optimize: true,
+            provider: Provider::Cpu,
         }
     }
 }
@@ -54,6 +87,57 @@ impl OrtOptions {
     pub fn optimize(mut self, on: bool) -> Self {
         self.optimize = on;
         self
+    }
+
+    /// On this execution provider.
+    pub fn provider(mut self, provider: Provider) -> Self {
+        self.provider = provider;
+        self
+    }
+}
+
+/// ort's execution providers for `provider`, or why this build cannot have it.
+fn execution_providers(
+    provider: &Provider,
+) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, BackboneError> {
+    match provider {
+        Provider::Cpu => Ok(Vec::new()),
+        #[cfg(feature = "cuda")]
+        Provider::Cuda { device } => Ok(vec![
+            ort::ep::CUDA::default()
+                .with_device_id(*device)
+                .build()
+                .error_on_failure(),
+        ]),
+        #[cfg(not(feature = "cuda"))]
+        Provider::Cuda { .. } => Err(BackboneError::Unsupported {
+            what: "the CUDA provider (build edgetune with the `cuda` feature)",
+        }),
+        #[cfg(feature = "tensorrt")]
+        Provider::TensorRt {
+            device,
+            fp16,
+            cache,
+        } => {
+            let mut trt = ort::ep::TensorRT::default()
+                .with_device_id(*device)
+                .with_fp16(*fp16);
+            if let Some(dir) = cache {
+                trt = trt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(dir.display());
+            }
+            #[allow(unused_mut)]
+            let mut eps = vec![trt.build().error_on_failure()];
+            // What TensorRT does not take goes to CUDA rather than the CPU.
+            #[cfg(feature = "cuda")]
+            eps.push(ort::ep::CUDA::default().with_device_id(*device).build());
+            Ok(eps)
+        }
+        #[cfg(not(feature = "tensorrt"))]
+        Provider::TensorRt { .. } => Err(BackboneError::Unsupported {
+            what: "the TensorRT provider (build edgetune with the `tensorrt` feature)",
+        }),
     }
 }
 
@@ -125,6 +209,8 @@ impl Session {
             .map_err(|e| load(e.to_string()))?
             .with_optimization_level(level)
             .map_err(|e| load(e.to_string()))?
+            .with_execution_providers(execution_providers(&options.provider)?)
+            .map_err(|e| load(format!("{:?}: {e}", options.provider)))?
             .commit_from_memory(onnx)
             .map_err(|e| load(e.to_string()))?;
         let names = |o: &[ort::value::Outlet]| {

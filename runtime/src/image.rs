@@ -611,20 +611,29 @@ mod tests {
         chunk(b"IHDR", &[&side[..], &side, &[8, 2, 0, 0, 0]].concat());
         chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]);
         let err = decode_image(&bytes).unwrap_err();
+        // On 32-bit targets (armv7) the PNG decoder itself refuses such a header, since
+        // the image's size does not fit a usize, before it tells the dimensions: the
+        // image is refused all the same, with a message that cannot name its size.
+        let dimensions = if cfg!(target_pointer_width = "64") {
+            Some((100_000, 100_000))
+        } else {
+            None
+        };
         assert!(
-            matches!(
-                err,
-                InputError::TooLarge {
-                    dimensions: Some((100_000, 100_000)),
-                    ..
-                }
-            ),
+            matches!(err, InputError::TooLarge { dimensions: d, .. } if d == dimensions),
             "{err:?}"
         );
-        assert_eq!(
-            err.to_string(),
-            "the image is too large to decode (100000×100000 pixels)"
+        assert!(
+            err.to_string()
+                .starts_with("the image is too large to decode"),
+            "{err}"
         );
+        if dimensions.is_some() {
+            assert_eq!(
+                err.to_string(),
+                "the image is too large to decode (100000×100000 pixels)"
+            );
+        }
     }
 
     #[test]

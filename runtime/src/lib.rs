@@ -16,6 +16,7 @@ pub mod classes;
 #[cfg(feature = "device")]
 pub mod device;
 pub mod error;
+pub mod flash;
 pub mod head;
 #[cfg(feature = "image")]
 pub mod image;

@@ -18,6 +18,22 @@ use edgetune::{Dims, Head, Learner, persist};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgetune");
+
+/// The binary under test. When the tests run under qemu (`scripts/cross.sh`), the
+/// binary is an ARM one too and needs the same emulator: `EDGETUNE_TEST_RUNNER` holds
+/// that command (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`); a kill then kills the
+/// emulated program with its emulator.
+fn edgetune() -> Command {
+    match std::env::var("EDGETUNE_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap());
+            cmd.args(words).arg(BIN);
+            cmd
+        }
+        _ => Command::new(BIN),
+    }
+}
 const DIM: usize = 4;
 
 fn tmp(name: &str) -> PathBuf {
@@ -57,7 +73,7 @@ struct Serve {
 
 impl Serve {
     fn start(bundle: &Path, state: &Path, extra: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
+        let mut child = edgetune()
             .args([
                 "serve",
                 bundle.to_str().unwrap(),
@@ -119,7 +135,7 @@ impl Serve {
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = edgetune().args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -419,7 +435,7 @@ fn every_damaged_or_truncated_newest_state_falls_back_to_the_previous() {
     let newest = state.join(state::file_name(3));
     let good = std::fs::read(&newest).unwrap();
     let serve_once = || {
-        let out = Command::new(BIN)
+        let out = edgetune()
             .args([
                 "serve",
                 model.to_str().unwrap(),

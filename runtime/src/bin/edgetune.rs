@@ -87,9 +87,79 @@ struct ServeArgs {
     keep: usize,
     #[command(flatten)]
     learn: LearnArgs,
+    #[command(flatten)]
+    backbone: BackboneArgs,
+}
+
+/// How the backbone runs.
+#[derive(Args)]
+struct BackboneArgs {
     /// Backbone threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Run the backbone with ONNX Runtime from this ONNX model (the one the bundle was
+    /// converted from), cut at the bundle's embedding, instead of the bundle's tract
+    /// graph: the Jetson's GPU path (see --provider).
+    #[cfg(feature = "ort")]
+    #[arg(long, value_name = "MODEL.onnx")]
+    onnx: Option<PathBuf>,
+    /// ONNX Runtime's execution provider with --onnx (cuda and tensorrt need this build's
+    /// `cuda`/`tensorrt` features and an ONNX Runtime library built with them).
+    #[cfg(feature = "ort")]
+    #[arg(long, value_enum, default_value_t = ProviderArg::Cpu, requires = "onnx")]
+    provider: ProviderArg,
+    /// The GPU's index for --provider cuda/tensorrt.
+    #[cfg(feature = "ort")]
+    #[arg(long, default_value_t = 0, requires = "onnx")]
+    gpu: i32,
+    /// TensorRT: allow half precision.
+    #[cfg(feature = "ort")]
+    #[arg(long, requires = "onnx")]
+    fp16: bool,
+    /// TensorRT: keep built engines in this directory (building one takes minutes).
+    #[cfg(feature = "ort")]
+    #[arg(long, value_name = "DIR", requires = "onnx")]
+    trt_cache: Option<PathBuf>,
+}
+
+#[cfg(feature = "ort")]
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProviderArg {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl BackboneArgs {
+    /// Options with the backbone's part filled in.
+    fn options(&self) -> Result<Options> {
+        #[allow(unused_mut)]
+        let mut opts = Options {
+            threads: self.threads.max(1),
+            ..Options::default()
+        };
+        #[cfg(feature = "ort")]
+        if let Some(onnx) = &self.onnx {
+            use edgetune::backbone::{OrtOptions, Provider};
+            if self.trt_cache.is_some() && !matches!(self.provider, ProviderArg::Tensorrt) {
+                bail!("--trt-cache is for --provider tensorrt");
+            }
+            let provider = match self.provider {
+                ProviderArg::Cpu => Provider::Cpu,
+                ProviderArg::Cuda => Provider::Cuda { device: self.gpu },
+                ProviderArg::Tensorrt => Provider::TensorRt {
+                    device: self.gpu,
+                    fp16: self.fp16,
+                    cache: self.trt_cache.clone(),
+                },
+            };
+            let ort = OrtOptions::default()
+                .intra_threads(self.threads.max(1))
+                .provider(provider);
+            opts.onnx = Some((onnx.clone(), ort));
+        }
+        Ok(opts)
+    }
 }
 
 #[derive(Args)]
@@ -150,9 +220,8 @@ struct PredictArgs {
     /// One JSON object per input instead of text.
     #[arg(long)]
     json: bool,
-    /// Backbone threads.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    #[command(flatten)]
+    backbone: BackboneArgs,
 }
 
 #[derive(Args)]
@@ -274,7 +343,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         engine: a.learn.config()?,
         keep: a.keep,
         persist_interval: Duration::from_secs_f64(a.persist_interval),
-        threads: a.threads.max(1),
+        ..a.backbone.options()?
     };
     let (mut service, warnings) = Service::open(&a.bundle, &a.state, opts)?;
     for w in &warnings {
@@ -571,7 +640,7 @@ fn predict(a: PredictArgs) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("edgetune-predict-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(tmp.clone());
     if let Some(dir) = &a.state {
-        let model = Model::open(&bundle, 1)?;
+        let model = Model::open(&bundle, &a.backbone.options()?)?;
         let src = StateDir::open(dir, false, 5)?;
         let loaded = load_for(&src, &model, EngineConfig::DEFAULT)?.with_context(|| {
             format!(
@@ -589,11 +658,7 @@ fn predict(a: PredictArgs) -> Result<()> {
         std::fs::create_dir_all(&tmp)?;
         StateDir::open(&tmp, false, 2)?.write(&loaded.state)?;
     }
-    let opts = Options {
-        threads: a.threads.max(1),
-        ..Options::default()
-    };
-    let (mut service, _) = Service::open(&bundle, &tmp, opts)?;
+    let (mut service, _) = Service::open(&bundle, &tmp, a.backbone.options()?)?;
     let mut failed = 0;
     for path in &a.inputs {
         let answer = predict_file(&mut service, path);

@@ -61,6 +61,10 @@ pub struct Options {
     pub persist_interval: Duration,
     /// Threads of the backbone.
     pub threads: usize,
+    /// Run the backbone with ONNX Runtime from this ONNX model (the one the bundle was
+    /// converted from) instead of the bundle's tract graph: the Jetson's GPU path.
+    #[cfg(feature = "ort")]
+    pub onnx: Option<(std::path::PathBuf, crate::backbone::OrtOptions)>,
 }
 
 impl Default for Options {
@@ -70,6 +74,8 @@ impl Default for Options {
             keep: 5,
             persist_interval: Duration::from_secs(2),
             threads: 1,
+            #[cfg(feature = "ort")]
+            onnx: None,
         }
     }
 }
@@ -88,8 +94,9 @@ pub struct Model {
 }
 
 impl Model {
-    /// Reads a bundle and loads its backbone for `threads` threads.
-    pub fn open(path: &Path, threads: usize) -> anyhow::Result<Model> {
+    /// Reads a bundle and loads its backbone as `opts` say (threads, or ONNX Runtime).
+    pub fn open(path: &Path, opts: &Options) -> anyhow::Result<Model> {
+        let threads = opts.threads;
         let bundle = Bundle::read(path).with_context(|| format!("bundle {}", path.display()))?;
         let manifest = bundle.manifest.clone();
         let embedding = manifest.embedding.size;
@@ -98,6 +105,27 @@ impl Model {
             None => Head::alloc(Dims::linear(embedding, DEFAULT_CAPACITY), 0)
                 .context("an empty head for the bundle")?,
         };
+        #[cfg(feature = "ort")]
+        if let Some((onnx, ort)) = &opts.onnx {
+            if manifest.backbone.format == BackboneFormat::None {
+                bail!("--onnx is for bundles with a backbone; this one takes embeddings");
+            }
+            let bytes = std::fs::read(onnx).with_context(|| format!("{}", onnx.display()))?;
+            let b = Backbone::from_onnx_with(&bytes, &manifest, ort).with_context(|| {
+                format!(
+                    "ONNX Runtime ({:?}) on {} cut at the bundle's embedding",
+                    ort.provider,
+                    onnx.display()
+                )
+            })?;
+            return Ok(Model {
+                id: state::backbone_id(&bundle),
+                input_len: manifest.input.shape.iter().product(),
+                manifest,
+                backbone: Some(b),
+                head,
+            });
+        }
         #[cfg(feature = "tract")]
         let backbone = match manifest.backbone.format {
             BackboneFormat::None => None,
@@ -452,7 +480,7 @@ impl Service {
         dir: &Path,
         opts: Options,
     ) -> anyhow::Result<(Service, Vec<String>)> {
-        let model = Model::open(bundle, opts.threads)?;
+        let model = Model::open(bundle, &opts)?;
         let mut dir = StateDir::open(dir, true, opts.keep)?;
         dir.lock()?;
         dir.clean_temporaries();
