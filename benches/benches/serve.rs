@@ -9,8 +9,9 @@
 //! - `serve/head/observe`: `Engine::observe`, the head's prediction of one embedding
 //!   and the bookkeeping of the sample.
 //! - `serve/learn/observe+label`: `Engine::observe` then `Engine::label` of that
-//!   sample: the update (2 steps, 16 replayed samples), the snapshot for the regression
-//!   guard and the guard's check (every 4th label of a class is held out instead).
+//!   sample: the update (`EngineConfig::DEFAULT`: 3 Adam steps of the sample and 24
+//!   replayed ones), the snapshot for the regression guard and the guard's check (every
+//!   4th label of a class is held out instead).
 //! - `serve/persist/write-full-buffer`: `StateDir::write` of a state whose replay buffer
 //!   is full (256 × 1,280 values): encode, write a new file, fsync, rename, fsync the
 //!   directory, delete the oldest.
@@ -18,7 +19,8 @@
 //!   `--persist-interval 0`: learning and the write, as a client waits for them.
 //!
 //! Heap allocations in `observe` + `label` after warm-up are counted and printed (the
-//! test `predicting_and_learning_allocate_nothing_after_warm_up` asserts 0).
+//! test `predicting_and_learning_allocate_nothing_after_warm_up` asserts 0; `cargo run
+//! --release -p benches --bin compare` reports them beside the head's).
 //!
 //!     cargo bench -p benches --bench serve
 
