@@ -549,6 +549,7 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         },
         pooling,
         exemplars: None,
+        embedding_stats: None,
         text: text.as_ref().map(|t| TextInputs {
             attention_mask: t.name(Role::Mask),
             token_type_ids: t.name(Role::TypeIds),

@@ -1170,6 +1170,15 @@ pub fn exemplars(prep: &Prepared) -> edgetune::bundle::Exemplars {
     )
 }
 
+/// The device learner's start ([`edgetune::stats`]): mean, spread, within-class
+/// covariance and each class's count and mean, from the training split (augmented
+/// copies included, as the head saw them).
+pub fn embedding_stats(prep: &Prepared) -> Option<edgetune::stats::Stats> {
+    let x: Vec<f32> = prep.train.x.iter().flatten().copied().collect();
+    let dim = prep.train.x.first()?.len();
+    edgetune::stats::Stats::estimate(&x, dim, Some((&prep.train.y, prep.classes.len())))
+}
+
 /// `finetune-head train`: the bundle with the trained head, and the report.
 pub fn run(opts: &Options, out: &Path) -> Result<(Bundle, TrainReport)> {
     let mut bundle = Bundle::read(&opts.bundle)
@@ -1207,6 +1216,7 @@ pub fn run(opts: &Options, out: &Path) -> Result<(Bundle, TrainReport)> {
         None::<&Learner<Vec<f32>>>,
     )?);
     bundle.manifest.exemplars = Some(exemplars(&prep));
+    bundle.manifest.embedding_stats = embedding_stats(&prep).map(|s| s.to_manifest());
     bundle.manifest.classes = prep.classes.clone();
     bundle.manifest.provenance.notes.push(format!(
         "head trained by finetune-head {} on {} ({} samples): validation accuracy {:.4}, test accuracy {:.4}",

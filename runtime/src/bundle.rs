@@ -107,6 +107,11 @@ pub struct Manifest {
     /// of them; absent when the bundle has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exemplars: Option<Exemplars>,
+    /// Statistics of the backbone's embeddings ([`crate::stats`]): the device's learner
+    /// starts from them; absent in bundles made before them (the device then takes
+    /// them from the first labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_stats: Option<crate::stats::EmbeddingStats>,
 
     /// What the backbone section holds.
     pub backbone: BackboneSpec,
@@ -495,7 +500,7 @@ impl BundleError {
         }
     }
 
-    fn manifest(what: impl Into<String>) -> Self {
+    pub(crate) fn manifest(what: impl Into<String>) -> Self {
         BundleError::Manifest { what: what.into() }
     }
 
@@ -619,6 +624,7 @@ impl Manifest {
             pooling: None,
             text: None,
             exemplars: None,
+            embedding_stats: None,
             embedding: EmbeddingSpec {
                 tensor: "features".to_string(),
                 size,

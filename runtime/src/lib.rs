@@ -12,6 +12,7 @@ pub mod buffer;
 #[cfg(feature = "std")]
 pub mod bundle;
 pub mod button;
+pub mod calibrate;
 pub mod classes;
 #[cfg(feature = "device")]
 pub mod device;
@@ -29,6 +30,9 @@ pub mod npy;
 pub mod online;
 pub mod persist;
 pub mod rng;
+pub mod slda;
+#[cfg(feature = "std")]
+pub mod stats;
 
 pub use error::{Error, Result};
 pub use head::{Dims, Head, HeadKind, Prediction};

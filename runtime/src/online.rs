@@ -142,6 +142,11 @@ impl<S: Storage, const N: usize> Online<S, N> {
         &self.head
     }
 
+    /// The head, to be written by another learner ([`crate::slda::Slda::write_head`]).
+    pub fn head_mut(&mut self) -> &mut Head<S> {
+        &mut self.head
+    }
+
     /// The learner (optimizer state, step count).
     pub fn learner(&self) -> &Learner<S> {
         &self.learner

@@ -64,6 +64,7 @@ fn image_bundle() -> Bundle {
             pooling: None,
             text: None,
             exemplars: None,
+            embedding_stats: None,
             embedding: EmbeddingSpec {
                 tensor: "pooled".to_string(),
                 size: 6,

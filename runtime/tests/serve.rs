@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgetune::bundle::{Bundle, Provenance};
-use edgetune::device::engine::{Engine, EngineConfig};
+use edgetune::device::engine::{Engine, EngineConfig, LearnerKind};
 use edgetune::device::state;
 use edgetune::rng::Rng;
 use edgetune::{Dims, Head, Learner, persist};
@@ -228,7 +228,28 @@ fn bad_requests_get_an_error_each_and_change_nothing() {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(bytes)
     };
+    // Files no input may be read from: a device that never ends, a FIFO nobody writes
+    // (opening it must not block the service), a file of the wrong size (the error
+    // must not describe it).
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let odd = dir.join("odd.bin");
+    std::fs::write(&odd, [0u8; 1294]).unwrap();
     let cases: Vec<(String, &str)> = vec![
+        (r#"{"input": "/dev/zero"}"#.into(), "is not a regular file"),
+        (
+            format!(r#"{{"input": {:?}}}"#, fifo),
+            "is not a regular file",
+        ),
+        (
+            format!(r#"{{"input": {:?}}}"#, dir),
+            "is not a regular file",
+        ),
+        (
+            format!(r#"{{"input": {:?}}}"#, odd),
+            "is not a PNG, JPEG or .npy file, nor 4 raw little-endian f32 values",
+        ),
         ("{not json".into(), "malformed JSON"),
         (
             r#"{"tensor": [1, 2]}"#.into(),
@@ -266,6 +287,7 @@ fn bad_requests_get_an_error_each_and_change_nothing() {
             e.contains(expected),
             "{line}: {e:?} does not say {expected:?}"
         );
+        assert!(!e.contains("1294"), "{e:?} describes the file");
     }
     // Bytes that are no request line at all: invalid UTF-8, and a line longer than the
     // 64 MiB limit. Each gets an error; the stream goes on.
@@ -638,31 +660,47 @@ fn bursts_of_labels_make_few_writes() {
 
 #[test]
 fn predicting_and_learning_allocate_nothing_after_warm_up() {
-    // MobileNet-shaped: a 1280-value embedding, 10 classes of room.
-    let dim = 1280;
-    let mut head = Head::alloc(Dims::linear(dim, 10), 0).unwrap();
-    head.init(1);
-    let mut engine = Engine::new(head, EngineConfig::DEFAULT).unwrap();
-    let mut rng = Rng::new(7);
-    let mut x = vec![0.0f32; dim];
-    let mut step = |engine: &mut Engine, rng: &mut Rng, class: usize| {
-        for (i, v) in x.iter_mut().enumerate() {
-            *v = rng.uniform(-0.1, 0.1) + if i % 10 == class { 1.0 } else { 0.0 };
-        }
-        let obs = engine.observe(&x).unwrap();
-        let label = class.min(engine.classes());
-        engine.label(Some(obs.sample), label).unwrap();
-    };
-    for k in 0..300 {
-        step(&mut engine, &mut rng, k % 5);
-    }
-    let ((), n) = common::allocations(|| {
-        for k in 0..50 {
+    // MobileNet-shaped: a 1280-value embedding, 10 classes of room; both learners.
+    for learner in [LearnerKind::Slda, LearnerKind::Gradient] {
+        let dim = 1280;
+        let mut head = Head::alloc(Dims::linear(dim, 10), 0).unwrap();
+        head.init(1);
+        let cfg = EngineConfig {
+            learner,
+            ..EngineConfig::DEFAULT
+        };
+        let mut engine = Engine::new(head, cfg).unwrap();
+        let mut rng = Rng::new(7);
+        let mut x = vec![0.0f32; dim];
+        let mut step = |engine: &mut Engine, rng: &mut Rng, class: usize| {
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = rng.uniform(-0.1, 0.1) + if i % 10 == class { 1.0 } else { 0.0 };
+            }
+            let obs = engine.observe(&x).unwrap();
+            let label = class.min(engine.classes());
+            engine.label(Some(obs.sample), label).unwrap();
+        };
+        for k in 0..300 {
             step(&mut engine, &mut rng, k % 5);
         }
-    });
-    assert_eq!(n, 0, "{n} heap allocations in 50 predictions and labels");
-    assert!(engine.guard_len() > 0 && engine.counters().updates > 0);
+        let ((), n) = common::allocations(|| {
+            for k in 0..50 {
+                step(&mut engine, &mut rng, k % 5);
+            }
+        });
+        assert_eq!(
+            n, 0,
+            "{learner:?}: {n} heap allocations in 50 predictions and labels"
+        );
+        assert_eq!(engine.learner_kind(), learner);
+        assert_eq!(engine.counters().updates, 350);
+        // The closed-form learner's prequential accuracy on these separable classes is
+        // high (the gradient head's is about 40 %).
+        if learner == LearnerKind::Slda {
+            let (right, of) = engine.prequential();
+            assert!(right as f32 > 0.9 * of as f32, "{right} of {of}");
+        }
+    }
 }
 
 #[test]
@@ -762,4 +800,30 @@ fn socket_clients_watched_files_and_button_specs() {
         ]);
         assert!(!ok && err.contains(expected), "{spec}: {err}");
     }
+}
+
+#[test]
+fn input_files_are_read_within_the_input_limit() {
+    let dir = tmp("limit");
+    let model = bundle(&dir, 2);
+    let raw = dir.join("x.f32");
+    let bytes: Vec<u8> = [1.0f32, 0.0, 0.0, 0.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(&raw, &bytes).unwrap();
+    let line = format!(r#"{{"input": {raw:?}}}"#);
+    let mut s = Serve::start(&model, &dir.join("a"), &["--max-input-bytes", "8"]);
+    let a = s.ask(&line);
+    assert!(
+        a["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than the input limit of 8 bytes")),
+        "{a}"
+    );
+    s.stop();
+    let mut s = Serve::start(&model, &dir.join("b"), &[]);
+    let a = s.ask(&line);
+    assert!(a.get("error").is_none() && a["sample"].is_u64(), "{a}");
+    s.stop();
 }

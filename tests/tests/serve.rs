@@ -162,10 +162,12 @@ fn a_device_learns_a_new_digit_from_labels_and_keeps_it_across_a_restart() {
         old_before * 100.0,
         old_after * 100.0
     );
-    // Measured: 0% -> 78.7% on the new digit, 95.4% -> 87.8% on the old ones.
-    assert!(new_after > 0.7, "digit 9 after 20 labels: {new_after}");
+    // Measured with the closed-form learner: 0% -> 63.8% on the new digit, 100% ->
+    // 99.2% on the old ones (the gradient head with replay it replaced: 78.7%, and
+    // 95.4% -> 87.8%: it forgot the old classes to learn the new one).
+    assert!(new_after > 0.55, "digit 9 after 20 labels: {new_after}");
     assert!(
-        old_after > old_before - 0.12,
+        old_after >= old_before - 0.02,
         "digits 5-8 fell from {old_before} to {old_after}"
     );
     s.stop();

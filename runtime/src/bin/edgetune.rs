@@ -120,6 +120,11 @@ struct BackboneArgs {
     #[cfg(feature = "ort")]
     #[arg(long, value_name = "DIR", requires = "onnx")]
     trt_cache: Option<PathBuf>,
+    /// Largest input file read (an image, .npy or raw tensor named by a request, a
+    /// watched file), in bytes. Default: 16 MiB, or the model's raw input as f32 plus
+    /// 64 KiB when that is larger.
+    #[arg(long, value_name = "BYTES")]
+    max_input_bytes: Option<u64>,
 }
 
 #[cfg(feature = "ort")]
@@ -136,6 +141,7 @@ impl BackboneArgs {
         #[allow(unused_mut)]
         let mut opts = Options {
             threads: self.threads.max(1),
+            max_input_bytes: self.max_input_bytes,
             ..Options::default()
         };
         #[cfg(feature = "ort")]
@@ -844,6 +850,7 @@ fn reset(a: StatusArgs) -> Result<()> {
         guard_accuracy: None,
         latency_us: Vec::new(),
         origin: Origin::Reset,
+        learning: Default::default(),
     };
     if let Some((newest, _)) = dir.list()?.last() {
         dir.pin(*newest)?;

@@ -3,24 +3,40 @@
 //! made: predicting and learning from a label allocate nothing (the `serve` benchmark
 //! counts).
 //!
-//! **Labels.** A label names a recent sample by id (or the most recent one). Every
-//! fourth label of a class (the 4th, 8th, …) is held out for the regression guard until
-//! the guard holds [`EngineConfig::guard_per_class`] samples of that class; every other
-//! label updates the head at once ([`Online::learn`]: a few steps with replay).
+//! **Learners.** By default ([`LearnerKind::Slda`]) the head is written after every
+//! label from closed-form statistics ([`crate::slda`]: class means and a shared
+//! covariance with the bundle's as prior), which learn from one label, forget nothing
+//! and do not depend on the order of labels. This was decided by the learning-quality
+//! benchmark (`cargo run -p benches --bin learning`): on every backbone there it beat
+//! the gradient head with replay at 1 to 10 labels per class, after a pass over a
+//! training set, and on forgetting. [`LearnerKind::Gradient`] keeps the gradient head
+//! with replay ([`Online::learn`]) for heads the statistics cannot describe (an MLP
+//! head, or a bundle whose classes come with neither statistics nor exemplars).
 //!
-//! **Regression guard.** Before an update the whole learner is copied aside; after it,
-//! the head's accuracy on the guard samples is measured, and when it fell by more than
-//! [`EngineConfig::guard_margin`] (and the guard holds at least
-//! [`EngineConfig::guard_min`] samples) the update is undone and reported as refused.
+//! **Calibration.** The prediction made for a sample before its label is learned is an
+//! honest held-out measurement that costs no label (prequential evaluation): each one
+//! feeds the temperature of the probabilities ([`crate::calibrate`]) and the running
+//! prequential accuracy. No label is withheld from learning.
+//!
+//! **Regression guard.** The guard samples are the bundle's held-out exemplars of the
+//! host's classes: a genuinely new class is always learned. With the gradient head an
+//! update is undone (and reported as refused) when it drops the guard's accuracy by more
+//! than [`EngineConfig::guard_margin`] once the guard holds
+//! [`EngineConfig::guard_min`] samples. Closed-form statistics are never rolled back
+//! (that would make them depend on the order of labels); there the guard is reported.
 
 use crate::buffer::SampleBuffer;
+use crate::calibrate::Temperature;
 use crate::classes::ClassMeans;
-use crate::device::state::{BufferImage, Counters, DeviceState, Origin, Samples};
+use crate::device::state::{BufferImage, Counters, DeviceState, Learning, Origin, Samples};
 use crate::error::Error;
 use crate::head::{Head, Prediction, top_k};
 use crate::learn::{Config, Learner};
+use crate::math;
 use crate::online::{Learned, Online, OnlineConfig};
 use crate::persist;
+use crate::slda::Slda;
+use crate::stats::Stats;
 
 /// Samples in the replay buffer.
 pub const BUFFER: usize = 256;
@@ -28,11 +44,26 @@ pub const BUFFER: usize = 256;
 pub const RECENT: usize = 64;
 /// Most classes in an answer's top list.
 pub const TOP_K: usize = 5;
+/// Prequential predictions the temperature is fitted to.
+pub const CALIBRATION_ROWS: usize = 256;
+
+/// Which learner writes the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnerKind {
+    /// Closed-form streaming LDA ([`crate::slda`]).
+    Slda,
+    /// Gradient steps with replay ([`Online::learn`]).
+    Gradient,
+}
 
 /// How the device learns and when it asks for labels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineConfig {
-    /// The optimizer and its learning rate.
+    /// Which learner writes the head.
+    pub learner: LearnerKind,
+    /// Strength of the covariance prior of the closed-form learner, in pseudo-samples.
+    pub prior_strength: f32,
+    /// The gradient head's optimizer and its learning rate.
     pub learn: Config,
     /// Steps and replay per label.
     pub online: OnlineConfig,
@@ -52,6 +83,8 @@ impl EngineConfig {
     /// samples per class, refuse drops of more than 20 points once 4 are held,
     /// uncertain below a margin of 0.3.
     pub const DEFAULT: EngineConfig = EngineConfig {
+        learner: LearnerKind::Slda,
+        prior_strength: PRIOR_STRENGTH,
         learn: Config {
             lr: 0.003,
             weight_decay: 1e-4,
@@ -68,6 +101,10 @@ impl EngineConfig {
         uncertain_margin: 0.3,
     };
 }
+
+/// Default strength of the covariance prior (pseudo-samples): see
+/// [`EngineConfig::prior_strength`] and the learning benchmark.
+pub const PRIOR_STRENGTH: f32 = 16.0;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -99,11 +136,6 @@ pub enum Outcome {
         learned: Learned,
         /// Guard accuracy before and after, when the guard has samples.
         guard: Option<(f32, f32)>,
-    },
-    /// Kept for the regression guard, not learned.
-    HeldOut {
-        /// Guard accuracy with the new sample.
-        guard_accuracy: f32,
     },
     /// The regression guard undid the update.
     Refused {
@@ -165,6 +197,15 @@ pub struct Engine {
     x: Vec<f32>,
     probs: Vec<f32>,
     counters: Counters,
+    /// The closed-form learner, when it writes the head.
+    slda: Option<Slda<Vec<f32>>>,
+    temperature: Temperature<Vec<f32>>,
+    /// Per recent slot: the logits predicted, at temperature `recent_t`, over
+    /// `recent_classes` classes.
+    recent_logits: Vec<f32>,
+    recent_classes: Vec<u32>,
+    recent_t: Vec<f32>,
+    prequential: (u64, u64),
 }
 
 fn online(head: Head<Vec<f32>>, cfg: &EngineConfig) -> Result<Learn, Error> {
@@ -204,14 +245,89 @@ impl Engine {
                 labels_per_class: vec![0; dims.capacity],
                 ..Counters::default()
             },
+            slda: match cfg.learner {
+                // With host classes, usable once their statistics are given
+                // (Engine::set_stats, Engine::seed; see Engine::settle_learner).
+                LearnerKind::Slda if dims.hidden == 0 => {
+                    Some(Slda::alloc(dims.input, dims.capacity, cfg.prior_strength)?)
+                }
+                _ => None,
+            },
+            temperature: Temperature::new(
+                CALIBRATION_ROWS,
+                dims.capacity,
+                vec![0.0; Temperature::<()>::storage_len(CALIBRATION_ROWS, dims.capacity)],
+            )?,
+            recent_logits: vec![0.0; RECENT * dims.capacity],
+            recent_classes: vec![0; RECENT],
+            recent_t: vec![1.0; RECENT],
+            prequential: (0, 0),
         })
     }
 
+    /// Which learner writes the head.
+    pub fn learner_kind(&self) -> LearnerKind {
+        if self.slda.is_some() {
+            LearnerKind::Slda
+        } else {
+            LearnerKind::Gradient
+        }
+    }
+
+    /// Gives the closed-form learner the bundle's embedding statistics: its units and
+    /// covariance prior and, for a head trained on the host, each class's count and
+    /// mean. Call on a fresh engine, before [`Engine::seed`].
+    pub fn set_stats(&mut self, stats: &Stats) -> Result<(), Error> {
+        let Some(slda) = &mut self.slda else {
+            return Ok(());
+        };
+        let d = self.dim;
+        let scale: Vec<f32> = stats.std.iter().map(|&s| 1.0 / s).collect();
+        slda.set_standardization(&stats.mean, &scale)?;
+        slda.set_prior(&stats.covariance, self.cfg.prior_strength)?;
+        let classes = self.live.head().classes();
+        if !stats.class_counts.is_empty() && stats.class_counts.len() == classes {
+            slda.seed_classes(&stats.class_counts, &stats.class_means, &stats.covariance)?;
+            debug_assert_eq!(stats.class_means.len(), classes * d);
+        }
+        self.write_slda_head()?;
+        Ok(())
+    }
+
+    /// Writes the head from the closed-form learner, when it has every class the head
+    /// has; otherwise (a head from the host with no statistics of its classes) the
+    /// gradient head takes over.
+    fn write_slda_head(&mut self) -> Result<(), Error> {
+        let classes = self.live.head().classes();
+        let Some(slda) = &self.slda else {
+            return Ok(());
+        };
+        if slda.classes() < classes {
+            return Ok(());
+        }
+        let t = self.temperature.get();
+        slda.write_head(self.live.head_mut(), t)
+    }
+
+    /// After seeding or restoring: a head whose classes the statistics do not cover
+    /// stays with the gradient learner.
+    fn settle_learner(&mut self) {
+        let classes = self.live.head().classes();
+        if self.slda.as_ref().is_some_and(|s| s.classes() < classes) {
+            crate::fmt::warning!(
+                "engine: the head's classes come without statistics; the gradient head learns"
+            );
+            self.slda = None;
+        }
+    }
+
     /// A device that continues from `state`; `bundle_head` is the head to start from
-    /// when the state has none (after a reset). Errors name what does not fit.
+    /// when the state has none (after a reset), `stats` the bundle's embedding
+    /// statistics. Errors name what does not fit.
     pub fn restore(
         state: &DeviceState,
         bundle_head: &Head<Vec<f32>>,
+        stats: Option<&Stats>,
         cfg: EngineConfig,
     ) -> Result<Engine, String> {
         let dims = bundle_head.dims();
@@ -279,7 +395,52 @@ impl Engine {
         let mut counters = state.counters.clone();
         counters.labels_per_class.resize(dims.capacity, 0);
         engine.counters = counters;
+        if state.head.is_some() {
+            engine.restore_learning(&state.learning, stats)?;
+        }
         Ok(engine)
+    }
+
+    /// The closed-form learner and the calibration of a restored state (one with a
+    /// head: after a reset the bundle's statistics and exemplars start over,
+    /// [`Engine::set_stats`] and [`Engine::seed`]). A state
+    /// without statistics (format version 1, or learned by the gradient head) rebuilds
+    /// them from its replay buffer, the labeled samples it still has.
+    fn restore_learning(&mut self, l: &Learning, stats: Option<&Stats>) -> Result<(), String> {
+        let (rows, next, t, values) = &l.calibration;
+        if !values.is_empty() {
+            self.temperature
+                .restore(*rows as usize, *next as usize, *t, values)
+                .map_err(|e| format!("its calibration: {e}"))?;
+        }
+        self.prequential = l.prequential;
+        let Some(slda) = &mut self.slda else {
+            return Ok(());
+        };
+        if let Some(stats) = stats {
+            let scale: Vec<f32> = stats.std.iter().map(|&s| 1.0 / s).collect();
+            slda.set_standardization(&stats.mean, &scale)
+                .and_then(|_| slda.set_prior(&stats.covariance, self.cfg.prior_strength))
+                .map_err(|e| format!("the bundle's embedding statistics: {e}"))?;
+        }
+        if !l.slda.is_empty() {
+            slda.restore(&l.slda)
+                .map_err(|e| format!("its class statistics: {e}"))?;
+        } else {
+            let buffer = self.live.buffer();
+            for i in 0..buffer.len() {
+                if let Some((x, y)) = buffer.get(i) {
+                    // In class order: a class first seen here is the next index.
+                    if y <= slda.classes() {
+                        slda.learn(x, y)
+                            .map_err(|e| format!("its replay buffer: {e}"))?;
+                    }
+                }
+            }
+        }
+        self.settle_learner();
+        self.write_slda_head().map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Starts from the host's exemplars ([`crate::bundle::Exemplars`]): `embeddings`
@@ -297,8 +458,18 @@ impl Engine {
             });
         }
         let (r, g) = embeddings.split_at(replay.len() * d);
+        let host = self.classes();
+        let learn_stats = self.slda.as_ref().is_some_and(|s| s.classes() < host);
         for (x, &y) in r.chunks_exact(d).zip(replay) {
             self.live.remember(x, y as usize)?;
+            // A bundle with exemplars but no class statistics (made before them): the
+            // exemplars are the host's labeled samples the device has.
+            if learn_stats
+                && let Some(slda) = &mut self.slda
+                && (y as usize) <= slda.classes()
+            {
+                slda.learn(x, y as usize)?;
+            }
         }
         for (x, &y) in g.chunks_exact(d).zip(guard) {
             let held = self.guard_labels.iter().filter(|&&l| l == y).count();
@@ -316,6 +487,8 @@ impl Engine {
                 self.guard_x.extend_from_slice(x);
             }
         }
+        self.settle_learner();
+        self.write_slda_head()?;
         self.guard_accuracy = self.measure_guard();
         self.spare.copy_from(&self.live)?;
         Ok(())
@@ -357,7 +530,34 @@ impl Engine {
             guard_accuracy: self.guard_accuracy,
             latency_us: latency_us.to_vec(),
             origin,
+            learning: {
+                let (rows, next, t, values) = self.temperature.parts();
+                Learning {
+                    slda: self
+                        .slda
+                        .as_ref()
+                        .map_or(Vec::new(), |s| s.state().to_vec()),
+                    calibration: (rows as u32, next as u32, t, values.to_vec()),
+                    prequential: self.prequential,
+                }
+            },
         }
+    }
+
+    /// The temperature the head's logits are divided by.
+    pub fn temperature(&self) -> f32 {
+        self.temperature.get()
+    }
+
+    /// Labels of classes the head already had, and how many of them were predicted
+    /// right before they were learned.
+    pub fn prequential(&self) -> (u64, u64) {
+        self.prequential
+    }
+
+    /// The closed-form learner, when it writes the head.
+    pub fn slda(&self) -> Option<&Slda<Vec<f32>>> {
+        self.slda.as_ref()
     }
 
     /// Gives the next samples ids from `first` on (a new run's ids stay above the last
@@ -405,17 +605,23 @@ impl Engine {
     pub fn observe(&mut self, x: &[f32]) -> Result<Observation, EngineError> {
         crate::error::check_vector("embedding", x, self.dim)?;
         let classes = self.classes();
+        let slot = self.recent_next;
+        let cap = self.capacity();
         let (prediction, top) = if classes == 0 {
             (None, heapless::Vec::new())
         } else {
+            self.live
+                .head()
+                .logits(x, &mut self.recent_logits[slot * cap..(slot + 1) * cap])?;
             let p = self.live.predict(x, &mut self.probs)?;
             (Some(p), top_k::<TOP_K>(&self.probs[..classes]))
         };
+        self.recent_classes[slot] = classes as u32;
+        self.recent_t[slot] = self.temperature.get();
         let novelty = self.live.novelty(x).map(|(_, d)| d);
         let sample = self.counters.next_sample;
         self.counters.next_sample += 1;
         self.counters.predictions += 1;
-        let slot = self.recent_next;
         self.recent_ids[slot] = sample;
         self.recent_x[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(x);
         self.recent_next = (slot + 1) % RECENT;
@@ -471,27 +677,49 @@ impl Engine {
     /// nothing changed.
     pub fn label(&mut self, sample: Option<u64>, class: usize) -> Result<Outcome, EngineError> {
         let id = self.check_label(sample, class)?;
-        if let Some(i) = self.recent_slot(id) {
-            let d = self.dim;
-            self.x.copy_from_slice(&self.recent_x[i * d..(i + 1) * d]);
+        self.settle_learner();
+        let slot = self.recent_slot(id).ok_or(EngineError::UnknownSample(id))?;
+        let d = self.dim;
+        self.x
+            .copy_from_slice(&self.recent_x[slot * d..(slot + 1) * d]);
+        if math::sq_norm(&self.x) == 0.0 {
+            return Err(Error::Config {
+                what: "an all-zero embedding has no direction to learn from",
+            }
+            .into());
         }
-        let seen = self.counters.labels_per_class[class];
-        let held = self
-            .guard_labels
-            .iter()
-            .filter(|&&l| l as usize == class)
-            .count();
-        if class < self.classes()
-            && seen % 4 == 3
-            && held < self.cfg.guard_per_class
-            && self.guard_labels.len() < self.guard_labels.capacity()
-        {
-            self.guard_labels.push(class as u32);
-            self.guard_x.extend_from_slice(&self.x);
+        // The prediction made before this label: a held-out measurement.
+        let then = self.recent_classes[slot] as usize;
+        let cap = self.capacity();
+        let mut loss = f32::NAN;
+        if class < then {
+            let logits = &self.recent_logits[slot * cap..slot * cap + then];
+            let right = math::argmax(logits).is_some_and(|(c, _)| c == class);
+            self.prequential.0 += u64::from(right);
+            self.prequential.1 += 1;
+            loss = math::log_sum_exp(logits) - logits[class];
+            self.temperature.record(logits, self.recent_t[slot], class);
+        }
+        if let Some(slda) = &mut self.slda {
+            let added = slda.check(&self.x, class)?;
+            slda.learn(&self.x, class)?;
+            if added {
+                self.live.head_mut().add_class()?;
+            }
+            let stored = self.live.remember(&self.x, class)?;
+            self.write_slda_head()?;
+            let before = self.guard_accuracy;
             self.guard_accuracy = self.measure_guard();
             self.count_label(class);
-            return Ok(Outcome::HeldOut {
-                guard_accuracy: self.guard_accuracy.unwrap_or(1.0),
+            self.counters.updates += 1;
+            return Ok(Outcome::Learned {
+                learned: Learned {
+                    class,
+                    added,
+                    stored,
+                    loss,
+                },
+                guard: before.zip(self.guard_accuracy),
             });
         }
         self.spare.copy_from(&self.live)?;

@@ -42,6 +42,7 @@ use crate::device::engine::{Engine, EngineConfig, EngineError, Observation, Outc
 use crate::device::state::{self, DeviceState, Origin, StateDir};
 use crate::head::{Dims, Head};
 use crate::persist;
+use crate::stats::Stats;
 
 /// Latencies kept for the status percentiles.
 pub const LATENCIES: usize = 512;
@@ -65,6 +66,8 @@ pub struct Options {
     /// converted from) instead of the bundle's tract graph: the Jetson's GPU path.
     #[cfg(feature = "ort")]
     pub onnx: Option<(std::path::PathBuf, crate::backbone::OrtOptions)>,
+    /// Largest input file read, in bytes; `None` for [`Model::default_input_limit`].
+    pub max_input_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -76,6 +79,7 @@ impl Default for Options {
             threads: 1,
             #[cfg(feature = "ort")]
             onnx: None,
+            max_input_bytes: None,
         }
     }
 }
@@ -90,7 +94,10 @@ pub struct Model {
     pub head: Head<Vec<f32>>,
     /// [`state::backbone_id`] of the bundle.
     pub id: u32,
+    /// The bundle's embedding statistics, decoded ([`crate::stats`]).
+    pub stats: Option<Stats>,
     input_len: usize,
+    max_input_bytes: u64,
 }
 
 impl Model {
@@ -105,6 +112,10 @@ impl Model {
             None => Head::alloc(Dims::linear(embedding, DEFAULT_CAPACITY), 0)
                 .context("an empty head for the bundle")?,
         };
+        let stats = match &manifest.embedding_stats {
+            Some(s) => Some(Stats::from_manifest(s, embedding, head.classes())?),
+            None => None,
+        };
         #[cfg(feature = "ort")]
         if let Some((onnx, ort)) = &opts.onnx {
             if manifest.backbone.format == BackboneFormat::None {
@@ -118,9 +129,14 @@ impl Model {
                     onnx.display()
                 )
             })?;
+            let input_len: usize = manifest.input.shape.iter().product();
             return Ok(Model {
                 id: state::backbone_id(&bundle),
-                input_len: manifest.input.shape.iter().product(),
+                stats,
+                input_len,
+                max_input_bytes: opts
+                    .max_input_bytes
+                    .unwrap_or_else(|| Model::default_input_limit(input_len)),
                 manifest,
                 backbone: Some(b),
                 head,
@@ -145,16 +161,61 @@ impl Model {
         let input_len = manifest.input.shape.iter().product();
         Ok(Model {
             id: state::backbone_id(&bundle),
+            stats,
             manifest,
             #[cfg(feature = "tract")]
             backbone,
             head,
             input_len,
+            max_input_bytes: opts
+                .max_input_bytes
+                .unwrap_or_else(|| Model::default_input_limit(input_len)),
         })
     }
 
-    /// Gives a fresh engine the bundle's exemplars, if it has any.
+    /// The input file size limit for a model of `input_len` raw values: 16 MiB (a
+    /// camera frame as PNG or JPEG), or the raw tensor as f32 plus 64 KiB of `.npy`
+    /// header when that is larger.
+    pub fn default_input_limit(input_len: usize) -> u64 {
+        (16u64 << 20).max(
+            (input_len as u64)
+                .saturating_mul(4)
+                .saturating_add(64 << 10),
+        )
+    }
+
+    /// The raw input tensor of the file at `path` ([`Model::raw_input`]), read with
+    /// bounds: only a regular file (no FIFO, device or directory: `/dev/zero` is
+    /// refused, not read), opened without blocking, at most the model's input limit
+    /// (`--max-input-bytes`). Errors name the path and what is wrong with it, never its
+    /// contents or size.
+    pub fn read_input(&self, path: &Path) -> anyhow::Result<Vec<f32>> {
+        let bytes = read_bounded(path, self.max_input_bytes)?;
+        let known = bytes.starts_with(b"\x93NUMPY")
+            || bytes.starts_with(b"\x89PNG")
+            || bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
+        self.raw_input(&bytes).map_err(|e| {
+            if known {
+                return e.context(format!("the input {}", path.display()));
+            }
+            // Of a file that is no input format, the reason (its length) would describe
+            // a file the request may have no business reading: name what is expected.
+            anyhow::anyhow!(
+                "the input {} is not a PNG, JPEG or .npy file, nor {} raw little-endian f32 values",
+                path.display(),
+                self.input_len
+            )
+        })
+    }
+
+    /// Gives a fresh engine the bundle's embedding statistics and exemplars, if it has
+    /// any.
     pub fn seed(&self, engine: &mut Engine) -> anyhow::Result<()> {
+        if let Some(stats) = &self.stats {
+            engine
+                .set_stats(stats)
+                .context("the bundle's embedding statistics")?;
+        }
         let Some(e) = &self.manifest.exemplars else {
             return Ok(());
         };
@@ -301,6 +362,44 @@ pub struct Request {
     /// Write the state now.
     #[serde(default)]
     pub flush: Option<bool>,
+}
+
+/// Reads at most `limit` bytes of the regular file at `path`. The file is opened with
+/// `O_NONBLOCK` so that a FIFO cannot block the caller's thread; anything but a regular
+/// file is refused before a byte is read, and a file that is (or grows) larger than
+/// `limit` is refused too.
+pub fn read_bounded(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("cannot read the input {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read the input {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("the input {} is not a regular file", path.display());
+    }
+    if meta.len() > limit {
+        bail!(
+            "the input {} is larger than the input limit of {limit} bytes (--max-input-bytes)",
+            path.display()
+        );
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // One byte past the limit tells a file that grew since its size was read.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read the input {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        bail!(
+            "the input {} is larger than the input limit of {limit} bytes (--max-input-bytes)",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }
 
 /// What the status shows.
@@ -496,8 +595,9 @@ impl Service {
                         l.path.display()
                     ));
                 }
-                let mut engine = Engine::restore(&l.state, &model.head, opts.engine)
-                    .map_err(|e| anyhow::anyhow!("state {}: {e}", l.path.display()))?;
+                let mut engine =
+                    Engine::restore(&l.state, &model.head, model.stats.as_ref(), opts.engine)
+                        .map_err(|e| anyhow::anyhow!("state {}: {e}", l.path.display()))?;
                 if l.state.head.is_none() {
                     model.seed(&mut engine)?;
                 }
@@ -655,9 +755,7 @@ impl Service {
                 return Ok(t.elapsed());
             }
             let raw = if let Some(path) = &req.input {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("cannot read the input {}", path.display()))?;
-                self.model.raw_input(&bytes)?
+                self.model.read_input(path)?
             } else if let Some(b64) = &req.data {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
@@ -776,10 +874,6 @@ impl Service {
                         o.insert("guard".into(), json!({ "before": b, "after": a }));
                     }
                 }
-                Outcome::HeldOut { guard_accuracy } => {
-                    o.insert("result".into(), "held_out".into());
-                    o.insert("guard".into(), json!({ "after": guard_accuracy }));
-                }
                 Outcome::Refused { before, after } => {
                     let msg = format!(
                         "the regression guard refused this update: accuracy on the {} held-out samples would drop from {:.0}% to {:.0}% (margin {:.0} points); the head is unchanged",
@@ -853,7 +947,7 @@ pub fn load_for(
                 s.backbone, model.id
             ));
         }
-        Engine::restore(s, &model.head, cfg).map(|_| ())
+        Engine::restore(s, &model.head, model.stats.as_ref(), cfg).map(|_| ())
     })
 }
 

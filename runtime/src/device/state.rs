@@ -10,7 +10,7 @@
 //! | 2 | format version, u16 ([`VERSION`]) |
 //! | 8 | sequence number, u64 (must match the file name) |
 //! | 4 | payload length, u32 |
-//! | payload length | postcard: a [`DeviceState`] |
+//! | payload length | postcard: a [`DeviceState`], then (version 2) its [`Learning`] |
 //! | 4 | CRC-32 (ISO-HDLC) of everything before it, u32 |
 //!
 //! A state is written to `state-N.tmp`, flushed to disk, renamed to `state-N.bin`, and
@@ -35,8 +35,10 @@ use serde::{Deserialize, Serialize};
 
 /// The first eight bytes of a state file.
 pub const MAGIC: [u8; 8] = *b"ETSTATE\0";
-/// The state format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The state format version this build writes. Version 1 (before the closed-form
+/// learner) is still read: its [`Learning`] is empty, and the engine rebuilds the class
+/// statistics from the replay buffer.
+pub const VERSION: u16 = 2;
 const HEADER_LEN: usize = 8 + 2 + 8 + 4;
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
@@ -68,6 +70,23 @@ pub struct DeviceState {
     pub latency_us: Vec<u32>,
     /// How this state came about.
     pub origin: Origin,
+    /// The closed-form learner's statistics and the calibration (version 2; written
+    /// after the rest of the payload).
+    #[serde(skip)]
+    pub learning: Learning,
+}
+
+/// What version 2 added: the closed-form learner and the calibration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Learning {
+    /// [`crate::slda::Slda::state`]; empty when the gradient head learns.
+    pub slda: Vec<f32>,
+    /// Kept prequential predictions ([`crate::calibrate::Temperature::parts`]): rows,
+    /// next row, temperature, values.
+    pub calibration: (u32, u32, f32, Vec<f32>),
+    /// Labels whose prediction before learning them was right, and labels of a class
+    /// the head already had (prequential accuracy).
+    pub prequential: (u64, u64),
 }
 
 /// The replay buffer's contents ([`crate::buffer::SampleBuffer::restore`]).
@@ -198,7 +217,8 @@ pub fn encode(seq: u64, state: &DeviceState) -> Vec<u8> {
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     // Serializing plain Vecs, Strings and numbers into a Vec cannot fail.
-    let mut out = postcard::to_extend(state, out).unwrap_or_default();
+    let out = postcard::to_extend(state, out).unwrap_or_default();
+    let mut out = postcard::to_extend(&state.learning, out).unwrap_or_default();
     let payload = (out.len() - HEADER_LEN) as u32;
     out[18..22].copy_from_slice(&payload.to_le_bytes());
     let crc = CRC32.checksum(&out);
@@ -233,11 +253,19 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, DeviceState), Invalid> {
     if stored != computed {
         return Err(Invalid::Checksum { stored, computed });
     }
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(Invalid::Version(version));
     }
-    let state =
-        postcard::from_bytes(&body[HEADER_LEN..]).map_err(|e| Invalid::Payload(e.to_string()))?;
+    let bad = |e: postcard::Error| Invalid::Payload(e.to_string());
+    let (mut state, rest): (DeviceState, _) =
+        postcard::take_from_bytes(&body[HEADER_LEN..]).map_err(bad)?;
+    if version == 1 {
+        if !rest.is_empty() {
+            return Err(Invalid::Payload("bytes after the state".into()));
+        }
+    } else {
+        state.learning = postcard::from_bytes(rest).map_err(bad)?;
+    }
     Ok((seq, state))
 }
 
@@ -466,6 +494,23 @@ impl StateDir {
 mod tests {
     use super::*;
 
+    #[test]
+    fn version_1_states_still_load() {
+        let mut s = sample();
+        s.learning = Learning::default();
+        let mut bytes = encode(3, &s);
+        // A version 1 file: the same payload without the learning part.
+        let tail = postcard::to_allocvec(&Learning::default()).unwrap().len();
+        let end = bytes.len() - 4 - tail;
+        bytes.truncate(end);
+        bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let payload = (bytes.len() - HEADER_LEN) as u32;
+        bytes[18..22].copy_from_slice(&payload.to_le_bytes());
+        let crc = CRC32.checksum(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&bytes).unwrap(), (3, s));
+    }
+
     fn sample() -> DeviceState {
         DeviceState {
             backbone: 7,
@@ -484,6 +529,11 @@ mod tests {
             guard_accuracy: Some(1.0),
             latency_us: vec![100, 200],
             origin: Origin::Learned,
+            learning: Learning {
+                slda: vec![1.0, 2.0],
+                calibration: (1, 1, 1.5, vec![0.0, 2.0, 0.5, 0.25]),
+                prequential: (3, 4),
+            },
         }
     }
 

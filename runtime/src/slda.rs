@@ -1,0 +1,1007 @@
+//! Streaming linear discriminant analysis: the device's closed-form learner (Hayes &
+//! Kanan, *Lifelong machine learning with deep streaming LDA*, 2020), with no heap.
+//!
+//! Its state is sufficient statistics of every label it was given: per-class counts and
+//! means, and the pooled within-class scatter matrix. So the head it writes does not
+//! depend on the order of the labels, old classes are not forgotten when a class is
+//! labeled 200 times in a row, a new class is usable from its first label, and two
+//! devices' statistics merge exactly ([`Slda::merge`]).
+//!
+//! **Units.** Everything is kept in standardized units `z = (x − center) · scale`, with
+//! `center` and `scale` from the bundle's embedding statistics (or, without them, the
+//! first label: that sample as the center and the inverse of its root mean square as a
+//! scale), so the learner behaves the same whatever the backbone's units: embeddings
+//! multiplied by 0.01 or 100 give the same predictions.
+//!
+//! **Covariance.** The covariance the classes share is the posterior mean under a prior
+//! of strength `ν0` pseudo-samples: `Σ = (ν0·Σ0 + S) / (ν0 + n_w)`, where `S` is the
+//! within-class scatter of the labels and `n_w` its degrees of freedom. `Σ0` is the
+//! bundle's covariance of embeddings (within-class from `finetune-head train`, or of the
+//! calibration samples from `convert --calib`), which lets the learner use the
+//! backbone's correlations from the very first label; without one it is isotropic, at
+//! the labels' own total variance, so that one label per class is exactly nearest class
+//! mean. Each class's logit is `w_c·z + b_c` with `w_c = Σ⁻¹ μ_c`, `b_c = −½ μ_cᵀ Σ⁻¹ μ_c`
+//! (equal class priors: a class labeled more often is not favoured), divided by a
+//! temperature the caller fits ([`crate::calibrate`]); [`Slda::write_head`] folds all
+//! of it into a linear [`Head`] over raw embeddings, so predicting costs what it always
+//! did.
+//!
+//! **Cost.** `Σ⁻¹` is kept up to date: at `dim ≤` [`EXACT_DIM`] it is recomputed by a
+//! Cholesky factorization at every label; above, each label is a rank-one
+//! Sherman–Morrison update (two passes over a `dim × dim` matrix), with an exact
+//! recomputation after [`REFRESH_EVERY`] labels and whenever the prior changes. Writing
+//! the head is one more pass.
+//!
+//! Storage (caller-provided, [`Slda::storage_len`] values, `D = dim`, `C = capacity`):
+//!
+//! | range | what |
+//! | --- | --- |
+//! | `META` values | classes, labels, labels since the last exact inverse, prior kind, `ν0`, isotropic prior variance, standardization set |
+//! | `D` | center |
+//! | `D` | scale |
+//! | `C` | counts |
+//! | `C·D` | class means (standardized) |
+//! | `D·D` | within-class scatter `S` (standardized) |
+//! | `D·D` | prior covariance `Σ0` (standardized; unused when isotropic) |
+//! | `D·D` | `(ν0·Σ0 + S)⁻¹` |
+//! | `2·D` | scratch |
+//!
+//! Only the first six parts are the learner's state ([`Slda::state_len`]); the rest is
+//! derived and rebuilt by [`Slda::refresh`].
+
+use crate::error::{Error, Result, check_vector};
+use crate::head::{Head, Storage};
+use crate::math;
+
+/// Up to this embedding size the inverse is recomputed exactly at every label.
+pub const EXACT_DIM: usize = 128;
+/// Above [`EXACT_DIM`], labels between two exact recomputations of the inverse.
+pub const REFRESH_EVERY: u32 = 256;
+/// Values of the meta block.
+pub const META: usize = 8;
+
+mod meta {
+    pub const CLASSES: usize = 0;
+    pub const LABELS: usize = 1;
+    pub const SINCE_REFRESH: usize = 2;
+    pub const PRIOR: usize = 3;
+    pub const NU0: usize = 4;
+    pub const ISO_VAR: usize = 5;
+    pub const STANDARDIZED: usize = 6;
+}
+
+/// Where the prior covariance comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Prior {
+    /// Isotropic, at the total variance of the labels seen (nearest class mean until
+    /// classes have more than one label).
+    Isotropic,
+    /// A covariance given by [`Slda::set_prior`] (the bundle's).
+    Given,
+}
+
+/// A streaming LDA learner over caller storage (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub struct Slda<S> {
+    dim: usize,
+    capacity: usize,
+    storage: S,
+}
+
+/// Offsets of the storage's parts.
+#[derive(Clone, Copy)]
+struct Layout {
+    center: usize,
+    scale: usize,
+    counts: usize,
+    means: usize,
+    scatter: usize,
+    prior: usize,
+    inverse: usize,
+    scratch: usize,
+    end: usize,
+}
+
+const fn layout(d: usize, c: usize) -> Layout {
+    let center = META;
+    let scale = center + d;
+    let counts = scale + d;
+    let means = counts + c;
+    let scatter = means + c * d;
+    let prior = scatter + d * d;
+    let inverse = prior + d * d;
+    let scratch = inverse + d * d;
+    Layout {
+        center,
+        scale,
+        counts,
+        means,
+        scatter,
+        prior,
+        inverse,
+        scratch,
+        end: scratch + 2 * d,
+    }
+}
+
+impl<S> Slda<S> {
+    /// Storage values for `capacity` classes of `dim`-value embeddings.
+    pub const fn storage_len(dim: usize, capacity: usize) -> usize {
+        layout(dim, capacity).end
+    }
+
+    /// Values of the learner's state (the prefix of the storage that
+    /// [`Slda::state`] returns): meta, center, scale, counts, means, scatter.
+    pub const fn state_len(dim: usize, capacity: usize) -> usize {
+        layout(dim, capacity).prior
+    }
+}
+
+impl<S: Storage> Slda<S> {
+    /// An empty learner (no class, isotropic prior of strength `nu0`, no
+    /// standardization yet) over `storage` of at least [`Slda::storage_len`] values.
+    pub fn new(dim: usize, capacity: usize, nu0: f32, mut storage: S) -> Result<Self> {
+        if dim == 0 || capacity == 0 || !(nu0 > 0.0 && nu0.is_finite()) {
+            return Err(Error::Config {
+                what: "streaming LDA needs dim >= 1, capacity >= 1 and a prior strength > 0",
+            });
+        }
+        let need = Self::storage_len(dim, capacity);
+        let s = storage.as_mut();
+        if s.len() < need {
+            return Err(Error::Capacity {
+                what: "streaming LDA storage",
+                requested: need,
+                capacity: s.len(),
+            });
+        }
+        s[..need].fill(0.0);
+        s[meta::NU0] = nu0;
+        s[meta::ISO_VAR] = 1.0;
+        let mut l = Slda {
+            dim,
+            capacity,
+            storage,
+        };
+        l.refresh();
+        Ok(l)
+    }
+
+    fn lay(&self) -> Layout {
+        layout(self.dim, self.capacity)
+    }
+
+    fn s(&self) -> &[f32] {
+        self.storage.as_ref()
+    }
+
+    fn s_mut(&mut self) -> &mut [f32] {
+        self.storage.as_mut()
+    }
+
+    /// Embedding size.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Most classes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Classes that have (or had room made for) statistics.
+    pub fn classes(&self) -> usize {
+        self.s()[meta::CLASSES] as usize
+    }
+
+    /// Labels learned.
+    pub fn labels(&self) -> u64 {
+        self.s()[meta::LABELS] as u64
+    }
+
+    /// Labels of `class`.
+    pub fn count(&self, class: usize) -> u64 {
+        if class >= self.capacity {
+            return 0;
+        }
+        self.s()[self.lay().counts + class] as u64
+    }
+
+    /// Where the prior covariance comes from.
+    pub fn prior(&self) -> Prior {
+        if self.s()[meta::PRIOR] == 1.0 {
+            Prior::Given
+        } else {
+            Prior::Isotropic
+        }
+    }
+
+    /// The prior's strength `ν0` in pseudo-samples.
+    pub fn prior_strength(&self) -> f32 {
+        self.s()[meta::NU0]
+    }
+
+    /// Whether the standardization (center and scale) is set.
+    pub fn standardized(&self) -> bool {
+        self.s()[meta::STANDARDIZED] == 1.0
+    }
+
+    /// The learner's state: the prefix of the storage to persist or send
+    /// ([`Slda::state_len`] values).
+    pub fn state(&self) -> &[f32] {
+        &self.s()[..Self::state_len(self.dim, self.capacity)]
+    }
+
+    /// Sets the standardization `z = (x − center) · scale` (the bundle's embedding
+    /// mean and the inverse of its standard deviation, per dimension). Only before the
+    /// first label.
+    pub fn set_standardization(&mut self, center: &[f32], scale: &[f32]) -> Result<()> {
+        check_vector("standardization center", center, self.dim)?;
+        check_vector("standardization scale", scale, self.dim)?;
+        if scale.iter().any(|&v| v <= 0.0) {
+            return Err(Error::Config {
+                what: "standardization scales must be > 0",
+            });
+        }
+        if self.labels() > 0 {
+            return Err(Error::Config {
+                what: "the standardization is set before the first label",
+            });
+        }
+        let l = self.lay();
+        let s = self.s_mut();
+        s[l.center..l.center + center.len()].copy_from_slice(center);
+        s[l.scale..l.scale + scale.len()].copy_from_slice(scale);
+        s[meta::STANDARDIZED] = 1.0;
+        Ok(())
+    }
+
+    /// Sets the prior covariance `Σ0` (`dim × dim`, row-major, in the units of the
+    /// embeddings: it is standardized here) and its strength. Only before the first
+    /// label, and after [`Slda::set_standardization`].
+    pub fn set_prior(&mut self, cov: &[f32], nu0: f32) -> Result<()> {
+        let d = self.dim;
+        check_vector("prior covariance", cov, d * d)?;
+        if !(nu0 > 0.0 && nu0.is_finite()) {
+            return Err(Error::Config {
+                what: "the prior strength must be > 0",
+            });
+        }
+        if self.labels() > 0 || !self.standardized() {
+            return Err(Error::Config {
+                what: "the prior is set after the standardization and before the first label",
+            });
+        }
+        for i in 0..d {
+            if !(cov[i * d + i] > 0.0) {
+                return Err(Error::Config {
+                    what: "a prior covariance has a positive diagonal",
+                });
+            }
+        }
+        let l = self.lay();
+        let s = self.s_mut();
+        for i in 0..d {
+            for j in 0..d {
+                let v = cov[i * d + j] * s[l.scale + i] * s[l.scale + j];
+                s[l.prior + i * d + j] = v;
+            }
+        }
+        s[meta::PRIOR] = 1.0;
+        s[meta::NU0] = nu0;
+        self.refresh();
+        Ok(())
+    }
+
+    /// Starts from the host's statistics of classes `0..counts.len()`: their counts
+    /// and means (`means`, class after class, in the embeddings' units), and the
+    /// within-class covariance `cov` they share (its scatter is `cov` times the degrees
+    /// of freedom). Only on an empty learner, after [`Slda::set_standardization`].
+    pub fn seed_classes(&mut self, counts: &[u64], means: &[f32], cov: &[f32]) -> Result<()> {
+        let d = self.dim;
+        let k = counts.len();
+        if self.labels() > 0 || !self.standardized() || k > self.capacity {
+            return Err(Error::Config {
+                what: "host class statistics go into an empty, standardized learner with room for them",
+            });
+        }
+        check_vector("host class means", means, k * d)?;
+        check_vector("host covariance", cov, d * d)?;
+        let n: u64 = counts.iter().sum();
+        let dof = n.saturating_sub(counts.iter().filter(|&&c| c > 0).count() as u64) as f32;
+        let l = self.lay();
+        let s = self.s_mut();
+        for (c, &count) in counts.iter().enumerate() {
+            s[l.counts + c] = count as f32;
+            for i in 0..d {
+                s[l.means + c * d + i] = (means[c * d + i] - s[l.center + i]) * s[l.scale + i];
+            }
+        }
+        for i in 0..d {
+            for j in 0..d {
+                s[l.scatter + i * d + j] = dof * cov[i * d + j] * s[l.scale + i] * s[l.scale + j];
+            }
+        }
+        s[meta::CLASSES] = k as f32;
+        s[meta::LABELS] = n as f32;
+        if self.prior() == Prior::Isotropic {
+            let v = self.total_variance();
+            self.s_mut()[meta::ISO_VAR] = v;
+        }
+        self.refresh();
+        Ok(())
+    }
+
+    /// Standardizes `x` into the first scratch vector.
+    fn standardize(&mut self, x: &[f32]) {
+        let l = self.lay();
+        let d = self.dim;
+        let s = self.s_mut();
+        for i in 0..d {
+            s[l.scratch + i] = (x[i] - s[l.center + i]) * s[l.scale + i];
+        }
+    }
+
+    /// Makes room for class `classes()` (a label for a new class does this itself).
+    fn add_class(&mut self) -> Result<usize> {
+        let c = self.classes();
+        if c >= self.capacity {
+            return Err(Error::Capacity {
+                what: "classes",
+                requested: c + 1,
+                capacity: self.capacity,
+            });
+        }
+        self.s_mut()[meta::CLASSES] = (c + 1) as f32;
+        Ok(c)
+    }
+
+    /// Checks a label without changing anything: whether it adds a class.
+    pub fn check(&self, x: &[f32], class: usize) -> Result<bool> {
+        check_vector("embedding", x, self.dim)?;
+        let classes = self.classes();
+        if class > classes {
+            return Err(Error::UnknownClass { class, classes });
+        }
+        if class == classes && classes >= self.capacity {
+            return Err(Error::Capacity {
+                what: "classes",
+                requested: classes + 1,
+                capacity: self.capacity,
+            });
+        }
+        Ok(class == classes)
+    }
+
+    /// Learns that `x` (a raw embedding) is of `class` (an existing class, or
+    /// [`Slda::classes`] to add one). On an error nothing changed.
+    pub fn learn(&mut self, x: &[f32], class: usize) -> Result<()> {
+        let added = self.check(x, class)?;
+        if !self.standardized() {
+            // The first label's own scale: its root mean square (nonzero: else 1).
+            let rms = math::sqrt(math::sq_norm(x) / self.dim as f32);
+            let k = if rms > 0.0 && rms.is_finite() {
+                1.0 / rms
+            } else {
+                1.0
+            };
+            let l = self.lay();
+            let d = self.dim;
+            let s = self.s_mut();
+            s[l.center..l.center + d].copy_from_slice(x);
+            s[l.scale..l.scale + d].fill(k);
+            s[meta::STANDARDIZED] = 1.0;
+        }
+        if added {
+            self.add_class()?;
+        }
+        self.standardize(x);
+        let l = self.lay();
+        let d = self.dim;
+        let s = self.s_mut();
+        let n = s[l.counts + class];
+        let n1 = n + 1.0;
+        s[l.counts + class] = n1;
+        s[meta::LABELS] += 1.0;
+        // Welford: δ = z − μ_old, μ += δ / n', S += (n / n') δ δᵀ.
+        let (head, rest) = s.split_at_mut(l.scratch);
+        let delta = &mut rest[..d];
+        let mean = &mut head[l.means + class * d..l.means + (class + 1) * d];
+        for i in 0..d {
+            let z = delta[i];
+            delta[i] = z - mean[i];
+            mean[i] += delta[i] / n1;
+        }
+        if n > 0.0 {
+            let k = n / n1;
+            let scatter = &mut head[l.scatter..l.scatter + d * d];
+            for i in 0..d {
+                let a = k * delta[i];
+                math::axpy(a, delta, &mut scatter[i * d..(i + 1) * d]);
+            }
+            // The vector of the rank-one update of the inverse: √k δ.
+            let r = math::sqrt(k);
+            for v in delta.iter_mut() {
+                *v *= r;
+            }
+            self.after_update(true);
+        } else {
+            self.after_update(false);
+        }
+        Ok(())
+    }
+
+    /// Keeps the inverse up to date after a label; `rank_one` when the scatter grew by
+    /// the first scratch vector's outer product.
+    fn after_update(&mut self, rank_one: bool) {
+        let isotropic = self.prior() == Prior::Isotropic;
+        let labels = self.labels();
+        let since = self.s()[meta::SINCE_REFRESH] as u32 + 1;
+        self.s_mut()[meta::SINCE_REFRESH] = since as f32;
+        let exact = self.dim <= EXACT_DIM
+            || since >= REFRESH_EVERY
+            // The isotropic prior follows the labels' variance: re-estimated at 1, 2, 4, …
+            // labels (exactly at every label while the inverse is cheap).
+            || (isotropic && labels.is_power_of_two());
+        if exact {
+            if isotropic {
+                let v = self.total_variance();
+                self.s_mut()[meta::ISO_VAR] = v;
+            }
+            self.refresh();
+        } else if rank_one {
+            self.sherman_morrison();
+        }
+    }
+
+    /// Mean per-dimension variance of all labels (standardized), or 1 with fewer than
+    /// two distinct samples.
+    fn total_variance(&self) -> f32 {
+        let l = self.lay();
+        let d = self.dim;
+        let s = self.s();
+        let classes = self.classes();
+        let n: f32 = s[l.counts..l.counts + classes].iter().sum();
+        if n < 2.0 {
+            return 1.0;
+        }
+        let mut trace = 0.0f32;
+        for i in 0..d {
+            trace += s[l.scatter + i * d + i];
+        }
+        // Between-class part: Σ n_c ‖μ_c − μ̄‖².
+        let mut between = 0.0f32;
+        for i in 0..d {
+            let mut mbar = 0.0f32;
+            for c in 0..classes {
+                mbar += s[l.counts + c] * s[l.means + c * d + i];
+            }
+            mbar /= n;
+            for c in 0..classes {
+                let e = s[l.means + c * d + i] - mbar;
+                between += s[l.counts + c] * e * e;
+            }
+        }
+        let v = (trace + between) / (n * d as f32);
+        if v > 0.0 && v.is_finite() { v } else { 1.0 }
+    }
+
+    /// `Λ ← Λ − (Λv)(Λv)ᵀ / (1 + vᵀΛv)` for `v` the first scratch vector.
+    fn sherman_morrison(&mut self) {
+        let l = self.lay();
+        let d = self.dim;
+        let s = self.s_mut();
+        let (head, scratch) = s.split_at_mut(l.scratch);
+        let (v, u) = scratch.split_at_mut(d);
+        let inv = &mut head[l.inverse..l.inverse + d * d];
+        for i in 0..d {
+            u[i] = math::dot(&inv[i * d..(i + 1) * d], v);
+        }
+        let k = 1.0 + math::dot(v, u);
+        if !(k > 0.0 && k.is_finite()) {
+            return;
+        }
+        for i in 0..d {
+            let a = -u[i] / k;
+            math::axpy(a, u, &mut inv[i * d..(i + 1) * d]);
+        }
+    }
+
+    /// Recomputes the inverse of `ν0·Σ0 + S` exactly (Cholesky, in f64).
+    pub fn refresh(&mut self) {
+        let l = self.lay();
+        let d = self.dim;
+        let nu0 = self.prior_strength();
+        let given = self.prior() == Prior::Given;
+        let iso = self.s()[meta::ISO_VAR];
+        let s = self.s_mut();
+        s[meta::SINCE_REFRESH] = 0.0;
+        let (head, inv) = s.split_at_mut(l.inverse);
+        let inv = &mut inv[..d * d];
+        let mut trace = 0.0f32;
+        for i in 0..d {
+            for j in 0..d {
+                let p = if given {
+                    head[l.prior + i * d + j]
+                } else if i == j {
+                    iso
+                } else {
+                    0.0
+                };
+                inv[i * d + j] = nu0 * p + head[l.scatter + i * d + j];
+            }
+            trace += inv[i * d + i];
+        }
+        // A little ridge keeps the factorization defined whatever rounding did.
+        let ridge = 1e-6 * (trace / d as f32).max(f32::MIN_POSITIVE);
+        for i in 0..d {
+            inv[i * d + i] += ridge;
+        }
+        invert_spd(inv, d);
+    }
+
+    /// Folds the learner into `head` (linear, over raw embeddings), with logits divided
+    /// by `temperature`. Classes the head has beyond the learner's are left alone.
+    pub fn write_head<T: Storage>(&self, head: &mut Head<T>, temperature: f32) -> Result<()> {
+        let dims = head.dims();
+        if dims.hidden != 0 || dims.input != self.dim || dims.capacity < self.classes() {
+            return Err(Error::Config {
+                what: "streaming LDA writes a linear head of its embedding size and capacity",
+            });
+        }
+        let l = self.lay();
+        let d = self.dim;
+        let cap = dims.capacity;
+        let classes = self.classes().min(head.classes());
+        let s = self.s();
+        let n: f32 = s[l.counts..l.counts + self.classes()].iter().sum();
+        let nw = (n - self.classes() as f32).max(0.0);
+        // w = (ν0 + n_w) Λ μ: the posterior covariance's inverse.
+        let k = (self.prior_strength() + nw) / temperature;
+        let inv = &s[l.inverse..l.inverse + d * d];
+        let center = &s[l.center..l.center + d];
+        let scale = &s[l.scale..l.scale + d];
+        let p = head.params_mut();
+        let (w, b) = p.split_at_mut(cap * d);
+        for c in 0..classes {
+            let mean = &s[l.means + c * d..l.means + (c + 1) * d];
+            let row = &mut w[c * d..(c + 1) * d];
+            for i in 0..d {
+                row[i] = k * math::dot(&inv[i * d..(i + 1) * d], mean);
+            }
+            // In standardized units: b = −½ μ·w. Then fold z = (x − center)·scale.
+            let mut bias = -0.5 * math::dot(row, mean);
+            for i in 0..d {
+                row[i] *= scale[i];
+                bias -= row[i] * center[i];
+            }
+            b[c] = bias;
+        }
+        Ok(())
+    }
+
+    /// Adds another learner's statistics (same dimensions, same standardization),
+    /// class by class, as if this one had seen its labels too (Chan et al.'s pairwise
+    /// update). `map[c]` is this learner's class for the other's class `c` (a value of
+    /// [`Slda::classes`] or more adds classes in order).
+    pub fn merge<T: Storage>(&mut self, other: &Slda<T>, map: &[usize]) -> Result<()> {
+        let d = self.dim;
+        if other.dim != d || map.len() != other.classes() {
+            return Err(Error::Config {
+                what: "merged statistics have another embedding size or class map",
+            });
+        }
+        if other.labels() == 0 {
+            return Ok(());
+        }
+        let (lo, lm) = (other.lay(), self.lay());
+        if self.labels() == 0 && !self.standardized() {
+            let os = other.s();
+            let (c, sc) = (&os[lo.center..lo.center + d], &os[lo.scale..lo.scale + d]);
+            let s = self.storage.as_mut();
+            s[lm.center..lm.center + d].copy_from_slice(c);
+            s[lm.scale..lm.scale + d].copy_from_slice(sc);
+            s[meta::STANDARDIZED] = 1.0;
+        }
+        if self.s()[lm.center..lm.center + d] != other.s()[lo.center..lo.center + d]
+            || self.s()[lm.scale..lm.scale + d] != other.s()[lo.scale..lo.scale + d]
+        {
+            return Err(Error::Config {
+                what: "merged statistics are standardized differently",
+            });
+        }
+        let needed = map.iter().map(|&c| c + 1).max().unwrap_or(0);
+        if needed > self.capacity {
+            return Err(Error::Capacity {
+                what: "classes",
+                requested: needed,
+                capacity: self.capacity,
+            });
+        }
+        let os = other.s();
+        let s = self.storage.as_mut();
+        s[meta::CLASSES] = (s[meta::CLASSES] as usize).max(needed) as f32;
+        s[meta::LABELS] += os[meta::LABELS];
+        for i in 0..d * d {
+            s[lm.scatter + i] += os[lo.scatter + i];
+        }
+        for (oc, &c) in map.iter().enumerate() {
+            let nb = os[lo.counts + oc];
+            if nb == 0.0 {
+                continue;
+            }
+            let na = s[lm.counts + c];
+            let n = na + nb;
+            let (head, scratch) = s.split_at_mut(lm.scratch);
+            let delta = &mut scratch[..d];
+            for i in 0..d {
+                delta[i] = os[lo.means + oc * d + i] - head[lm.means + c * d + i];
+                head[lm.means + c * d + i] += delta[i] * nb / n;
+            }
+            let k = na * nb / n;
+            for i in 0..d {
+                let a = k * delta[i];
+                math::axpy(
+                    a,
+                    delta,
+                    &mut head[lm.scatter + i * d..lm.scatter + (i + 1) * d],
+                );
+            }
+            head[lm.counts + c] = n;
+        }
+        if self.prior() == Prior::Isotropic {
+            let v = self.total_variance();
+            self.s_mut()[meta::ISO_VAR] = v;
+        }
+        self.refresh();
+        Ok(())
+    }
+
+    /// Restores a state saved from [`Slda::state`] into this learner (same dimensions;
+    /// its prior covariance, if given, stays). The values are checked: on an error
+    /// nothing changed.
+    pub fn restore(&mut self, state: &[f32]) -> Result<()> {
+        let (d, cap) = (self.dim, self.capacity);
+        let l = self.lay();
+        check_vector("streaming LDA state", state, Self::state_len(d, cap))?;
+        let classes = state[meta::CLASSES];
+        let ok = classes >= 0.0
+            && classes <= cap as f32
+            && libm::truncf(classes) == classes
+            && state[meta::NU0] > 0.0
+            && state[meta::ISO_VAR] > 0.0
+            && state[l.counts..l.counts + cap]
+                .iter()
+                .all(|&n| n >= 0.0 && libm::truncf(n) == n)
+            && state[l.scale..l.scale + d].iter().all(|&v| v > 0.0);
+        if !ok {
+            return Err(Error::Config {
+                what: "a streaming LDA state with impossible counts or scales",
+            });
+        }
+        let given = self.prior() == Prior::Given;
+        let s = self.s_mut();
+        s[..state.len()].copy_from_slice(state);
+        s[meta::PRIOR] = if given { 1.0 } else { 0.0 };
+        self.refresh();
+        Ok(())
+    }
+}
+
+#[cfg(feature = "std")]
+impl Slda<std::vec::Vec<f32>> {
+    /// A learner with its own heap storage.
+    pub fn alloc(dim: usize, capacity: usize, nu0: f32) -> Result<Self> {
+        Self::new(
+            dim,
+            capacity,
+            nu0,
+            std::vec![0.0; Self::storage_len(dim, capacity)],
+        )
+    }
+}
+
+/// Inverts the symmetric positive definite `a` (`n × n`, row-major) in place: Cholesky
+/// `a = L Lᵀ` in f64 sums, then `a⁻¹ = L⁻ᵀ L⁻¹`. A pivot that rounding made
+/// non-positive is raised to a tiny positive value.
+fn invert_spd(a: &mut [f32], n: usize) {
+    // L in the lower triangle.
+    for j in 0..n {
+        let mut diag = a[j * n + j] as f64;
+        for k in 0..j {
+            let v = a[j * n + k] as f64;
+            diag -= v * v;
+        }
+        let ljj = if diag > 1e-30 {
+            libm::sqrt(diag)
+        } else {
+            1e-15
+        };
+        a[j * n + j] = ljj as f32;
+        for i in j + 1..n {
+            let mut v = a[i * n + j] as f64;
+            for k in 0..j {
+                v -= a[i * n + k] as f64 * a[j * n + k] as f64;
+            }
+            a[i * n + j] = (v / ljj) as f32;
+        }
+    }
+    // L⁻¹ in the lower triangle, in place (column by column from the right).
+    for j in 0..n {
+        a[j * n + j] = 1.0 / a[j * n + j];
+        for i in j + 1..n {
+            let mut v = 0.0f64;
+            for k in j..i {
+                v -= a[i * n + k] as f64 * a[k * n + j] as f64;
+            }
+            a[i * n + j] = (v / a[i * n + i] as f64) as f32;
+        }
+    }
+    // a⁻¹ = L⁻ᵀ L⁻¹: entry (i, j) for i ≤ j is Σ_{k ≥ j} L⁻¹[k][i] L⁻¹[k][j]; the upper
+    // triangle is free, so fill it first, then mirror.
+    for i in 0..n {
+        for j in i..n {
+            let mut v = 0.0f64;
+            for k in j..n {
+                v += a[k * n + i] as f64 * a[k * n + j] as f64;
+            }
+            // The upper triangle is free (L⁻¹ is lower); the diagonal entry (i, i) is
+            // read again only by rows above i, which are done.
+            a[i * n + j] = v as f32;
+        }
+    }
+    for i in 0..n {
+        for j in 0..i {
+            a[i * n + j] = a[j * n + i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::Dims;
+    use crate::rng::Rng;
+
+    /// `n` samples of `classes` Gaussian classes in `d` dimensions with a shared,
+    /// correlated covariance and a common offset; labels cycle.
+    fn data(d: usize, classes: usize, n: usize, seed: u64) -> Vec<(Vec<f32>, usize)> {
+        let mut rng = Rng::new(seed);
+        let mut g = || {
+            // Sum of uniforms: close enough to a Gaussian here.
+            (0..6).map(|_| rng.unit()).sum::<f32>() - 3.0
+        };
+        let means: Vec<Vec<f32>> = (0..classes)
+            .map(|_| (0..d).map(|_| 0.6 * g()).collect())
+            .collect();
+        let mix: Vec<f32> = (0..d * d).map(|_| g()).collect();
+        (0..n)
+            .map(|i| {
+                let c = i % classes;
+                let e: Vec<f32> = (0..d).map(|_| g()).collect();
+                let x = (0..d)
+                    .map(|r| 5.0 + means[c][r] + (0..d).map(|k| mix[r * d + k] * e[k]).sum::<f32>())
+                    .collect();
+                (x, c)
+            })
+            .collect()
+    }
+
+    fn predict(l: &Slda<Vec<f32>>, x: &[f32]) -> usize {
+        let mut head = Head::alloc(Dims::linear(l.dim(), l.capacity()), l.classes()).unwrap();
+        l.write_head(&mut head, 1.0).unwrap();
+        let mut p = vec![0.0; l.capacity()];
+        head.predict(x, &mut p).unwrap().class
+    }
+
+    fn accuracy(l: &Slda<Vec<f32>>, test: &[(Vec<f32>, usize)]) -> f32 {
+        let mut head = Head::alloc(Dims::linear(l.dim(), l.capacity()), l.classes()).unwrap();
+        l.write_head(&mut head, 1.0).unwrap();
+        let mut p = vec![0.0; l.capacity()];
+        let hits = test
+            .iter()
+            .filter(|(x, y)| head.predict(x, &mut p).unwrap().class == *y)
+            .count();
+        hits as f32 / test.len() as f32
+    }
+
+    #[test]
+    fn one_label_per_class_is_nearest_class_mean() {
+        let all = data(6, 4, 54, 1);
+        let (train, test) = all.split_at(4);
+        let mut l = Slda::alloc(6, 8, 16.0).unwrap();
+        for (x, y) in train {
+            l.learn(x, *y).unwrap();
+        }
+        for (x, _) in test {
+            let ncm = (0..4)
+                .min_by(|&a, &b| {
+                    let da: f32 = x
+                        .iter()
+                        .zip(&train[a].0)
+                        .map(|(p, q)| (p - q) * (p - q))
+                        .sum();
+                    let db: f32 = x
+                        .iter()
+                        .zip(&train[b].0)
+                        .map(|(p, q)| (p - q) * (p - q))
+                        .sum();
+                    da.total_cmp(&db)
+                })
+                .unwrap();
+            assert_eq!(predict(&l, x), ncm);
+        }
+    }
+
+    #[test]
+    fn shared_covariance_beats_nearest_mean_and_units_do_not_matter() {
+        let all = data(8, 4, 600, 3);
+        let (train, test) = all.split_at(200);
+        let mut accs = Vec::new();
+        for scale in [0.01f32, 1.0, 100.0] {
+            let mut l = Slda::alloc(8, 4, 16.0).unwrap();
+            for (x, y) in train {
+                let x: Vec<f32> = x.iter().map(|v| v * scale).collect();
+                l.learn(&x, *y).unwrap();
+            }
+            let test: Vec<_> = test
+                .iter()
+                .map(|(x, y)| (x.iter().map(|v| v * scale).collect(), *y))
+                .collect();
+            accs.push(accuracy(&l, &test));
+        }
+        assert!(
+            (accs[0] - accs[1]).abs() <= 0.0025 && (accs[2] - accs[1]).abs() <= 0.0025,
+            "{accs:?}"
+        );
+        let ncm = {
+            let mut l = Slda::alloc(8, 4, 1e9).unwrap();
+            for (x, y) in train {
+                l.learn(x, *y).unwrap();
+            }
+            accuracy(&l, test)
+        };
+        assert!(
+            accs[1] > ncm + 0.1,
+            "{accs:?} against nearest class mean {ncm}"
+        );
+    }
+
+    #[test]
+    fn order_and_merging_do_not_change_what_is_learned() {
+        let all = data(5, 3, 260, 5);
+        let (train, test) = all.split_at(60);
+        let mut a = Slda::alloc(5, 4, 8.0).unwrap();
+        for (x, y) in train {
+            a.learn(x, *y).unwrap();
+        }
+        // Reversed order (classes appear as 2, 1, 0: map them).
+        let mut b = Slda::alloc(5, 4, 8.0).unwrap();
+        let center = train[0].0.clone();
+        let scale: Vec<f32> = vec![1.0; 5];
+        b.set_standardization(&center, &scale).unwrap();
+        let mut a2 = Slda::alloc(5, 4, 8.0).unwrap();
+        a2.set_standardization(&center, &scale).unwrap();
+        for (x, y) in train {
+            a2.learn(x, *y).unwrap();
+        }
+        for (x, y) in train.iter().rev() {
+            b.learn(x, 2 - y).unwrap();
+        }
+        let mut pa = Head::alloc(Dims::linear(5, 4), 3).unwrap();
+        let mut pb = Head::alloc(Dims::linear(5, 4), 3).unwrap();
+        a2.write_head(&mut pa, 1.0).unwrap();
+        b.write_head(&mut pb, 1.0).unwrap();
+        let (mut la, mut lb) = ([0.0; 4], [0.0; 4]);
+        for (x, _) in test {
+            pa.logits(x, &mut la).unwrap();
+            pb.logits(x, &mut lb).unwrap();
+            for c in 0..3 {
+                assert!(
+                    (la[c] - lb[2 - c]).abs() < 1e-2 * (1.0 + la[c].abs()),
+                    "{la:?} {lb:?}"
+                );
+            }
+        }
+        // Two halves merged = all of it.
+        let mut h1 = Slda::alloc(5, 4, 8.0).unwrap();
+        let mut h2 = Slda::alloc(5, 4, 8.0).unwrap();
+        h1.set_standardization(&center, &scale).unwrap();
+        h2.set_standardization(&center, &scale).unwrap();
+        for (i, (x, y)) in train.iter().enumerate() {
+            if i < 30 {
+                h1.learn(x, *y).unwrap()
+            } else {
+                h2.learn(x, *y).unwrap()
+            }
+        }
+        h1.merge(&h2, &[0, 1, 2]).unwrap();
+        assert_eq!(h1.labels(), 60);
+        let mut pm = Head::alloc(Dims::linear(5, 4), 3).unwrap();
+        h1.write_head(&mut pm, 1.0).unwrap();
+        for (x, _) in test {
+            pa.logits(x, &mut la).unwrap();
+            pm.logits(x, &mut lb).unwrap();
+            for c in 0..3 {
+                assert!(
+                    (la[c] - lb[c]).abs() < 1e-2 * (1.0 + la[c].abs()),
+                    "{la:?} {lb:?}"
+                );
+            }
+        }
+        assert!(accuracy(&a, test) > 0.5);
+    }
+
+    #[test]
+    fn rank_one_updates_match_the_exact_inverse() {
+        // Above EXACT_DIM with a given prior: Sherman–Morrison at every label.
+        let d = EXACT_DIM + 8;
+        let train = data(d, 3, 40, 7);
+        let mut l = Slda::alloc(d, 3, 4.0).unwrap();
+        let mut cov = vec![0.0; d * d];
+        for i in 0..d {
+            cov[i * d + i] = 4.0;
+        }
+        l.set_standardization(&vec![5.0; d], &vec![1.0; d]).unwrap();
+        l.set_prior(&cov, 4.0).unwrap();
+        for (x, y) in &train {
+            l.learn(x, *y).unwrap();
+        }
+        let mut exact = l.clone();
+        exact.refresh();
+        let (a, b) = (l.lay(), l.lay());
+        let inc = &l.s()[a.inverse..a.inverse + d * d];
+        let ex = &exact.s()[b.inverse..b.inverse + d * d];
+        let scale = ex.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = inc
+            .iter()
+            .zip(ex)
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err < 1e-3 * scale, "{err} of {scale}");
+    }
+
+    #[test]
+    fn the_inverse_is_an_inverse() {
+        let n = 7;
+        let mut rng = Rng::new(9);
+        let m: Vec<f32> = (0..n * n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let mut a = vec![0.0f32; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                a[i * n + j] = (0..n).map(|k| m[i * n + k] * m[j * n + k]).sum::<f32>()
+                    + if i == j { 0.5 } else { 0.0 };
+            }
+        }
+        let mut inv = a.clone();
+        invert_spd(&mut inv, n);
+        for i in 0..n {
+            for j in 0..n {
+                let v: f32 = (0..n).map(|k| a[i * n + k] * inv[k * n + j]).sum();
+                assert!(
+                    (v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-3,
+                    "({i},{j}) {v}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_changes_nothing() {
+        let mut l = Slda::alloc(3, 2, 4.0).unwrap();
+        l.learn(&[1.0, 2.0, 3.0], 0).unwrap();
+        l.learn(&[0.0, 2.0, 3.0], 1).unwrap();
+        let before = l.state().to_vec();
+        assert!(l.learn(&[1.0, f32::NAN, 3.0], 0).is_err());
+        assert!(l.learn(&[1.0, 2.0], 0).is_err());
+        assert!(l.learn(&[1.0, 2.0, 3.0], 3).is_err());
+        assert!(l.learn(&[0.0, 2.0, 3.0], 2).is_err()); // capacity 2
+        assert_eq!(l.state(), &before[..]);
+        let mut r = Slda::alloc(3, 2, 4.0).unwrap();
+        let mut bad = l.state().to_vec();
+        bad[meta::CLASSES] = 7.0;
+        assert!(r.restore(&bad).is_err());
+        r.restore(l.state()).unwrap();
+        assert_eq!(r.state(), l.state());
+    }
+}
