@@ -42,6 +42,10 @@ pub struct Options {
     pub class_names: Option<Vec<String>>,
     /// Quantize the backbone to int8, calibrated on these samples.
     pub int8: Option<Int8>,
+    /// Samples for the embedding statistics the device's learner starts from
+    /// ([`edgetune::stats`]) when not quantizing (`--calib` alone); an int8 conversion
+    /// takes them from its calibration samples.
+    pub stats: Option<Int8>,
     /// For a text encoder whose embedding is a sequence output `[1, seq, hidden]`: how
     /// it becomes one vector (default: the mean over the attention mask).
     pub pooling: Option<Pooling>,
@@ -416,30 +420,32 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         ),
     };
 
+    // Calibration samples (for int8, and for the embedding statistics).
+    let loaded;
+    let samples: Option<&Vec<Vec<f32>>> = match opts.int8.as_ref().or(opts.stats.as_ref()) {
+        None => None,
+        Some(Int8::Samples(s)) => Some(s),
+        Some(Int8::Dir { path, count }) => {
+            ensure!(
+                text.is_none(),
+                "calibration samples of a text encoder are not supported"
+            );
+            let spec = InputSpec {
+                name: input_name.clone(),
+                shape: shape.clone(),
+                layout,
+                dtype: "f32".into(),
+            };
+            loaded = crate::calib::load_dir(path, &spec, *count)
+                .with_context(|| format!("reading calibration samples from {}", path.display()))?;
+            Some(&loaded)
+        }
+    };
+
     // int8: calibrate on the first samples, quantize, and keep the rest to measure.
     let mut int8 = None;
-    let (typed, backbone) = match &opts.int8 {
-        None => {
-            let nnef = write_nnef(&typed)?;
-            (typed, nnef)
-        }
-        Some(q) => {
-            let loaded;
-            let samples = match q {
-                Int8::Samples(s) => s,
-                Int8::Dir { path, count } => {
-                    let spec = InputSpec {
-                        name: input_name.clone(),
-                        shape: shape.clone(),
-                        layout,
-                        dtype: "f32".into(),
-                    };
-                    loaded = crate::calib::load_dir(path, &spec, *count).with_context(|| {
-                        format!("reading calibration samples from {}", path.display())
-                    })?;
-                    &loaded
-                }
-            };
+    let (typed, backbone) = match (&opts.int8, samples) {
+        (Some(_), Some(samples)) => {
             let n = samples.len();
             ensure!(
                 n >= 2,
@@ -482,6 +488,10 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
             int8 = Some((quantized, summary, held, f32_backbone_bytes));
             let nnef = write_nnef(&qtyped)?;
             (qtyped, nnef)
+        }
+        _ => {
+            let nnef = write_nnef(&typed)?;
+            (typed, nnef)
         }
     };
 
@@ -635,6 +645,18 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         .zip(&want)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
+
+    // The embedding statistics of the calibration samples, through the device's loader.
+    if let Some(samples) = samples.filter(|s| s.len() >= 2 && text.is_none()) {
+        let mut x = vec![0.0f32; samples.len() * size];
+        for (raw, out) in samples.iter().zip(x.chunks_exact_mut(size)) {
+            device
+                .embed(raw, out)
+                .context("embedding a calibration sample")?;
+        }
+        bundle.manifest.embedding_stats =
+            edgetune::stats::Stats::estimate(&x, size, None).map(|s| s.to_manifest());
+    }
 
     // int8 against f32 on the held-out samples, through the device's loader.
     let int8 = match int8 {

@@ -91,8 +91,10 @@ enum Command {
         /// Quantize the backbone: int8 (post-training, static, per-channel weights).
         #[arg(long, value_enum, requires = "calib")]
         quantize: Option<QuantizeTo>,
-        /// Calibration samples for --quantize: images (.png, .jpg) or .npy tensors of raw
-        /// input values. The last fifth is held out to measure int8 against f32.
+        /// Calibration samples: images (.png, .jpg) or .npy tensors of raw input values,
+        /// unlabeled, from the backbone's domain. They give the embedding statistics the
+        /// device's learner starts from (mean, spread, covariance); with --quantize they
+        /// also calibrate int8, and the last fifth is held out to measure it against f32.
         #[arg(long, value_name = "DIR")]
         calib: Option<PathBuf>,
         /// Use at most N calibration samples (default: all in DIR).
@@ -428,13 +430,13 @@ fn run(cli: Cli) -> Result<()> {
             features: None,
         } => {
             let model = model.context("the ONNX model to convert")?;
-            let int8 = match (quantize, calib) {
-                (Some(QuantizeTo::Int8), Some(path)) => Some(convert::Int8::Dir {
-                    path,
-                    count: calib_count,
-                }),
-                (None, Some(_)) => anyhow::bail!("--calib is only used with --quantize int8"),
-                (_, None) => None,
+            let samples = calib.map(|path| convert::Int8::Dir {
+                path,
+                count: calib_count,
+            });
+            let (int8, stats) = match quantize {
+                Some(QuantizeTo::Int8) => (samples, None),
+                None => (None, samples),
             };
             let class_names = match classes {
                 Some(p) => Some(
@@ -469,6 +471,7 @@ fn run(cli: Cli) -> Result<()> {
                 capacity,
                 class_names,
                 int8,
+                stats,
                 pooling: pooling.map(|p| match p {
                     PoolingArg::Mean => Pooling::MeanOverMask,
                     PoolingArg::Cls => Pooling::Cls,

@@ -95,13 +95,25 @@ fn int8_from_a_directory_of_npy_samples() {
     let o = run(&["convert", m, "-o", "x.bundle", "--quantize", "int8"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--calib"), "{err}");
+    // --calib alone (an f32 bundle): the embedding statistics of the samples, for the
+    // device's learner.
     let c = calib.to_str().unwrap();
-    let o = run(&["convert", m, "-o", "x.bundle", "--calib", c]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("only used with --quantize int8"),
-        "{err}"
-    );
+    let f32_bundle = dir().join("f32.bundle");
+    let o = run(&[
+        "convert",
+        m,
+        "-o",
+        f32_bundle.to_str().unwrap(),
+        "--calib",
+        c,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = Bundle::read(&f32_bundle).unwrap();
+    assert_eq!(b.manifest.backbone.quantization, Quantization::F32);
+    let stats = b.manifest.embedding_stats.expect("embedding statistics");
+    assert_eq!(stats.samples, 6); // every sample in the directory (none held out)
+    let s = edgetune::stats::Stats::from_manifest(&stats, b.manifest.embedding.size, 0).unwrap();
+    assert_eq!(s.kind, edgetune::stats::CovarianceKind::Total);
     let o = run(&[
         "convert",
         m,

@@ -18,9 +18,9 @@
 //! within-class scatter of the labels and `n_w` its degrees of freedom. `Σ0` is the
 //! bundle's covariance of embeddings (within-class from `finetune-head train`, or of the
 //! calibration samples from `convert --calib`), which lets the learner use the
-//! backbone's correlations from the very first label; without one it is isotropic, at
-//! the labels' own total variance, so that one label per class is exactly nearest class
-//! mean. Each class's logit is `w_c·z + b_c` with `w_c = Σ⁻¹ μ_c`, `b_c = −½ μ_cᵀ Σ⁻¹ μ_c`
+//! backbone's correlations from the very first label; without one it is diagonal, each
+//! dimension at the labels' own total variance (shrunk toward their mean), so that
+//! features of very different units (wine's magnesium beside its hue) count alike. Each class's logit is `w_c·z + b_c` with `w_c = Σ⁻¹ μ_c`, `b_c = −½ μ_cᵀ Σ⁻¹ μ_c`
 //! (equal class priors: a class labeled more often is not favoured), divided by a
 //! temperature the caller fits ([`crate::calibrate`]); [`Slda::write_head`] folds all
 //! of it into a linear [`Head`] over raw embeddings, so predicting costs what it always
@@ -36,13 +36,13 @@
 //!
 //! | range | what |
 //! | --- | --- |
-//! | `META` values | classes, labels, labels since the last exact inverse, prior kind, `ν0`, isotropic prior variance, standardization set |
+//! | `META` values | classes, labels, labels since the last exact inverse, prior kind, `ν0`, reserved, standardization set |
 //! | `D` | center |
 //! | `D` | scale |
 //! | `C` | counts |
 //! | `C·D` | class means (standardized) |
 //! | `D·D` | within-class scatter `S` (standardized) |
-//! | `D·D` | prior covariance `Σ0` (standardized; unused when isotropic) |
+//! | `D·D` | prior covariance `Σ0` (standardized; diagonal from the labels without one) |
 //! | `D·D` | `(ν0·Σ0 + S)⁻¹` |
 //! | `2·D` | scratch |
 //!
@@ -54,9 +54,12 @@ use crate::head::{Head, Storage};
 use crate::math;
 
 /// Up to this embedding size the inverse is recomputed exactly at every label.
-pub const EXACT_DIM: usize = 128;
+pub const EXACT_DIM: usize = 64;
 /// Above [`EXACT_DIM`], labels between two exact recomputations of the inverse.
 pub const REFRESH_EVERY: u32 = 256;
+/// Within-class degrees of freedom at which a prior from the labels ([`Prior::Labels`])
+/// is half isotropic, half each dimension's own variance.
+pub const LABEL_PRIOR_SHRINK: f32 = 8.0;
 /// Values of the meta block.
 pub const META: usize = 8;
 
@@ -66,7 +69,8 @@ mod meta {
     pub const SINCE_REFRESH: usize = 2;
     pub const PRIOR: usize = 3;
     pub const NU0: usize = 4;
-    pub const ISO_VAR: usize = 5;
+    /// Reserved (zero).
+    pub const _RESERVED: usize = 5;
     pub const STANDARDIZED: usize = 6;
 }
 
@@ -74,9 +78,10 @@ mod meta {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Prior {
-    /// Isotropic, at the total variance of the labels seen (nearest class mean until
-    /// classes have more than one label).
-    Isotropic,
+    /// Diagonal, from the labels seen: each dimension's total variance, shrunk toward
+    /// their mean (nearest class mean in per-dimension standardized units until classes
+    /// have more than one label).
+    Labels,
     /// A covariance given by [`Slda::set_prior`] (the bundle's).
     Given,
 }
@@ -158,7 +163,6 @@ impl<S: Storage> Slda<S> {
         }
         s[..need].fill(0.0);
         s[meta::NU0] = nu0;
-        s[meta::ISO_VAR] = 1.0;
         let mut l = Slda {
             dim,
             capacity,
@@ -213,7 +217,7 @@ impl<S: Storage> Slda<S> {
         if self.s()[meta::PRIOR] == 1.0 {
             Prior::Given
         } else {
-            Prior::Isotropic
+            Prior::Labels
         }
     }
 
@@ -274,7 +278,7 @@ impl<S: Storage> Slda<S> {
             });
         }
         for i in 0..d {
-            if !(cov[i * d + i] > 0.0) {
+            if cov[i * d + i].is_nan() || cov[i * d + i] <= 0.0 {
                 return Err(Error::Config {
                     what: "a prior covariance has a positive diagonal",
                 });
@@ -325,10 +329,6 @@ impl<S: Storage> Slda<S> {
         }
         s[meta::CLASSES] = k as f32;
         s[meta::LABELS] = n as f32;
-        if self.prior() == Prior::Isotropic {
-            let v = self.total_variance();
-            self.s_mut()[meta::ISO_VAR] = v;
-        }
         self.refresh();
         Ok(())
     }
@@ -435,56 +435,82 @@ impl<S: Storage> Slda<S> {
     /// Keeps the inverse up to date after a label; `rank_one` when the scatter grew by
     /// the first scratch vector's outer product.
     fn after_update(&mut self, rank_one: bool) {
-        let isotropic = self.prior() == Prior::Isotropic;
+        let from_labels = self.prior() == Prior::Labels;
         let labels = self.labels();
         let since = self.s()[meta::SINCE_REFRESH] as u32 + 1;
         self.s_mut()[meta::SINCE_REFRESH] = since as f32;
         let exact = self.dim <= EXACT_DIM
             || since >= REFRESH_EVERY
-            // The isotropic prior follows the labels' variance: re-estimated at 1, 2, 4, …
+            // A prior from the labels follows their variance: re-estimated at 1, 2, 4, …
             // labels (exactly at every label while the inverse is cheap).
-            || (isotropic && labels.is_power_of_two());
+            || (from_labels && labels.is_power_of_two());
         if exact {
-            if isotropic {
-                let v = self.total_variance();
-                self.s_mut()[meta::ISO_VAR] = v;
-            }
             self.refresh();
         } else if rank_one {
             self.sherman_morrison();
         }
     }
 
-    /// Mean per-dimension variance of all labels (standardized), or 1 with fewer than
-    /// two distinct samples.
-    fn total_variance(&self) -> f32 {
+    /// Each dimension's total variance over all labels (standardized units) into the
+    /// first scratch vector. Returns the number of labels and the within-class degrees
+    /// of freedom.
+    fn label_moments(&mut self) -> (f32, f32) {
         let l = self.lay();
         let d = self.dim;
-        let s = self.s();
         let classes = self.classes();
+        let s = self.s_mut();
         let n: f32 = s[l.counts..l.counts + classes].iter().sum();
-        if n < 2.0 {
-            return 1.0;
-        }
-        let mut trace = 0.0f32;
+        let used = s[l.counts..l.counts + classes]
+            .iter()
+            .filter(|&&c| c > 0.0)
+            .count();
+        let (head, scratch) = s.split_at_mut(l.scratch);
+        let v = &mut scratch[..d];
         for i in 0..d {
-            trace += s[l.scatter + i * d + i];
+            let mut m = 0.0f32;
+            for c in 0..classes {
+                m += head[l.counts + c] * head[l.means + c * d + i];
+            }
+            m /= n.max(1.0);
+            let mut between = 0.0f32;
+            for c in 0..classes {
+                let e = head[l.means + c * d + i] - m;
+                between += head[l.counts + c] * e * e;
+            }
+            v[i] = (head[l.scatter + i * d + i] + between) / n.max(1.0);
         }
-        // Between-class part: Σ n_c ‖μ_c − μ̄‖².
-        let mut between = 0.0f32;
+        (n, (n - used as f32).max(0.0))
+    }
+
+    /// The prior from the labels ([`Prior::Labels`]) into the prior block's diagonal.
+    /// With no within-class variation yet it is isotropic, at the mean variance (one
+    /// label per class is exactly nearest class mean); as within-class degrees of
+    /// freedom `n_w` accumulate it moves (geometrically) to each dimension's own total
+    /// variance, with weight `n_w / (n_w + `[`LABEL_PRIOR_SHRINK`]`)`, so that features of very
+    /// different units (wine's proline beside its hue) are not all shrunk as the
+    /// largest.
+    fn label_prior(&mut self) {
+        let (n, nw) = self.label_moments();
+        let l = self.lay();
+        let d = self.dim;
+        let s = self.s_mut();
+        let (head, scratch) = s.split_at_mut(l.scratch);
+        let v = &scratch[..d];
+        let vbar = v.iter().sum::<f32>() / d as f32;
+        let w = nw / (nw + LABEL_PRIOR_SHRINK);
         for i in 0..d {
-            let mut mbar = 0.0f32;
-            for c in 0..classes {
-                mbar += s[l.counts + c] * s[l.means + c * d + i];
-            }
-            mbar /= n;
-            for c in 0..classes {
-                let e = s[l.means + c * d + i] - mbar;
-                between += s[l.counts + c] * e * e;
-            }
+            let p = if n < 2.0 || !(vbar > 0.0 && vbar.is_finite()) {
+                1.0
+            } else {
+                // Geometric: a dimension a thousand times smaller than the mean is not
+                // swamped by a small share of the mean.
+                let vi = v[i].max(1e-12 * vbar);
+                libm::expf(w * libm::logf(vi) + (1.0 - w) * libm::logf(vbar))
+            };
+            let row = &mut head[l.prior + i * d..l.prior + (i + 1) * d];
+            row.fill(0.0);
+            row[i] = p;
         }
-        let v = (trace + between) / (n * d as f32);
-        if v > 0.0 && v.is_finite() { v } else { 1.0 }
     }
 
     /// `Λ ← Λ − (Λv)(Λv)ᵀ / (1 + vᵀΛv)` for `v` the first scratch vector.
@@ -513,32 +539,43 @@ impl<S: Storage> Slda<S> {
         let l = self.lay();
         let d = self.dim;
         let nu0 = self.prior_strength();
-        let given = self.prior() == Prior::Given;
-        let iso = self.s()[meta::ISO_VAR];
+        if self.prior() == Prior::Labels {
+            self.label_prior();
+        }
         let s = self.s_mut();
         s[meta::SINCE_REFRESH] = 0.0;
-        let (head, inv) = s.split_at_mut(l.inverse);
-        let inv = &mut inv[..d * d];
-        let mut trace = 0.0f32;
+        let (head, rest) = s.split_at_mut(l.inverse);
+        let (inv, scratch) = rest.split_at_mut(l.scratch - l.inverse);
         for i in 0..d {
             for j in 0..d {
-                let p = if given {
-                    head[l.prior + i * d + j]
-                } else if i == j {
-                    iso
-                } else {
-                    0.0
-                };
-                inv[i * d + j] = nu0 * p + head[l.scatter + i * d + j];
+                inv[i * d + j] = nu0 * head[l.prior + i * d + j] + head[l.scatter + i * d + j];
             }
-            trace += inv[i * d + i];
         }
-        // A little ridge keeps the factorization defined whatever rounding did.
-        let ridge = 1e-6 * (trace / d as f32).max(f32::MIN_POSITIVE);
+        // Equilibrated (unit diagonal) before it is factored, and scaled back after:
+        // features of very different units (wine's proline beside its hue) would make
+        // the matrix too ill-conditioned for f32 otherwise. A little ridge keeps the
+        // factorization defined whatever rounding did.
+        let (diag, e) = scratch.split_at_mut(d);
         for i in 0..d {
-            inv[i * d + i] += ridge;
+            let a = inv[i * d + i];
+            e[i] = if a > 0.0 && a.is_finite() {
+                1.0 / math::sqrt(a)
+            } else {
+                1.0
+            };
         }
-        invert_spd(inv, d);
+        for i in 0..d {
+            for j in 0..d {
+                inv[i * d + j] *= e[i] * e[j];
+            }
+            inv[i * d + i] += 1e-6;
+        }
+        invert_spd(inv, diag, d);
+        for i in 0..d {
+            for j in 0..d {
+                inv[i * d + j] *= e[i] * e[j];
+            }
+        }
     }
 
     /// Folds the learner into `head` (linear, over raw embeddings), with logits divided
@@ -564,12 +601,17 @@ impl<S: Storage> Slda<S> {
         let scale = &s[l.scale..l.scale + d];
         let p = head.params_mut();
         let (w, b) = p.split_at_mut(cap * d);
+        // One pass over the inverse (d × d, megabytes at d = 1280): each of its rows
+        // meets every class mean while it is in cache.
+        for i in 0..d {
+            let r = &inv[i * d..(i + 1) * d];
+            for c in 0..classes {
+                w[c * d + i] = k * math::dot(r, &s[l.means + c * d..l.means + (c + 1) * d]);
+            }
+        }
         for c in 0..classes {
             let mean = &s[l.means + c * d..l.means + (c + 1) * d];
             let row = &mut w[c * d..(c + 1) * d];
-            for i in 0..d {
-                row[i] = k * math::dot(&inv[i * d..(i + 1) * d], mean);
-            }
             // In standardized units: b = −½ μ·w. Then fold z = (x − center)·scale.
             let mut bias = -0.5 * math::dot(row, mean);
             for i in 0..d {
@@ -650,10 +692,6 @@ impl<S: Storage> Slda<S> {
             }
             head[lm.counts + c] = n;
         }
-        if self.prior() == Prior::Isotropic {
-            let v = self.total_variance();
-            self.s_mut()[meta::ISO_VAR] = v;
-        }
         self.refresh();
         Ok(())
     }
@@ -670,7 +708,6 @@ impl<S: Storage> Slda<S> {
             && classes <= cap as f32
             && libm::truncf(classes) == classes
             && state[meta::NU0] > 0.0
-            && state[meta::ISO_VAR] > 0.0
             && state[l.counts..l.counts + cap]
                 .iter()
                 .all(|&n| n >= 0.0 && libm::truncf(n) == n)
@@ -702,57 +739,73 @@ impl Slda<std::vec::Vec<f32>> {
     }
 }
 
-/// Inverts the symmetric positive definite `a` (`n × n`, row-major) in place: Cholesky
-/// `a = L Lᵀ` in f64 sums, then `a⁻¹ = L⁻ᵀ L⁻¹`. A pivot that rounding made
-/// non-positive is raised to a tiny positive value.
-fn invert_spd(a: &mut [f32], n: usize) {
-    // L in the lower triangle.
-    for j in 0..n {
-        let mut diag = a[j * n + j] as f64;
-        for k in 0..j {
-            let v = a[j * n + k] as f64;
-            diag -= v * v;
+/// `Σ a_i b_i` in f64, over contiguous slices (four accumulators: vectorized).
+fn dot64(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f64; 4];
+    let (ac, at) = a.as_chunks::<4>();
+    let (bc, bt) = b.as_chunks::<4>();
+    for (x, y) in ac.iter().zip(bc) {
+        for k in 0..4 {
+            acc[k] += x[k] as f64 * y[k] as f64;
         }
-        let ljj = if diag > 1e-30 {
-            libm::sqrt(diag)
+    }
+    let mut tail = 0f64;
+    for (x, y) in at.iter().zip(bt) {
+        tail += *x as f64 * *y as f64;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Inverts the symmetric positive definite `a` (`n × n`, row-major) in place, with
+/// `diag` (`n` values) as scratch. Every inner loop is a dot product of two contiguous
+/// rows, summed in f64:
+///
+/// 1. Cholesky `a = L Lᵀ` row by row: `L` in the strict lower triangle, its diagonal
+///    in `diag`.
+/// 2. `Y = L⁻¹` column by column (forward substitution of `L y = e_j`), column `j`
+///    stored as row `j` of the upper triangle (its entries `j..n`).
+/// 3. `a⁻¹[i][j] = Σ_k Y[k][i] Y[k][j]`, the dot product of rows `i` and `j` of the
+///    upper triangle, written into the lower triangle (where `L` was), its diagonal
+///    into `diag`; then mirrored.
+///
+/// A pivot that rounding made non-positive is raised to a tiny positive value.
+fn invert_spd(a: &mut [f32], diag: &mut [f32], n: usize) {
+    for i in 0..n {
+        for j in 0..i {
+            let v = a[i * n + j] as f64 - dot64(&a[i * n..i * n + j], &a[j * n..j * n + j]);
+            a[i * n + j] = (v / diag[j] as f64) as f32;
+        }
+        let d = a[i * n + i] as f64 - dot64(&a[i * n..i * n + i], &a[i * n..i * n + i]);
+        diag[i] = if d > 1e-30 {
+            libm::sqrt(d) as f32
         } else {
             1e-15
         };
-        a[j * n + j] = ljj as f32;
-        for i in j + 1..n {
-            let mut v = a[i * n + j] as f64;
-            for k in 0..j {
-                v -= a[i * n + k] as f64 * a[j * n + k] as f64;
-            }
-            a[i * n + j] = (v / ljj) as f32;
-        }
     }
-    // L⁻¹ in the lower triangle, in place (column by column from the right).
     for j in 0..n {
-        a[j * n + j] = 1.0 / a[j * n + j];
+        a[j * n + j] = 1.0 / diag[j];
         for i in j + 1..n {
-            let mut v = 0.0f64;
-            for k in j..i {
-                v -= a[i * n + k] as f64 * a[k * n + j] as f64;
-            }
-            a[i * n + j] = (v / a[i * n + i] as f64) as f32;
+            // y_i = −(Σ_{k=j}^{i−1} L[i][k] y_k) / L[i][i]; y_k is a[j][k].
+            let v = -dot64(&a[i * n + j..i * n + i], &a[j * n + j..j * n + i]);
+            a[j * n + i] = (v / diag[i] as f64) as f32;
         }
     }
-    // a⁻¹ = L⁻ᵀ L⁻¹: entry (i, j) for i ≤ j is Σ_{k ≥ j} L⁻¹[k][i] L⁻¹[k][j]; the upper
-    // triangle is free, so fill it first, then mirror.
     for i in 0..n {
         for j in i..n {
-            let mut v = 0.0f64;
-            for k in j..n {
-                v += a[k * n + i] as f64 * a[k * n + j] as f64;
+            // Rows i and j of Y are nonzero from j on (j ≥ i).
+            let v = dot64(&a[i * n + j..i * n + n], &a[j * n + j..j * n + n]);
+            if i == j {
+                diag[i] = v as f32;
+            } else {
+                a[j * n + i] = v as f32;
             }
-            // The upper triangle is free (L⁻¹ is lower); the diagonal entry (i, i) is
-            // read again only by rows above i, which are done.
-            a[i * n + j] = v as f32;
         }
     }
     for i in 0..n {
-        for j in 0..i {
+        a[i * n + i] = diag[i];
+        for j in i + 1..n {
             a[i * n + j] = a[j * n + i];
         }
     }
@@ -808,9 +861,15 @@ mod tests {
 
     #[test]
     fn one_label_per_class_is_nearest_class_mean() {
+        // With an isotropic prior (of any strength), one label per class leaves no
+        // within-class scatter: the shared covariance is the prior's.
         let all = data(6, 4, 54, 1);
         let (train, test) = all.split_at(4);
         let mut l = Slda::alloc(6, 8, 16.0).unwrap();
+        l.set_standardization(&[0.0; 6], &[1.0; 6]).unwrap();
+        let mut eye = vec![0.0; 36];
+        (0..6).for_each(|i| eye[i * 6 + i] = 3.0);
+        l.set_prior(&eye, 16.0).unwrap();
         for (x, y) in train {
             l.learn(x, *y).unwrap();
         }
@@ -974,7 +1033,7 @@ mod tests {
             }
         }
         let mut inv = a.clone();
-        invert_spd(&mut inv, n);
+        invert_spd(&mut inv, &mut vec![0.0; n], n);
         for i in 0..n {
             for j in 0..n {
                 let v: f32 = (0..n).map(|k| a[i * n + k] * inv[k * n + j]).sum();
