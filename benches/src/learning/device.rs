@@ -1,0 +1,194 @@
+//! The device under test: every [`Engine`] the benchmark uses is made by [`device`], as
+//! `edgetune serve` makes one (a fresh engine on the bundle's head, seeded with the
+//! bundle's exemplars), so that a change to how the device starts changes here only.
+//! [`Device`] wraps one for the protocols: it maps the data set's classes to the
+//! device's (a class the device has not got is added by its first label).
+//!
+//! A host start ([`HostStart`]) is what `finetune-head train` would put in a bundle for
+//! some of the classes: a head trained by [`finetune_head::train::fit`] with the default
+//! configuration on 80 % of their training embeddings (early-stopped on the other 20 %),
+//! the exemplars [`finetune_head::train::exemplars`] picks and the embedding statistics
+//! [`finetune_head::train::embedding_stats`] computes. A start without one is a bundle
+//! from `finetune-head convert`: no head, no statistics.
+
+use anyhow::{Context, Result, ensure};
+use edgetune::Head;
+use edgetune::bundle::Exemplars;
+use edgetune::device::engine::{Engine, EngineConfig};
+use edgetune::device::service::DEFAULT_CAPACITY;
+use edgetune::head::Dims;
+use edgetune::stats::{EmbeddingStats, Stats};
+use finetune_head::data::Dataset;
+use finetune_head::report::{DataSummary, EmbedSummary};
+use finetune_head::train::{self, Embedded, HeadConfig, Prepared};
+
+use super::data::{Data, SEED};
+use super::guess::Guess;
+
+/// Share of the host classes' training embeddings that early-stops the host's training
+/// and gives the guard exemplars.
+const HOST_VAL: f32 = 0.2;
+/// Room for classes beyond the host's, as `finetune-head train` leaves without
+/// `--capacity`.
+const HOST_SPARE: usize = 8;
+
+/// A head trained on the host for all classes but one, with its exemplars.
+#[derive(Debug, Clone)]
+pub struct HostStart {
+    /// The trained head (its classes are the host classes, in [`HostStart::classes`]
+    /// order).
+    pub head: Head<Vec<f32>>,
+    /// The bundle's exemplars.
+    pub exemplars: Exemplars,
+    /// The bundle's embedding statistics, as its manifest holds them.
+    pub stats: Option<EmbeddingStats>,
+    /// The data set's class of each head class.
+    pub classes: Vec<usize>,
+    /// The host's training embeddings, labeled with head classes.
+    pub train: Dataset,
+    /// The host's validation embeddings, labeled with head classes.
+    pub val: Dataset,
+}
+
+/// Trains the host start for every class of `data` but `held_out`.
+pub fn host_start(data: &Data, held_out: usize) -> Result<HostStart> {
+    let classes: Vec<usize> = (0..data.classes()).filter(|&c| c != held_out).collect();
+    let host = data.train.select(
+        |y| y != held_out,
+        |y| classes.iter().position(|&c| c == y).unwrap_or(0),
+    );
+    let (train, val) = host.stratified_split(HOST_VAL, SEED);
+    let embedded = |d: &Dataset| Embedded {
+        x: d.x.clone(),
+        y: d.y.clone(),
+    };
+    let cfg = HeadConfig {
+        seed: SEED,
+        ..HeadConfig::default()
+    };
+    let n = classes.len();
+    let fitted = train::fit(&cfg, &embedded(&train), &embedded(&val), n, n + HOST_SPARE)
+        .with_context(|| format!("{}: training the host head", data.name))?;
+    let prepared = Prepared {
+        classes: classes
+            .iter()
+            .map(|&c| data.class_names[c].clone())
+            .collect(),
+        train: embedded(&train),
+        val: embedded(&val),
+        test: Embedded::default(),
+        summary: DataSummary {
+            source: data.name.clone(),
+            kind: "features".into(),
+            found: host.len(),
+            used: host.len(),
+            duplicates: Vec::new(),
+            conflicts: Vec::new(),
+            skipped: Vec::new(),
+            split: String::new(),
+            classes: Vec::new(),
+            augment: Vec::new(),
+            augment_copies: 0,
+        },
+        embedding: EmbedSummary {
+            backbone_sha256: String::new(),
+            computed: 0,
+            cached: 0,
+            threads: 1,
+            seconds: 0.0,
+            samples_per_s: 0.0,
+        },
+    };
+    Ok(HostStart {
+        head: fitted.head,
+        exemplars: train::exemplars(&prepared),
+        stats: train::embedding_stats(&prepared).map(|s| s.to_manifest()),
+        classes,
+        train,
+        val,
+    })
+}
+
+/// A device for embeddings of `dim` values, as `edgetune serve` starts one (`Model::open`
+/// and `Model::seed`): with a host start, on its head, given its embedding statistics
+/// and then its exemplars; without, on an empty linear head of the capacity `serve`
+/// gives a bundle that has none.
+pub fn device(dim: usize, host: Option<&HostStart>) -> Result<Engine> {
+    let Some(host) = host else {
+        let head = Head::alloc(Dims::linear(dim, DEFAULT_CAPACITY), 0)?;
+        return Ok(Engine::new(head, EngineConfig::DEFAULT)?);
+    };
+    let mut engine = Engine::new(host.head.clone(), EngineConfig::DEFAULT)?;
+    if let Some(s) = &host.stats {
+        let stats = Stats::from_manifest(s, dim, host.head.classes())
+            .context("the host start's embedding statistics")?;
+        engine
+            .set_stats(&stats)
+            .context("giving the device the embedding statistics")?;
+    }
+    let e = &host.exemplars;
+    let x = e
+        .embeddings(dim, host.head.classes())
+        .context("the host start's exemplars")?;
+    engine
+        .seed(&x, &e.replay, &e.guard)
+        .context("seeding the device with the exemplars")?;
+    Ok(engine)
+}
+
+/// The device, with the data set's classes mapped to its own.
+pub struct Device {
+    engine: Engine,
+    to_engine: Vec<Option<usize>>,
+    from_engine: Vec<usize>,
+}
+
+impl Device {
+    /// A fresh [`device`] for `data`, from `host` when given.
+    pub fn new(data: &Data, host: Option<&HostStart>) -> Result<Device> {
+        let engine = device(data.dim(), host)?;
+        let from_engine = host.map_or_else(Vec::new, |h| h.classes.clone());
+        let mut to_engine = vec![None; data.classes()];
+        for (i, &c) in from_engine.iter().enumerate() {
+            to_engine[c] = Some(i);
+        }
+        ensure!(
+            engine.classes() == from_engine.len(),
+            "the device's classes"
+        );
+        Ok(Device {
+            engine,
+            to_engine,
+            from_engine,
+        })
+    }
+
+    /// The device's prediction of `x` (it remembers `x` as its most recent sample).
+    pub fn observe(&mut self, x: &[f32]) -> Result<Guess> {
+        let o = self.engine.observe(x)?;
+        Ok(Guess {
+            label: o.prediction.map(|p| self.from_engine[p.class]),
+            confidence: o.prediction.map_or(0.0, |p| f64::from(p.confidence)),
+            uncertain: o.uncertain,
+        })
+    }
+
+    /// Observes `x`, then labels it `y` (adding the class when the device has not got
+    /// it): the prediction made before the label.
+    pub fn learn(&mut self, x: &[f32], y: usize) -> Result<Guess> {
+        let g = self.observe(x)?;
+        let class = self.to_engine[y].unwrap_or(self.engine.classes());
+        self.engine.label(None, class)?;
+        // A class is added unless the regression guard undid the update.
+        if self.to_engine[y].is_none() && self.engine.classes() > class {
+            self.to_engine[y] = Some(class);
+            self.from_engine.push(y);
+        }
+        Ok(g)
+    }
+
+    /// Its predictions of the test split.
+    pub fn test(&mut self, data: &Data) -> Result<Vec<Guess>> {
+        data.test.x.iter().map(|x| self.observe(x)).collect()
+    }
+}
