@@ -28,9 +28,10 @@
 //!
 //! **Cost.** `Σ⁻¹` is kept up to date: at `dim ≤` [`EXACT_DIM`] it is recomputed by a
 //! Cholesky factorization at every label; above, each label is a rank-one
-//! Sherman–Morrison update (two passes over a `dim × dim` matrix), with an exact
-//! recomputation after [`REFRESH_EVERY`] labels and whenever the prior changes. Writing
-//! the head is one more pass.
+//! Sherman–Morrison update (two passes over a `dim × dim` matrix: `Λv`, then `Λ` and the
+//! scatter updated together), with an exact recomputation after [`REFRESH_EVERY`]
+//! labels and whenever the prior changes. `Λ μ_c` is kept per class (updated in
+//! `O(classes·dim)` with the inverse), so writing the head costs no pass over `Λ`.
 //!
 //! Storage (caller-provided, [`Slda::storage_len`] values, `D = dim`, `C = capacity`):
 //!
@@ -43,7 +44,8 @@
 //! | `C·D` | class means (standardized) |
 //! | `D·D` | within-class scatter `S` (standardized) |
 //! | `D·D` | prior covariance `Σ0` (standardized; diagonal from the labels without one) |
-//! | `D·D` | `(ν0·Σ0 + S)⁻¹` |
+//! | `D·D` | `Λ = (ν0·Σ0 + S)⁻¹` |
+//! | `C·D` | `Λ μ_c` per class |
 //! | `2·D` | scratch |
 //!
 //! Only the first six parts are the learner's state ([`Slda::state_len`]); the rest is
@@ -56,7 +58,7 @@ use crate::math;
 /// Up to this embedding size the inverse is recomputed exactly at every label.
 pub const EXACT_DIM: usize = 64;
 /// Above [`EXACT_DIM`], labels between two exact recomputations of the inverse.
-pub const REFRESH_EVERY: u32 = 256;
+pub const REFRESH_EVERY: u32 = 1024;
 /// Within-class degrees of freedom at which a prior from the labels ([`Prior::Labels`])
 /// is half isotropic, half each dimension's own variance.
 pub const LABEL_PRIOR_SHRINK: f32 = 8.0;
@@ -104,6 +106,7 @@ struct Layout {
     scatter: usize,
     prior: usize,
     inverse: usize,
+    gram: usize,
     scratch: usize,
     end: usize,
 }
@@ -116,7 +119,8 @@ const fn layout(d: usize, c: usize) -> Layout {
     let scatter = means + c * d;
     let prior = scatter + d * d;
     let inverse = prior + d * d;
-    let scratch = inverse + d * d;
+    let gram = inverse + d * d;
+    let scratch = gram + c * d;
     Layout {
         center,
         scale,
@@ -125,6 +129,7 @@ const fn layout(d: usize, c: usize) -> Layout {
         scatter,
         prior,
         inverse,
+        gram,
         scratch,
         end: scratch + 2 * d,
     }
@@ -413,41 +418,52 @@ impl<S: Storage> Slda<S> {
             delta[i] = z - mean[i];
             mean[i] += delta[i] / n1;
         }
-        if n > 0.0 {
-            let k = n / n1;
+        let k = n / n1;
+        let exact = self.exact_due();
+        if n == 0.0 {
+            // A class's first label: its mean is the sample, no scatter.
+            if !exact {
+                self.gram_row(class);
+            }
+        } else if exact {
+            let (head, rest) = self.s_mut().split_at_mut(l.scratch);
+            let delta = &rest[..d];
             let scatter = &mut head[l.scatter..l.scatter + d * d];
             for i in 0..d {
-                let a = k * delta[i];
-                math::axpy(a, delta, &mut scatter[i * d..(i + 1) * d]);
+                math::axpy(k * delta[i], delta, &mut scatter[i * d..(i + 1) * d]);
             }
-            // The vector of the rank-one update of the inverse: √k δ.
-            let r = math::sqrt(k);
-            for v in delta.iter_mut() {
-                *v *= r;
-            }
-            self.after_update(true);
         } else {
-            self.after_update(false);
+            self.rank_one(k, class, n1);
+        }
+        if exact {
+            self.refresh();
         }
         Ok(())
     }
 
-    /// Keeps the inverse up to date after a label; `rank_one` when the scatter grew by
-    /// the first scratch vector's outer product.
-    fn after_update(&mut self, rank_one: bool) {
+    /// Counts a label toward the next exact recomputation of the inverse, and whether
+    /// this label makes one.
+    fn exact_due(&mut self) -> bool {
         let from_labels = self.prior() == Prior::Labels;
         let labels = self.labels();
         let since = self.s()[meta::SINCE_REFRESH] as u32 + 1;
         self.s_mut()[meta::SINCE_REFRESH] = since as f32;
-        let exact = self.dim <= EXACT_DIM
+        self.dim <= EXACT_DIM
             || since >= REFRESH_EVERY
             // A prior from the labels follows their variance: re-estimated at 1, 2, 4, …
             // labels (exactly at every label while the inverse is cheap).
-            || (from_labels && labels.is_power_of_two());
-        if exact {
-            self.refresh();
-        } else if rank_one {
-            self.sherman_morrison();
+            || (from_labels && labels.is_power_of_two())
+    }
+
+    /// `Λ μ_c` of class `c` from the inverse (one pass).
+    fn gram_row(&mut self, c: usize) {
+        let l = self.lay();
+        let d = self.dim;
+        let s = self.s_mut();
+        let (head, gram) = s.split_at_mut(l.gram);
+        for i in 0..d {
+            let r = &head[l.inverse + i * d..l.inverse + (i + 1) * d];
+            gram[c * d + i] = math::dot(r, &head[l.means + c * d..l.means + (c + 1) * d]);
         }
     }
 
@@ -513,24 +529,42 @@ impl<S: Storage> Slda<S> {
         }
     }
 
-    /// `Λ ← Λ − (Λv)(Λv)ᵀ / (1 + vᵀΛv)` for `v` the first scratch vector.
-    fn sherman_morrison(&mut self) {
+    /// A label of class `c` (now `n1` labels) whose deviation from the class's old mean
+    /// is the first scratch vector `δ`: with `v = √k δ`, the scatter gains `v vᵀ`, the
+    /// inverse becomes `Λ − (Λv)(Λv)ᵀ / κ` with `κ = 1 + vᵀΛv` (Sherman–Morrison), and
+    /// each `Λ μ` follows in `O(classes·dim)`: `Λ' M' = Λ M + Λ δ/n1 e_cᵀ − u (uᵀ M') / κ`,
+    /// with `u = Λv` and `Λδ = u/√k`.
+    fn rank_one(&mut self, k: f32, c: usize, n1: f32) {
         let l = self.lay();
-        let d = self.dim;
+        let (d, classes) = (self.dim, self.classes());
         let s = self.s_mut();
         let (head, scratch) = s.split_at_mut(l.scratch);
         let (v, u) = scratch.split_at_mut(d);
-        let inv = &mut head[l.inverse..l.inverse + d * d];
+        let r = math::sqrt(k);
+        for x in v.iter_mut() {
+            *x *= r;
+        }
+        let (before, rest) = head.split_at_mut(l.inverse);
+        let (inv, gram) = rest.split_at_mut(l.gram - l.inverse);
         for i in 0..d {
             u[i] = math::dot(&inv[i * d..(i + 1) * d], v);
         }
-        let k = 1.0 + math::dot(v, u);
-        if !(k > 0.0 && k.is_finite()) {
+        let kappa = 1.0 + math::dot(v, u);
+        if !(kappa > 0.0 && kappa.is_finite()) {
             return;
         }
+        for cc in 0..classes {
+            let t = math::dot(u, &before[l.means + cc * d..l.means + (cc + 1) * d]);
+            let row = &mut gram[cc * d..(cc + 1) * d];
+            math::axpy(-t / kappa, u, row);
+            if cc == c {
+                math::axpy(1.0 / (r * n1), u, row);
+            }
+        }
+        let scatter = &mut before[l.scatter..l.scatter + d * d];
         for i in 0..d {
-            let a = -u[i] / k;
-            math::axpy(a, u, &mut inv[i * d..(i + 1) * d]);
+            math::axpy(-u[i] / kappa, u, &mut inv[i * d..(i + 1) * d]);
+            math::axpy(v[i], v, &mut scatter[i * d..(i + 1) * d]);
         }
     }
 
@@ -576,6 +610,9 @@ impl<S: Storage> Slda<S> {
                 inv[i * d + j] *= e[i] * e[j];
             }
         }
+        for c in 0..self.classes() {
+            self.gram_row(c);
+        }
     }
 
     /// Folds the learner into `head` (linear, over raw embeddings), with logits divided
@@ -596,18 +633,16 @@ impl<S: Storage> Slda<S> {
         let nw = (n - self.classes() as f32).max(0.0);
         // w = (ν0 + n_w) Λ μ: the posterior covariance's inverse.
         let k = (self.prior_strength() + nw) / temperature;
-        let inv = &s[l.inverse..l.inverse + d * d];
         let center = &s[l.center..l.center + d];
         let scale = &s[l.scale..l.scale + d];
         let p = head.params_mut();
         let (w, b) = p.split_at_mut(cap * d);
-        // One pass over the inverse (d × d, megabytes at d = 1280): each of its rows
-        // meets every class mean while it is in cache.
-        for i in 0..d {
-            let r = &inv[i * d..(i + 1) * d];
-            for c in 0..classes {
-                w[c * d + i] = k * math::dot(r, &s[l.means + c * d..l.means + (c + 1) * d]);
-            }
+        for c in 0..classes {
+            math::scaled_copy(
+                k,
+                &s[l.gram + c * d..l.gram + (c + 1) * d],
+                &mut w[c * d..(c + 1) * d],
+            );
         }
         for c in 0..classes {
             let mean = &s[l.means + c * d..l.means + (c + 1) * d];
@@ -994,9 +1029,11 @@ mod tests {
 
     #[test]
     fn rank_one_updates_match_the_exact_inverse() {
-        // Above EXACT_DIM with a given prior: Sherman–Morrison at every label.
+        // Above EXACT_DIM with a given prior: Sherman–Morrison at every label, up to the
+        // next exact recomputation; the inverse and the head written from the cached
+        // `Λ μ` match an exact recomputation from the same statistics.
         let d = EXACT_DIM + 8;
-        let train = data(d, 3, 40, 7);
+        let train = data(d, 3, REFRESH_EVERY as usize - 1, 7);
         let mut l = Slda::alloc(d, 3, 4.0).unwrap();
         let mut cov = vec![0.0; d * d];
         for i in 0..d {
@@ -1007,17 +1044,29 @@ mod tests {
         for (x, y) in &train {
             l.learn(x, *y).unwrap();
         }
+        assert_eq!(l.s()[meta::SINCE_REFRESH] as u32, REFRESH_EVERY - 1);
         let mut exact = l.clone();
         exact.refresh();
-        let (a, b) = (l.lay(), l.lay());
+        let a = l.lay();
         let inc = &l.s()[a.inverse..a.inverse + d * d];
-        let ex = &exact.s()[b.inverse..b.inverse + d * d];
+        let ex = &exact.s()[a.inverse..a.inverse + d * d];
         let scale = ex.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let err = inc
             .iter()
             .zip(ex)
             .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
-        assert!(err < 1e-3 * scale, "{err} of {scale}");
+        assert!(err < 1e-3 * scale, "inverse: {err} of {scale}");
+        let mut h1 = Head::alloc(Dims::linear(d, 3), 3).unwrap();
+        let mut h2 = Head::alloc(Dims::linear(d, 3), 3).unwrap();
+        l.write_head(&mut h1, 1.0).unwrap();
+        exact.write_head(&mut h2, 1.0).unwrap();
+        let scale = h2.params().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = h1
+            .params()
+            .iter()
+            .zip(h2.params())
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err < 1e-3 * scale, "head: {err} of {scale}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use edgetune::device::engine::EngineConfig;
+use edgetune::device::engine::{EngineConfig, LearnerKind};
 use edgetune::device::service::{Model, Options, Service, Status, load_for};
 use edgetune::device::state::{DeviceState, Origin, StateDir};
 
@@ -170,6 +170,15 @@ impl BackboneArgs {
 
 #[derive(Args)]
 struct LearnArgs {
+    /// Which learner writes the head: `slda`, closed-form statistics (learns from one
+    /// label, forgets nothing, independent of label order), or `gradient`, gradient
+    /// steps with replay (MLP heads; --lr, --steps, --replay, --guard-margin).
+    #[arg(long, value_enum, default_value_t = LearnerArg::Slda)]
+    learner: LearnerArg,
+    /// Strength of the closed-form learner's covariance prior (the bundle's embedding
+    /// statistics), in pseudo-samples.
+    #[arg(long, default_value_t = EngineConfig::DEFAULT.prior_strength)]
+    prior_strength: f32,
     /// Learning rate of the on-device updates.
     #[arg(long, default_value_t = EngineConfig::DEFAULT.learn.lr)]
     lr: f32,
@@ -189,9 +198,23 @@ struct LearnArgs {
     uncertain_margin: f32,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LearnerArg {
+    Slda,
+    Gradient,
+}
+
 impl LearnArgs {
     fn config(&self) -> Result<EngineConfig> {
         let mut cfg = EngineConfig::DEFAULT;
+        cfg.learner = match self.learner {
+            LearnerArg::Slda => LearnerKind::Slda,
+            LearnerArg::Gradient => LearnerKind::Gradient,
+        };
+        if !(self.prior_strength > 0.0 && self.prior_strength.is_finite()) {
+            bail!("--prior-strength is a number of samples above 0");
+        }
+        cfg.prior_strength = self.prior_strength;
         cfg.learn.lr = self.lr;
         cfg.learn.validate().context("--lr")?;
         if self.steps == 0 || self.replay > edgetune::online::MAX_REPLAY {

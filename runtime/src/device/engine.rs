@@ -46,6 +46,8 @@ pub const RECENT: usize = 64;
 pub const TOP_K: usize = 5;
 /// Prequential predictions the temperature is fitted to.
 pub const CALIBRATION_ROWS: usize = 256;
+/// Recent prequential predictions whose margins set the `uncertain` threshold.
+pub const MARGIN_WINDOW: usize = 128;
 
 /// Which learner writes the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +76,7 @@ pub struct EngineConfig {
     /// Largest accepted drop of guard accuracy (0.2 = 20 points).
     pub guard_margin: f32,
     /// A prediction whose top-1 minus top-2 probability is below this is flagged
-    /// uncertain.
+    /// uncertain (at least; see [`Engine::uncertain_threshold`]).
     pub uncertain_margin: f32,
 }
 
@@ -206,6 +208,10 @@ pub struct Engine {
     recent_classes: Vec<u32>,
     recent_t: Vec<f32>,
     prequential: (u64, u64),
+    /// Margins of the recent prequential predictions and whether each was right.
+    margins: heapless::Vec<(f32, bool), MARGIN_WINDOW>,
+    margin_next: usize,
+    uncertain_threshold: f32,
 }
 
 fn online(head: Head<Vec<f32>>, cfg: &EngineConfig) -> Result<Learn, Error> {
@@ -262,6 +268,9 @@ impl Engine {
             recent_classes: vec![0; RECENT],
             recent_t: vec![1.0; RECENT],
             prequential: (0, 0),
+            margins: heapless::Vec::new(),
+            margin_next: 0,
+            uncertain_threshold: cfg.uncertain_margin,
         })
     }
 
@@ -626,7 +635,7 @@ impl Engine {
         self.recent_x[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(x);
         self.recent_next = (slot + 1) % RECENT;
         self.recent_len = (self.recent_len + 1).min(RECENT);
-        let uncertain = prediction.is_none_or(|p| p.is_uncertain(self.cfg.uncertain_margin));
+        let uncertain = prediction.is_none_or(|p| p.is_uncertain(self.uncertain_threshold));
         Ok(Observation {
             sample,
             prediction,
@@ -699,6 +708,13 @@ impl Engine {
             self.prequential.1 += 1;
             loss = math::log_sum_exp(logits) - logits[class];
             self.temperature.record(logits, self.recent_t[slot], class);
+            let margin = {
+                let p = &mut self.probs[..then];
+                p.copy_from_slice(logits);
+                math::softmax_in_place(p);
+                crate::head::Prediction::from_probs(p).margin
+            };
+            self.note_margin(margin, right);
         }
         if let Some(slda) = &mut self.slda {
             let added = slda.check(&self.x, class)?;
@@ -744,6 +760,38 @@ impl Engine {
             learned,
             guard: before.zip(after),
         })
+    }
+
+    /// The margin below which a prediction is flagged `uncertain`: at least
+    /// [`EngineConfig::uncertain_margin`], and, from the recent prequential predictions,
+    /// the margin below which the least sure `2 ×` their error rate of them lie (between
+    /// 2 and 15 %): the device asks about about twice as many samples as it gets wrong,
+    /// the least sure first.
+    pub fn uncertain_threshold(&self) -> f32 {
+        self.uncertain_threshold
+    }
+
+    fn note_margin(&mut self, margin: f32, right: bool) {
+        if self.margins.is_full() {
+            self.margins[self.margin_next] = (margin, right);
+        } else {
+            let _ = self.margins.push((margin, right));
+        }
+        self.margin_next = (self.margin_next + 1) % MARGIN_WINDOW;
+        let n = self.margins.len();
+        if n < 16 {
+            return;
+        }
+        let wrong = self.margins.iter().filter(|(_, r)| !r).count();
+        let share = (2.0 * wrong as f32 / n as f32).clamp(0.02, 0.15);
+        let mut sorted = [0.0f32; MARGIN_WINDOW];
+        for (o, (m, _)) in sorted.iter_mut().zip(&self.margins) {
+            *o = *m;
+        }
+        let sorted = &mut sorted[..n];
+        sorted.sort_unstable_by(f32::total_cmp);
+        let k = ((share * n as f32) as usize).min(n - 1);
+        self.uncertain_threshold = sorted[k].max(self.cfg.uncertain_margin);
     }
 
     fn count_label(&mut self, class: usize) {

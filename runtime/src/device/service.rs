@@ -429,6 +429,15 @@ pub struct Status {
     pub guard_accuracy: Option<f32>,
     /// Guard samples.
     pub guard_samples: usize,
+    /// Which learner writes the head: `"slda"` (closed-form) or `"gradient"`.
+    pub learner: &'static str,
+    /// Share of labels (of classes the head had) whose prediction before learning
+    /// them was right: accuracy measured on samples not yet learned.
+    pub prequential_accuracy: Option<f32>,
+    /// Labels that measured it.
+    pub prequential_labels: u64,
+    /// Temperature of the probabilities, fitted to those predictions.
+    pub temperature: f32,
     /// Median request latency, ms.
     pub p50_ms: Option<f64>,
     /// 99th percentile request latency, ms.
@@ -506,6 +515,17 @@ impl Status {
             refused: state.counters.refused,
             guard_accuracy: state.guard_accuracy,
             guard_samples: state.guard.labels.len(),
+            learner: if state.learning.slda.is_empty() && state.head.is_some() {
+                "gradient"
+            } else {
+                "slda"
+            },
+            prequential_accuracy: {
+                let (right, of) = state.learning.prequential;
+                (of > 0).then(|| right as f32 / of as f32)
+            },
+            prequential_labels: state.learning.prequential.1,
+            temperature: state.learning.calibration.2,
             p50_ms: pct(0.5),
             p99_ms: pct(0.99),
         }
@@ -533,6 +553,21 @@ impl std::fmt::Display for Status {
                 self.guard_samples
             )?,
             None => writeln!(f, "guard       no held-out samples yet")?,
+        }
+        match self.prequential_accuracy {
+            Some(a) => writeln!(
+                f,
+                "learning    {}; {:.1}% of {} labels predicted right before they were learned; temperature {:.2}",
+                self.learner,
+                a * 100.0,
+                self.prequential_labels,
+                self.temperature
+            )?,
+            None => writeln!(
+                f,
+                "learning    {}; no label of a known class yet",
+                self.learner
+            )?,
         }
         match (self.p50_ms, self.p99_ms) {
             (Some(a), Some(b)) => writeln!(f, "latency     p50 {a:.2} ms, p99 {b:.2} ms")?,
