@@ -22,12 +22,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use edgetune::backbone::Backbone;
-use edgetune::buffer::SampleBuffer;
 use edgetune::bundle::{Bundle, Preprocess};
-use edgetune::classes::ClassMeans;
-use edgetune::online::{Online, OnlineConfig};
+use edgetune::device::engine::{Engine, EngineConfig};
+use edgetune::device::state::Origin;
+use edgetune::persist;
 use edgetune::rng::Rng;
-use edgetune::{Config, Head, Learner, persist};
+use edgetune::stats::Stats;
 use image::GrayImage;
 
 use crate::convert;
@@ -36,8 +36,6 @@ use crate::report::{EvalReport, TrainReport};
 use crate::search::Method;
 use crate::train;
 
-/// Replay buffer capacity on the device.
-const BUFFER: usize = 200;
 /// The digits the head is trained for on the host; the device learns the others.
 const HOST: std::ops::Range<usize> = 5..10;
 
@@ -52,8 +50,6 @@ pub struct Options {
     pub workdir: PathBuf,
     /// Labels the device receives per new digit.
     pub labels_per_class: usize,
-    /// Host samples per known digit kept on the device for replay.
-    pub exemplars_per_class: usize,
     /// Trials of the hyperparameter search (0: none).
     pub trials: usize,
     /// Seed of the splits, the search, the training and the stream.
@@ -82,7 +78,6 @@ impl Default for Options {
             model: models_dir().join("digits-cnn/digits-cnn-0to4.onnx"),
             workdir: repo().join("target/demo"),
             labels_per_class: 10,
-            exemplars_per_class: 20,
             trials: 16,
             seed: 1,
             threads: crate::embed::all_cores(),
@@ -259,36 +254,14 @@ pub fn run(opts: &Options) -> Result<Report> {
         backbone.embed(&raw(x), &mut emb)?;
         Ok(emb.clone())
     };
-    let device_cfg = Config {
-        lr: 0.003,
-        weight_decay: 1e-4,
-        ..Config::DEFAULT
-    };
-    let learner = Learner::alloc(dims, device_cfg)?;
-    let buffer = SampleBuffer::<_, BUFFER>::new(dim, vec![0.0; BUFFER * dim])?;
-    let means = ClassMeans::new(
-        dim,
-        dims.capacity,
-        vec![0.0; ClassMeans::<()>::storage_len(dim, dims.capacity)],
-    )?;
-    let online_cfg = OnlineConfig {
-        replay: 16,
-        steps: 2,
-        seed: opts.seed,
-    };
-    let mut device = Online::new(head, learner, buffer, means, online_cfg)?;
-    for d in HOST {
-        let c = class_of_name(d).context("a host digit class")?;
-        for x in host_train
-            .x
-            .iter()
-            .zip(&host_train.y)
-            .filter(|(_, y)| **y == d)
-            .map(|(x, _)| x)
-            .take(opts.exemplars_per_class)
-        {
-            device.remember(&embed(x)?, c)?;
-        }
+    // The device as `edgetune serve` starts it from the bundle: the host's embedding
+    // statistics, then its exemplars.
+    let mut device = Engine::new(head, EngineConfig::DEFAULT)?;
+    if let Some(stats) = &bundle.manifest.embedding_stats {
+        device.set_stats(&Stats::from_manifest(stats, dim, classes.len())?)?;
+    }
+    if let Some(e) = &bundle.manifest.exemplars {
+        device.seed(&e.embeddings(dim, classes.len())?, &e.replay, &e.guard)?;
     }
     // The device's test set: all ten digits, embedded once.
     let mut test_x = Vec::new();
@@ -304,22 +277,21 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
     // Digit → the device's class; new digits get one when first labeled.
     let mut class_of: [Option<usize>; 10] = core::array::from_fn(class_of_name);
-    let accuracy = |device: &Online<Vec<f32>, BUFFER>,
-                    class_of: &[Option<usize>; 10],
-                    keep: &dyn Fn(usize) -> bool| {
-        let mut probs = vec![0.0f32; dims.capacity];
-        let (mut hits, mut n) = (0usize, 0usize);
-        for (e, &d) in test_x.iter().zip(&test_digit) {
-            if !keep(d) {
-                continue;
+    let accuracy =
+        |device: &Engine, class_of: &[Option<usize>; 10], keep: &dyn Fn(usize) -> bool| {
+            let mut probs = vec![0.0f32; dims.capacity];
+            let (mut hits, mut n) = (0usize, 0usize);
+            for (e, &d) in test_x.iter().zip(&test_digit) {
+                if !keep(d) {
+                    continue;
+                }
+                n += 1;
+                if let (Ok(p), Some(c)) = (device.online().predict(e, &mut probs), class_of[d]) {
+                    hits += usize::from(p.class == c);
+                }
             }
-            n += 1;
-            if let (Ok(p), Some(c)) = (device.predict(e, &mut probs), class_of[d]) {
-                hits += usize::from(p.class == c);
-            }
-        }
-        hits as f64 / n.max(1) as f64
-    };
+            hits as f64 / n.max(1) as f64
+        };
     let before_all = accuracy(&device, &class_of, &|_| true);
 
     let mut rng = Rng::new(opts.seed);
@@ -339,37 +311,48 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
     let (mut predict_t, mut learn_t, mut persist_t) = (vec![], vec![], vec![]);
     let mut late_hits = 0usize;
-    let mut probs = vec![0.0f32; dims.capacity];
     let mut state = Vec::new();
+    let names: Vec<String> = (0..dims.capacity).map(|c| c.to_string()).collect();
     for (n, &i) in stream.iter().enumerate() {
         let (x, digit) = (&new_pool.x[i], new_pool.y[i]);
         let pixels = raw(x);
         let t = Instant::now();
         backbone.embed(&pixels, &mut emb)?;
-        let p = device.predict(&emb, &mut probs)?;
+        let seen = device.observe(&emb)?;
         predict_t.push(t.elapsed().as_secs_f64() * 1e6);
-        let label = class_of[digit].unwrap_or(device.head().classes());
-        if n >= stream.len() / 2 && p.class == label {
+        let label = class_of[digit].unwrap_or(device.classes());
+        if n >= stream.len() / 2 && seen.prediction.is_some_and(|p| p.class == label) {
             late_hits += 1;
         }
         let t = Instant::now();
-        let learned = device.learn(&emb, label)?;
+        device.label(Some(seen.sample), label)?;
         learn_t.push(t.elapsed().as_secs_f64() * 1e6);
-        class_of[digit] = Some(learned.class);
+        class_of[digit] = Some(label);
         let t = Instant::now();
-        state = persist::encode_to_vec(device.head(), Some(device.learner()))?;
+        let s = device.to_state(0, &names[..device.classes()], &[], Origin::Learned);
+        state = edgetune::device::state::encode(n as u64 + 1, &s);
         persist_t.push(t.elapsed().as_secs_f64() * 1e6);
     }
     // A restart: the persisted state gives back the same head.
-    let (head, mut learner, buffer, means) = device.into_parts();
-    let mut reloaded = Head::alloc(dims, 0)?;
-    persist::decode_into(&state, &mut reloaded, Some(&mut learner))
-        .context("device: reloading its state")?;
+    let (_, saved) = edgetune::device::state::decode(&state)
+        .map_err(|e| anyhow::anyhow!("device: reloading its state: {e}"))?;
+    let stats = match &bundle.manifest.embedding_stats {
+        Some(s) => Some(Stats::from_manifest(s, dim, classes.len())?),
+        None => None,
+    };
+    let reloaded = Engine::restore(
+        &saved,
+        &device.online().head().clone(),
+        stats.as_ref(),
+        EngineConfig::DEFAULT,
+    )
+    .map_err(|e| anyhow::anyhow!("device: reloading its state: {e}"))?;
     ensure!(
-        reloaded.params() == head.params() && reloaded.classes() == head.classes(),
+        reloaded.online().head().params() == device.online().head().params()
+            && reloaded.classes() == device.classes(),
         "the reloaded state differs from the device's"
     );
-    let device = Online::new(reloaded, learner, buffer, means, online_cfg)?;
+    let device = reloaded;
     Ok(Report {
         backbone_bytes: (int8.f32_backbone_bytes, creport.backbone_bytes),
         int8_cosine: int8.cosine_mean,
