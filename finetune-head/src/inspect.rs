@@ -1019,6 +1019,25 @@ impl fmt::Display for BundleReport {
                 ),
             )?;
         }
+        if let Some(st) = &m.embedding_stats {
+            let kind = match st.covariance_kind {
+                edgetune::stats::CovarianceKind::WithinClass => "within-class covariance",
+                edgetune::stats::CovarianceKind::Total => "covariance of unlabeled samples",
+            };
+            let classes = if st.class_counts.is_empty() {
+                String::new()
+            } else {
+                format!(", means of {} classes", st.class_counts.len())
+            };
+            row(
+                f,
+                "statistics",
+                format!(
+                    "of {} embeddings: mean, spread, {kind}{classes} (the device's learner starts from them)",
+                    st.samples
+                ),
+            )?;
+        }
         match (&self.backbone, &self.backbone_note) {
             (Some(b), _) => b.fmt_rows(f)?,
             (None, Some(n)) if m.backbone.format != BackboneFormat::None => {

@@ -184,6 +184,14 @@ fn learns_a_new_class_and_a_restart_continues() {
     let st = status(&state);
     assert_eq!(st["labels"], 16);
     assert_eq!(st["updates"], live["updates"]);
+    // This bundle's head comes with neither statistics nor exemplars of its classes:
+    // the gradient learner. 15 of the 16 labels were for a class the head had (the
+    // first "c" added it), each measured by the prediction made before it.
+    assert_eq!(st["learner"], "gradient", "{st}");
+    assert_eq!(st["prequential_labels"], 15, "{st}");
+    assert!(st["prequential_accuracy"].as_f64().unwrap() > 0.5, "{st}");
+    let (t, t_live) = (st["temperature"].as_f64(), live["temperature"].as_f64());
+    assert!((t.unwrap() - t_live.unwrap()).abs() < 1e-6, "{st} {live}");
     let names: Vec<&str> = st["classes"]
         .as_array()
         .unwrap()

@@ -314,8 +314,9 @@ impl Engine {
         if slda.classes() < classes {
             return Ok(());
         }
-        let t = self.temperature.get();
-        slda.write_head(self.live.head_mut(), t)
+        // The head's logits stay raw: the temperature applies to every learner's
+        // logits alike, when they become probabilities (Engine::observe).
+        slda.write_head(self.live.head_mut(), 1.0)
     }
 
     /// After seeding or restoring: a head whose classes the statistics do not cover
@@ -619,11 +620,16 @@ impl Engine {
         let (prediction, top) = if classes == 0 {
             (None, heapless::Vec::new())
         } else {
-            self.live
-                .head()
-                .logits(x, &mut self.recent_logits[slot * cap..(slot + 1) * cap])?;
-            let p = self.live.predict(x, &mut self.probs)?;
-            (Some(p), top_k::<TOP_K>(&self.probs[..classes]))
+            let logits = &mut self.recent_logits[slot * cap..(slot + 1) * cap];
+            self.live.head().logits(x, logits)?;
+            // Calibrated: softmax(logits / T).
+            let t = self.temperature.get();
+            let probs = &mut self.probs[..classes];
+            for (p, &z) in probs.iter_mut().zip(&logits[..classes]) {
+                *p = z / t;
+            }
+            math::softmax_in_place(probs);
+            (Some(Prediction::from_probs(probs)), top_k::<TOP_K>(probs))
         };
         self.recent_classes[slot] = classes as u32;
         self.recent_t[slot] = self.temperature.get();
@@ -706,13 +712,16 @@ impl Engine {
             let right = math::argmax(logits).is_some_and(|(c, _)| c == class);
             self.prequential.0 += u64::from(right);
             self.prequential.1 += 1;
-            loss = math::log_sum_exp(logits) - logits[class];
-            self.temperature.record(logits, self.recent_t[slot], class);
+            self.temperature.record(logits, 1.0, class);
             let margin = {
+                let t = self.recent_t[slot];
                 let p = &mut self.probs[..then];
-                p.copy_from_slice(logits);
+                for (p, &z) in p.iter_mut().zip(logits) {
+                    *p = z / t;
+                }
+                loss = math::log_sum_exp(p) - p[class];
                 math::softmax_in_place(p);
-                crate::head::Prediction::from_probs(p).margin
+                Prediction::from_probs(p).margin
             };
             self.note_margin(margin, right);
         }
