@@ -1,0 +1,239 @@
+use super::*;
+use crate::head::Dims;
+use crate::rng::Rng;
+
+/// `n` samples of `classes` Gaussian classes in `d` dimensions with a shared,
+/// correlated covariance and a common offset; labels cycle.
+fn data(d: usize, classes: usize, n: usize, seed: u64) -> Vec<(Vec<f32>, usize)> {
+    let mut rng = Rng::new(seed);
+    let mut g = || {
+        // Sum of uniforms: close enough to a Gaussian here.
+        (0..6).map(|_| rng.unit()).sum::<f32>() - 3.0
+    };
+    let means: Vec<Vec<f32>> = (0..classes)
+        .map(|_| (0..d).map(|_| 0.6 * g()).collect())
+        .collect();
+    let mix: Vec<f32> = (0..d * d).map(|_| g()).collect();
+    (0..n)
+        .map(|i| {
+            let c = i % classes;
+            let e: Vec<f32> = (0..d).map(|_| g()).collect();
+            let x = (0..d)
+                .map(|r| 5.0 + means[c][r] + (0..d).map(|k| mix[r * d + k] * e[k]).sum::<f32>())
+                .collect();
+            (x, c)
+        })
+        .collect()
+}
+
+fn predict(l: &Slda<Vec<f32>>, x: &[f32]) -> usize {
+    let mut head = Head::alloc(Dims::linear(l.dim(), l.capacity()), l.classes()).unwrap();
+    l.write_head(&mut head, 1.0).unwrap();
+    let mut p = vec![0.0; l.capacity()];
+    head.predict(x, &mut p).unwrap().class
+}
+
+fn accuracy(l: &Slda<Vec<f32>>, test: &[(Vec<f32>, usize)]) -> f32 {
+    let mut head = Head::alloc(Dims::linear(l.dim(), l.capacity()), l.classes()).unwrap();
+    l.write_head(&mut head, 1.0).unwrap();
+    let mut p = vec![0.0; l.capacity()];
+    let hits = test
+        .iter()
+        .filter(|(x, y)| head.predict(x, &mut p).unwrap().class == *y)
+        .count();
+    hits as f32 / test.len() as f32
+}
+
+#[test]
+fn one_label_per_class_is_nearest_class_mean() {
+    // With an isotropic prior (of any strength), one label per class leaves no
+    // within-class scatter: the shared covariance is the prior's.
+    let all = data(6, 4, 54, 1);
+    let (train, test) = all.split_at(4);
+    let mut l = Slda::alloc(6, 8, 16.0).unwrap();
+    l.set_standardization(&[0.0; 6], &[1.0; 6]).unwrap();
+    let mut eye = vec![0.0; 36];
+    (0..6).for_each(|i| eye[i * 6 + i] = 3.0);
+    l.set_prior(&eye, 16.0).unwrap();
+    for (x, y) in train {
+        l.learn(x, *y).unwrap();
+    }
+    for (x, _) in test {
+        let ncm = (0..4)
+            .min_by(|&a, &b| {
+                let da: f32 = x
+                    .iter()
+                    .zip(&train[a].0)
+                    .map(|(p, q)| (p - q) * (p - q))
+                    .sum();
+                let db: f32 = x
+                    .iter()
+                    .zip(&train[b].0)
+                    .map(|(p, q)| (p - q) * (p - q))
+                    .sum();
+                da.total_cmp(&db)
+            })
+            .unwrap();
+        assert_eq!(predict(&l, x), ncm);
+    }
+}
+
+#[test]
+fn shared_covariance_beats_nearest_mean_and_units_do_not_matter() {
+    let all = data(8, 4, 600, 3);
+    let (train, test) = all.split_at(200);
+    let mut accs = Vec::new();
+    for scale in [0.01f32, 1.0, 100.0] {
+        let mut l = Slda::alloc(8, 4, 16.0).unwrap();
+        for (x, y) in train {
+            let x: Vec<f32> = x.iter().map(|v| v * scale).collect();
+            l.learn(&x, *y).unwrap();
+        }
+        let test: Vec<_> = test
+            .iter()
+            .map(|(x, y)| (x.iter().map(|v| v * scale).collect(), *y))
+            .collect();
+        accs.push(accuracy(&l, &test));
+    }
+    assert!(
+        (accs[0] - accs[1]).abs() <= 0.0025 && (accs[2] - accs[1]).abs() <= 0.0025,
+        "{accs:?}"
+    );
+    let ncm = {
+        let mut l = Slda::alloc(8, 4, 1e9).unwrap();
+        for (x, y) in train {
+            l.learn(x, *y).unwrap();
+        }
+        accuracy(&l, test)
+    };
+    assert!(
+        accs[1] > ncm + 0.1,
+        "{accs:?} against nearest class mean {ncm}"
+    );
+}
+
+#[test]
+fn order_and_merging_do_not_change_what_is_learned() {
+    let all = data(5, 3, 260, 5);
+    let (train, test) = all.split_at(60);
+    let mut a = Slda::alloc(5, 4, 8.0).unwrap();
+    for (x, y) in train {
+        a.learn(x, *y).unwrap();
+    }
+    // Reversed order (classes appear as 2, 1, 0: map them).
+    let mut b = Slda::alloc(5, 4, 8.0).unwrap();
+    let center = train[0].0.clone();
+    let scale: Vec<f32> = vec![1.0; 5];
+    b.set_standardization(&center, &scale).unwrap();
+    let mut a2 = Slda::alloc(5, 4, 8.0).unwrap();
+    a2.set_standardization(&center, &scale).unwrap();
+    for (x, y) in train {
+        a2.learn(x, *y).unwrap();
+    }
+    for (x, y) in train.iter().rev() {
+        b.learn(x, 2 - y).unwrap();
+    }
+    let mut pa = Head::alloc(Dims::linear(5, 4), 3).unwrap();
+    let mut pb = Head::alloc(Dims::linear(5, 4), 3).unwrap();
+    a2.write_head(&mut pa, 1.0).unwrap();
+    b.write_head(&mut pb, 1.0).unwrap();
+    let (mut la, mut lb) = ([0.0; 4], [0.0; 4]);
+    for (x, _) in test {
+        pa.logits(x, &mut la).unwrap();
+        pb.logits(x, &mut lb).unwrap();
+        for c in 0..3 {
+            assert!(
+                (la[c] - lb[2 - c]).abs() < 1e-2 * (1.0 + la[c].abs()),
+                "{la:?} {lb:?}"
+            );
+        }
+    }
+    // Two halves merged = all of it.
+    let mut h1 = Slda::alloc(5, 4, 8.0).unwrap();
+    let mut h2 = Slda::alloc(5, 4, 8.0).unwrap();
+    h1.set_standardization(&center, &scale).unwrap();
+    h2.set_standardization(&center, &scale).unwrap();
+    for (i, (x, y)) in train.iter().enumerate() {
+        if i < 30 {
+            h1.learn(x, *y).unwrap()
+        } else {
+            h2.learn(x, *y).unwrap()
+        }
+    }
+    h1.merge(&h2, &[0, 1, 2]).unwrap();
+    assert_eq!(h1.labels(), 60);
+    let mut pm = Head::alloc(Dims::linear(5, 4), 3).unwrap();
+    h1.write_head(&mut pm, 1.0).unwrap();
+    for (x, _) in test {
+        pa.logits(x, &mut la).unwrap();
+        pm.logits(x, &mut lb).unwrap();
+        for c in 0..3 {
+            assert!(
+                (la[c] - lb[c]).abs() < 1e-2 * (1.0 + la[c].abs()),
+                "{la:?} {lb:?}"
+            );
+        }
+    }
+    assert!(accuracy(&a, test) > 0.5);
+}
+
+#[test]
+fn rank_one_updates_match_the_exact_inverse() {
+    // Above EXACT_DIM with a given prior: Sherman–Morrison at every label, up to the
+    // next exact recomputation; the inverse and the head written from the cached
+    // `Λ μ` match an exact recomputation from the same statistics.
+    let d = EXACT_DIM + 8;
+    let train = data(d, 3, REFRESH_EVERY as usize - 1, 7);
+    let mut l = Slda::alloc(d, 3, 4.0).unwrap();
+    let mut cov = vec![0.0; d * d];
+    for i in 0..d {
+        cov[i * d + i] = 4.0;
+    }
+    l.set_standardization(&vec![5.0; d], &vec![1.0; d]).unwrap();
+    l.set_prior(&cov, 4.0).unwrap();
+    for (x, y) in &train {
+        l.learn(x, *y).unwrap();
+    }
+    assert_eq!(l.s()[meta::SINCE_REFRESH] as u32, REFRESH_EVERY - 1);
+    let mut exact = l.clone();
+    exact.refresh();
+    let a = l.lay();
+    let inc = &l.s()[a.inverse..a.inverse + d * d];
+    let ex = &exact.s()[a.inverse..a.inverse + d * d];
+    let scale = ex.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = inc
+        .iter()
+        .zip(ex)
+        .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(err < 1e-3 * scale, "inverse: {err} of {scale}");
+    let mut h1 = Head::alloc(Dims::linear(d, 3), 3).unwrap();
+    let mut h2 = Head::alloc(Dims::linear(d, 3), 3).unwrap();
+    l.write_head(&mut h1, 1.0).unwrap();
+    exact.write_head(&mut h2, 1.0).unwrap();
+    let scale = h2.params().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = h1
+        .params()
+        .iter()
+        .zip(h2.params())
+        .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(err < 1e-3 * scale, "head: {err} of {scale}");
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let mut l = Slda::alloc(3, 2, 4.0).unwrap();
+    l.learn(&[1.0, 2.0, 3.0], 0).unwrap();
+    l.learn(&[0.0, 2.0, 3.0], 1).unwrap();
+    let before = l.state().to_vec();
+    assert!(l.learn(&[1.0, f32::NAN, 3.0], 0).is_err());
+    assert!(l.learn(&[1.0, 2.0], 0).is_err());
+    assert!(l.learn(&[1.0, 2.0, 3.0], 3).is_err());
+    assert!(l.learn(&[0.0, 2.0, 3.0], 2).is_err()); // capacity 2
+    assert_eq!(l.state(), &before[..]);
+    let mut r = Slda::alloc(3, 2, 4.0).unwrap();
+    let mut bad = l.state().to_vec();
+    bad[meta::CLASSES] = 7.0;
+    assert!(r.restore(&bad).is_err());
+    r.restore(l.state()).unwrap();
+    assert_eq!(r.state(), l.state());
+}
