@@ -7,7 +7,7 @@ use std::process::Command;
 
 use benches::learning::{Results, Row, data};
 
-const PROTOCOLS: [(&str, &[&str]); 7] = [
+const PROTOCOLS: [(&str, &[&str]); 8] = [
     ("1-shot", &["accuracy"]),
     ("5-shot", &["accuracy"]),
     ("10-shot", &["accuracy"]),
@@ -31,6 +31,7 @@ const PROTOCOLS: [(&str, &[&str]); 7] = [
         "new class 20",
         &["new-class accuracy", "old before", "old after", "old drop"],
     ),
+    ("host head", &["accuracy"]),
 ];
 
 fn quick_run() -> Results {
@@ -98,7 +99,7 @@ fn quick_run_has_every_row_and_sane_references() {
                 );
             }
         }
-        for protocol in ["1-shot", "5-shot", "10-shot", "one pass"] {
+        for protocol in ["1-shot", "5-shot", "10-shot", "one pass", "host head"] {
             let row = row(&r, b, protocol, "accuracy");
             for v in [row.edgetune, row.ncm, row.simpleshot, row.lda, row.lr] {
                 let v = v.unwrap();

@@ -15,7 +15,8 @@
 //! - **Protocols** (`benches::learning::protocols`): k-shot (1, 5, 10 per class) from an
 //!   empty head; one pass over the training split (prequential accuracy, calibration,
 //!   the `uncertain` flag); a new class added to a host-trained start (5 and 20 labels);
-//!   200 labels of one class in a row after the pass.
+//!   200 labels of one class in a row after the pass; the host head alone, as
+//!   `finetune-head train` trains it with its defaults on every class (no device).
 //! - **References** (`benches::learning::refs`, `lr`): nearest class mean (NCM),
 //!   SimpleShot (centered on the backbone's pre-training classes when it has some, else
 //!   on the labeled samples; L2-normalized; NCM), LDA with Ledoit–Wolf shrinkage, and
@@ -25,7 +26,9 @@
 //! the test split, in percent; the edgetune column is the mean over `--draws` random
 //! draws (supports, orders, samples) with its standard deviation after ±, and the
 //! references are fitted on the same draws (the one-pass references once, offline, on
-//! the whole training split: what a batch learner reaches, not a stream). Drops are in
+//! the whole training split: what a batch learner reaches, not a stream; the `host head`
+//! row is the head `finetune-head train` makes, one deterministic training on 80 % of
+//! that split early-stopped on the rest, beside those same offline fits). Drops are in
 //! points (positive: accuracy fell). ECE is the expected calibration error with 15
 //! equal-width confidence bins (NCM and SimpleShot give no probabilities: —).
 //! "flagged uncertain" is the share of test predictions the device marks `uncertain`,

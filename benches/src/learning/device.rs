@@ -4,10 +4,12 @@
 //! [`Device`] wraps one for the protocols: it maps the data set's classes to the
 //! device's (a class the device has not got is added by its first label).
 //!
-//! A host start ([`HostStart`]) is what `finetune-head train` would put in a bundle for
-//! some of the classes: a head trained by [`finetune_head::train::fit`] with the default
-//! configuration on 80 % of their training embeddings (early-stopped on the other 20 %),
-//! the exemplars [`finetune_head::train::exemplars`] picks and the embedding statistics
+//! A host head ([`HostHead`], [`host_head`]) is the head `finetune-head train` would
+//! train for some of the classes: [`finetune_head::train::fit`] with the default
+//! configuration on 80 % of their training embeddings (early-stopped on the other 20 %).
+//! The `host head` protocol measures it alone, on every class. A host start
+//! ([`HostStart`]) is what `finetune-head train` would put in a bundle: that head, the
+//! exemplars [`finetune_head::train::exemplars`] picks and the embedding statistics
 //! [`finetune_head::train::embedding_stats`] computes. A start without one is a bundle
 //! from `finetune-head convert`: no head, no statistics.
 
@@ -32,6 +34,73 @@ const HOST_VAL: f32 = 0.2;
 /// `--capacity`.
 const HOST_SPARE: usize = 8;
 
+/// A head trained on the host as `finetune-head train` trains one with its defaults:
+/// [`finetune_head::train::fit`] with [`HeadConfig::default`] (seeded with [`SEED`]) on
+/// 80 % of some classes' training embeddings, early-stopped on the other 20 %, with
+/// `finetune-head train`'s spare capacity.
+#[derive(Debug, Clone)]
+pub struct HostHead {
+    /// The trained head (its classes are [`HostHead::classes`], in that order).
+    pub head: Head<Vec<f32>>,
+    /// The data set's class of each head class.
+    pub classes: Vec<usize>,
+    /// The host's training embeddings, labeled with head classes.
+    pub train: Dataset,
+    /// The host's validation embeddings, labeled with head classes.
+    pub val: Dataset,
+}
+
+/// A training set for [`finetune_head::train`].
+fn embedded(d: &Dataset) -> Embedded {
+    Embedded {
+        x: d.x.clone(),
+        y: d.y.clone(),
+    }
+}
+
+/// Trains the host head for the classes `classes` of `data` (the head's class `i` is
+/// `classes[i]`).
+pub fn host_head(data: &Data, classes: &[usize]) -> Result<HostHead> {
+    let host = data.train.select(
+        |y| classes.contains(&y),
+        |y| classes.iter().position(|&c| c == y).unwrap_or(0),
+    );
+    let (train, val) = host.stratified_split(HOST_VAL, SEED);
+    let cfg = HeadConfig {
+        seed: SEED,
+        ..HeadConfig::default()
+    };
+    let n = classes.len();
+    let fitted = train::fit(&cfg, &embedded(&train), &embedded(&val), n, n + HOST_SPARE)
+        .with_context(|| format!("{}: training the host head", data.name))?;
+    Ok(HostHead {
+        head: fitted.head,
+        classes: classes.to_vec(),
+        train,
+        val,
+    })
+}
+
+impl HostHead {
+    /// The head's predictions of the test split (the most probable class; never
+    /// uncertain).
+    pub fn test(&self, data: &Data) -> Result<Vec<Guess>> {
+        let mut probs = vec![0.0f32; self.head.dims().capacity];
+        data.test
+            .x
+            .iter()
+            .map(|x| {
+                let p = self.head.predict(x, &mut probs)?;
+                Ok(Guess {
+                    label: Some(self.classes[p.class]),
+                    confidence: f64::from(p.confidence),
+                    uncertain: false,
+                })
+            })
+            .collect()
+    }
+}
+
 /// A head trained on the host for all classes but one, with its exemplars.
 #[derive(Debug, Clone)]
 pub struct HostStart {
@@ -50,25 +119,17 @@ pub struct HostStart {
     pub val: Dataset,
 }
 
-/// Trains the host start for every class of `data` but `held_out`.
+/// Trains the host start for every class of `data` but `held_out`: its [`host_head`],
+/// then the bundle's exemplars and statistics.
 pub fn host_start(data: &Data, held_out: usize) -> Result<HostStart> {
     let classes: Vec<usize> = (0..data.classes()).filter(|&c| c != held_out).collect();
-    let host = data.train.select(
-        |y| y != held_out,
-        |y| classes.iter().position(|&c| c == y).unwrap_or(0),
-    );
-    let (train, val) = host.stratified_split(HOST_VAL, SEED);
-    let embedded = |d: &Dataset| Embedded {
-        x: d.x.clone(),
-        y: d.y.clone(),
-    };
-    let cfg = HeadConfig {
-        seed: SEED,
-        ..HeadConfig::default()
-    };
-    let n = classes.len();
-    let fitted = train::fit(&cfg, &embedded(&train), &embedded(&val), n, n + HOST_SPARE)
-        .with_context(|| format!("{}: training the host head", data.name))?;
+    let HostHead {
+        head,
+        classes,
+        train,
+        val,
+    } = host_head(data, &classes)?;
+    let found = train.len() + val.len();
     let prepared = Prepared {
         classes: classes
             .iter()
@@ -80,8 +141,8 @@ pub fn host_start(data: &Data, held_out: usize) -> Result<HostStart> {
         summary: DataSummary {
             source: data.name.clone(),
             kind: "features".into(),
-            found: host.len(),
-            used: host.len(),
+            found,
+            used: found,
             duplicates: Vec::new(),
             conflicts: Vec::new(),
             skipped: Vec::new(),
@@ -100,7 +161,7 @@ pub fn host_start(data: &Data, held_out: usize) -> Result<HostStart> {
         },
     };
     Ok(HostStart {
-        head: fitted.head,
+        head,
         exemplars: train::exemplars(&prepared),
         stats: train::embedding_stats(&prepared).map(|s| s.to_manifest()),
         classes,

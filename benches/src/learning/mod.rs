@@ -25,6 +25,7 @@
 //! - `new class 5`, `new class 20`: `new-class accuracy`, `old before`, `old after`,
 //!   `old drop`.
 //! - `200 in a row`: `others before`, `others after`, `drop`.
+//! - `host head`: `accuracy` (one training, no draws).
 //! - backbone `gauss (scales)`: every gauss metric as `<metric> spread` (largest minus
 //!   smallest over the three scales).
 
