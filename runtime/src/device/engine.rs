@@ -182,6 +182,19 @@ impl From<Error> for EngineError {
 
 type Learn = Online<Vec<f32>, BUFFER>;
 
+/// What the prediction made before a label said ([`Engine::label`]).
+#[derive(Clone, Copy)]
+struct Before {
+    /// Classes the head had then.
+    classes: usize,
+    /// It was right.
+    right: bool,
+    /// Its top-1 minus top-2 probability.
+    margin: f32,
+    /// Its cross-entropy for the label.
+    loss: f32,
+}
+
 /// The learning core (see the module docs).
 #[derive(Debug)]
 pub struct Engine {
@@ -703,50 +716,85 @@ impl Engine {
             }
             .into());
         }
-        // The prediction made before this label: a held-out measurement.
-        let then = self.recent_classes[slot] as usize;
-        let cap = self.capacity();
-        let mut loss = f32::NAN;
-        if class < then {
-            let logits = &self.recent_logits[slot * cap..slot * cap + then];
-            let right = math::argmax(logits).is_some_and(|(c, _)| c == class);
-            self.prequential.0 += u64::from(right);
+        let measured = self.measure_before(slot, class);
+        let loss = measured.map_or(f32::NAN, |m| m.loss);
+        let outcome = if self.slda.is_some() {
+            self.learn_slda(class, loss)?
+        } else {
+            self.learn_gradient(class)?
+        };
+        // Only once the label is taken: on an error nothing changed.
+        if let Some(m) = measured {
+            let cap = self.capacity();
+            let logits = &self.recent_logits[slot * cap..slot * cap + m.classes];
+            self.prequential.0 += u64::from(m.right);
             self.prequential.1 += 1;
             self.temperature.record(logits, 1.0, class);
-            let margin = {
-                let t = self.recent_t[slot];
-                let p = &mut self.probs[..then];
-                for (p, &z) in p.iter_mut().zip(logits) {
-                    *p = z / t;
-                }
-                loss = math::log_sum_exp(p) - p[class];
-                math::softmax_in_place(p);
-                Prediction::from_probs(p).margin
-            };
-            self.note_margin(margin, right);
+            self.note_margin(m.margin, m.right);
         }
-        if let Some(slda) = &mut self.slda {
-            let added = slda.check(&self.x, class)?;
-            slda.learn(&self.x, class)?;
-            if added {
-                self.live.head_mut().add_class()?;
+        Ok(outcome)
+    }
+
+    /// The prediction made for recent sample `slot` before its label `class` was
+    /// learned, a held-out measurement; `None` for a class the head did not have then.
+    fn measure_before(&mut self, slot: usize, class: usize) -> Option<Before> {
+        let classes = self.recent_classes[slot] as usize;
+        if class >= classes {
+            return None;
+        }
+        let cap = self.capacity();
+        let logits = &self.recent_logits[slot * cap..slot * cap + classes];
+        let right = math::argmax(logits).is_some_and(|(c, _)| c == class);
+        let t = self.recent_t[slot];
+        let p = &mut self.probs[..classes];
+        for (p, &z) in p.iter_mut().zip(logits) {
+            *p = z / t;
+        }
+        let loss = math::log_sum_exp(p) - p[class];
+        math::softmax_in_place(p);
+        Some(Before {
+            classes,
+            right,
+            margin: Prediction::from_probs(p).margin,
+            loss,
+        })
+    }
+
+    /// A label for the closed-form learner (in `self.x`): its statistics, then the head
+    /// written from them. Never refused: rolling back would make the statistics depend
+    /// on the order of the labels.
+    fn learn_slda(&mut self, class: usize, loss: f32) -> Result<Outcome, EngineError> {
+        let Some(slda) = &mut self.slda else {
+            return Err(Error::Config {
+                what: "no closed-form learner",
             }
-            let stored = self.live.remember(&self.x, class)?;
-            self.write_slda_head()?;
-            let before = self.guard_accuracy;
-            self.guard_accuracy = self.measure_guard();
-            self.count_label(class);
-            self.counters.updates += 1;
-            return Ok(Outcome::Learned {
-                learned: Learned {
-                    class,
-                    added,
-                    stored,
-                    loss,
-                },
-                guard: before.zip(self.guard_accuracy),
-            });
+            .into());
+        };
+        let added = slda.check(&self.x, class)?;
+        slda.learn(&self.x, class)?;
+        if added {
+            self.live.head_mut().add_class()?;
         }
+        let stored = self.live.remember(&self.x, class)?;
+        self.write_slda_head()?;
+        let before = self.guard_accuracy;
+        self.guard_accuracy = self.measure_guard();
+        self.count_label(class);
+        self.counters.updates += 1;
+        Ok(Outcome::Learned {
+            learned: Learned {
+                class,
+                added,
+                stored,
+                loss,
+            },
+            guard: before.zip(self.guard_accuracy),
+        })
+    }
+
+    /// A label for the gradient head (in `self.x`): a few steps with replay, undone when
+    /// the guard's accuracy falls by more than the margin.
+    fn learn_gradient(&mut self, class: usize) -> Result<Outcome, EngineError> {
         self.spare.copy_from(&self.live)?;
         let learned = self.live.learn(&self.x, class)?;
         let before = self.guard_accuracy;
