@@ -192,13 +192,16 @@ impl Stats {
         } else {
             1.0
         };
-        let mut var_total = 0f64;
+        // Per-dimension sums of squared deviations: the spread, and their total the
+        // covariance's floor.
+        let mut sq = vec![0f64; dim];
         for x in samples.chunks_exact(dim) {
             for (i, &v) in x.iter().enumerate() {
                 let e = v as f64 - mean[i];
-                var_total += e * e;
+                sq[i] += e * e;
             }
         }
+        let var_total: f64 = sq.iter().sum();
         let floor = (var_total / (n * dim) as f64).max(f64::MIN_POSITIVE) * 1e-6;
         for i in 0..dim {
             for j in 0..dim {
@@ -209,14 +212,7 @@ impl Stats {
                 }
             }
         }
-        let mut std = vec![0f64; dim];
-        for x in samples.chunks_exact(dim) {
-            for (i, &v) in x.iter().enumerate() {
-                let e = v as f64 - mean[i];
-                std[i] += e * e;
-            }
-        }
-        let std: Vec<f32> = std
+        let std: Vec<f32> = sq
             .iter()
             .map(|s| ((s / (n - 1) as f64).sqrt().max(floor.sqrt())) as f32)
             .collect();

@@ -304,9 +304,12 @@ impl Engine {
             return Ok(());
         };
         let d = self.dim;
-        let scale: Vec<f32> = stats.std.iter().map(|&s| 1.0 / s).collect();
-        slda.set_standardization(&stats.mean, &scale)?;
-        slda.set_prior(&stats.covariance, self.cfg.prior_strength)?;
+        slda.set_stats(
+            &stats.mean,
+            &stats.std,
+            &stats.covariance,
+            self.cfg.prior_strength,
+        )?;
         let classes = self.live.head().classes();
         if !stats.class_counts.is_empty() && stats.class_counts.len() == classes {
             slda.seed_classes(&stats.class_counts, &stats.class_means, &stats.covariance)?;
@@ -441,10 +444,13 @@ impl Engine {
             return Ok(());
         };
         if let Some(stats) = stats {
-            let scale: Vec<f32> = stats.std.iter().map(|&s| 1.0 / s).collect();
-            slda.set_standardization(&stats.mean, &scale)
-                .and_then(|_| slda.set_prior(&stats.covariance, self.cfg.prior_strength))
-                .map_err(|e| format!("the bundle's embedding statistics: {e}"))?;
+            slda.set_stats(
+                &stats.mean,
+                &stats.std,
+                &stats.covariance,
+                self.cfg.prior_strength,
+            )
+            .map_err(|e| format!("the bundle's embedding statistics: {e}"))?;
         }
         if !l.slda.is_empty() {
             slda.restore(&l.slda)
@@ -770,8 +776,7 @@ impl Engine {
             }
             .into());
         };
-        let added = slda.check(&self.x, class)?;
-        slda.learn(&self.x, class)?;
+        let added = slda.learn(&self.x, class)?;
         if added {
             self.live.head_mut().add_class()?;
         }

@@ -271,6 +271,38 @@ impl<S: Storage> Slda<S> {
         Ok(())
     }
 
+    /// Starts from a bundle's embedding statistics: units `z = (x − mean) / std`
+    /// ([`Slda::set_standardization`] with scale `1/std`), then `cov` as the prior of
+    /// strength `nu0` ([`Slda::set_prior`]). Only before the first label.
+    pub fn set_stats(&mut self, mean: &[f32], std: &[f32], cov: &[f32], nu0: f32) -> Result<()> {
+        check_vector("standardization center", mean, self.dim)?;
+        check_vector("standardization spread", std, self.dim)?;
+        if std.iter().any(|&v| v <= 0.0) {
+            return Err(Error::Config {
+                what: "standardization spreads must be > 0",
+            });
+        }
+        if self.labels() > 0 {
+            return Err(Error::Config {
+                what: "the standardization is set before the first label",
+            });
+        }
+        let before = self.s()[meta::STANDARDIZED];
+        let l = self.lay();
+        let s = self.s_mut();
+        s[l.center..l.center + mean.len()].copy_from_slice(mean);
+        for (o, &v) in s[l.scale..l.scale + std.len()].iter_mut().zip(std) {
+            *o = 1.0 / v;
+        }
+        s[meta::STANDARDIZED] = 1.0;
+        let set = self.set_prior(cov, nu0);
+        if set.is_err() {
+            // Nothing changed: the units go back to unset when they were.
+            self.s_mut()[meta::STANDARDIZED] = before;
+        }
+        set
+    }
+
     /// Sets the prior covariance `Σ0` (`dim × dim`, row-major, in the units of the
     /// embeddings: it is standardized here) and its strength. Only before the first
     /// label, and after [`Slda::set_standardization`].
@@ -386,7 +418,8 @@ impl<S: Storage> Slda<S> {
 
     /// Learns that `x` (a raw embedding) is of `class` (an existing class, or
     /// [`Slda::classes`] to add one). On an error nothing changed.
-    pub fn learn(&mut self, x: &[f32], class: usize) -> Result<()> {
+    /// Returns whether the label added the class.
+    pub fn learn(&mut self, x: &[f32], class: usize) -> Result<bool> {
         let added = self.check(x, class)?;
         if !self.standardized() {
             // The first label's own scale: its root mean square (nonzero: else 1).
@@ -443,7 +476,7 @@ impl<S: Storage> Slda<S> {
         if exact {
             self.refresh();
         }
-        Ok(())
+        Ok(added)
     }
 
     /// Counts a label toward the next exact recomputation of the inverse, and whether

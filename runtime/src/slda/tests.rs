@@ -155,9 +155,9 @@ fn order_and_merging_do_not_change_what_is_learned() {
     h2.set_standardization(&center, &scale).unwrap();
     for (i, (x, y)) in train.iter().enumerate() {
         if i < 30 {
-            h1.learn(x, *y).unwrap()
+            h1.learn(x, *y).unwrap();
         } else {
-            h2.learn(x, *y).unwrap()
+            h2.learn(x, *y).unwrap();
         }
     }
     h1.merge(&h2, &[0, 1, 2]).unwrap();
