@@ -1,10 +1,11 @@
-//! Power-cut-safe storage of a head and its optimizer state in NOR flash, over the
+//! Power-cut-safe storage of a head and its learner's state (a gradient learner's
+//! optimizer state, or a streaming LDA's statistics) in NOR flash, over the
 //! [`embedded_storage::nor_flash::NorFlash`] driver traits: `no_std`, no heap, with a
 //! caller-provided scratch buffer of any size from 8 bytes (or the flash's write unit,
 //! if larger) up.
 //!
 //! A [`Store`] splits a flash region into two equal slots, A and B, each a whole number
-//! of erase sectors. A slot holds one [`persist`] record (the head, the optimizer state,
+//! of erase sectors. A slot holds one [`persist`] record (the head, the learner's state,
 //! its own CRC-32), after a header with a sequence number that grows by one with every
 //! save, and before that a commit marker:
 //!
@@ -108,8 +109,8 @@ use crc::{CRC_32_ISO_HDLC, Crc, Digest, NoTable};
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 
 use crate::head::{Dims, Head, Storage};
-use crate::learn::{Learner, Optimizer};
-use crate::persist::{self, DecodeError, EncodeError, Header};
+use crate::learn::Optimizer;
+use crate::persist::{self, DecodeError, EncodeError, Header, LearnerState};
 
 /// The first four bytes of a slot header.
 pub const SLOT_MAGIC: [u8; 4] = *b"ETFS";
@@ -161,12 +162,19 @@ const fn varint_len(v: u64) -> usize {
 /// `optimizer` (`None`: saved without a learner). Use it to size the flash region at
 /// compile time ([`region_len`]).
 pub const fn max_record_len(dims: Dims, optimizer: Option<&Optimizer>) -> usize {
-    let params = dims.param_len();
     let per_param = match optimizer {
         Some(o) => o.state_per_param(),
         None => 0,
     };
-    let opt = params.saturating_mul(per_param);
+    max_record_len_with(dims, dims.param_len().saturating_mul(per_param))
+}
+
+/// The longest [`persist`] record a head of `dims` can have with a learner state of
+/// `learner_values` values (for a streaming LDA, its
+/// [`Slda::state_len`](crate::slda::Slda::state_len)).
+pub const fn max_record_len_with(dims: Dims, learner_values: usize) -> usize {
+    let params = dims.param_len();
+    let opt = learner_values;
     let payload = 5 // step, u32
         + 10 // generator state, u64
         + varint_len(params as u64)
@@ -290,31 +298,11 @@ enum Fault<E> {
     Bad(DecodeError),
 }
 
-/// Where a checked record's values go when loading.
+/// Where a checked record's values go when loading (a learner of any kind and
+/// storage: one copy of the record reader serves them all).
 struct Sink<'a> {
     params: &'a mut [f32],
-    learner: Option<&'a mut dyn Restore>,
-}
-
-/// A learner, whatever its storage: one copy of the record reader serves them all.
-trait Restore {
-    fn code(&self) -> u8;
-    fn restore(&mut self, step: u32, rng: u64, values: &mut dyn Iterator<Item = f32>);
-    fn reset(&mut self);
-}
-
-impl<L: Storage> Restore for Learner<L> {
-    fn code(&self) -> u8 {
-        self.config().optimizer.code()
-    }
-
-    fn restore(&mut self, step: u32, rng: u64, values: &mut dyn Iterator<Item = f32>) {
-        Learner::restore(self, step, rng, values);
-    }
-
-    fn reset(&mut self) {
-        Learner::reset(self);
-    }
+    learner: Option<&'a mut dyn LearnerState>,
 }
 
 /// Two A/B slots in a NOR flash region holding the newest head (see the
@@ -406,10 +394,10 @@ impl<F: NorFlash> Store<F> {
     /// [`StoreError::Record`] when the newest committed state is damaged and nothing
     /// older is valid, or it does not fit the destination; in both cases `head` and
     /// `learner` are unchanged.
-    pub fn load<H: Storage, L: Storage>(
+    pub fn load<H: Storage, L: LearnerState>(
         &mut self,
         head: &mut Head<H>,
-        learner: Option<&mut Learner<L>>,
+        learner: Option<&mut L>,
         scratch: &mut [u8],
     ) -> Result<Stored, StoreError<F::Error>> {
         let chunk = chunk::<F>(scratch)?;
@@ -433,7 +421,7 @@ impl<F: NorFlash> Store<F> {
             if l.dims() != stored.dims {
                 return Err(mismatch(l.dims()));
             }
-            let expected = l.config().optimizer.code();
+            let expected = l.code();
             if stored.optimizer != 0 && stored.optimizer != expected {
                 return Err(StoreError::Record(DecodeError::OptimizerMismatch {
                     stored: stored.optimizer,
@@ -448,7 +436,7 @@ impl<F: NorFlash> Store<F> {
         rd.skip(SLOT_HEADER_LEN).map_err(StoreError::Flash)?;
         let sink = Sink {
             params: head.params_mut(),
-            learner: learner.map(|l| l as &mut dyn Restore),
+            learner: learner.map(|l| l as &mut dyn LearnerState),
         };
         match read_record(&mut rd, found.len, Some(sink)) {
             Ok(h) if h == stored => {}
@@ -474,10 +462,10 @@ impl<F: NorFlash> Store<F> {
     ///
     /// Errors: [`StoreError::Encode`] and [`StoreError::SlotTooSmall`] before anything
     /// is erased; [`StoreError::Flash`] and [`StoreError::Verify`] from the writing.
-    pub fn save<H: Storage, L: Storage>(
+    pub fn save<H: Storage, L: LearnerState>(
         &mut self,
         head: &Head<H>,
-        learner: Option<&Learner<L>>,
+        learner: Option<&L>,
         scratch: &mut [u8],
     ) -> Result<Stored, StoreError<F::Error>> {
         let chunk = chunk::<F>(scratch)?;
@@ -488,7 +476,7 @@ impl<F: NorFlash> Store<F> {
                 learner: l.dims(),
             }));
         }
-        let opt = learner.map_or(&[][..], |l| l.opt_state());
+        let opt = learner.map_or(&[][..], |l| l.values());
         if !head.params().iter().chain(opt).all(|v| v.is_finite()) {
             return Err(StoreError::Encode(EncodeError::NonFinite));
         }
@@ -872,12 +860,7 @@ fn read_fields<F: NorFlash>(
     let step = rec.varint(u32::BITS)? as u32;
     let rng = rec.varint(u64::BITS)?;
     let n_params = header.dims.param_len();
-    let per_param = match header.optimizer {
-        1 => 1,
-        2 | 3 => 2,
-        _ => 0,
-    };
-    let n_opt = n_params.saturating_mul(per_param);
+    let n_opt = persist::learner_values(header.optimizer, header.dims).unwrap_or(0);
     rec.count(
         n_params,
         "number of parameters does not match the dimensions",
@@ -900,6 +883,19 @@ fn read_fields<F: NorFlash>(
     // back, any other learner is reset (so is a plain-SGD one when the record was saved
     // without a learner: step 0, generator 0).
     let code = header.optimizer;
+    // Each learner value is checked as it is read, in the checking pass as in the
+    // loading one.
+    let mut taken = 0;
+    let mut value = |rec: &mut Record<'_, '_, F>| {
+        let v = rec.float()?;
+        let ok = persist::learner_value_ok(code, header.dims, taken, v);
+        taken += 1;
+        if ok {
+            Ok(v)
+        } else {
+            Err(Fault::Bad(persist::IMPOSSIBLE))
+        }
+    };
     let (target, reset) = match learner {
         Some(l) if code == l.code() && (code != 0 || (step, rng) != (0, 0)) => (Some(l), None),
         other => (None, other),
@@ -907,12 +903,8 @@ fn read_fields<F: NorFlash>(
     match target {
         Some(l) => {
             let mut fault = None;
-            let mut taken = 0;
-            let mut values = core::iter::from_fn(|| match rec.float() {
-                Ok(v) => {
-                    taken += 1;
-                    Some(v)
-                }
+            let mut values = core::iter::from_fn(|| match value(rec) {
+                Ok(v) => Some(v),
                 Err(e) => {
                     fault = Some(e);
                     None
@@ -931,7 +923,7 @@ fn read_fields<F: NorFlash>(
         }
         None => {
             for _ in 0..n_opt {
-                rec.float()?;
+                value(rec)?;
             }
         }
     }
@@ -982,10 +974,10 @@ impl<F: NorFlash> Writer<'_, F> {
 
 /// Streams the [`persist`] record of `head` and `learner` (checked by the caller: same
 /// dimensions, finite, fits the format).
-fn write_record<F: NorFlash, H: Storage, L: Storage>(
+fn write_record<F: NorFlash, H: Storage, L: LearnerState>(
     w: &mut Writer<'_, F>,
     head: &Head<H>,
-    learner: Option<&Learner<L>>,
+    learner: Option<&L>,
 ) -> Result<(), F::Error> {
     let mut digest = CRC32.digest();
     let mut put = |w: &mut Writer<'_, F>, bytes: &[u8]| {
@@ -994,12 +986,7 @@ fn write_record<F: NorFlash, H: Storage, L: Storage>(
     };
     let dims = head.dims();
     let (step, rng, code, opt) = match learner {
-        Some(l) => (
-            l.steps(),
-            l.rng_state(),
-            l.config().optimizer.code(),
-            l.opt_state(),
-        ),
+        Some(l) => (l.step(), l.rng(), l.code(), l.values()),
         None => (0, 0, 0, &[][..]),
     };
     let len = persist::encoded_len(head, learner);

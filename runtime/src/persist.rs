@@ -1,4 +1,4 @@
-//! Persistence of a head and its learner's optimizer state: a versioned, checksummed,
+//! Persistence of a head and its learner's state: a versioned, checksummed,
 //! little-endian format that is written into and read from caller-provided bytes with
 //! no heap, and that never half-loads.
 //!
@@ -7,11 +7,21 @@
 //! | 4 | magic [`MAGIC`] (`b"ETHD"`) |
 //! | 2 | format version, u16 ([`VERSION`]) |
 //! | 1 | head kind: 0 linear, 1 MLP |
-//! | 1 | optimizer code ([`Optimizer::code`](crate::learn::Optimizer::code)); 0 too when no learner state is stored |
+//! | 1 | learner code (below); 0 too when no learner state is stored |
 //! | 4 × 4 | input, hidden, capacity, classes, u32 each |
 //! | 4 | payload length, u32 |
-//! | payload length | postcard: step (u32), generator state (u64), parameters (sequence of f32, [`Dims::param_len`] values), optimizer state (sequence of f32, empty for code 0) |
+//! | payload length | postcard: step (u32), generator state (u64), parameters (sequence of f32, [`Dims::param_len`] values), learner state (sequence of f32, empty for code 0) |
 //! | 4 | CRC-32 (ISO-HDLC) of everything before it, u32 |
+//!
+//! The learner state ([`LearnerState`]), by its code:
+//!
+//! | code | learner | values |
+//! | --- | --- | --- |
+//! | 0 | none, or plain SGD ([`Learner`]) | none |
+//! | 1 | SGD with momentum ([`Learner`]) | [`Dims::param_len`] |
+//! | 2, 3 | Adam, AdamW ([`Learner`]): first moments, then second | 2 × [`Dims::param_len`] |
+//! | [`SLDA_FULL`] (4) | streaming LDA, full covariance ([`Slda`]`<_, `[`Full`]`>`), linear heads only; step and generator 0 | [`Slda::state_len`] of input and capacity |
+//! | [`SLDA_DIAGONAL`] (5) | streaming LDA, diagonal covariance ([`Slda`]`<_, `[`Diagonal`]`>`), linear heads only; step and generator 0 | [`Slda::state_len`] of input and capacity |
 //!
 //! [`decode_into`] checks the length, the checksum, every header field and (in a dry run)
 //! the whole payload before it writes anything: damaged, truncated, foreign or newer data
@@ -57,6 +67,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use crate::error::Error;
 use crate::head::{Dims, Head, Storage};
 use crate::learn::Learner;
+use crate::slda::{Covariance, Diagonal, Full, Slda};
 
 /// The first four bytes of every encoding.
 pub const MAGIC: [u8; 4] = *b"ETHD";
@@ -64,8 +75,109 @@ pub const MAGIC: [u8; 4] = *b"ETHD";
 pub const VERSION: u16 = 1;
 /// Length of the fixed header in bytes.
 pub const HEADER_LEN: usize = 28;
+/// Learner code of a streaming LDA with a full covariance.
+pub const SLDA_FULL: u8 = 4;
+/// Learner code of a streaming LDA with a diagonal covariance.
+pub const SLDA_DIAGONAL: u8 = 5;
 /// Length of the CRC trailer in bytes.
 const CRC_LEN: usize = 4;
+
+/// A learner whose state a record carries after the head's parameters: a gradient
+/// [`Learner`]'s optimizer state or a streaming LDA's statistics ([`Slda`]). The
+/// module docs list the codes.
+pub trait LearnerState {
+    /// Its code in the header.
+    fn code(&self) -> u8;
+    /// The head dimensions it learns.
+    fn dims(&self) -> Dims;
+    /// Steps taken (0 for a learner that counts none).
+    fn step(&self) -> u32;
+    /// Its random generator's state (0 for a learner without one).
+    fn rng(&self) -> u64;
+    /// The values to save.
+    fn values(&self) -> &[f32];
+    /// Takes back a saved state of its own code: values already checked (their number,
+    /// finite, [`learner_value_ok`]).
+    fn restore(&mut self, step: u32, rng: u64, values: &mut dyn Iterator<Item = f32>);
+    /// Forgets what it learned (a record without its state was loaded).
+    fn reset(&mut self);
+}
+
+impl<L: Storage> LearnerState for Learner<L> {
+    fn code(&self) -> u8 {
+        self.config().optimizer.code()
+    }
+    fn dims(&self) -> Dims {
+        Learner::dims(self)
+    }
+    fn step(&self) -> u32 {
+        self.steps()
+    }
+    fn rng(&self) -> u64 {
+        self.rng_state()
+    }
+    fn values(&self) -> &[f32] {
+        self.opt_state()
+    }
+    fn restore(&mut self, step: u32, rng: u64, values: &mut dyn Iterator<Item = f32>) {
+        Learner::restore(self, step, rng, values);
+    }
+    fn reset(&mut self) {
+        Learner::reset(self);
+    }
+}
+
+impl<S: Storage, K: Covariance> LearnerState for Slda<S, K> {
+    fn code(&self) -> u8 {
+        K::CODE
+    }
+    fn dims(&self) -> Dims {
+        Dims::linear(self.dim(), self.capacity())
+    }
+    fn step(&self) -> u32 {
+        0
+    }
+    fn rng(&self) -> u64 {
+        0
+    }
+    fn values(&self) -> &[f32] {
+        self.state()
+    }
+    fn restore(&mut self, _: u32, _: u64, values: &mut dyn Iterator<Item = f32>) {
+        self.restore_checked(values);
+    }
+    fn reset(&mut self) {
+        self.forget();
+    }
+}
+
+/// Values of learner state that learner `code` keeps beside a head of `dims`; `None`
+/// for an unknown code, or one that cannot learn such a head.
+pub const fn learner_values(code: u8, dims: Dims) -> Option<usize> {
+    let params = dims.param_len();
+    match code {
+        0 => Some(0),
+        1 => Some(params),
+        2 | 3 => params.checked_mul(2),
+        SLDA_FULL if dims.hidden == 0 => {
+            Some(Slda::<(), Full>::state_len(dims.input, dims.capacity))
+        }
+        SLDA_DIAGONAL if dims.hidden == 0 => {
+            Some(Slda::<(), Diagonal>::state_len(dims.input, dims.capacity))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `v` can be value `index` of learner `code`'s state for a head of `dims`
+/// (finite, and for a streaming LDA [`Slda::state_value_ok`]).
+pub fn learner_value_ok(code: u8, dims: Dims, index: usize, v: f32) -> bool {
+    match code {
+        SLDA_FULL => Slda::<(), Full>::state_value_ok(dims.input, dims.capacity, index, v),
+        SLDA_DIAGONAL => Slda::<(), Diagonal>::state_value_ok(dims.input, dims.capacity, index, v),
+        _ => v.is_finite(),
+    }
+}
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
 /// The validated header of an encoding.
@@ -142,11 +254,12 @@ pub enum DecodeError {
         /// Dimensions of the destination.
         expected: Dims,
     },
-    /// The stored optimizer state belongs to another optimizer than the learner's.
+    /// The stored learner state belongs to another learner (or optimizer) than the
+    /// destination's.
     OptimizerMismatch {
-        /// Optimizer code in the data.
+        /// Learner code in the data.
         stored: u8,
-        /// The learner's optimizer code.
+        /// The destination learner's code.
         expected: u8,
     },
 }
@@ -204,7 +317,9 @@ fn optimizer_name(code: u8) -> &'static str {
         1 => "SGD-with-momentum state",
         2 => "Adam state",
         3 => "AdamW state",
-        _ => "unknown optimizer state",
+        SLDA_FULL => "streaming LDA statistics (full covariance)",
+        SLDA_DIAGONAL => "streaming LDA statistics (diagonal covariance)",
+        _ => "unknown learner state",
     }
 }
 
@@ -280,15 +395,6 @@ impl fmt::Display for EncodeError {
 
 impl core::error::Error for EncodeError {}
 
-/// Optimizer values per parameter for an optimizer code.
-const fn state_per_param(code: u8) -> usize {
-    match code {
-        1 => 1,
-        2 | 3 => 2,
-        _ => 0,
-    }
-}
-
 /// Bytes of a postcard (LEB128) varint.
 const fn varint_len(v: u64) -> usize {
     let bits = (64 - v.leading_zeros()) as usize;
@@ -312,20 +418,20 @@ struct Payload<'a> {
     opt: &'a [f32],
 }
 
-/// The payload to write and the optimizer code.
-fn source<'a, H: Storage, L: Storage>(
+/// The payload to write and the learner code.
+fn source<'a, H: Storage, L: LearnerState>(
     head: &'a Head<H>,
-    learner: Option<&'a Learner<L>>,
+    learner: Option<&'a L>,
 ) -> (Payload<'a>, u8) {
     match learner {
         Some(l) => {
             let p = Payload {
-                step: l.steps(),
-                rng: l.rng_state(),
+                step: l.step(),
+                rng: l.rng(),
                 params: head.params(),
-                opt: l.opt_state(),
+                opt: l.values(),
             };
-            (p, l.config().optimizer.code())
+            (p, l.code())
         }
         None => (
             Payload {
@@ -348,16 +454,17 @@ fn lengths(p: &Payload<'_>) -> Option<(usize, usize)> {
 
 /// Exact length of [`encode`]'s output for this head and learner (`usize::MAX` when the
 /// head is too large for the format).
-pub fn encoded_len<H: Storage, L: Storage>(head: &Head<H>, learner: Option<&Learner<L>>) -> usize {
+pub fn encoded_len<H: Storage, L: LearnerState>(head: &Head<H>, learner: Option<&L>) -> usize {
     lengths(&source(head, learner).0).map_or(usize::MAX, |(_, total)| total)
 }
 
-/// Encodes `head` and, if given, `learner`'s step count, generator and optimizer state
-/// into `out`; returns the bytes written ([`encoded_len`]). The learner's pending
-/// (accumulated, not applied) gradient is not saved.
-pub fn encode<H: Storage, L: Storage>(
+/// Encodes `head` and, if given, `learner`'s state (a gradient learner's step count,
+/// generator and optimizer state; a streaming LDA's statistics) into `out`; returns
+/// the bytes written ([`encoded_len`]). A gradient learner's pending (accumulated, not
+/// applied) gradient is not saved.
+pub fn encode<H: Storage, L: LearnerState>(
     head: &Head<H>,
-    learner: Option<&Learner<L>>,
+    learner: Option<&L>,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
     let dims = head.dims();
@@ -406,9 +513,9 @@ pub fn encode<H: Storage, L: Storage>(
 
 /// [`encode`] into a new `Vec` of exactly [`encoded_len`] bytes.
 #[cfg(feature = "std")]
-pub fn encode_to_vec<H: Storage, L: Storage>(
+pub fn encode_to_vec<H: Storage, L: LearnerState>(
     head: &Head<H>,
-    learner: Option<&Learner<L>>,
+    learner: Option<&L>,
 ) -> Result<std::vec::Vec<u8>, EncodeError> {
     let (_, total) = lengths(&source(head, learner).0).ok_or(EncodeError::TooLarge)?;
     let mut out = std::vec![0u8; total];
@@ -477,9 +584,7 @@ fn validate(raw: &RawHeader) -> Result<Header, DecodeError> {
         (1, _) => return Err(bad("an MLP head without hidden units")),
         _ => return Err(bad("unknown head kind")),
     }
-    if raw.optimizer > 3 {
-        return Err(bad("unknown optimizer code"));
-    }
+
     dims.check().map_err(|e| {
         bad(if let Error::Config { what } = e {
             what
@@ -492,9 +597,9 @@ fn validate(raw: &RawHeader) -> Result<Header, DecodeError> {
         return Err(bad("more classes than the class capacity"));
     }
     let n_params = dims.param_len();
-    let n_opt = n_params
-        .checked_mul(state_per_param(raw.optimizer))
-        .ok_or(bad("dimensions too large"))?;
+    let n_opt = learner_values(raw.optimizer, dims).ok_or(bad(
+        "unknown learner code, or a learner that cannot learn this head",
+    ))?;
     let min = payload_len(0, 0, n_params, n_opt);
     let max = payload_len(u32::MAX, u64::MAX, n_params, n_opt);
     let max = max.filter(|m| m.checked_add(HEADER_LEN + CRC_LEN).is_some());
@@ -561,10 +666,10 @@ fn check_frame(bytes: &[u8]) -> Result<Header, DecodeError> {
 /// data was saved without a learner). With no learner given, stored optimizer state is
 /// validated and ignored. Everything is validated before anything is written: on error,
 /// head and learner are unchanged.
-pub fn decode_into<H: Storage, L: Storage>(
+pub fn decode_into<H: Storage, L: LearnerState>(
     bytes: &[u8],
     head: &mut Head<H>,
-    learner: Option<&mut Learner<L>>,
+    learner: Option<&mut L>,
 ) -> Result<Header, DecodeError> {
     let header = check_frame(bytes)?;
     let stored = header.dims;
@@ -581,7 +686,7 @@ pub fn decode_into<H: Storage, L: Storage>(
                 expected: l.dims(),
             });
         }
-        let expected = l.config().optimizer.code();
+        let expected = l.code();
         if header.optimizer != 0 && header.optimizer != expected {
             return Err(DecodeError::OptimizerMismatch {
                 stored: header.optimizer,
@@ -596,21 +701,26 @@ pub fn decode_into<H: Storage, L: Storage>(
             found: bytes.len(),
         })?;
     let n_params = stored.param_len();
-    let n_opt = n_params.saturating_mul(state_per_param(header.optimizer));
+    let n_opt = learner_values(header.optimizer, stored).unwrap_or(0);
+    let code = header.optimizer;
     // Dry run: every count, every value, no trailing bytes.
-    let (step, rng) = run::<L>(payload, n_params, n_opt, None, None)?;
+    let (step, rng) = run::<L>(payload, (code, stored), n_params, n_opt, None, None)?;
     // Restore the learner from matching state; a file saved without a learner holds
     // step 0 and generator 0, which resets a plain-SGD learner instead.
-    let code = header.optimizer;
-    let restore = |l: &Learner<L>| {
-        code == l.config().optimizer.code() && (code != 0 || (step, rng) != (0, 0))
-    };
+    let restore = |l: &L| code == l.code() && (code != 0 || (step, rng) != (0, 0));
     let (target, reset) = match learner {
         Some(l) if restore(l) => (Some(l), None),
         other => (None, other),
     };
     // The same bytes again, now writing: cannot fail after the dry run.
-    run(payload, n_params, n_opt, Some(head.params_mut()), target)?;
+    run(
+        payload,
+        (code, stored),
+        n_params,
+        n_opt,
+        Some(head.params_mut()),
+        target,
+    )?;
     if let Some(l) = reset {
         l.reset();
     }
@@ -632,17 +742,19 @@ pub fn decode_head(bytes: &[u8]) -> Result<Head<std::vec::Vec<f32>>, DecodeError
 }
 
 /// One pass over the payload; writes where the destinations are `Some`.
-fn run<L: Storage>(
+fn run<L: LearnerState>(
     payload: &[u8],
+    learner_kind: (u8, Dims),
     n_params: usize,
     n_opt: usize,
     params: Option<&mut [f32]>,
-    learner: Option<&mut Learner<L>>,
+    learner: Option<&mut L>,
 ) -> Result<(u32, u64), DecodeError> {
     let fail = Cell::new(None);
     let mut de = postcard::Deserializer::from_bytes(payload);
     let seed = PayloadSeed {
         fail: &fail,
+        learner_kind,
         n_params,
         n_opt,
         params,
@@ -669,6 +781,11 @@ fn run<L: Storage>(
     }
 }
 
+/// A learner value that is finite but impossible (a negative count, a zero scale).
+pub(crate) const IMPOSSIBLE: DecodeError = DecodeError::BadPayload {
+    what: "impossible learner statistics (a count that is not whole, a scale that is not positive)",
+};
+
 /// Records `e` for [`run`] and returns a serde error to unwind with.
 fn raise<E: de::Error>(fail: &Cell<Option<DecodeError>>, e: DecodeError) -> E {
     fail.set(Some(e));
@@ -678,20 +795,22 @@ fn raise<E: de::Error>(fail: &Cell<Option<DecodeError>>, e: DecodeError) -> E {
 /// The payload (a 4-tuple in postcard).
 struct PayloadSeed<'a, 'f, L> {
     fail: &'f Cell<Option<DecodeError>>,
+    /// The stored learner's code and the head's dimensions.
+    learner_kind: (u8, Dims),
     n_params: usize,
     n_opt: usize,
     params: Option<&'a mut [f32]>,
-    learner: Option<&'a mut Learner<L>>,
+    learner: Option<&'a mut L>,
 }
 
-impl<'de, L: Storage> DeserializeSeed<'de> for PayloadSeed<'_, '_, L> {
+impl<'de, L: LearnerState> DeserializeSeed<'de> for PayloadSeed<'_, '_, L> {
     type Value = (u32, u64);
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_tuple(4, self)
     }
 }
 
-impl<'de, L: Storage> Visitor<'de> for PayloadSeed<'_, '_, L> {
+impl<'de, L: LearnerState> Visitor<'de> for PayloadSeed<'_, '_, L> {
     type Value = (u32, u64);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -716,10 +835,11 @@ impl<'de, L: Storage> Visitor<'de> for PayloadSeed<'_, '_, L> {
             fail,
             n: self.n_params,
             what,
+            learner_kind: None,
             sink,
         })?
         .ok_or_else(short)?;
-        let what = "number of optimizer values does not match the dimensions";
+        let what = "number of learner values does not match the dimensions";
         let sink = self
             .learner
             .map_or(Sink::Check, |l| Sink::Learner(l, step, rng));
@@ -727,6 +847,7 @@ impl<'de, L: Storage> Visitor<'de> for PayloadSeed<'_, '_, L> {
             fail,
             n: self.n_opt,
             what,
+            learner_kind: Some(self.learner_kind),
             sink,
         })?
         .ok_or_else(short)?;
@@ -740,26 +861,28 @@ enum Sink<'a, L> {
     Check,
     /// Into a slice of exactly the expected length.
     Slice(&'a mut [f32]),
-    /// Into a learner's optimizer state, with this step count and generator state.
-    Learner(&'a mut Learner<L>, u32, u64),
+    /// Into a learner's state, with this step count and generator state.
+    Learner(&'a mut L, u32, u64),
 }
 
-/// A sequence of exactly `n` finite f32.
+/// A sequence of exactly `n` finite f32 (of a learner's state when `learner_kind`
+/// is given: each checked by [`learner_value_ok`]).
 struct Floats<'a, 'f, L> {
     fail: &'f Cell<Option<DecodeError>>,
     n: usize,
     what: &'static str,
+    learner_kind: Option<(u8, Dims)>,
     sink: Sink<'a, L>,
 }
 
-impl<'de, L: Storage> DeserializeSeed<'de> for Floats<'_, '_, L> {
+impl<'de, L: LearnerState> DeserializeSeed<'de> for Floats<'_, '_, L> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de, L: Storage> Visitor<'de> for Floats<'_, '_, L> {
+impl<'de, L: LearnerState> Visitor<'de> for Floats<'_, '_, L> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -771,6 +894,7 @@ impl<'de, L: Storage> Visitor<'de> for Floats<'_, '_, L> {
             fail,
             n,
             what,
+            learner_kind,
             sink,
         } = self;
         let miscount = || raise(fail, DecodeError::BadPayload { what });
@@ -784,11 +908,16 @@ impl<'de, L: Storage> Visitor<'de> for Floats<'_, '_, L> {
                 return None;
             }
             match seq.next_element::<f32>() {
-                Ok(Some(v)) if v.is_finite() => {
+                Ok(Some(v)) if !v.is_finite() => err = Some(raise(fail, DecodeError::NonFinite)),
+                Ok(Some(v))
+                    if learner_kind.is_some_and(|(c, d)| !learner_value_ok(c, d, count, v)) =>
+                {
+                    err = Some(raise(fail, IMPOSSIBLE))
+                }
+                Ok(Some(v)) => {
                     count += 1;
                     return Some(v);
                 }
-                Ok(Some(_)) => err = Some(raise(fail, DecodeError::NonFinite)),
                 Ok(None) => err = Some(miscount()),
                 Err(e) => err = Some(e),
             }

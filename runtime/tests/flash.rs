@@ -10,8 +10,9 @@ mod common;
 use common::allocations;
 
 use edgetune::flash::{self, Store, StoreError};
-use edgetune::persist::{self, DecodeError, EncodeError};
+use edgetune::persist::{self, DecodeError, EncodeError, SLDA_DIAGONAL, SLDA_FULL};
 use edgetune::rng::Rng;
+use edgetune::slda::{Covariance, Diagonal, Full, Slda};
 use edgetune::{Config, Dims, Head, Learner, Optimizer};
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash, check_erase, check_read,
@@ -670,6 +671,90 @@ fn every_optimizer_and_destination_matches_persist() {
             assert_eq!(state(&l1), state(&l2), "{src:?} into {dst:?}");
         }
     }
+}
+
+/// A streaming LDA's statistics (both shapes) travel through the flash as through
+/// `persist`, byte for byte; a record of the other shape, or with impossible
+/// statistics (a count that is not whole) under a valid checksum, is refused by both
+/// before anything changes.
+#[test]
+fn streaming_lda_statistics_roundtrip_and_impossible_ones_are_refused() {
+    slda_through_flash::<Diagonal>();
+    slda_through_flash::<Full>();
+}
+
+fn slda_through_flash<K: Covariance>() {
+    let dims = Dims::linear(3, 3);
+    let values = Slda::<(), K>::state_len(3, 3);
+    let record_len = flash::max_record_len_with(dims, values);
+    let len = flash::region_len::<Flash>(record_len);
+    let (offset, total) = (128u32, len + 256);
+    let mut scratch = [0u8; 16];
+    let new = || Slda::<V, K>::new(3, 3, 4.0, vec![0.0; Slda::<(), K>::storage_len(3, 3)]).unwrap();
+    let mut slda = new();
+    let mut rng = Rng::new(21);
+    for i in 0..12 {
+        let x: V = (0..3)
+            .map(|_| rng.uniform(-1.0, 1.0) + i as f32 % 3.0)
+            .collect();
+        slda.learn(&x, i % 3).unwrap();
+    }
+    let mut head = Head::alloc(dims, 3).unwrap();
+    slda.write_head(&mut head, 1.0).unwrap();
+    let record = persist::encode_to_vec(&head, Some(&slda)).unwrap();
+    assert!(record.len() <= record_len);
+    let mut store = Store::new(Flash::blank(total), offset, len as u32).unwrap();
+    store.save(&head, Some(&slda), &mut scratch).unwrap();
+    let start = offset as usize + 28;
+    assert_eq!(&store.flash().mem[start..start + record.len()], &record[..]);
+    let mut store = Store::new(store.into_inner(), offset, len as u32).unwrap();
+    let (mut h2, mut l2) = (Head::alloc(dims, 0).unwrap(), new());
+    store.load(&mut h2, Some(&mut l2), &mut scratch).unwrap();
+    assert_eq!(bits(h2.params()), bits(head.params()));
+    assert_eq!(bits(l2.state()), bits(slda.state()));
+    // The other shape, or a gradient learner: refused, nothing changed.
+    let other = if K::FULL { SLDA_DIAGONAL } else { SLDA_FULL };
+    let mut wrong = Slda::<V, Diagonal>::new(3, 3, 4.0, vec![0.0; 200]).unwrap();
+    let mut adam = learner(dims, Optimizer::ADAM, 1);
+    let mut h3 = Head::alloc(dims, 0).unwrap();
+    let refused = |e: Result<_, StoreError<PowerLoss>>| {
+        matches!(
+            e,
+            Err(StoreError::Record(DecodeError::OptimizerMismatch { .. }))
+        )
+    };
+    assert!(refused(store.load(&mut h3, Some(&mut adam), &mut scratch)));
+    if other == SLDA_FULL {
+        let mut full = Slda::<V, Full>::new(3, 3, 4.0, vec![0.0; 200]).unwrap();
+        assert!(refused(store.load(&mut h3, Some(&mut full), &mut scratch)));
+    } else {
+        assert!(refused(store.load(&mut h3, Some(&mut wrong), &mut scratch)));
+    }
+    assert_eq!(h3.classes(), 0);
+    // Class 1's count (meta, center, scale, then the counts) made 1.5.
+    let params = dims.param_len();
+    let at = 28 + 1 + 1 + 1 + 4 * params + 1 + 4 * (8 + 3 + 3 + 1);
+    assert_eq!(&record[at..at + 4], &4.0f32.to_le_bytes());
+    let mut bad = record.clone();
+    bad[at..at + 4].copy_from_slice(&1.5f32.to_le_bytes());
+    fix_crc(&mut bad);
+    let (mut h4, mut l4) = (Head::alloc(dims, 0).unwrap(), new());
+    let before = (bits(h4.params()), bits(l4.state()));
+    let e = persist::decode_into(&bad, &mut h4, Some(&mut l4)).unwrap_err();
+    assert!(matches!(e, DecodeError::BadPayload { .. }), "{e}");
+    assert!(
+        e.to_string().contains("impossible learner statistics"),
+        "{e}"
+    );
+    let mut sim = Flash::blank(total);
+    put_slot(&mut sim, offset, len as u32, 0, 1, &bad);
+    let mut store = Store::new(sim, offset, len as u32).unwrap();
+    let got = store.load(&mut h4, Some(&mut l4), &mut scratch);
+    assert!(
+        matches!(got, Err(StoreError::Record(f)) if f == e),
+        "{got:?}"
+    );
+    assert_eq!((bits(h4.params()), bits(l4.state())), before);
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

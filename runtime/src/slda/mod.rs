@@ -26,6 +26,13 @@
 //! of it into a linear [`Head`] over raw embeddings, so predicting costs what it always
 //! did.
 //!
+//! **Two shapes.** [`Full`] keeps the whole `dim × dim` covariance (the Linux device);
+//! [`Diagonal`] keeps only its diagonal (per-dimension variances, a naive-Bayes-like
+//! LDA: `dim` values where `Full` needs `dim²`), for microcontrollers whose RAM holds no
+//! `dim²` matrix. The shape is a type parameter, so a firmware that uses `Diagonal`
+//! links none of the full matrix code (the Cholesky inverse, the rank-one updates).
+//! Below, `D·D` parts are `D` values for `Diagonal`.
+//!
 //! **Cost.** `Σ⁻¹` is kept up to date: at `dim ≤` [`EXACT_DIM`] it is recomputed by a
 //! Cholesky factorization at every label; above, each label is a rank-one
 //! Sherman–Morrison update (two passes over a `dim × dim` matrix: `Λv`, then `Λ` and the
@@ -54,6 +61,7 @@
 use crate::error::{Error, Result, check_vector};
 use crate::head::{Head, Storage};
 use crate::math;
+use core::marker::PhantomData;
 
 mod inverse;
 mod prior;
@@ -69,6 +77,10 @@ pub const REFRESH_EVERY: u32 = 1024;
 pub const LABEL_PRIOR_SHRINK: f32 = 8.0;
 /// Values of the meta block.
 pub const META: usize = 8;
+/// The logit of a class without labels in a head the learner writes
+/// ([`Slda::write_head`]): finite (a head with it saves and loads), and far below any
+/// labeled class's.
+pub const UNLABELED_LOGIT: f32 = -1e30;
 
 mod meta {
     pub const CLASSES: usize = 0;
@@ -93,12 +105,45 @@ pub enum Prior {
     Given,
 }
 
+/// The shape of the covariance a learner keeps: [`Full`] or [`Diagonal`].
+pub trait Covariance: sealed::Sealed {
+    /// Whether it is the whole matrix.
+    const FULL: bool;
+    /// Its learner code in a [`crate::persist`] record.
+    const CODE: u8;
+}
+
+/// The whole `dim × dim` covariance.
+#[derive(Debug, Clone, Copy)]
+pub struct Full;
+
+/// Only the covariance's diagonal: `dim` values instead of `dim²`.
+#[derive(Debug, Clone, Copy)]
+pub struct Diagonal;
+
+impl Covariance for Full {
+    const FULL: bool = true;
+    const CODE: u8 = crate::persist::SLDA_FULL;
+}
+
+impl Covariance for Diagonal {
+    const FULL: bool = false;
+    const CODE: u8 = crate::persist::SLDA_DIAGONAL;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Full {}
+    impl Sealed for super::Diagonal {}
+}
+
 /// A streaming LDA learner over caller storage (see the [module docs](self)).
 #[derive(Debug, Clone)]
-pub struct Slda<S> {
+pub struct Slda<S, K = Full> {
     dim: usize,
     capacity: usize,
     storage: S,
+    shape: PhantomData<K>,
 }
 
 /// Offsets of the storage's parts.
@@ -116,15 +161,21 @@ struct Layout {
     end: usize,
 }
 
-const fn layout(d: usize, c: usize) -> Layout {
+/// Values of a `d × d` part: `d²`, or `d` when only the diagonal is kept.
+const fn square(d: usize, full: bool) -> usize {
+    if full { d * d } else { d }
+}
+
+const fn layout(d: usize, c: usize, full: bool) -> Layout {
+    let sq = square(d, full);
     let center = META;
     let scale = center + d;
     let counts = scale + d;
     let means = counts + c;
     let scatter = means + c * d;
-    let prior = scatter + d * d;
-    let inverse = prior + d * d;
-    let gram = inverse + d * d;
+    let prior = scatter + sq;
+    let inverse = prior + sq;
+    let gram = inverse + sq;
     let scratch = gram + c * d;
     Layout {
         center,
@@ -140,20 +191,41 @@ const fn layout(d: usize, c: usize) -> Layout {
     }
 }
 
-impl<S> Slda<S> {
+impl<S, K: Covariance> Slda<S, K> {
     /// Storage values for `capacity` classes of `dim`-value embeddings.
     pub const fn storage_len(dim: usize, capacity: usize) -> usize {
-        layout(dim, capacity).end
+        layout(dim, capacity, K::FULL).end
     }
 
     /// Values of the learner's state (the prefix of the storage that
     /// [`Slda::state`] returns): meta, center, scale, counts, means, scatter.
     pub const fn state_len(dim: usize, capacity: usize) -> usize {
-        layout(dim, capacity).prior
+        layout(dim, capacity, K::FULL).prior
+    }
+
+    /// Whether `v` can be value `index` of a saved state ([`Slda::state`]) of this
+    /// shape: counts are whole and not negative, scales positive, the prior strength
+    /// positive, the number of classes within the capacity. One value at a time, so a
+    /// record streamed from flash is checked before anything is written.
+    pub fn state_value_ok(dim: usize, capacity: usize, index: usize, v: f32) -> bool {
+        let l = layout(dim, capacity, K::FULL);
+        let whole = v >= 0.0 && libm::truncf(v) == v;
+        match index {
+            meta::CLASSES => whole && v <= capacity as f32,
+            meta::NU0 => v > 0.0,
+            i if (l.scale..l.counts).contains(&i) => v > 0.0,
+            i if (l.counts..l.means).contains(&i) => whole,
+            _ => v.is_finite(),
+        }
+    }
+
+    /// The offset of entry `(i, i)` of a `d × d` part.
+    const fn diag(d: usize, i: usize) -> usize {
+        if K::FULL { i * d + i } else { i }
     }
 }
 
-impl<S: Storage> Slda<S> {
+impl<S: Storage, K: Covariance> Slda<S, K> {
     /// An empty learner (no class, isotropic prior of strength `nu0`, no
     /// standardization yet) over `storage` of at least [`Slda::storage_len`] values.
     pub fn new(dim: usize, capacity: usize, nu0: f32, mut storage: S) -> Result<Self> {
@@ -177,13 +249,14 @@ impl<S: Storage> Slda<S> {
             dim,
             capacity,
             storage,
+            shape: PhantomData,
         };
         l.refresh();
         Ok(l)
     }
 
     fn lay(&self) -> Layout {
-        layout(self.dim, self.capacity)
+        layout(self.dim, self.capacity, K::FULL)
     }
 
     fn s(&self) -> &[f32] {
@@ -304,7 +377,8 @@ impl<S: Storage> Slda<S> {
     }
 
     /// Sets the prior covariance `Σ0` (`dim × dim`, row-major, in the units of the
-    /// embeddings: it is standardized here) and its strength. Only before the first
+    /// embeddings: it is standardized here; a [`Diagonal`] learner keeps its diagonal)
+    /// and its strength. Only before the first
     /// label, and after [`Slda::set_standardization`].
     pub fn set_prior(&mut self, cov: &[f32], nu0: f32) -> Result<()> {
         let d = self.dim;
@@ -328,12 +402,8 @@ impl<S: Storage> Slda<S> {
         }
         let l = self.lay();
         let s = self.s_mut();
-        for i in 0..d {
-            for j in 0..d {
-                let v = cov[i * d + j] * s[l.scale + i] * s[l.scale + j];
-                s[l.prior + i * d + j] = v;
-            }
-        }
+        let (head, prior) = s.split_at_mut(l.prior);
+        Self::scaled_square(cov, 1.0, d, &head[l.scale..l.scale + d], prior);
         s[meta::PRIOR] = 1.0;
         s[meta::NU0] = nu0;
         self.refresh();
@@ -364,15 +434,39 @@ impl<S: Storage> Slda<S> {
                 s[l.means + c * d + i] = (means[c * d + i] - s[l.center + i]) * s[l.scale + i];
             }
         }
-        for i in 0..d {
-            for j in 0..d {
-                s[l.scatter + i * d + j] = dof * cov[i * d + j] * s[l.scale + i] * s[l.scale + j];
-            }
-        }
+        let (head, rest) = s.split_at_mut(l.scatter);
+        Self::scaled_square(cov, dof, d, &head[l.scale..l.scale + d], rest);
         s[meta::CLASSES] = k as f32;
         s[meta::LABELS] = n as f32;
         self.refresh();
         Ok(())
+    }
+
+    /// `out[i][j] = k · m[i][j] · scale[i] · scale[j]` for a `d × d` matrix `m` into a
+    /// part of this shape (its diagonal only, for [`Diagonal`]).
+    fn scaled_square(m: &[f32], k: f32, d: usize, scale: &[f32], out: &mut [f32]) {
+        for i in 0..d {
+            if K::FULL {
+                for j in 0..d {
+                    out[i * d + j] = k * m[i * d + j] * scale[i] * scale[j];
+                }
+            } else {
+                out[i] = k * m[i * d + i] * scale[i] * scale[i];
+            }
+        }
+    }
+
+    /// `part += a · v vᵀ` for a `d × d` part of this shape (its diagonal only, for
+    /// [`Diagonal`]).
+    fn add_outer(part: &mut [f32], a: f32, v: &[f32]) {
+        let d = v.len();
+        for i in 0..d {
+            if K::FULL {
+                math::axpy(a * v[i], v, &mut part[i * d..(i + 1) * d]);
+            } else {
+                part[i] += a * v[i] * v[i];
+            }
+        }
     }
 
     /// Standardizes `x` into the first scratch vector.
@@ -385,40 +479,23 @@ impl<S: Storage> Slda<S> {
         }
     }
 
-    /// Makes room for class `classes()` (a label for a new class does this itself).
-    fn add_class(&mut self) -> Result<usize> {
-        let c = self.classes();
-        if c >= self.capacity {
-            return Err(Error::Capacity {
-                what: "classes",
-                requested: c + 1,
-                capacity: self.capacity,
-            });
-        }
-        self.s_mut()[meta::CLASSES] = (c + 1) as f32;
-        Ok(c)
-    }
-
     /// Checks a label without changing anything: whether it adds a class.
     pub fn check(&self, x: &[f32], class: usize) -> Result<bool> {
         check_vector("embedding", x, self.dim)?;
-        let classes = self.classes();
-        if class > classes {
-            return Err(Error::UnknownClass { class, classes });
-        }
-        if class == classes && classes >= self.capacity {
+        if class >= self.capacity {
             return Err(Error::Capacity {
                 what: "classes",
-                requested: classes + 1,
+                requested: class + 1,
                 capacity: self.capacity,
             });
         }
-        Ok(class == classes)
+        Ok(class >= self.classes())
     }
 
-    /// Learns that `x` (a raw embedding) is of `class` (an existing class, or
-    /// [`Slda::classes`] to add one). On an error nothing changed.
-    /// Returns whether the label added the class.
+    /// Learns that `x` (a raw embedding) is of `class`: an existing class, or a new
+    /// one below the capacity ([`Slda::classes`] adds one; a higher class also adds
+    /// the ones between, without labels, as a device with one button per class
+    /// needs). On an error nothing changed. Returns whether the label added classes.
     pub fn learn(&mut self, x: &[f32], class: usize) -> Result<bool> {
         let added = self.check(x, class)?;
         if !self.standardized() {
@@ -437,7 +514,7 @@ impl<S: Storage> Slda<S> {
             s[meta::STANDARDIZED] = 1.0;
         }
         if added {
-            self.add_class()?;
+            self.s_mut()[meta::CLASSES] = (class + 1) as f32;
         }
         self.standardize(x);
         let l = self.lay();
@@ -465,11 +542,7 @@ impl<S: Storage> Slda<S> {
             }
         } else if exact {
             let (head, rest) = self.s_mut().split_at_mut(l.scratch);
-            let delta = &rest[..d];
-            let scatter = &mut head[l.scatter..l.scatter + d * d];
-            for i in 0..d {
-                math::axpy(k * delta[i], delta, &mut scatter[i * d..(i + 1) * d]);
-            }
+            Self::add_outer(&mut head[l.scatter..l.prior], k, &rest[..d]);
         } else {
             self.rank_one(k, class, n1);
         }
@@ -486,7 +559,9 @@ impl<S: Storage> Slda<S> {
         let labels = self.labels();
         let since = self.s()[meta::SINCE_REFRESH] as u32 + 1;
         self.s_mut()[meta::SINCE_REFRESH] = since as f32;
-        self.dim <= EXACT_DIM
+        // The diagonal inverse is exact in O(dim) anyway.
+        !K::FULL
+            || self.dim <= EXACT_DIM
             || since >= REFRESH_EVERY
             // A prior from the labels follows their variance: re-estimated at 1, 2, 4, …
             // labels (exactly at every label while the inverse is cheap).
@@ -499,9 +574,13 @@ impl<S: Storage> Slda<S> {
         let d = self.dim;
         let s = self.s_mut();
         let (head, gram) = s.split_at_mut(l.gram);
+        let mean = &head[l.means + c * d..l.means + (c + 1) * d];
         for i in 0..d {
-            let r = &head[l.inverse + i * d..l.inverse + (i + 1) * d];
-            gram[c * d + i] = math::dot(r, &head[l.means + c * d..l.means + (c + 1) * d]);
+            gram[c * d + i] = if K::FULL {
+                math::dot(&head[l.inverse + i * d..l.inverse + (i + 1) * d], mean)
+            } else {
+                head[l.inverse + i] * mean[i]
+            };
         }
     }
 
@@ -544,7 +623,8 @@ impl<S: Storage> Slda<S> {
         }
     }
 
-    /// Recomputes the inverse of `ν0·Σ0 + S` exactly (Cholesky, in f64).
+    /// Recomputes the inverse of `ν0·Σ0 + S` exactly (Cholesky, in f64; one division
+    /// per dimension for [`Diagonal`]).
     pub fn refresh(&mut self) {
         let l = self.lay();
         let d = self.dim;
@@ -554,6 +634,26 @@ impl<S: Storage> Slda<S> {
         }
         let s = self.s_mut();
         s[meta::SINCE_REFRESH] = 0.0;
+        if K::FULL {
+            Self::full_inverse(s, l, d, nu0);
+        } else {
+            for i in 0..d {
+                let a = nu0 * s[l.prior + i] + s[l.scatter + i];
+                // As the full inverse's ridge does on an equilibrated diagonal.
+                s[l.inverse + i] = if a > 0.0 && a.is_finite() {
+                    1.0 / (a * (1.0 + 1e-6))
+                } else {
+                    0.0
+                };
+            }
+        }
+        for c in 0..self.classes() {
+            self.gram_row(c);
+        }
+    }
+
+    /// `Λ = (ν0·Σ0 + S)⁻¹` of a [`Full`] learner's storage `s`, exactly.
+    fn full_inverse(s: &mut [f32], l: Layout, d: usize, nu0: f32) {
         let (head, rest) = s.split_at_mut(l.inverse);
         let (inv, scratch) = rest.split_at_mut(l.scratch - l.inverse);
         for i in 0..d {
@@ -586,13 +686,12 @@ impl<S: Storage> Slda<S> {
                 inv[i * d + j] *= e[i] * e[j];
             }
         }
-        for c in 0..self.classes() {
-            self.gram_row(c);
-        }
     }
 
     /// Folds the learner into `head` (linear, over raw embeddings), with logits divided
-    /// by `temperature`. Classes the head has beyond the learner's are left alone.
+    /// by `temperature`. A class of the head that has no label yet (or that the
+    /// learner does not have) gets no weights and the logit [`UNLABELED_LOGIT`]: it is
+    /// never predicted while another class has labels.
     pub fn write_head<T: Storage>(&self, head: &mut Head<T>, temperature: f32) -> Result<()> {
         let dims = head.dims();
         if dims.hidden != 0 || dims.input != self.dim || dims.capacity < self.classes() {
@@ -603,8 +702,10 @@ impl<S: Storage> Slda<S> {
         let l = self.lay();
         let d = self.dim;
         let cap = dims.capacity;
-        let classes = self.classes().min(head.classes());
+        let active = head.classes();
+        let classes = self.classes().min(active);
         let s = self.s();
+        let labeled = |c: usize| c < classes && s[l.counts + c] > 0.0;
         let n: f32 = s[l.counts..l.counts + self.classes()].iter().sum();
         let nw = (n - self.classes() as f32).max(0.0);
         // w = (ν0 + n_w) Λ μ: the posterior covariance's inverse.
@@ -623,6 +724,11 @@ impl<S: Storage> Slda<S> {
         for c in 0..classes {
             let mean = &s[l.means + c * d..l.means + (c + 1) * d];
             let row = &mut w[c * d..(c + 1) * d];
+            if !labeled(c) {
+                row.fill(0.0);
+                b[c] = UNLABELED_LOGIT;
+                continue;
+            }
             // In standardized units: b = −½ μ·w. Then fold z = (x − center)·scale.
             let mut bias = -0.5 * math::dot(row, mean);
             for i in 0..d {
@@ -631,6 +737,10 @@ impl<S: Storage> Slda<S> {
             }
             b[c] = bias;
         }
+        for c in classes..active {
+            w[c * d..(c + 1) * d].fill(0.0);
+            b[c] = UNLABELED_LOGIT;
+        }
         Ok(())
     }
 
@@ -638,7 +748,7 @@ impl<S: Storage> Slda<S> {
     /// class by class, as if this one had seen its labels too (Chan et al.'s pairwise
     /// update). `map[c]` is this learner's class for the other's class `c` (a value of
     /// [`Slda::classes`] or more adds classes in order).
-    pub fn merge<T: Storage>(&mut self, other: &Slda<T>, map: &[usize]) -> Result<()> {
+    pub fn merge<T: Storage>(&mut self, other: &Slda<T, K>, map: &[usize]) -> Result<()> {
         let d = self.dim;
         if other.dim != d || map.len() != other.classes() {
             return Err(Error::Config {
@@ -676,7 +786,7 @@ impl<S: Storage> Slda<S> {
         let s = self.storage.as_mut();
         s[meta::CLASSES] = (s[meta::CLASSES] as usize).max(needed) as f32;
         s[meta::LABELS] += os[meta::LABELS];
-        for i in 0..d * d {
+        for i in 0..square(d, K::FULL) {
             s[lm.scatter + i] += os[lo.scatter + i];
         }
         for (oc, &c) in map.iter().enumerate() {
@@ -692,15 +802,7 @@ impl<S: Storage> Slda<S> {
                 delta[i] = os[lo.means + oc * d + i] - head[lm.means + c * d + i];
                 head[lm.means + c * d + i] += delta[i] * nb / n;
             }
-            let k = na * nb / n;
-            for i in 0..d {
-                let a = k * delta[i];
-                math::axpy(
-                    a,
-                    delta,
-                    &mut head[lm.scatter + i * d..lm.scatter + (i + 1) * d],
-                );
-            }
+            Self::add_outer(&mut head[lm.scatter..lm.prior], na * nb / n, delta);
             head[lm.counts + c] = n;
         }
         self.refresh();
@@ -712,28 +814,42 @@ impl<S: Storage> Slda<S> {
     /// nothing changed.
     pub fn restore(&mut self, state: &[f32]) -> Result<()> {
         let (d, cap) = (self.dim, self.capacity);
-        let l = self.lay();
         check_vector("streaming LDA state", state, Self::state_len(d, cap))?;
-        let classes = state[meta::CLASSES];
-        let ok = classes >= 0.0
-            && classes <= cap as f32
-            && libm::truncf(classes) == classes
-            && state[meta::NU0] > 0.0
-            && state[l.counts..l.counts + cap]
-                .iter()
-                .all(|&n| n >= 0.0 && libm::truncf(n) == n)
-            && state[l.scale..l.scale + d].iter().all(|&v| v > 0.0);
+        let ok = state
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| Self::state_value_ok(d, cap, i, v));
         if !ok {
             return Err(Error::Config {
                 what: "a streaming LDA state with impossible counts or scales",
             });
         }
+        self.restore_checked(&mut state.iter().copied());
+        Ok(())
+    }
+
+    /// [`Slda::restore`] from values already checked ([`Slda::state_value_ok`]), as
+    /// many as [`Slda::state_len`].
+    pub(crate) fn restore_checked(&mut self, values: &mut dyn Iterator<Item = f32>) {
+        let n = Self::state_len(self.dim, self.capacity);
         let given = self.prior() == Prior::Given;
         let s = self.s_mut();
-        s[..state.len()].copy_from_slice(state);
+        for (d, v) in s[..n].iter_mut().zip(values) {
+            *d = v;
+        }
         s[meta::PRIOR] = if given { 1.0 } else { 0.0 };
         self.refresh();
-        Ok(())
+    }
+
+    /// Forgets every label: no class, no counts, means or scatter. The units and a
+    /// given prior stay.
+    pub fn forget(&mut self) {
+        let l = self.lay();
+        let s = self.s_mut();
+        s[meta::CLASSES] = 0.0;
+        s[meta::LABELS] = 0.0;
+        s[l.counts..l.prior].fill(0.0);
+        self.refresh();
     }
 }
 

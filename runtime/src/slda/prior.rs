@@ -2,10 +2,10 @@
 //! toward when the bundle brings no statistics.
 
 #[allow(unused_imports)]
-use super::{LABEL_PRIOR_SHRINK, Slda};
+use super::{Covariance, LABEL_PRIOR_SHRINK, Slda};
 use crate::head::Storage;
 
-impl<S: Storage> Slda<S> {
+impl<S: Storage, K: Covariance> Slda<S, K> {
     /// Each dimension's total variance over all labels (standardized units) into the
     /// first scratch vector. Returns the number of labels and the within-class degrees
     /// of freedom.
@@ -32,7 +32,7 @@ impl<S: Storage> Slda<S> {
                 let e = head[l.means + c * d + i] - m;
                 between += head[l.counts + c] * e * e;
             }
-            v[i] = (head[l.scatter + i * d + i] + between) / n.max(1.0);
+            v[i] = (head[l.scatter + Self::diag(d, i)] + between) / n.max(1.0);
         }
         (n, (n - used as f32).max(0.0))
     }
@@ -62,9 +62,10 @@ impl<S: Storage> Slda<S> {
                 let vi = v[i].max(1e-12 * vbar);
                 libm::expf(w * libm::logf(vi) + (1.0 - w) * libm::logf(vbar))
             };
-            let row = &mut head[l.prior + i * d..l.prior + (i + 1) * d];
-            row.fill(0.0);
-            row[i] = p;
+            if K::FULL {
+                head[l.prior + i * d..l.prior + (i + 1) * d].fill(0.0);
+            }
+            head[l.prior + Self::diag(d, i)] = p;
         }
     }
 }

@@ -26,14 +26,19 @@ fn data(d: usize, classes: usize, n: usize, seed: u64) -> Vec<(Vec<f32>, usize)>
         .collect()
 }
 
-fn predict(l: &Slda<Vec<f32>>, x: &[f32]) -> usize {
+/// A learner of either shape with its own storage.
+fn alloc<K: Covariance>(d: usize, c: usize, nu0: f32) -> Slda<Vec<f32>, K> {
+    Slda::new(d, c, nu0, vec![0.0; Slda::<(), K>::storage_len(d, c)]).unwrap()
+}
+
+fn predict<K: Covariance>(l: &Slda<Vec<f32>, K>, x: &[f32]) -> usize {
     let mut head = Head::alloc(Dims::linear(l.dim(), l.capacity()), l.classes()).unwrap();
     l.write_head(&mut head, 1.0).unwrap();
     let mut p = vec![0.0; l.capacity()];
     head.predict(x, &mut p).unwrap().class
 }
 
-fn accuracy(l: &Slda<Vec<f32>>, test: &[(Vec<f32>, usize)]) -> f32 {
+fn accuracy<K: Covariance>(l: &Slda<Vec<f32>, K>, test: &[(Vec<f32>, usize)]) -> f32 {
     let mut head = Head::alloc(Dims::linear(l.dim(), l.capacity()), l.classes()).unwrap();
     l.write_head(&mut head, 1.0).unwrap();
     let mut p = vec![0.0; l.capacity()];
@@ -46,11 +51,16 @@ fn accuracy(l: &Slda<Vec<f32>>, test: &[(Vec<f32>, usize)]) -> f32 {
 
 #[test]
 fn one_label_per_class_is_nearest_class_mean() {
+    one_label_per_class::<Full>();
+    one_label_per_class::<Diagonal>();
+}
+
+fn one_label_per_class<K: Covariance>() {
     // With an isotropic prior (of any strength), one label per class leaves no
     // within-class scatter: the shared covariance is the prior's.
     let all = data(6, 4, 54, 1);
     let (train, test) = all.split_at(4);
-    let mut l = Slda::alloc(6, 8, 16.0).unwrap();
+    let mut l = alloc::<K>(6, 8, 16.0);
     l.set_standardization(&[0.0; 6], &[1.0; 6]).unwrap();
     let mut eye = vec![0.0; 36];
     (0..6).for_each(|i| eye[i * 6 + i] = 3.0);
@@ -82,50 +92,110 @@ fn one_label_per_class_is_nearest_class_mean() {
 fn shared_covariance_beats_nearest_mean_and_units_do_not_matter() {
     let all = data(8, 4, 600, 3);
     let (train, test) = all.split_at(200);
-    let mut accs = Vec::new();
-    for scale in [0.01f32, 1.0, 100.0] {
-        let mut l = Slda::alloc(8, 4, 16.0).unwrap();
-        for (x, y) in train {
-            let x: Vec<f32> = x.iter().map(|v| v * scale).collect();
-            l.learn(&x, *y).unwrap();
+    let accs = |diagonal: bool| {
+        let mut accs = Vec::new();
+        for scale in [0.01f32, 1.0, 100.0] {
+            let x: Vec<_> = train
+                .iter()
+                .chain(test)
+                .map(|(x, y)| (x.iter().map(|v| v * scale).collect::<Vec<f32>>(), *y))
+                .collect();
+            let (tr, te) = x.split_at(train.len());
+            accs.push(if diagonal {
+                learned(alloc::<Diagonal>(8, 4, 16.0), tr, te)
+            } else {
+                learned(alloc::<Full>(8, 4, 16.0), tr, te)
+            });
         }
-        let test: Vec<_> = test
-            .iter()
-            .map(|(x, y)| (x.iter().map(|v| v * scale).collect(), *y))
-            .collect();
-        accs.push(accuracy(&l, &test));
-    }
-    assert!(
-        (accs[0] - accs[1]).abs() <= 0.0025 && (accs[2] - accs[1]).abs() <= 0.0025,
-        "{accs:?}"
-    );
-    let ncm = {
-        let mut l = Slda::alloc(8, 4, 1e9).unwrap();
-        for (x, y) in train {
-            l.learn(x, *y).unwrap();
-        }
-        accuracy(&l, test)
+        accs
     };
+    let (full, diagonal) = (accs(false), accs(true));
+    let ncm = learned(alloc::<Full>(8, 4, 1e9), train, test);
+    for accs in [&full, &diagonal] {
+        assert!(
+            (accs[0] - accs[1]).abs() <= 0.0025 && (accs[2] - accs[1]).abs() <= 0.0025,
+            "{accs:?}"
+        );
+    }
+    // The full covariance uses the correlations; the diagonal only each feature's
+    // spread (these data are correlated: it is not far from nearest class mean).
     assert!(
-        accs[1] > ncm + 0.1,
-        "{accs:?} against nearest class mean {ncm}"
+        full[1] > ncm + 0.1 && full[1] > diagonal[1] + 0.05,
+        "full {full:?}, diagonal {diagonal:?}, nearest class mean {ncm}"
+    );
+    assert!(
+        diagonal[1] >= ncm - 0.03,
+        "diagonal {diagonal:?} against nearest class mean {ncm}"
     );
 }
 
+/// Nearest class mean in the embeddings' own units: an isotropic prior that no label
+/// moves.
+fn nearest_class_mean(d: usize, c: usize) -> Slda<Vec<f32>, Full> {
+    let mut l = alloc::<Full>(d, c, 1e9);
+    let mut eye = vec![0.0; d * d];
+    (0..d).for_each(|i| eye[i * d + i] = 1.0);
+    l.set_standardization(&vec![0.0; d], &vec![1.0; d]).unwrap();
+    l.set_prior(&eye, 1e9).unwrap();
+    l
+}
+
+/// Test accuracy after learning `train`.
+fn learned<K: Covariance>(
+    mut l: Slda<Vec<f32>, K>,
+    train: &[(Vec<f32>, usize)],
+    test: &[(Vec<f32>, usize)],
+) -> f32 {
+    for (x, y) in train {
+        l.learn(x, *y).unwrap();
+    }
+    accuracy(&l, test)
+}
+
+#[test]
+fn a_diagonal_learner_weighs_features_by_their_spread() {
+    // Independent features, class means apart in every feature, one feature's noise
+    // 30 times the others': nearest class mean drowns in it, the diagonal learner
+    // discounts it.
+    let mut rng = Rng::new(11);
+    let mut g = || (0..6).map(|_| rng.unit()).sum::<f32>() - 3.0;
+    let means: Vec<Vec<f32>> = (0..3).map(|_| (0..6).map(|_| g()).collect()).collect();
+    let all: Vec<(Vec<f32>, usize)> = (0..600)
+        .map(|i| {
+            let c = i % 3;
+            let x = (0..6)
+                .map(|k| means[c][k] + g() * if k == 0 { 30.0 } else { 0.7 })
+                .collect();
+            (x, c)
+        })
+        .collect();
+    let (train, test) = all.split_at(150);
+    let ncm = learned(nearest_class_mean(6, 3), train, test);
+    let diagonal = learned(alloc::<Diagonal>(6, 3, 16.0), train, test);
+    assert!(
+        diagonal > ncm + 0.1,
+        "diagonal {diagonal} against nearest class mean {ncm}"
+    );
+}
 #[test]
 fn order_and_merging_do_not_change_what_is_learned() {
+    order_and_merging::<Full>();
+    order_and_merging::<Diagonal>();
+}
+
+fn order_and_merging<K: Covariance>() {
     let all = data(5, 3, 260, 5);
     let (train, test) = all.split_at(60);
-    let mut a = Slda::alloc(5, 4, 8.0).unwrap();
+    let mut a = alloc::<K>(5, 4, 8.0);
     for (x, y) in train {
         a.learn(x, *y).unwrap();
     }
     // Reversed order (classes appear as 2, 1, 0: map them).
-    let mut b = Slda::alloc(5, 4, 8.0).unwrap();
+    let mut b = alloc::<K>(5, 4, 8.0);
     let center = train[0].0.clone();
     let scale: Vec<f32> = vec![1.0; 5];
     b.set_standardization(&center, &scale).unwrap();
-    let mut a2 = Slda::alloc(5, 4, 8.0).unwrap();
+    let mut a2 = alloc::<K>(5, 4, 8.0);
     a2.set_standardization(&center, &scale).unwrap();
     for (x, y) in train {
         a2.learn(x, *y).unwrap();
@@ -149,8 +219,8 @@ fn order_and_merging_do_not_change_what_is_learned() {
         }
     }
     // Two halves merged = all of it.
-    let mut h1 = Slda::alloc(5, 4, 8.0).unwrap();
-    let mut h2 = Slda::alloc(5, 4, 8.0).unwrap();
+    let mut h1 = alloc::<K>(5, 4, 8.0);
+    let mut h2 = alloc::<K>(5, 4, 8.0);
     h1.set_standardization(&center, &scale).unwrap();
     h2.set_standardization(&center, &scale).unwrap();
     for (i, (x, y)) in train.iter().enumerate() {
@@ -236,4 +306,45 @@ fn bad_input_changes_nothing() {
     assert!(r.restore(&bad).is_err());
     r.restore(l.state()).unwrap();
     assert_eq!(r.state(), l.state());
+}
+
+#[test]
+fn forgetting_keeps_the_units_and_starts_over() {
+    let train = data(4, 3, 30, 13);
+    let mut l = alloc::<Diagonal>(4, 3, 4.0);
+    l.set_standardization(&[5.0; 4], &[0.5; 4]).unwrap();
+    let empty = l.state().to_vec();
+    for (x, y) in &train {
+        l.learn(x, *y).unwrap();
+    }
+    l.forget();
+    assert_eq!((l.classes(), l.labels()), (0, 0));
+    assert_eq!(l.state(), &empty[..]);
+    l.learn(&train[0].0, 0).unwrap();
+    assert_eq!(l.count(0), 1);
+}
+
+#[test]
+fn a_class_without_labels_is_never_predicted() {
+    // One button per class: the first label may be of any class below the capacity.
+    let train = data(4, 4, 40, 17);
+    let mut l = alloc::<Diagonal>(4, 4, 4.0);
+    assert!(l.learn(&train[2].0, 2).unwrap());
+    assert_eq!((l.classes(), l.count(0), l.count(2)), (3, 0, 1));
+    assert!(!l.learn(&train[6].0, 2).unwrap());
+    let mut head = Head::alloc(Dims::linear(4, 4), 4).unwrap();
+    let mut p = vec![0.0; 4];
+    l.write_head(&mut head, 1.0).unwrap();
+    let bias = &head.params()[16..];
+    assert_eq!([bias[0], bias[1], bias[3]], [UNLABELED_LOGIT; 3]);
+    assert!(bias[2] > -1e3 && head.params()[..8].iter().all(|&w| w == 0.0));
+    for (x, _) in &train {
+        assert_eq!(head.predict(x, &mut p).unwrap().class, 2);
+    }
+    l.learn(&train[0].0, 0).unwrap();
+    l.write_head(&mut head, 1.0).unwrap();
+    for (x, _) in &train {
+        assert!(matches!(head.predict(x, &mut p).unwrap().class, 0 | 2));
+    }
+    assert!(l.learn(&train[0].0, 4).is_err());
 }

@@ -1,9 +1,10 @@
 //! edgetune on a Cortex-M4F in 16 KB of RAM (QEMU's mps2-an386 board; see README.md):
-//! a 64-value, 10-class linear head that starts untrained and
-//! learns online with Adam and a small replay buffer from labels given with one push
-//! button per class, saves its head and optimizer state to NOR flash through
-//! `edgetune::flash` (periodically and after learning), and after a simulated reboot
-//! loads them back into cleared RAM and classifies exactly as before.
+//! a 64-value, 10-class linear head that starts untrained and learns from labels given
+//! with one push button per class through the device's own learner, streaming LDA
+//! (`edgetune::slda`, its diagonal variant: what 16 KB hold), saves the head and the
+//! learner's statistics to NOR flash through `edgetune::flash` (periodically and after
+//! learning), and after a simulated reboot loads them back into cleared RAM and
+//! classifies exactly as before.
 //!
 //! Output (semihosting) includes these machine-readable lines, which ci.sh checks:
 //! `accuracy before: NN.N% (k/n)`, `accuracy after: …`, `accuracy after reload: …`,
@@ -22,14 +23,12 @@ use core::panic::PanicInfo;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
-use edgetune::buffer::SampleBuffer;
 use edgetune::button::{Active, Button};
-use edgetune::classes::ClassMeans;
 use edgetune::flash::{self, Store, StoreError, Stored};
 use edgetune::head::Storage;
-use edgetune::online::{Online, OnlineConfig};
 use edgetune::persist::DecodeError;
-use edgetune::{Config, Dims, Head, Learner, Optimizer};
+use edgetune::slda::{Diagonal, Slda};
+use edgetune::{Dims, Head};
 
 use buttons::{Hand, LabelPin, POLLS_PER_PRESS};
 use nor::{FlashError, SimFlash};
@@ -38,28 +37,18 @@ use sensor::{CLASSES, DIM, Stream};
 
 const DIMS: Dims = Dims::linear(DIM, CLASSES);
 const PARAMS: usize = DIMS.param_len();
-const STATE: usize = Learner::<()>::state_len(DIMS, &Optimizer::ADAM);
-/// Samples the replay buffer keeps: what the 16 KB leave beside the head, Adam's state
-/// and the class means (13 KB of statics together) and the stack. With fewer slots than
-/// classes it keeps samples of the first classes it sees, refreshed as they come.
-const REPLAY: usize = 2;
-const MEANS: usize = ClassMeans::<()>::storage_len(DIM, CLASSES);
-
-/// Adam (β 0.9/0.999) at a rate for learning from few labels.
-const LEARNING: Config = Config {
-    optimizer: Optimizer::ADAM,
-    lr: 0.005,
-    ..Config::DEFAULT
-};
-/// Per label: two steps, each on the new sample and 2 replayed ones.
-const ONLINE: OnlineConfig = OnlineConfig {
-    replay: 2,
-    steps: 2,
-    seed: 7,
-};
+/// The learner: per-class counts and means and the within-class variance of each
+/// feature (the diagonal of the covariance the Linux device keeps whole), and what is
+/// derived from them.
+type Learner<'a> = Slda<&'a mut [f32], Diagonal>;
+const LEARNER: usize = Slda::<(), Diagonal>::storage_len(DIM, CLASSES);
+/// The part of it that is saved: the statistics.
+const STATISTICS: usize = Slda::<(), Diagonal>::state_len(DIM, CLASSES);
+/// The prior's strength in pseudo-samples, as `edgetune serve`'s default.
+const PRIOR_STRENGTH: f32 = 16.0;
 
 /// The longest state record, and the flash region for its two slots.
-const RECORD: usize = flash::max_record_len(DIMS, Some(&Optimizer::ADAM));
+const RECORD: usize = flash::max_record_len_with(DIMS, STATISTICS);
 const REGION: usize = flash::region_len::<SimFlash>(RECORD);
 /// A chunk of the record at a time goes through this many bytes of stack.
 const SCRATCH: usize = 64;
@@ -73,20 +62,16 @@ const TEST_LEN: u32 = 250;
 /// Polls of the same level before a button changes state (debouncing).
 const STABLE_POLLS: u8 = 3;
 
-/// All the learning state there is: the head, Adam's moments and gradient, the replay
-/// buffer and the class means. Statics (.bss), so the link checks they fit.
+/// All the learning state there is: the head and the learner. Statics (.bss), so the
+/// link checks they fit.
 struct Ram {
     head: [f32; PARAMS],
-    learner: [f32; STATE],
-    buffer: [f32; REPLAY * DIM],
-    means: [f32; MEANS],
+    learner: [f32; LEARNER],
 }
 
 static mut RAM: Ram = Ram {
     head: [0.0; PARAMS],
-    learner: [0.0; STATE],
-    buffer: [0.0; REPLAY * DIM],
-    means: [0.0; MEANS],
+    learner: [0.0; LEARNER],
 };
 
 /// Why the firmware failed.
@@ -157,7 +142,7 @@ fn decode_error(e: &DecodeError) -> &'static str {
         DecodeError::Checksum { .. } => "checksum mismatch",
         DecodeError::BadHeader { what } | DecodeError::BadPayload { what } => what,
         DecodeError::DimsMismatch { .. } => "another head shape",
-        DecodeError::OptimizerMismatch { .. } => "another optimizer",
+        DecodeError::OptimizerMismatch { .. } => "another learner",
         _ => "not a valid head",
     }
 }
@@ -185,15 +170,15 @@ fn print_accuracy(what: &str, (correct, total): (u32, u32)) {
         .print();
 }
 
-/// FNV-1a over the head's parameters, the optimizer state and the step count: equal
-/// exactly when the reloaded state is bit for bit the saved one.
-fn checksum<S: Storage>(head: &Head<S>, learner: &Learner<S>) -> u32 {
+/// FNV-1a over the head's parameters, the learner's statistics and the number of
+/// classes: equal exactly when the reloaded state is bit for bit the saved one.
+fn checksum<S: Storage>(head: &Head<S>, learner: &Learner<'_>) -> u32 {
     let words = head
         .params()
         .iter()
-        .chain(learner.opt_state())
+        .chain(learner.state())
         .map(|v| v.to_bits());
-    let words = words.chain([learner.steps(), head.classes() as u32]);
+    let words = words.chain([head.classes() as u32]);
     words.fold(0x811C_9DC5, |h, w| {
         w.to_le_bytes()
             .iter()
@@ -224,9 +209,7 @@ fn run() -> Result<(), Fail> {
         .u(DIM as u32)
         .s("-d x ")
         .u(CLASSES as u32)
-        .s(" classes, Adam, replay buffer of ")
-        .u(REPLAY as u32)
-        .s(" samples")
+        .s(" classes, streaming LDA (diagonal covariance)")
         .print();
     // SAFETY: the only reference to RAM ever made; interrupts do not touch it.
     let ram = unsafe { &mut *core::ptr::addr_of_mut!(RAM) };
@@ -242,8 +225,6 @@ fn run() -> Result<(), Fail> {
         .print();
     ram.head.fill(0.0);
     ram.learner.fill(0.0);
-    ram.buffer.fill(0.0);
-    ram.means.fill(0.0);
     let (reloaded, loaded) = reload(&mut flash, ram)?;
     Line::new()
         .s("state checksum: saved ")
@@ -285,7 +266,7 @@ fn learn(flash: &mut SimFlash, ram: &mut Ram) -> Result<Learned, Fail> {
     // Built in place by `start`: no copy of it on this frame.
     let mut slot = None;
     let before = start(store, ram, &mut slot)?;
-    let online = slot.as_mut().ok_or(Fail::Check("no learner"))?;
+    let learning = slot.as_mut().ok_or(Fail::Check("no learner"))?;
     // The sensor delivers a sample, the user presses the button of its class, the
     // debounced press labels the sample and the head learns it at once.
     let hand = Hand::new();
@@ -304,7 +285,7 @@ fn learn(flash: &mut SimFlash, ram: &mut Ram) -> Result<Learned, Fail> {
                     if class != label {
                         return Err(Fail::Check("the wrong button reported a press"));
                     }
-                    teach(online, &x, class)?;
+                    teach(learning, &x, class)?;
                 }
             }
             hand.tick();
@@ -313,30 +294,36 @@ fn learn(flash: &mut SimFlash, ram: &mut Ram) -> Result<Learned, Fail> {
             return Err(Fail::Check("a button press was not seen exactly once"));
         }
         if i % SAVE_EVERY == 0 || i == LABELS {
-            save(store, online, i)?;
+            save(store, learning, i)?;
         }
     }
-    let after = accuracy(online.head())?;
+    let after = accuracy(&learning.head)?;
     print_accuracy("after", after);
     Ok(Learned {
         before,
         after,
-        checksum: checksum(online.head(), online.learner()),
+        checksum: checksum(&learning.head, &learning.learner),
     })
 }
 
-type Learning<'a> = Online<&'a mut [f32], REPLAY>;
+/// The head and the learner that writes it.
+struct Learning<'a> {
+    head: Head<&'a mut [f32]>,
+    learner: Learner<'a>,
+}
 
-/// Learns one labeled sample (out of line: its frame exists only while it runs).
+/// Learns one labeled sample and writes the head from it, as `edgetune serve` does
+/// (out of line: its frame exists only while it runs).
 #[inline(never)]
-fn teach(online: &mut Learning<'_>, x: &[f32], class: usize) -> Result<(), Fail> {
-    online.learn(x, class)?;
+fn teach(learning: &mut Learning<'_>, x: &[f32], class: usize) -> Result<(), Fail> {
+    learning.learner.learn(x, class)?;
+    learning.learner.write_head(&mut learning.head, 1.0)?;
     Ok(())
 }
 
 /// Power-on: the saved state if there is one, else an untrained head (all classes
 /// equally likely: chance level; RAM starts zeroed, and a zero linear head is
-/// untrained), its accuracy, and the learner around it.
+/// untrained) and a learner with no labels, and the head's accuracy.
 #[inline(never)]
 fn start<'a>(
     store: &mut Flash<'_>,
@@ -344,7 +331,7 @@ fn start<'a>(
     slot: &mut Option<Learning<'a>>,
 ) -> Result<(u32, u32), Fail> {
     let mut head = Head::new(DIMS, CLASSES, &mut ram.head[..])?;
-    let mut learner = Learner::new(DIMS, LEARNING, &mut ram.learner[..])?;
+    let mut learner = Slda::new(DIM, CLASSES, PRIOR_STRENGTH, &mut ram.learner[..])?;
     let mut scratch = [0u8; SCRATCH];
     let mut line = Line::new();
     match store.load(&mut head, Some(&mut learner), &mut scratch) {
@@ -361,17 +348,15 @@ fn start<'a>(
     .print();
     let before = accuracy(&head)?;
     print_accuracy("before", before);
-    let buffer = SampleBuffer::<_, REPLAY>::new(DIM, &mut ram.buffer[..])?;
-    let means = ClassMeans::new(DIM, CLASSES, &mut ram.means[..])?;
-    *slot = Some(Online::new(head, learner, buffer, means, ONLINE)?);
+    *slot = Some(Learning { head, learner });
     Ok(before)
 }
 
-/// Saves the head and the optimizer state after `labels` labels.
+/// Saves the head and the learner's statistics after `labels` labels.
 #[inline(never)]
-fn save(store: &mut Flash<'_>, online: &Learning<'_>, labels: u32) -> Result<(), Fail> {
+fn save(store: &mut Flash<'_>, learning: &Learning<'_>, labels: u32) -> Result<(), Fail> {
     let mut scratch = [0u8; SCRATCH];
-    let s = store.save(online.head(), Some(online.learner()), &mut scratch)?;
+    let s = store.save(&learning.head, Some(&learning.learner), &mut scratch)?;
     stored(Line::new().s("labels: ").u(labels).s(", flash: saved "), &s).print();
     Ok(())
 }
@@ -384,14 +369,14 @@ fn reload(flash: &mut SimFlash, ram: &mut Ram) -> Result<((u32, u32), u32), Fail
     let mut store = Store::new(flash, 0, REGION as u32)?;
     let mut scratch = [0u8; SCRATCH];
     let mut head = Head::new(DIMS, 0, &mut ram.head[..])?;
-    let mut learner = Learner::new(DIMS, LEARNING, &mut ram.learner[..])?;
+    let mut learner = Slda::new(DIM, CLASSES, PRIOR_STRENGTH, &mut ram.learner[..])?;
     let s = store.load(&mut head, Some(&mut learner), &mut scratch)?;
     stored(Line::new().s("flash: loaded "), &s)
         .s(": ")
         .u(head.classes() as u32)
         .s(" classes, ")
-        .u(learner.steps())
-        .s(" learning steps")
+        .u(learner.labels() as u32)
+        .s(" labels")
         .print();
     let reloaded = accuracy(&head)?;
     print_accuracy("after reload", reloaded);
