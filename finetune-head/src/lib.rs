@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod calib;
+pub mod closed_form;
 pub mod convert;
 pub mod data;
 pub mod dataset;

@@ -24,6 +24,7 @@ use edgetune::{Config, Dims, Head, Learner, persist};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::Augment;
+use crate::closed_form;
 use crate::dataset::{self, Item, LoadOptions, Split};
 use crate::embed::{self, Embedder, Job};
 use crate::report::{
@@ -1201,9 +1202,13 @@ pub fn run(opts: &Options, out: &Path) -> Result<(Bundle, TrainReport)> {
         capacity,
         opts.threads,
     )?;
+    let stats = embedding_stats(&prep);
+    // A linear head has a closed-form rival: kept when it is better on validation.
+    let (head, head_choice) =
+        closed_form::best_head(&fitted, stats.as_ref(), &prep.val, prep.classes.len());
     let train_seconds = t.elapsed().as_secs_f64();
     let metrics = |data: &Embedded| -> Result<Metrics> {
-        let (pred, p) = predictions(&fitted.head, data)?;
+        let (pred, p) = predictions(&head, data)?;
         Metrics::compute(&prep.classes, &data.y, &pred, Some(&p)).map_err(anyhow::Error::msg)
     };
     let validation = metrics(&prep.val)?;
@@ -1211,15 +1216,13 @@ pub fn run(opts: &Options, out: &Path) -> Result<(Bundle, TrainReport)> {
     if bundle.head.is_some() {
         log::info!("replacing the bundle's head");
     }
-    bundle.head = Some(persist::encode_to_vec(
-        &fitted.head,
-        None::<&Learner<Vec<f32>>>,
-    )?);
+    bundle.head = Some(persist::encode_to_vec(&head, None::<&Learner<Vec<f32>>>)?);
     bundle.manifest.exemplars = Some(exemplars(&prep));
-    bundle.manifest.embedding_stats = embedding_stats(&prep).map(|s| s.to_manifest());
+    bundle.manifest.embedding_stats = stats.map(|s| s.to_manifest());
     bundle.manifest.classes = prep.classes.clone();
     bundle.manifest.provenance.notes.push(format!(
-        "head trained by finetune-head {} on {} ({} samples): validation accuracy {:.4}, test accuracy {:.4}",
+        "head ({}) trained by finetune-head {} on {} ({} samples): validation accuracy {:.4}, test accuracy {:.4}",
+        head_choice.kept,
         env!("CARGO_PKG_VERSION"),
         opts.data.display(),
         prep.summary.used,
@@ -1243,6 +1246,7 @@ pub fn run(opts: &Options, out: &Path) -> Result<(Bundle, TrainReport)> {
         stopped_early: fitted.stopped_early,
         train_seconds,
         search,
+        head: Some(head_choice),
         validation,
         test,
     };

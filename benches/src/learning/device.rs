@@ -6,7 +6,9 @@
 //!
 //! A host head ([`HostHead`], [`host_head`]) is the head `finetune-head train` would
 //! train for some of the classes: [`finetune_head::train::fit`] with the default
-//! configuration on 80 % of their training embeddings (early-stopped on the other 20 %).
+//! configuration on 80 % of their training embeddings (early-stopped on the other 20 %),
+//! or the closed-form head when that is better on those 20 %
+//! ([`finetune_head::closed_form::best_head`]).
 //! The `host head` protocol measures it alone, on every class. A host start
 //! ([`HostStart`]) is what `finetune-head train` would put in a bundle: that head, the
 //! exemplars [`finetune_head::train::exemplars`] picks and the embedding statistics
@@ -20,6 +22,7 @@ use edgetune::device::engine::{Engine, EngineConfig};
 use edgetune::device::service::DEFAULT_CAPACITY;
 use edgetune::head::Dims;
 use edgetune::stats::{EmbeddingStats, Stats};
+use finetune_head::closed_form;
 use finetune_head::data::Dataset;
 use finetune_head::report::{DataSummary, EmbedSummary};
 use finetune_head::train::{self, Embedded, HeadConfig, Prepared};
@@ -71,10 +74,16 @@ pub fn host_head(data: &Data, classes: &[usize]) -> Result<HostHead> {
         ..HeadConfig::default()
     };
     let n = classes.len();
-    let fitted = train::fit(&cfg, &embedded(&train), &embedded(&val), n, n + HOST_SPARE)
+    let (train_e, val_e) = (embedded(&train), embedded(&val));
+    let fitted = train::fit(&cfg, &train_e, &val_e, n, n + HOST_SPARE)
         .with_context(|| format!("{}: training the host head", data.name))?;
+    // As `finetune-head train` does: the closed-form head when it is better on
+    // validation.
+    let x: Vec<f32> = train_e.x.iter().flatten().copied().collect();
+    let stats = Stats::estimate(&x, data.dim(), Some((&train_e.y, n)));
+    let (head, _) = closed_form::best_head(&fitted, stats.as_ref(), &val_e, n);
     Ok(HostHead {
-        head: fitted.head,
+        head,
         classes: classes.to_vec(),
         train,
         val,
