@@ -99,6 +99,8 @@ pub fn apply_targets(rows: &mut [Row]) {
                     r.lr.map(|l| (format!("≥ {} (97 % of LR)", pct(0.97 * l)), 0.97 * l, true))
                 }
                 ("one pass", "ECE") => Some(("≤ 0.05".into(), 0.05, false)),
+                ("one pass", "flagged uncertain") => Some(("≤ 20 %".into(), 0.2, false)),
+                ("one pass", "errors flagged") => Some(("≥ 50 %".into(), 0.5, true)),
                 ("host head", "accuracy") => {
                     r.lr.map(|l| (format!("≥ {} (LR − 1 pp)", pct(l - 0.01)), l - 0.01, true))
                 }

@@ -48,6 +48,9 @@ pub const TOP_K: usize = 5;
 pub const CALIBRATION_ROWS: usize = 256;
 /// Recent prequential predictions whose margins set the `uncertain` threshold.
 pub const MARGIN_WINDOW: usize = 128;
+/// The share of recent errors that the `uncertain` flag aims to catch
+/// ([`Engine::uncertain_threshold`]).
+pub const CATCH: f32 = 0.75;
 
 /// Which learner writes the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -825,10 +828,11 @@ impl Engine {
     }
 
     /// The margin below which a prediction is flagged `uncertain`: at least
-    /// [`EngineConfig::uncertain_margin`], and, from the recent prequential predictions,
-    /// the margin below which the least sure `2 ×` their error rate of them lie (between
-    /// 2 and 15 %): the device asks about about twice as many samples as it gets wrong,
-    /// the least sure first.
+    /// [`EngineConfig::uncertain_margin`], and, from the recent prequential predictions
+    /// (the last [`MARGIN_WINDOW`]), the margin below which [`CATCH`] of their errors
+    /// lay, as long as that flags between 2 and 15 % of them (else the margin of that
+    /// share): the device asks about the least sure samples, about as many as it needs
+    /// to catch most of its mistakes.
     pub fn uncertain_threshold(&self) -> f32 {
         self.uncertain_threshold
     }
@@ -844,14 +848,30 @@ impl Engine {
         if n < 16 {
             return;
         }
-        let wrong = self.margins.iter().filter(|(_, r)| !r).count();
-        let share = (2.0 * wrong as f32 / n as f32).clamp(0.02, 0.15);
         let mut sorted = [0.0f32; MARGIN_WINDOW];
-        for (o, (m, _)) in sorted.iter_mut().zip(&self.margins) {
-            *o = *m;
+        let mut errors = [0.0f32; MARGIN_WINDOW];
+        let mut wrong = 0;
+        for (o, &(m, right)) in sorted.iter_mut().zip(&self.margins) {
+            *o = m;
+            if !right {
+                errors[wrong] = m;
+                wrong += 1;
+            }
         }
         let sorted = &mut sorted[..n];
         sorted.sort_unstable_by(f32::total_cmp);
+        let errors = &mut errors[..wrong];
+        errors.sort_unstable_by(f32::total_cmp);
+        // The share of predictions below the margin that catches CATCH of the errors.
+        let share = match errors.len() {
+            0 => 0.0,
+            w => {
+                let k = ((CATCH * w as f32).ceil() as usize).clamp(1, w);
+                let at = errors[k - 1];
+                sorted.partition_point(|&m| m <= at) as f32 / n as f32
+            }
+        };
+        let share = share.clamp(0.02, 0.15);
         let k = ((share * n as f32) as usize).min(n - 1);
         self.uncertain_threshold = sorted[k].max(self.cfg.uncertain_margin);
     }
