@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Linux boards, under qemu-user (issue #6): for each ARM target,
-#   1. every test of the `edgetune` crate (head, learning, persistence, bundles, the
-#      backbone, and the device program `edgetune serve` end to end, crash tests
-#      included), run under qemu with the ARM build of the binary;
+#   1. every test of the `edgetune` and `edgetune-device` crates (head, learning,
+#      persistence, bundles, the backbone, and the device program `edgetune serve` end
+#      to end, crash tests included), run under qemu with the ARM build of the binary;
 #   2. parity with the host: `examples/parity.rs` computes the same embeddings (MobileNet
 #      test model, f32 and int8 bundles) and learns the same heads on x86_64 and on the
 #      target, and `parity compare` checks them (heads bit-identical; f32 embeddings
@@ -32,16 +32,22 @@ for t in $targets; do
   # aarch64 is also the Jetson's: its build includes ONNX Runtime's CUDA and TensorRT
   # providers (compiled, not run: no GPU here; no test loads ONNX Runtime).
   case $t in
-    aarch64-unknown-linux-gnu) runner="qemu-aarch64 -L /usr/aarch64-linux-gnu" features=device,cuda,tensorrt ;;
-    armv7-unknown-linux-gnueabihf) runner="qemu-arm -L /usr/arm-linux-gnueabihf" features=device ;;
+    aarch64-unknown-linux-gnu) runner="qemu-aarch64 -L /usr/aarch64-linux-gnu" gpu=,cuda,tensorrt ;;
+    armv7-unknown-linux-gnueabihf) runner="qemu-arm -L /usr/arm-linux-gnueabihf" gpu= ;;
     *) echo "cross: no qemu runner known for $t" >&2; exit 1 ;;
   esac
   echo "== edgetune's tests under qemu for $t"
   # The serve tests start the binary themselves: it needs the same emulator. Under
   # emulation the crash test kills 60 times rather than 200 (CI time; the host run
   # keeps 200, and EDGETUNE_KILLS overrides).
-  EDGETUNE_KILLS=${EDGETUNE_KILLS:-60} EDGETUNE_TEST_RUNNER="$runner" cargo test -p edgetune --features "$features" --target "$t"
+  # The core and model crate and the device program; the parity example gets edgetune's
+  # features as that test build has them (no rebuild of edgetune in between).
+  device_features="${gpu//,/,edgetune-device/}"
+  device_features="${device_features#,}"
+  EDGETUNE_KILLS=${EDGETUNE_KILLS:-60} EDGETUNE_TEST_RUNNER="$runner" \
+    cargo test -p edgetune -p edgetune-device --features "$device_features" --target "$t"
   echo "== parity of $t with the host"
-  cargo run -q -p edgetune --features "$features" --target "$t" --example parity -- run "$out/$t.json" "${bundles[@]}"
+  cargo run -q -p edgetune --features "std,tract,image,npy,log$gpu" --target "$t" \
+    --example parity -- run "$out/$t.json" "${bundles[@]}"
   "$host/parity" compare "$out/host.json" "$out/$t.json"
 done

@@ -32,11 +32,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use edgetune::bundle::{ChannelOrder, Preprocess};
-use edgetune::device::engine::{Engine, EngineConfig};
-use edgetune::device::service::{Options, Service};
-use edgetune::device::state::{Origin, StateDir};
 use edgetune::rng::Rng;
 use edgetune::{Dims, Head, Learner, persist};
+use edgetune_device::engine::{Engine, EngineConfig};
+use edgetune_device::service::{Options, Service};
+use edgetune_device::state::{Origin, StateDir};
 use finetune_head::convert::{Int8, convert};
 use finetune_head::testmodels::{self, MobileNetConfig};
 
@@ -130,7 +130,7 @@ fn serve(c: &mut Criterion) {
         Origin::Learned,
     );
     let states = StateDir::open(&dir.join("states"), true, 5).unwrap();
-    let bytes = edgetune::device::state::encode(1, &state).len();
+    let bytes = edgetune_device::state::encode(1, &state).len();
     eprintln!("state with a full replay buffer: {bytes} bytes");
     g.sample_size(30);
     g.bench_function("persist/write-full-buffer", |b| {

@@ -47,7 +47,10 @@ pub fn devices(workspace: &Path) -> Vec<Device> {
     .into_iter()
     .map(|(name, triple)| {
         let (dir, flag) = match triple {
-            Some(t) => (format!("target/{t}/release-small"), format!(" --target {t}")),
+            Some(t) => (
+                format!("target/{t}/release-small"),
+                format!(" --target {t}"),
+            ),
             None => ("target/release-small".to_string(), String::new()),
         };
         let path = workspace.join(dir).join("edgetune");
@@ -56,7 +59,7 @@ pub fn devices(workspace: &Path) -> Vec<Device> {
             bytes: std::fs::metadata(&path).ok().map(|m| m.len()),
             path,
             build: format!(
-                "cargo build --profile release-small -p edgetune --features device --bin edgetune{flag}"
+                "cargo build --profile release-small -p edgetune-device --bin edgetune{flag}"
             ),
         }
     })

@@ -23,11 +23,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use edgetune::backbone::Backbone;
 use edgetune::bundle::{Bundle, Preprocess};
-use edgetune::device::engine::{Engine, EngineConfig};
-use edgetune::device::state::Origin;
 use edgetune::persist;
 use edgetune::rng::Rng;
 use edgetune::stats::Stats;
+use edgetune_device::engine::{Engine, EngineConfig};
+use edgetune_device::state::Origin;
 use image::GrayImage;
 
 use crate::convert;
@@ -330,11 +330,11 @@ pub fn run(opts: &Options) -> Result<Report> {
         class_of[digit] = Some(label);
         let t = Instant::now();
         let s = device.to_state(0, &names[..device.classes()], &[], Origin::Learned);
-        state = edgetune::device::state::encode(n as u64 + 1, &s);
+        state = edgetune_device::state::encode(n as u64 + 1, &s);
         persist_t.push(t.elapsed().as_secs_f64() * 1e6);
     }
     // A restart: the persisted state gives back the same head.
-    let (_, saved) = edgetune::device::state::decode(&state)
+    let (_, saved) = edgetune_device::state::decode(&state)
         .map_err(|e| anyhow::anyhow!("device: reloading its state: {e}"))?;
     let stats = match &bundle.manifest.embedding_stats {
         Some(s) => Some(Stats::from_manifest(s, dim, classes.len())?),
@@ -466,7 +466,7 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "the device program on this bundle (JSON requests on stdin, e.g. {{\"input\": \"some.png\"}}):\n  \
-             cargo run --release -p edgetune --features device --bin edgetune -- serve {} --state {}",
+             cargo run --release -p edgetune-device --bin edgetune -- serve {} --state {}",
             self.bundle.display(),
             self.bundle.with_file_name("device-state").display()
         )

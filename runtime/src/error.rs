@@ -82,7 +82,7 @@ impl fmt::Display for Error {
 impl core::error::Error for Error {}
 
 /// Checks a vector from outside (an embedding, a sample): `expected` values, all finite.
-pub(crate) fn check_vector(what: &'static str, x: &[f32], expected: usize) -> Result<()> {
+pub fn check_vector(what: &'static str, x: &[f32], expected: usize) -> Result<()> {
     if x.len() != expected {
         return Err(Error::Length {
             what,

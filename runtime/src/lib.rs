@@ -14,8 +14,6 @@ pub mod bundle;
 pub mod button;
 pub mod calibrate;
 pub mod classes;
-#[cfg(feature = "device")]
-pub mod device;
 pub mod error;
 pub mod flash;
 pub mod head;

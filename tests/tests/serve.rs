@@ -27,7 +27,7 @@ fn edgetune() -> PathBuf {
         .unwrap();
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p edgetune --features device` (cargo test --workspace does)",
+        "{} is missing: build it with `cargo build -p edgetune-device` (cargo test --workspace does)",
         bin.display()
     );
     bin

@@ -69,10 +69,10 @@ use clap::Parser;
 use edgetune::backbone::{Backbone, OrtOptions};
 use edgetune::buffer::SampleBuffer;
 use edgetune::classes::ClassMeans;
-use edgetune::device::engine::{Engine, EngineConfig};
 use edgetune::online::{Online, OnlineConfig};
 use edgetune::rng::Rng;
 use edgetune::{Config, Dims, Head, Learner};
+use edgetune_device::engine::{Engine, EngineConfig};
 use serde_json::{Value, json};
 
 /// Counts allocations while armed, from any thread (ONNX Runtime's and tract's pools).

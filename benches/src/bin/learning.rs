@@ -2,7 +2,7 @@
 //!
 //!     cargo run -p benches --bin learning [-- --quick] [--draws N] [--backbones a,b] [--json PATH]
 //!
-//! It runs the real device learning path, `edgetune::device::engine::Engine` as
+//! It runs the real device learning path, `edgetune_device::engine::Engine` as
 //! `edgetune serve` builds it (observe a sample, then label it), through fixed protocols
 //! on several backbones' embeddings, and fits four batch reference methods on the same
 //! embeddings and the same random draws:

@@ -18,10 +18,10 @@
 use anyhow::{Context, Result, ensure};
 use edgetune::Head;
 use edgetune::bundle::Exemplars;
-use edgetune::device::engine::{Engine, EngineConfig};
-use edgetune::device::service::DEFAULT_CAPACITY;
 use edgetune::head::Dims;
 use edgetune::stats::{EmbeddingStats, Stats};
+use edgetune_device::engine::{Engine, EngineConfig};
+use edgetune_device::service::DEFAULT_CAPACITY;
 use finetune_head::closed_form;
 use finetune_head::data::Dataset;
 use finetune_head::report::{DataSummary, EmbedSummary};

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 /// A learner in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
-    /// The device ([`edgetune::device::engine::Engine`]).
+    /// The device ([`edgetune_device::engine::Engine`]).
     Edgetune,
     /// Nearest class mean.
     Ncm,

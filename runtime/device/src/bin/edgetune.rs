@@ -1,6 +1,6 @@
 //! `edgetune`: the device program. Predicts in real time, takes labels, learns from each
 //! at once, and keeps what it learned across power cuts. See `edgetune --help`, and the
-//! request protocol in `edgetune::device::service`.
+//! request protocol in `edgetune_device::service`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -14,9 +14,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use edgetune::device::engine::{EngineConfig, LearnerKind};
-use edgetune::device::service::{Model, Options, Service, Status, load_for};
-use edgetune::device::state::{DeviceState, Origin, StateDir};
+use edgetune_device::engine::{EngineConfig, LearnerKind};
+use edgetune_device::service::{Model, Options, Service, Status, load_for};
+use edgetune_device::state::{DeviceState, Origin, StateDir};
 
 #[derive(Parser)]
 #[command(

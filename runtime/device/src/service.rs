@@ -21,7 +21,7 @@
 //! label), the novelty (distance to the nearest class mean), and the milliseconds spent.
 //! A request that cannot be served answers `{"error": "…"}` and changes nothing.
 //!
-//! **Persistence.** After a label the state is written (see [`crate::device::state`])
+//! **Persistence.** After a label the state is written (see [`crate::state`])
 //! once no write happened in the last `persist_interval`, else when the interval has
 //! passed: a burst of labels makes one write. `persist_interval` 0 writes after every
 //! label, before answering it.
@@ -35,14 +35,13 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-#[cfg(feature = "tract")]
-use crate::backbone::Backbone;
-use crate::bundle::{BackboneFormat, Bundle, Layout, Manifest};
-use crate::device::engine::{Engine, EngineConfig, EngineError, Observation, Outcome};
-use crate::device::state::{self, DeviceState, Origin, StateDir};
-use crate::head::{Dims, Head};
-use crate::persist;
-use crate::stats::Stats;
+use crate::engine::{Engine, EngineConfig, EngineError, Observation, Outcome};
+use crate::state::{self, DeviceState, Origin, StateDir};
+use edgetune::backbone::Backbone;
+use edgetune::bundle::{BackboneFormat, Bundle, Layout, Manifest};
+use edgetune::head::{Dims, Head};
+use edgetune::persist;
+use edgetune::stats::Stats;
 
 /// Latencies kept for the status percentiles.
 pub const LATENCIES: usize = 512;
@@ -65,7 +64,7 @@ pub struct Options {
     /// Run the backbone with ONNX Runtime from this ONNX model (the one the bundle was
     /// converted from) instead of the bundle's tract graph: the Jetson's GPU path.
     #[cfg(feature = "ort")]
-    pub onnx: Option<(std::path::PathBuf, crate::backbone::OrtOptions)>,
+    pub onnx: Option<(std::path::PathBuf, edgetune::backbone::OrtOptions)>,
     /// Largest input file read, in bytes; `None` for [`Model::default_input_limit`].
     pub max_input_bytes: Option<u64>,
 }
@@ -88,13 +87,12 @@ impl Default for Options {
 pub struct Model {
     /// The manifest.
     pub manifest: Manifest,
-    #[cfg(feature = "tract")]
     backbone: Option<Backbone>,
     /// The bundle's head (or an empty one when it has none).
     pub head: Head<Vec<f32>>,
     /// [`state::backbone_id`] of the bundle.
     pub id: u32,
-    /// The bundle's embedding statistics, decoded ([`crate::stats`]).
+    /// The bundle's embedding statistics, decoded ([`edgetune::stats`]).
     pub stats: Option<Stats>,
     input_len: usize,
     max_input_bytes: u64,
@@ -142,7 +140,6 @@ impl Model {
                 head,
             });
         }
-        #[cfg(feature = "tract")]
         let backbone = match manifest.backbone.format {
             BackboneFormat::None => None,
             BackboneFormat::NnefTar => {
@@ -154,16 +151,11 @@ impl Model {
                 Some(b)
             }
         };
-        #[cfg(not(feature = "tract"))]
-        if manifest.backbone.format != BackboneFormat::None {
-            bail!("this build runs features-only bundles only (no `tract` feature)");
-        }
         let input_len = manifest.input.shape.iter().product();
         Ok(Model {
             id: state::backbone_id(&bundle),
             stats,
             manifest,
-            #[cfg(feature = "tract")]
             backbone,
             head,
             input_len,
@@ -227,13 +219,13 @@ impl Model {
     }
 
     /// The raw input tensor of a file's bytes: a PNG or JPEG image (for an image
-    /// backbone), a `.npy` array ([`crate::npy`]; of a batch, the first sample), or raw
+    /// backbone), a `.npy` array ([`edgetune::npy`]; of a batch, the first sample), or raw
     /// little-endian f32 values.
     pub fn raw_input(&self, bytes: &[u8]) -> anyhow::Result<Vec<f32>> {
         let layout = self.manifest.input.layout;
         let values = if bytes.starts_with(b"\x93NUMPY") {
             // A batch gives its first sample.
-            let mut samples = crate::npy::read_npy(
+            let mut samples = edgetune::npy::read_npy(
                 Path::new("the .npy input"),
                 bytes,
                 &self.manifest.input,
@@ -288,7 +280,6 @@ impl Model {
     /// The embedding of a raw input into `out`.
     pub fn embed(&self, raw: &[f32], out: &mut [f32]) -> anyhow::Result<()> {
         self.check_raw(raw)?;
-        #[cfg(feature = "tract")]
         if let Some(b) = &self.backbone {
             b.embed(raw, out).context("the backbone")?;
             return Ok(());
@@ -306,7 +297,6 @@ impl Model {
 
     /// The embedding of a text encoder's token ids.
     pub fn embed_tokens(&self, ids: &[i64], out: &mut [f32]) -> anyhow::Result<()> {
-        #[cfg(feature = "tract")]
         if let Some(b) = &self.backbone
             && self.manifest.input.layout == Layout::Tokens
         {
@@ -321,14 +311,8 @@ impl Model {
     }
 }
 
-#[cfg(feature = "image")]
 fn image_input(bytes: &[u8], manifest: &Manifest) -> anyhow::Result<Vec<f32>> {
-    Ok(crate::image::decode(bytes, &manifest.input)?)
-}
-
-#[cfg(not(feature = "image"))]
-fn image_input(_: &[u8], _: &Manifest) -> anyhow::Result<Vec<f32>> {
-    bail!("this build decodes no images (no `image` feature)")
+    Ok(edgetune::image::decode(bytes, &manifest.input)?)
 }
 
 /// One request line, parsed (see the module docs).
@@ -860,7 +844,7 @@ impl Service {
         let class = known.unwrap_or(self.names.len());
         let t = Instant::now();
         let outcome = self.engine.label(sample, class).map_err(|e| match e {
-            EngineError::Head(crate::Error::Capacity { capacity, .. }) => anyhow::anyhow!(
+            EngineError::Head(edgetune::Error::Capacity { capacity, .. }) => anyhow::anyhow!(
                 "cannot add class {name:?}: the head holds at most {capacity} classes, all taken"
             ),
             e => anyhow::Error::from(e),

@@ -14,7 +14,7 @@
 //! | 4 | CRC-32 (ISO-HDLC) of everything before it, u32 |
 //!
 //! A state is written to `state-N.tmp`, flushed to disk, renamed to `state-N.bin`, and
-//! the directory is flushed ([`crate::bundle::write_atomic`]); then all but the newest
+//! the directory is flushed ([`edgetune::bundle::write_atomic`]); then all but the newest
 //! `keep` states are deleted. Loading takes the newest file that checks out (length,
 //! magic, version, checksum, sequence number, payload), and names each newer file it had
 //! to skip and why. A CRC-32 catches every error of up to 32 consecutive bits, so any
@@ -50,12 +50,12 @@ pub struct DeviceState {
     pub backbone: u32,
     /// Class names, in the head's class order.
     pub classes: Vec<String>,
-    /// The head and its optimizer state, in the [`crate::persist`] format; `None` after
+    /// The head and its optimizer state, in the [`edgetune::persist`] format; `None` after
     /// a reset (start from the bundle's head).
     pub head: Option<Vec<u8>>,
     /// The replay buffer.
     pub buffer: BufferImage,
-    /// The per-class embedding means ([`crate::classes::ClassMeans`] storage); empty
+    /// The per-class embedding means ([`edgetune::classes::ClassMeans`] storage); empty
     /// for none.
     pub means: Vec<f32>,
     /// The held-out labeled samples of the regression guard.
@@ -79,9 +79,9 @@ pub struct DeviceState {
 /// What version 2 added: the closed-form learner and the calibration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Learning {
-    /// [`crate::slda::Slda::state`]; empty when the gradient head learns.
+    /// [`edgetune::slda::Slda::state`]; empty when the gradient head learns.
     pub slda: Vec<f32>,
-    /// Kept prequential predictions ([`crate::calibrate::Temperature::parts`]): rows,
+    /// Kept prequential predictions ([`edgetune::calibrate::Temperature::parts`]): rows,
     /// next row, temperature, values.
     pub calibration: (u32, u32, f32, Vec<f32>),
     /// Labels whose prediction before learning them was right, and labels of a class
@@ -89,7 +89,7 @@ pub struct Learning {
     pub prequential: (u64, u64),
 }
 
-/// The replay buffer's contents ([`crate::buffer::SampleBuffer::restore`]).
+/// The replay buffer's contents ([`edgetune::buffer::SampleBuffer::restore`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BufferImage {
     /// `(label, seq)` per slot.
@@ -141,7 +141,7 @@ pub enum Origin {
 
 /// Identity of a bundle's backbone: CRC-32 of the backbone bytes, the input shape and
 /// the embedding size. A state learned on one backbone is meaningless on another.
-pub fn backbone_id(bundle: &crate::bundle::Bundle) -> u32 {
+pub fn backbone_id(bundle: &edgetune::bundle::Bundle) -> u32 {
     let mut d = CRC32.digest();
     d.update(&bundle.backbone);
     for s in &bundle.manifest.input.shape {
@@ -426,7 +426,7 @@ impl StateDir {
         let files = self.list()?;
         let seq = files.last().map_or(1, |(s, _)| s + 1);
         let path = self.path.join(file_name(seq));
-        crate::bundle::write_atomic(&path, &encode(seq, state))
+        edgetune::bundle::write_atomic(&path, &encode(seq, state))
             .map_err(|e| anyhow::anyhow!("cannot write state {seq}: {e}"))?;
         self.prune()?;
         Ok(seq)
@@ -452,7 +452,7 @@ impl StateDir {
     /// Pins state `seq`: pruning keeps it.
     pub fn pin(&self, seq: u64) -> anyhow::Result<()> {
         let path = self.path.join(format!("pinned-{seq:010}"));
-        crate::bundle::write_atomic(&path, b"")
+        edgetune::bundle::write_atomic(&path, b"")
             .map_err(|e| anyhow::anyhow!("cannot pin state {seq}: {e}"))
     }
 

@@ -4,7 +4,7 @@
 //! counts).
 //!
 //! **Learners.** By default ([`LearnerKind::Slda`]) the head is written after every
-//! label from closed-form statistics ([`crate::slda`]: class means and a shared
+//! label from closed-form statistics ([`edgetune::slda`]: class means and a shared
 //! covariance with the bundle's as prior), which learn from one label, forget nothing
 //! and do not depend on the order of labels. This was decided by the learning-quality
 //! benchmark (`cargo run -p benches --bin learning`): on every backbone there it beat
@@ -15,7 +15,7 @@
 //!
 //! **Calibration.** The prediction made for a sample before its label is learned is an
 //! honest held-out measurement that costs no label (prequential evaluation): each one
-//! feeds the temperature of the probabilities ([`crate::calibrate`]) and the running
+//! feeds the temperature of the probabilities ([`edgetune::calibrate`]) and the running
 //! prequential accuracy. No label is withheld from learning.
 //!
 //! **Regression guard.** The guard samples are the bundle's held-out exemplars of the
@@ -25,18 +25,18 @@
 //! [`EngineConfig::guard_min`] samples. Closed-form statistics are never rolled back
 //! (that would make them depend on the order of labels); there the guard is reported.
 
-use crate::buffer::SampleBuffer;
-use crate::calibrate::Temperature;
-use crate::classes::ClassMeans;
-use crate::device::state::{BufferImage, Counters, DeviceState, Learning, Origin, Samples};
-use crate::error::Error;
-use crate::head::{Head, Prediction, top_k};
-use crate::learn::{Config, Learner};
-use crate::math;
-use crate::online::{Learned, Online, OnlineConfig};
-use crate::persist;
-use crate::slda::Slda;
-use crate::stats::Stats;
+use crate::state::{BufferImage, Counters, DeviceState, Learning, Origin, Samples};
+use edgetune::buffer::SampleBuffer;
+use edgetune::calibrate::Temperature;
+use edgetune::classes::ClassMeans;
+use edgetune::error::Error;
+use edgetune::head::{Head, Prediction, top_k};
+use edgetune::learn::{Config, Learner};
+use edgetune::math;
+use edgetune::online::{Learned, Online, OnlineConfig};
+use edgetune::persist;
+use edgetune::slda::Slda;
+use edgetune::stats::Stats;
 
 /// Samples in the replay buffer.
 pub const BUFFER: usize = 256;
@@ -55,7 +55,7 @@ pub const CATCH: f32 = 0.75;
 /// Which learner writes the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LearnerKind {
-    /// Closed-form streaming LDA ([`crate::slda`]).
+    /// Closed-form streaming LDA ([`edgetune::slda`]).
     Slda,
     /// Gradient steps with replay ([`Online::learn`]).
     Gradient,
@@ -343,7 +343,7 @@ impl Engine {
     fn settle_learner(&mut self) {
         let classes = self.live.head().classes();
         if self.slda.as_ref().is_some_and(|s| s.classes() < classes) {
-            crate::fmt::warning!(
+            log::warn!(
                 "engine: the head's classes come without statistics; the gradient head learns"
             );
             self.slda = None;
@@ -406,7 +406,7 @@ impl Engine {
         if g.features.len() != g.labels.len() * d
             || g.labels.len() > dims.capacity * cfg.guard_per_class
             || g.labels.iter().any(|&l| l as usize >= head.classes())
-            || !crate::math::all_finite(&g.features)
+            || !edgetune::math::all_finite(&g.features)
         {
             return Err("its guard samples are malformed".into());
         }
@@ -475,7 +475,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts from the host's exemplars ([`crate::bundle::Exemplars`]): `embeddings`
+    /// Starts from the host's exemplars ([`edgetune::bundle::Exemplars`]): `embeddings`
     /// holds the `replay` samples then the `guard` ones, `dim` values each, classed by
     /// the two label lists. Replay exemplars go into the replay buffer and the class
     /// means; guard exemplars (up to [`EngineConfig::guard_per_class`] a class) into the
@@ -508,7 +508,7 @@ impl Engine {
             if held < self.cfg.guard_per_class
                 && self.guard_labels.len() < self.guard_labels.capacity()
             {
-                crate::error::check_vector("guard exemplar", x, d)?;
+                edgetune::error::check_vector("guard exemplar", x, d)?;
                 if y as usize >= self.classes() {
                     return Err(Error::UnknownClass {
                         class: y as usize,
@@ -635,7 +635,7 @@ impl Engine {
 
     /// Predicts the class of embedding `x` and remembers it as a new sample.
     pub fn observe(&mut self, x: &[f32]) -> Result<Observation, EngineError> {
-        crate::error::check_vector("embedding", x, self.dim)?;
+        edgetune::error::check_vector("embedding", x, self.dim)?;
         let classes = self.classes();
         let slot = self.recent_next;
         let cap = self.capacity();

@@ -3,6 +3,8 @@
 //! byte, fed bad requests; `status`, `rollback`, `reset` and `predict` on what it left.
 //! Plus the learning core's promise of no heap allocation per request.
 
+// The counting allocator the core crate's tests use.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -11,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgetune::bundle::{Bundle, Provenance};
-use edgetune::device::engine::{Engine, EngineConfig, LearnerKind};
-use edgetune::device::state;
 use edgetune::rng::Rng;
 use edgetune::{Dims, Head, Learner, persist};
+use edgetune_device::engine::{Engine, EngineConfig, LearnerKind};
+use edgetune_device::state;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgetune");

@@ -3,10 +3,10 @@
 //! predictions made before each label, `uncertain` marks the least sure predictions, and
 //! a saved state continues exactly.
 
-use edgetune::device::engine::{Engine, EngineConfig, LearnerKind};
-use edgetune::device::state::Origin;
 use edgetune::rng::Rng;
 use edgetune::{Dims, Head};
+use edgetune_device::engine::{Engine, EngineConfig, LearnerKind};
+use edgetune_device::state::Origin;
 
 const D: usize = 12;
 const CLASSES: usize = 4;
