@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Linux boards, under qemu-user (issue #6): for each ARM target,
-#   1. every test of the `edgetune` and `edgetune-device` crates (head, learning,
+#   1. every test of the `edgetune-core`, `edgetune` and `edgetune-device` crates (head, learning,
 #      persistence, bundles, the backbone, and the device program `edgetune serve` end
 #      to end, crash tests included), run under qemu with the ARM build of the binary;
 #   2. parity with the host: `examples/parity.rs` computes the same embeddings (MobileNet
@@ -40,12 +40,12 @@ for t in $targets; do
   # The serve tests start the binary themselves: it needs the same emulator. Under
   # emulation the crash test kills 60 times rather than 200 (CI time; the host run
   # keeps 200, and EDGETUNE_KILLS overrides).
-  # The core and model crate and the device program; the parity example gets edgetune's
+  # The core, the model side and the device program; the parity example gets edgetune's
   # features as that test build has them (no rebuild of edgetune in between).
   device_features="${gpu//,/,edgetune-device/}"
   device_features="${device_features#,}"
   EDGETUNE_KILLS=${EDGETUNE_KILLS:-60} EDGETUNE_TEST_RUNNER="$runner" \
-    cargo test -p edgetune -p edgetune-device --features "$device_features" --target "$t"
+    cargo test -p edgetune-core -p edgetune -p edgetune-device --features "$device_features" --target "$t"
   echo "== parity of $t with the host"
   cargo run -q -p edgetune --features "std,tract,image,npy,log$gpu" --target "$t" \
     --example parity -- run "$out/$t.json" "${bundles[@]}"

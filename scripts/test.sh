@@ -15,14 +15,14 @@ cargo fmt --all --check
 # targets/no-alloc-check links a no_main binary without a global allocator, which fails
 # to link if anything in the head's dependency tree touches `alloc`.
 for t in thumbv6m-none-eabi thumbv7em-none-eabihf; do
-  echo "== build edgetune (no_std) for $t"
-  cargo build -p edgetune --no-default-features --target "$t"
+  echo "== build edgetune-core (no_std) for $t"
+  cargo build -p edgetune-core --target "$t"
   (cd targets/no-alloc-check && cargo build --release --target "$t")
 done
 
 echo "== logging back ends (never both at once)"
-cargo check -p edgetune --features log
-cargo check -p edgetune --no-default-features --features defmt --target thumbv7em-none-eabihf
+cargo check -p edgetune-core --features log
+cargo check -p edgetune-core --features defmt --target thumbv7em-none-eabihf
 
 echo "== workspace tests"
 cargo test --workspace

@@ -277,7 +277,8 @@ fn check_values(
                 (lo.min(v), hi.max(v))
             });
         if lo < 0.0 || (hi <= 1.0 && hi > lo) {
-            crate::fmt::warning!(
+            #[cfg(feature = "log")]
+            log::warn!(
                 "{name}: values lie in [{lo}, {hi}], but an image model takes raw pixels \
                  0–255 (the bundle's preprocessing scales and normalizes them): is this \
                  array normalized already?"

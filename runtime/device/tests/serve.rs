@@ -4,7 +4,7 @@
 //! Plus the learning core's promise of no heap allocation per request.
 
 // The counting allocator the core crate's tests use.
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../core/tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,5 @@
 //! Label buttons: one push button per class on a digital input pin, read through
-//! `edgetune::button::Button`, the debouncer the Linux device program uses too.
+//! `edgetune_core::button::Button`, the debouncer the Linux device program uses too.
 //!
 //! QEMU's board has no buttons and there is no one to press them, so each pin here is an
 //! `embedded_hal::digital::InputPin` whose level is driven by the compiled-in label

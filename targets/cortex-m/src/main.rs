@@ -1,8 +1,8 @@
 //! edgetune on a Cortex-M4F in 16 KB of RAM (QEMU's mps2-an386 board; see README.md):
 //! a 64-value, 10-class linear head that starts untrained and learns from labels given
 //! with one push button per class through the device's own learner, streaming LDA
-//! (`edgetune::slda`, its diagonal variant: what 16 KB hold), saves the head and the
-//! learner's statistics to NOR flash through `edgetune::flash` (periodically and after
+//! (`edgetune_core::slda`, its diagonal variant: what 16 KB hold), saves the head and the
+//! learner's statistics to NOR flash through `edgetune_core::flash` (periodically and after
 //! learning), and after a simulated reboot loads them back into cleared RAM and
 //! classifies exactly as before.
 //!
@@ -23,12 +23,12 @@ use core::panic::PanicInfo;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
-use edgetune::button::{Active, Button};
-use edgetune::flash::{self, Store, StoreError, Stored};
-use edgetune::head::Storage;
-use edgetune::persist::DecodeError;
-use edgetune::slda::{Diagonal, Slda};
-use edgetune::{Dims, Head};
+use edgetune_core::button::{Active, Button};
+use edgetune_core::flash::{self, Store, StoreError, Stored};
+use edgetune_core::head::Storage;
+use edgetune_core::persist::DecodeError;
+use edgetune_core::slda::{Diagonal, Slda};
+use edgetune_core::{Dims, Head};
 
 use buttons::{Hand, LabelPin, POLLS_PER_PRESS};
 use nor::{FlashError, SimFlash};
@@ -76,13 +76,13 @@ static mut RAM: Ram = Ram {
 
 /// Why the firmware failed.
 enum Fail {
-    Learn(edgetune::Error),
+    Learn(edgetune_core::Error),
     Flash(StoreError<FlashError>),
     Check(&'static str),
 }
 
-impl From<edgetune::Error> for Fail {
-    fn from(e: edgetune::Error) -> Self {
+impl From<edgetune_core::Error> for Fail {
+    fn from(e: edgetune_core::Error) -> Self {
         Fail::Learn(e)
     }
 }
@@ -96,7 +96,7 @@ impl From<StoreError<FlashError>> for Fail {
 impl Fail {
     /// Appends a description (by hand: the `Display` impls would pull in `core::fmt`).
     fn describe(&self, line: &mut Line) {
-        use edgetune::Error as E;
+        use edgetune_core::Error as E;
         match self {
             Fail::Check(what) => {
                 line.s(what);

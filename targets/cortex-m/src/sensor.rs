@@ -5,7 +5,7 @@
 //! classes share, all times a random gain (distance to the sensor). Classes overlap:
 //! after 300 labels the head gets about nine in ten held-out samples right, not all.
 
-use edgetune::rng::Rng;
+use edgetune_core::rng::Rng;
 
 /// Values per feature vector.
 pub const DIM: usize = 64;

@@ -7,10 +7,10 @@
 use core::hint::black_box;
 use core::panic::PanicInfo;
 
-use edgetune::buffer::SampleBuffer;
-use edgetune::classes::ClassMeans;
-use edgetune::online::{Online, OnlineConfig};
-use edgetune::{Config, Dims, Head, Learner, Optimizer, persist};
+use edgetune_core::buffer::SampleBuffer;
+use edgetune_core::classes::ClassMeans;
+use edgetune_core::online::{Online, OnlineConfig};
+use edgetune_core::{Config, Dims, Head, Learner, Optimizer, persist};
 
 const DIMS: Dims = Dims::mlp(64, 16, 10);
 const PARAMS: usize = DIMS.param_len();

@@ -12,7 +12,7 @@
 //! | MLP | `W1[hidden][input]`, `b1[hidden]`, `W2[capacity][hidden]`, `b2[capacity]` |
 //!
 //! ```
-//! use edgetune::head::{Dims, Head};
+//! use edgetune_core::head::{Dims, Head};
 //! const DIMS: Dims = Dims::linear(4, 3);
 //! let mut head = Head::new(DIMS, 2, [0.0f32; DIMS.param_len()]).unwrap();
 //! head.params_mut()[0] = 1.0; // class 0 looks at feature 0

@@ -9,10 +9,10 @@
 //! drawn class-balanced from the buffer, so learning a new class does not erase the old.
 //!
 //! ```
-//! use edgetune::buffer::SampleBuffer;
-//! use edgetune::classes::ClassMeans;
-//! use edgetune::online::{Online, OnlineConfig};
-//! use edgetune::{Config, Dims, Head, Learner, Optimizer};
+//! use edgetune_core::buffer::SampleBuffer;
+//! use edgetune_core::classes::ClassMeans;
+//! use edgetune_core::online::{Online, OnlineConfig};
+//! use edgetune_core::{Config, Dims, Head, Learner, Optimizer};
 //!
 //! // All parts share one storage type: slices of static arrays on a microcontroller,
 //! // `Vec<f32>` on Linux.
@@ -29,7 +29,7 @@
 //! online.learn(&[0.1, 1.0], 1)?; // a new class 1
 //! let mut probs = [0.0; 4];
 //! assert_eq!(online.predict(&[0.9, 0.2], &mut probs)?.class, 0);
-//! # Ok::<(), edgetune::Error>(())
+//! # Ok::<(), edgetune_core::Error>(())
 //! ```
 
 use crate::buffer::SampleBuffer;

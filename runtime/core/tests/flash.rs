@@ -1,4 +1,4 @@
-//! The NOR flash store (`edgetune::flash`) on a simulated NOR flash with true NOR
+//! The NOR flash store (`edgetune_core::flash`) on a simulated NOR flash with true NOR
 //! semantics (erase sets 0xFF, a write only clears bits and only into erased words,
 //! aligned to its write and erase sizes), that loses power after any number of word
 //! writes and sector erases, tearing the word or sector it was busy with. After every
@@ -9,11 +9,11 @@ mod common;
 
 use common::allocations;
 
-use edgetune::flash::{self, Store, StoreError};
-use edgetune::persist::{self, DecodeError, EncodeError, SLDA_DIAGONAL, SLDA_FULL};
-use edgetune::rng::Rng;
-use edgetune::slda::{Covariance, Diagonal, Full, Slda};
-use edgetune::{Config, Dims, Head, Learner, Optimizer};
+use edgetune_core::flash::{self, Store, StoreError};
+use edgetune_core::persist::{self, DecodeError, EncodeError, SLDA_DIAGONAL, SLDA_FULL};
+use edgetune_core::rng::Rng;
+use edgetune_core::slda::{Covariance, Diagonal, Full, Slda};
+use edgetune_core::{Config, Dims, Head, Learner, Optimizer};
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash, check_erase, check_read,
     check_write,

@@ -3,10 +3,10 @@
 //! B; replaying a few class-balanced samples from a [`SampleBuffer`] with each step keeps
 //! them while C is learned. Run with `--nocapture` to see the accuracies.
 
-use edgetune::buffer::{Pushed, SampleBuffer};
-use edgetune::classes::ClassMeans;
-use edgetune::rng::Rng;
-use edgetune::{Config, Dims, Head, Learner, Optimizer};
+use edgetune_core::buffer::{Pushed, SampleBuffer};
+use edgetune_core::classes::ClassMeans;
+use edgetune_core::rng::Rng;
+use edgetune_core::{Config, Dims, Head, Learner, Optimizer};
 
 const D: usize = 16;
 const DIMS: Dims = Dims::linear(D, 4);

@@ -10,7 +10,7 @@
 //! "released" for as many: one press, one label.
 //!
 //! ```
-//! use edgetune::button::{Active, Button};
+//! use edgetune_core::button::{Active, Button};
 //! # use core::convert::Infallible;
 //! # struct Pin<'a>(&'a [bool], usize);
 //! # impl embedded_hal::digital::ErrorType for Pin<'_> { type Error = Infallible; }

@@ -28,7 +28,7 @@
 //! gives a [`DecodeError`] and leaves the destination exactly as it was.
 //!
 //! ```
-//! use edgetune::{persist, Config, Dims, Head, Learner, Optimizer};
+//! use edgetune_core::{persist, Config, Dims, Head, Learner, Optimizer};
 //! const DIMS: Dims = Dims::mlp(4, 3, 2);
 //! const STATE: usize = Learner::<()>::state_len(DIMS, &Optimizer::ADAM);
 //! let mut head = Head::new(DIMS, 2, [0.0f32; DIMS.param_len()])?;

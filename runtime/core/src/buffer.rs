@@ -21,8 +21,8 @@
 //! the buffer unchanged (like [`heapless::Vec::push`]).
 //!
 //! ```
-//! use edgetune::buffer::{Pushed, SampleBuffer};
-//! use edgetune::rng::Rng;
+//! use edgetune_core::buffer::{Pushed, SampleBuffer};
+//! use edgetune_core::rng::Rng;
 //!
 //! const DIM: usize = 2;
 //! const N: usize = 4;

@@ -50,8 +50,8 @@
 //! reset them.
 //!
 //! ```
-//! use edgetune::flash::{Store, StoreError};
-//! use edgetune::{Config, Dims, Head, Learner, Optimizer};
+//! use edgetune_core::flash::{Store, StoreError};
+//! use edgetune_core::{Config, Dims, Head, Learner, Optimizer};
 //! # use embedded_storage::nor_flash::{check_erase, check_read, check_write};
 //! # use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash};
 //! # /// A RAM-backed NOR flash: 4-byte words, 256-byte sectors.

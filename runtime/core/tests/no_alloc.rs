@@ -6,11 +6,11 @@ mod common;
 
 use common::allocations;
 
-use edgetune::buffer::SampleBuffer;
-use edgetune::classes::ClassMeans;
-use edgetune::head::top_k;
-use edgetune::online::{Online, OnlineConfig};
-use edgetune::{Config, Dims, Head, Learner, Loss, Optimizer};
+use edgetune_core::buffer::SampleBuffer;
+use edgetune_core::classes::ClassMeans;
+use edgetune_core::head::top_k;
+use edgetune_core::online::{Online, OnlineConfig};
+use edgetune_core::{Config, Dims, Head, Learner, Loss, Optimizer};
 
 #[test]
 fn predict_and_learn_do_not_allocate() {

@@ -11,7 +11,7 @@
 //! whole numbers stored as `f32`).
 //!
 //! ```
-//! use edgetune::classes::ClassMeans;
+//! use edgetune_core::classes::ClassMeans;
 //!
 //! const DIM: usize = 3;
 //! const CLASSES: usize = 4;

@@ -1,9 +1,9 @@
 //! Learning behaviour: convergence against a reference multinomial logistic regression,
 //! determinism, optimizers, schedules, clipping and validation.
 
-use edgetune::learn::{Decay, Schedule};
-use edgetune::rng::Rng;
-use edgetune::{Config, Dims, Error, Head, Learner, Loss, Optimizer};
+use edgetune_core::learn::{Decay, Schedule};
+use edgetune_core::rng::Rng;
+use edgetune_core::{Config, Dims, Error, Head, Learner, Loss, Optimizer};
 
 struct Data {
     x: Vec<Vec<f32>>,

@@ -1,8 +1,8 @@
 //! Every loss and head kind: the learner's analytic gradient against central finite
 //! differences of its own loss, parameter by parameter.
 
-use edgetune::rng::Rng;
-use edgetune::{Config, Dims, Head, Learner, Loss, Optimizer};
+use edgetune_core::rng::Rng;
+use edgetune_core::{Config, Dims, Head, Learner, Loss, Optimizer};
 
 fn losses() -> [(&'static str, Loss, bool); 5] {
     [

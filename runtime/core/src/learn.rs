@@ -7,8 +7,8 @@
 //! fixes its summation order and uses `libm`, across targets too).
 //!
 //! ```
-//! use edgetune::head::{Dims, Head};
-//! use edgetune::learn::{Config, Learner, Optimizer};
+//! use edgetune_core::head::{Dims, Head};
+//! use edgetune_core::learn::{Config, Learner, Optimizer};
 //! const DIMS: Dims = Dims::linear(2, 2);
 //! const CFG: Config = Config { lr: 0.1, ..Config::DEFAULT };
 //! let mut head = Head::new(DIMS, 2, [0.0f32; DIMS.param_len()]).unwrap();

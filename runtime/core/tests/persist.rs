@@ -6,9 +6,9 @@ mod common;
 
 use common::allocations;
 
-use edgetune::persist::{self, DecodeError, EncodeError};
-use edgetune::rng::Rng;
-use edgetune::{Config, Dims, Head, Learner, Optimizer};
+use edgetune_core::persist::{self, DecodeError, EncodeError};
+use edgetune_core::rng::Rng;
+use edgetune_core::{Config, Dims, Head, Learner, Optimizer};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
