@@ -152,12 +152,6 @@ const fn body_offset<F: NorFlash>() -> usize {
     align_up(MARKER_LEN, unit::<F>())
 }
 
-/// Bytes of a LEB128 (postcard) varint.
-const fn varint_len(v: u64) -> usize {
-    let bits = (64 - v.leading_zeros()) as usize;
-    if bits == 0 { 1 } else { bits.div_ceil(7) }
-}
-
 /// The longest [`persist`] record a head of `dims` can have, with a learner using
 /// `optimizer` (`None`: saved without a learner). Use it to size the flash region at
 /// compile time ([`region_len`]).
@@ -177,8 +171,8 @@ pub const fn max_record_len_with(dims: Dims, learner_values: usize) -> usize {
     let opt = learner_values;
     let payload = 5 // step, u32
         + 10 // generator state, u64
-        + varint_len(params as u64)
-        + varint_len(opt as u64);
+        + persist::varint_len(params as u64)
+        + persist::varint_len(opt as u64);
     persist::HEADER_LEN
         .saturating_add(payload)
         .saturating_add(params.saturating_add(opt).saturating_mul(4))

@@ -66,7 +66,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
 use crate::error::Error;
 use crate::head::{Dims, Head, Storage};
-use crate::learn::Learner;
+use crate::learn::{Learner, Optimizer};
 use crate::slda::{Covariance, Diagonal, Full, Slda};
 
 /// The first four bytes of every encoding.
@@ -156,9 +156,10 @@ impl<S: Storage, K: Covariance> LearnerState for Slda<S, K> {
 pub const fn learner_values(code: u8, dims: Dims) -> Option<usize> {
     let params = dims.param_len();
     match code {
-        0 => Some(0),
-        1 => Some(params),
-        2 | 3 => params.checked_mul(2),
+        0..=3 => match Optimizer::state_per_param_of(code) {
+            Some(n) => params.checked_mul(n),
+            None => None,
+        },
         SLDA_FULL if dims.hidden == 0 => {
             Some(Slda::<(), Full>::state_len(dims.input, dims.capacity))
         }
@@ -396,7 +397,7 @@ impl fmt::Display for EncodeError {
 impl core::error::Error for EncodeError {}
 
 /// Bytes of a postcard (LEB128) varint.
-const fn varint_len(v: u64) -> usize {
+pub(crate) const fn varint_len(v: u64) -> usize {
     let bits = (64 - v.leading_zeros()) as usize;
     if bits == 0 { 1 } else { bits.div_ceil(7) }
 }
