@@ -1,0 +1,649 @@
+//! The manifest: what a bundle's input looks like, how to normalize it, where the
+//! embedding comes from, the class names and where it all came from, and its checks
+//! ([`Manifest::validate`]). Stored in the bundle as pretty-printed JSON.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BundleError, VERSION};
+
+/// Element types an input may have.
+const DTYPES: [&str; 6] = ["f32", "f16", "u8", "i8", "i32", "i64"];
+
+/// Everything about a bundle except the bytes of its backbone and head. Stored as
+/// pretty-printed JSON; see the field types for the names used there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The bundle format version the manifest was written for; [`VERSION`].
+    pub format_version: u16,
+    /// The backbone's input (for a features-only bundle, the head's).
+    pub input: InputSpec,
+    /// How raw input becomes the input tensor.
+    pub preprocess: Preprocess,
+    /// How a text encoder's per-token outputs become one embedding; `None` when the
+    /// embedding tensor is already one vector.
+    pub pooling: Option<Pooling>,
+    /// The text encoder's other inputs, for the tokens layout (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextInputs>,
+    /// The backbone output that feeds the head.
+    pub embedding: EmbeddingSpec,
+    /// Labeled embeddings from the host's data that a device starts with, so that
+    /// learning new classes replays the old ones and the regression guard has samples
+    /// of them; absent when the bundle has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exemplars: Option<Exemplars>,
+    /// Statistics of the backbone's embeddings ([`crate::stats`]): the device's learner
+    /// starts from them; absent in bundles made before them (the device then takes
+    /// them from the first labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_stats: Option<crate::stats::EmbeddingStats>,
+
+    /// What the backbone section holds.
+    pub backbone: BackboneSpec,
+    /// Class names, in the head's class order (index `i` is class `i`). May be empty
+    /// when the device starts with no classes.
+    pub classes: Vec<String>,
+    /// Where the bundle came from.
+    pub provenance: Provenance,
+}
+
+/// The input tensor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Tensor name in the backbone (for a features-only bundle, a label such as
+    /// `"features"`).
+    pub name: String,
+    /// Shape, batch dimension (always 1) included: `[1, 3, 224, 224]` for NCHW.
+    pub shape: Vec<usize>,
+    /// How the dimensions are to be read.
+    pub layout: Layout,
+    /// Element type: one of `f32`, `f16`, `u8`, `i8`, `i32`, `i64`.
+    pub dtype: String,
+}
+
+/// How an input tensor's dimensions are to be read. JSON: `"nchw"`, `"nhwc"`,
+/// `"features"`, `"tokens"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Image, `[1, channels, height, width]`.
+    Nchw,
+    /// Image, `[1, height, width, channels]`.
+    Nhwc,
+    /// A feature vector that is the embedding itself, `[1, embedding size]`: a bundle
+    /// with no backbone, fed by a front end (a DSP, another model).
+    Features,
+    /// Token ids of a text encoder, `[1, sequence length]`, dtype `i32` or `i64`.
+    Tokens,
+}
+
+impl Layout {
+    /// Whether the layout is an image layout ([`Layout::Nchw`] or [`Layout::Nhwc`]).
+    pub const fn is_image(self) -> bool {
+        matches!(self, Layout::Nchw | Layout::Nhwc)
+    }
+}
+
+/// How raw input becomes the input tensor: `x = (raw * scale - mean[c]) / std[c]` per
+/// channel `c`, after an optional resize and channel reordering. The default is the
+/// identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Factor applied to raw values first (`1/255` for 8-bit pixels into `[0, 1]`).
+    pub scale: f32,
+    /// Per-channel mean to subtract; empty for none.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation to divide by; empty for none, else as long as
+    /// `mean`.
+    pub std: Vec<f32>,
+    /// Channel order the backbone expects.
+    pub channel_order: ChannelOrder,
+    /// Resize images to `[height, width]` before anything else; `None` for no resize.
+    pub resize: Option<[usize; 2]>,
+}
+
+impl Preprocess {
+    /// ImageNet's: pixels 0–255 in RGB scaled to `[0, 1]`, then normalized with
+    /// ImageNet's channel means (0.485, 0.456, 0.406) and deviations (0.229, 0.224,
+    /// 0.225), as torchvision's pre-trained models expect.
+    pub fn imagenet() -> Preprocess {
+        Preprocess {
+            scale: 1.0 / 255.0,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            channel_order: ChannelOrder::Rgb,
+            resize: None,
+        }
+    }
+
+    /// The model's input from raw values (e.g. pixels 0–255, RGB) of an input of `shape`
+    /// in `layout`: scaled, channels reordered for a BGR model, then normalized per
+    /// channel (per feature for [`Layout::Features`]). `raw` and `out` have the shape's
+    /// length (the shorter one is used).
+    pub fn apply(&self, layout: Layout, shape: &[usize], raw: &[f32], out: &mut [f32]) {
+        let dim = |i: usize| shape.get(i).copied().unwrap_or(1).max(1);
+        // Channel count and the stride between channels.
+        let (channels, stride) = match layout {
+            Layout::Nchw => (dim(1), dim(2) * dim(3)),
+            Layout::Nhwc => (dim(3), 1),
+            Layout::Features | Layout::Tokens => (shape.last().copied().unwrap_or(1).max(1), 1),
+        };
+        let bgr = self.channel_order == ChannelOrder::Bgr && channels == 3;
+        for (i, o) in out.iter_mut().enumerate().take(raw.len()) {
+            let c = (i / stride) % channels;
+            // Callers give RGB; a BGR model reads its channel 0 from the caller's channel 2.
+            let src = if bgr {
+                i - c * stride + (2 - c) * stride
+            } else {
+                i
+            };
+            let v = raw[src] * self.scale;
+            *o = match (self.mean.get(c), self.std.get(c)) {
+                (Some(m), Some(s)) => (v - m) / s,
+                _ => v,
+            };
+        }
+    }
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Preprocess {
+            scale: 1.0,
+            mean: Vec::new(),
+            std: Vec::new(),
+            channel_order: ChannelOrder::Rgb,
+            resize: None,
+        }
+    }
+}
+
+/// Channel order of a color image. JSON: `"rgb"`, `"bgr"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelOrder {
+    /// Red, green, blue (also the value for inputs that are not color images).
+    #[default]
+    Rgb,
+    /// Blue, green, red (OpenCV's order).
+    Bgr,
+}
+
+/// How a sequence of token outputs becomes one embedding. JSON: `"mean_over_mask"`,
+/// `"cls"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Mean over the positions the attention mask keeps.
+    MeanOverMask,
+    /// The first (`[CLS]`) position.
+    Cls,
+}
+
+/// A text encoder's inputs besides the token ids ([`Manifest::input`]): the device
+/// pads the ids to the sequence length with `pad_id` and builds these from them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextInputs {
+    /// Name of the attention-mask input (1 for a token, 0 for padding), if the model
+    /// has one.
+    pub attention_mask: Option<String>,
+    /// Name of the token-type (segment) input, fed zeros, if the model has one.
+    pub token_type_ids: Option<String>,
+    /// Token id that pads a sequence to the input's length.
+    pub pad_id: i64,
+}
+
+/// Labeled embeddings in a manifest ([`Manifest::exemplars`]): `replay` ones (from the
+/// head's training data) that a device keeps in its replay buffer, and `guard` ones
+/// (held out from training) for its regression guard. JSON: the class of each, and the
+/// embeddings one after the other (replay then guard), little-endian f32 in base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exemplars {
+    /// Class of each replay exemplar.
+    pub replay: Vec<u32>,
+    /// Class of each guard exemplar.
+    pub guard: Vec<u32>,
+    /// The embeddings, base64 of little-endian f32.
+    pub embeddings: String,
+}
+
+impl Exemplars {
+    /// Exemplars of `replay` and `guard` samples `(embedding, class)`.
+    pub fn new<'a>(
+        replay: impl IntoIterator<Item = (&'a [f32], usize)>,
+        guard: impl IntoIterator<Item = (&'a [f32], usize)>,
+    ) -> Exemplars {
+        use base64::Engine as _;
+        let (mut bytes, mut r, mut g) = (Vec::new(), Vec::new(), Vec::new());
+        for (labels, samples) in [
+            (&mut r, replay.into_iter().collect::<Vec<_>>()),
+            (&mut g, guard.into_iter().collect()),
+        ] {
+            for (x, y) in samples {
+                labels.push(y as u32);
+                bytes.extend(x.iter().flat_map(|v| v.to_le_bytes()));
+            }
+        }
+        Exemplars {
+            replay: r,
+            guard: g,
+            embeddings: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// The embeddings of `dim` values each (replay ones, then guard ones), checked:
+    /// their number, finiteness, and classes below `classes`.
+    pub fn embeddings(&self, dim: usize, classes: usize) -> Result<Vec<f32>, BundleError> {
+        use base64::Engine as _;
+        let bad = |what: String| Err(BundleError::manifest(format!("exemplars: {what}")));
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&self.embeddings) else {
+            return bad("embeddings is not valid base64".into());
+        };
+        let n = self.replay.len() + self.guard.len();
+        if bytes.len() != n.saturating_mul(dim).saturating_mul(4) {
+            return bad(format!(
+                "{} bytes of embeddings for {n} exemplars of {dim} values",
+                bytes.len()
+            ));
+        }
+        if let Some(&c) = self
+            .replay
+            .iter()
+            .chain(&self.guard)
+            .find(|&&c| c as usize >= classes)
+        {
+            return bad(format!("class {c} of {classes}"));
+        }
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            return bad("an embedding holds NaN or infinity".into());
+        }
+        Ok(values)
+    }
+}
+
+/// The backbone output that feeds the head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingSpec {
+    /// Tensor name in the backbone (for a features-only bundle, the input's name).
+    pub tensor: String,
+    /// Length of the embedding: the head's input size.
+    pub size: usize,
+}
+
+/// What the backbone section holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackboneSpec {
+    /// Its format.
+    pub format: BackboneFormat,
+    /// How its weights are stored.
+    pub quantization: Quantization,
+}
+
+/// Format of the backbone section. JSON: `"none"`, `"nnef_tar"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackboneFormat {
+    /// No backbone: the section is empty and the input is the embedding
+    /// ([`Layout::Features`]).
+    None,
+    /// A tract NNEF archive (tar).
+    NnefTar,
+}
+
+/// How the backbone's weights are stored. JSON: `{"kind": "f32"}` or
+/// `{"kind": "int8", "calibration_samples": 512, "cosine_to_f32": 0.998}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Quantization {
+    /// 32-bit floats (also the value when there is no backbone).
+    F32,
+    /// 8-bit integers, calibrated on samples.
+    Int8 {
+        /// How many samples calibrated the quantization; 0 when the model arrived
+        /// already quantized (ONNX QDQ form), calibrated elsewhere.
+        calibration_samples: usize,
+        /// Mean cosine similarity of the int8 embeddings to the f32 ones on held-out
+        /// samples, if measured.
+        cosine_to_f32: Option<f32>,
+    },
+}
+
+/// Where a bundle came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The source model (a file name, a URL, a hub id).
+    pub source: String,
+    /// SHA-256 of the source model file, 64 lowercase hex digits, if known.
+    pub source_sha256: Option<String>,
+    /// The tool that wrote the bundle and its version, e.g. `"finetune-head 0.1.0"`.
+    pub tool: String,
+    /// When the bundle was made, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// Free-form remarks (data sets, settings, measurements).
+    pub notes: Vec<String>,
+}
+
+impl Provenance {
+    /// Provenance made now by `tool` from `source`, with no checksum and no notes.
+    pub fn new(source: impl Into<String>, tool: impl Into<String>) -> Self {
+        let created_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Provenance {
+            source: source.into(),
+            source_sha256: None,
+            tool: tool.into(),
+            created_unix,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// Checks a float is finite and positive.
+fn positive(what: &str, v: f32) -> Result<(), BundleError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(BundleError::manifest(format!(
+            "{what} must be positive and finite (got {v})"
+        )))
+    }
+}
+
+/// Checks a name is non-empty and free of control characters.
+fn name(what: &str, s: &str) -> Result<(), BundleError> {
+    if s.is_empty() {
+        return Err(BundleError::manifest(format!("{what} must not be empty")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(BundleError::manifest(format!(
+            "{what} {s:?} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// A manifest for a features-only bundle: no backbone, the input is a feature vector
+    /// of `size` values (`[1, size]`, f32, named `"features"`) that is the embedding
+    /// itself, identity preprocessing.
+    pub fn features_only(
+        size: usize,
+        classes: impl IntoIterator<Item = impl Into<String>>,
+        provenance: Provenance,
+    ) -> Self {
+        Manifest {
+            format_version: VERSION,
+            input: InputSpec {
+                name: "features".to_string(),
+                shape: vec![1, size],
+                layout: Layout::Features,
+                dtype: "f32".to_string(),
+            },
+            preprocess: Preprocess::default(),
+            pooling: None,
+            text: None,
+            exemplars: None,
+            embedding_stats: None,
+            embedding: EmbeddingSpec {
+                tensor: "features".to_string(),
+                size,
+            },
+            backbone: BackboneSpec {
+                format: BackboneFormat::None,
+                quantization: Quantization::F32,
+            },
+            classes: classes.into_iter().map(Into::into).collect(),
+            provenance,
+        }
+    }
+
+    /// The number of channels of an image or feature input (`None` for tokens or a
+    /// shape that does not fit the layout).
+    pub fn channels(&self) -> Option<usize> {
+        let shape = &self.input.shape;
+        match self.input.layout {
+            Layout::Nchw => shape.get(1).copied().filter(|_| shape.len() == 4),
+            Layout::Nhwc => shape.get(3).copied().filter(|_| shape.len() == 4),
+            Layout::Features => Some(self.embedding.size),
+            Layout::Tokens => None,
+        }
+    }
+
+    /// Checks every field and how they fit together. The error names the first field
+    /// found wrong, e.g. `manifest: preprocess.std[1] must be positive and finite (got
+    /// -1)`. [`Bundle::to_bytes`] and [`Bundle::from_bytes`] call this.
+    pub fn validate(&self) -> Result<(), BundleError> {
+        let bad = |what: String| Err(BundleError::manifest(what));
+        if self.format_version != VERSION {
+            return bad(format!(
+                "format_version is {}, this build writes and reads {VERSION}",
+                self.format_version
+            ));
+        }
+        self.validate_input()?;
+        self.validate_preprocess()?;
+        let layout = self.input.layout;
+        if layout == Layout::Features
+            && let Some(p) = self.pooling
+        {
+            return bad(format!(
+                "pooling must be null for the features layout (got {p:?})"
+            ));
+        }
+        if layout != Layout::Tokens && self.text.is_some() {
+            return bad("text must be null unless the input layout is tokens".to_string());
+        }
+        if let Some(t) = &self.text {
+            for (field, n) in [
+                ("text.attention_mask", &t.attention_mask),
+                ("text.token_type_ids", &t.token_type_ids),
+            ] {
+                if let Some(n) = n {
+                    name(field, n)?;
+                }
+            }
+        }
+        name("embedding.tensor", &self.embedding.tensor)?;
+        if self.embedding.size == 0 {
+            return bad("embedding.size must be positive".to_string());
+        }
+        if layout == Layout::Features && self.input.shape != [1, self.embedding.size] {
+            return bad(format!(
+                "input.shape must be [1, {}] (embedding.size) for the features layout, got {:?}",
+                self.embedding.size, self.input.shape
+            ));
+        }
+        self.validate_backbone()?;
+        let mut seen = HashMap::with_capacity(self.classes.len());
+        for (i, class) in self.classes.iter().enumerate() {
+            name(&format!("classes[{i}]"), class)?;
+            if let Some(first) = seen.insert(class.as_str(), i) {
+                return bad(format!("classes[{i}] {class:?} repeats classes[{first}]"));
+            }
+        }
+        if let Some(e) = &self.exemplars {
+            e.embeddings(self.embedding.size, self.classes.len())?;
+        }
+        let p = &self.provenance;
+        name("provenance.source", &p.source)?;
+        name("provenance.tool", &p.tool)?;
+        if let Some(sha) = &p.source_sha256
+            && !(sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        {
+            return bad(format!(
+                "provenance.source_sha256 must be 64 lowercase hex digits (got {sha:?})"
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_input(&self) -> Result<(), BundleError> {
+        let bad = |what: String| Err(BundleError::manifest(what));
+        let input = &self.input;
+        name("input.name", &input.name)?;
+        let shape = &input.shape;
+        if shape.is_empty() {
+            return bad("input.shape must not be empty".to_string());
+        }
+        if let Some(i) = shape.iter().position(|&d| d == 0) {
+            return bad(format!("input.shape[{i}] must not be 0"));
+        }
+        if shape.first() != Some(&1) {
+            return bad(format!(
+                "input.shape[0] (the batch) must be 1, got {:?}",
+                shape
+            ));
+        }
+        if shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none()
+        {
+            return bad(format!("input.shape {shape:?} has too many elements"));
+        }
+        let rank = match input.layout {
+            Layout::Nchw | Layout::Nhwc => 4,
+            Layout::Features | Layout::Tokens => 2,
+        };
+        if shape.len() != rank {
+            return bad(format!(
+                "input.shape must have {rank} dimensions for the {} layout, got {shape:?}",
+                layout_name(input.layout)
+            ));
+        }
+        let dtypes: &[&str] = match input.layout {
+            Layout::Nchw | Layout::Nhwc => &["f32", "f16", "u8", "i8"],
+            Layout::Features => &["f32"],
+            Layout::Tokens => &["i32", "i64"],
+        };
+        if !dtypes.contains(&input.dtype.as_str()) {
+            let known = if DTYPES.contains(&input.dtype.as_str()) {
+                ""
+            } else {
+                " (unknown type)"
+            };
+            return bad(format!(
+                "input.dtype {:?}{known} is not valid for the {} layout; use one of {}",
+                input.dtype,
+                layout_name(input.layout),
+                dtypes.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_preprocess(&self) -> Result<(), BundleError> {
+        let bad = |what: String| Err(BundleError::manifest(what));
+        let p = &self.preprocess;
+        let layout = self.input.layout;
+        if layout == Layout::Tokens {
+            // Token ids are not scaled, normalized or resized.
+            let default = Preprocess::default();
+            let field = if p.scale != default.scale {
+                "scale"
+            } else if !p.mean.is_empty() {
+                "mean"
+            } else if !p.std.is_empty() {
+                "std"
+            } else if p.channel_order != default.channel_order {
+                "channel_order"
+            } else if p.resize.is_some() {
+                "resize"
+            } else {
+                return Ok(());
+            };
+            return bad(format!(
+                "preprocess.{field} must be the identity for the tokens layout"
+            ));
+        }
+        positive("preprocess.scale", p.scale)?;
+        if p.mean.len() != p.std.len() {
+            return bad(format!(
+                "preprocess.mean has {} values but preprocess.std has {}",
+                p.mean.len(),
+                p.std.len()
+            ));
+        }
+        for (i, m) in p.mean.iter().enumerate() {
+            if !m.is_finite() {
+                return bad(format!("preprocess.mean[{i}] must be finite (got {m})"));
+            }
+        }
+        for (i, &s) in p.std.iter().enumerate() {
+            positive(&format!("preprocess.std[{i}]"), s)?;
+        }
+        let channels = self.channels();
+        if !p.mean.is_empty()
+            && let Some(c) = channels.filter(|&c| c != p.mean.len())
+        {
+            return bad(format!(
+                "preprocess.mean and preprocess.std have {} values but the input has {c} channels",
+                p.mean.len()
+            ));
+        }
+        if p.channel_order == ChannelOrder::Bgr && !(layout.is_image() && channels == Some(3)) {
+            return bad("preprocess.channel_order bgr needs a 3-channel image input".to_string());
+        }
+        if let Some(size) = p.resize {
+            if !layout.is_image() {
+                return bad(format!(
+                    "preprocess.resize applies only to image layouts, not {}",
+                    layout_name(layout)
+                ));
+            }
+            if let Some(i) = size.iter().position(|&d| d == 0) {
+                return bad(format!("preprocess.resize[{i}] must not be 0"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_backbone(&self) -> Result<(), BundleError> {
+        let bad = |what: String| Err(BundleError::manifest(what));
+        let features = self.input.layout == Layout::Features;
+        match (self.backbone.format, features) {
+            (BackboneFormat::None, false) => {
+                return bad(format!(
+                    "backbone.format is none, which needs input.layout features (got {})",
+                    layout_name(self.input.layout)
+                ));
+            }
+            (BackboneFormat::NnefTar, true) => {
+                return bad(
+                    "backbone.format must be none for the features layout (the input is the embedding)"
+                        .to_string(),
+                );
+            }
+            _ => {}
+        }
+        match self.backbone.quantization {
+            Quantization::F32 => Ok(()),
+            Quantization::Int8 { .. } if self.backbone.format == BackboneFormat::None => {
+                bad("backbone.quantization must be f32 when there is no backbone".to_string())
+            }
+            Quantization::Int8 { cosine_to_f32, .. } => match cosine_to_f32 {
+                Some(c) if !(-1.0..=1.0).contains(&c) => bad(format!(
+                    "backbone.quantization.cosine_to_f32 must be in [-1, 1] (got {c})"
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// The name of a layout as in the JSON.
+fn layout_name(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Nchw => "nchw",
+        Layout::Nhwc => "nhwc",
+        Layout::Features => "features",
+        Layout::Tokens => "tokens",
+    }
+}
