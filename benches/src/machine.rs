@@ -76,27 +76,7 @@ pub fn locked_version(lock: &str, name: &str) -> Option<String> {
     None
 }
 
-/// Today's date in UTC, `YYYY-MM-DD`.
-pub fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
+pub use finetune_head::utc::today;
 
 /// The version of the ONNX Runtime library at `library` (`1.32.0`), from its
 /// `OrtGetApiBase()->GetVersionString()`: the build string `ort::info()` gives does not
@@ -146,10 +126,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_and_versions() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_416), (2025, 11, 24));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    fn versions() {
         let lock = "[[package]]\nname = \"ort\"\nversion = \"2.0.0-rc.15\"\n";
         assert_eq!(locked_version(lock, "ort").as_deref(), Some("2.0.0-rc.15"));
         assert_eq!(locked_version(lock, "tract-core"), None);

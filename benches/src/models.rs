@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use edgetune::bundle::{Bundle, ChannelOrder, Preprocess};
+use edgetune::bundle::{Bundle, Preprocess};
 use finetune_head::convert::{self, Int8, Options};
 use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
 use finetune_head::{onnxcut, quantize};
@@ -26,17 +26,6 @@ pub fn onnx(name: &str) -> Result<Vec<u8>> {
         "resnet" => testmodels::resnet(&ResNetConfig::default()),
         other => anyhow::bail!("no test model named {other:?} (known: {NAMES:?})"),
     })
-}
-
-/// ImageNet preprocessing (pixels 0–255, RGB), as the README's `convert` example.
-pub fn imagenet() -> Preprocess {
-    Preprocess {
-        scale: 1.0 / 255.0,
-        mean: vec![0.485, 0.456, 0.406],
-        std: vec![0.229, 0.224, 0.225],
-        channel_order: ChannelOrder::Rgb,
-        resize: None,
-    }
 }
 
 /// One test model in every form the benchmarks run.
@@ -77,7 +66,7 @@ impl Prepared {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{name}.onnx"));
         std::fs::write(&path, &onnx).with_context(|| format!("writing {}", path.display()))?;
-        let preprocess = imagenet();
+        let preprocess = Preprocess::imagenet();
         let opts = Options {
             preprocess: preprocess.clone(),
             ..Default::default()

@@ -18,3 +18,4 @@ pub mod report;
 pub mod search;
 pub mod testmodels;
 pub mod train;
+pub mod utc;

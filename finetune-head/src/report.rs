@@ -494,25 +494,9 @@ fn clip(s: &str, max: usize) -> String {
     out
 }
 
-/// Unix seconds as "YYYY-MM-DD HH:MM UTC" (proleptic Gregorian; no time-zone database).
-fn utc(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60
-    )
+/// A UTC date and time from seconds since the Unix epoch.
+fn utc(secs: u64) -> String {
+    crate::utc::utc(secs, false)
 }
 
 /// "1 epoch", "2 epochs".

@@ -884,14 +884,14 @@ mod tpe {
     }
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a small deterministic generator, so runs
-/// repeat exactly for a seed on every platform.
+/// The core's SplitMix64 ([`edgetune::rng::Rng`]), so runs repeat exactly for a seed
+/// on every platform, with the f64 draws a search needs.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+struct Rng(edgetune::rng::Rng);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(edgetune::rng::Rng::new(seed))
     }
 
     /// The generator for trial `index` of a run seeded with `seed`: independent of the
@@ -903,11 +903,7 @@ impl Rng {
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)`, 53 random bits.

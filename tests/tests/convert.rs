@@ -24,16 +24,6 @@ fn write(name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-fn imagenet() -> Preprocess {
-    Preprocess {
-        scale: 1.0 / 255.0,
-        mean: vec![0.485, 0.456, 0.406],
-        std: vec![0.229, 0.224, 0.225],
-        channel_order: ChannelOrder::Rgb,
-        resize: None,
-    }
-}
-
 /// The original model's logits on a preprocessed input, from tract-onnx.
 fn onnx_logits(path: &PathBuf, input: &[f32], shape: &[usize]) -> Vec<f32> {
     let mut m = tract_onnx::onnx().model_for_path(path).unwrap();
@@ -62,7 +52,7 @@ fn mobilenet_bundle_embeds_like_onnx_and_keeps_its_classifier() {
     };
     let model = write("mobilenet.onnx", &testmodels::mobilenet(&cfg));
     let opts = Options {
-        preprocess: imagenet(),
+        preprocess: Preprocess::imagenet(),
         keep_head: true,
         ..Default::default()
     };
@@ -109,7 +99,10 @@ fn mobilenet_bundle_embeds_like_onnx_and_keeps_its_classifier() {
         let pre: Vec<f32> = pixels
             .iter()
             .enumerate()
-            .map(|(i, p)| (p / 255.0 - imagenet().mean[i / 4096]) / imagenet().std[i / 4096])
+            .map(|(i, p)| {
+                (p / 255.0 - Preprocess::imagenet().mean[i / 4096])
+                    / Preprocess::imagenet().std[i / 4096]
+            })
             .collect();
         let want = onnx_logits(&model, &pre, &shape);
         for (a, b) in logits.iter().zip(&want) {
@@ -133,7 +126,7 @@ fn resnet_converts_with_bgr_preprocessing() {
     let opts = Options {
         preprocess: Preprocess {
             channel_order: ChannelOrder::Bgr,
-            ..imagenet()
+            ..Preprocess::imagenet()
         },
         ..Default::default()
     };

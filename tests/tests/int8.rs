@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use edgetune::backbone::Backbone;
-use edgetune::bundle::{Bundle, ChannelOrder, Preprocess, Quantization};
+use edgetune::bundle::{Bundle, Preprocess, Quantization};
 use finetune_head::convert::{Int8, Options, convert};
 use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
 
@@ -14,16 +14,6 @@ fn write(name: &str, bytes: &[u8]) -> PathBuf {
     let p = d.join(name);
     testmodels::write(&p, bytes).unwrap();
     p
-}
-
-fn imagenet() -> Preprocess {
-    Preprocess {
-        scale: 1.0 / 255.0,
-        mean: vec![0.485, 0.456, 0.406],
-        std: vec![0.229, 0.224, 0.225],
-        channel_order: ChannelOrder::Rgb,
-        resize: None,
-    }
 }
 
 #[test]
@@ -37,7 +27,7 @@ fn mobilenet_int8_is_small_and_close_to_f32() {
     let model = write("mobilenet.onnx", &testmodels::mobilenet(&cfg));
     let samples = testmodels::images(20, 64, 3);
     let opts = Options {
-        preprocess: imagenet(),
+        preprocess: Preprocess::imagenet(),
         keep_head: true,
         int8: Some(Int8::Samples(samples.clone())),
         ..Default::default()
@@ -104,7 +94,7 @@ fn resnet_int8_quantizes_its_3x3_convolutions() {
     };
     let model = write("resnet.onnx", &testmodels::resnet(&cfg));
     let opts = Options {
-        preprocess: imagenet(),
+        preprocess: Preprocess::imagenet(),
         int8: Some(Int8::Samples(testmodels::images(10, 64, 5))),
         ..Default::default()
     };
@@ -152,7 +142,7 @@ fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
         "/../models/qdq/mobilenet-32-qdq.onnx"
     ));
     let opts = Options {
-        preprocess: imagenet(),
+        preprocess: Preprocess::imagenet(),
         keep_head: true,
         ..Default::default()
     };
@@ -189,7 +179,7 @@ fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
         let mut got = vec![0.0; report.embedding_size];
         backbone.embed(&raw, &mut got).unwrap();
         let mut x = vec![0.0; raw.len()];
-        imagenet().apply(
+        Preprocess::imagenet().apply(
             edgetune::bundle::Layout::Nchw,
             &[1, 3, 32, 32],
             &raw,

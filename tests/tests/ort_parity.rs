@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use edgetune::backbone::{Backbone, BackboneError, OrtOptions};
-use edgetune::bundle::{Bundle, ChannelOrder, Preprocess};
+use edgetune::bundle::{Bundle, Preprocess};
 use edgetune::rng::Rng;
 use finetune_head::convert::{Options, convert};
 use finetune_head::onnxcut;
@@ -32,23 +32,13 @@ fn init_ort() {
     Backbone::ort_init(&path).unwrap_or_else(|e| panic!("{e}"));
 }
 
-fn imagenet() -> Preprocess {
-    Preprocess {
-        scale: 1.0 / 255.0,
-        mean: vec![0.485, 0.456, 0.406],
-        std: vec![0.229, 0.224, 0.225],
-        channel_order: ChannelOrder::Rgb,
-        resize: None,
-    }
-}
-
 /// The model converted to a bundle, and the original cut at the bundle's embedding.
 fn bundle_and_cut(name: &str, onnx: &[u8]) -> (Bundle, Vec<u8>) {
     let dir = std::env::temp_dir().join(format!("edgetune-ort-parity-{}", std::process::id()));
     let path = dir.join(format!("{name}.onnx"));
     testmodels::write(&path, onnx).unwrap();
     let opts = Options {
-        preprocess: imagenet(),
+        preprocess: Preprocess::imagenet(),
         ..Default::default()
     };
     let (bundle, report) = convert(&path, &opts).unwrap();
