@@ -38,10 +38,10 @@
 //! erases are whole sectors of [`NorFlash::ERASE_SIZE`].
 //!
 //! The record is streamed through the scratch buffer in both directions (a 64 × 10 head
-//! with Adam is 7.8 kB, more than a small microcontroller can spare twice), which is
-//! why this module encodes and checks the [`persist`] format itself rather than calling
-//! [`persist::encode`] and [`persist::decode_into`], which need the whole record in RAM.
-//! It accepts exactly the records `decode_into` accepts, with the same effect on the
+//! with Adam is 7.8 kB, more than a small microcontroller can spare twice). Writing, the
+//! bytes come from [`persist`]'s own writer, piece by piece (this module adds the CRC);
+//! reading, this module checks the format itself rather than calling
+//! [`persist::decode_into`], which needs the whole record in RAM. It accepts exactly the records `decode_into` accepts, with the same effect on the
 //! head and learner (the tests check both against `persist`). Loading reads a slot
 //! twice: once to check everything, once to copy it into the head and learner, so a
 //! refused record leaves them unchanged, as `decode_into` does. Only a fault in the
@@ -967,60 +967,17 @@ impl<F: NorFlash> Writer<'_, F> {
 }
 
 /// Streams the [`persist`] record of `head` and `learner` (checked by the caller: same
-/// dimensions, finite, fits the format).
+/// dimensions, finite, fits the format): [`persist`] writes its header and payload, this
+/// adds the CRC trailer (bitwise: no table in a firmware's flash).
 fn write_record<F: NorFlash, H: Storage, L: LearnerState>(
     w: &mut Writer<'_, F>,
     head: &Head<H>,
     learner: Option<&L>,
 ) -> Result<(), F::Error> {
     let mut digest = CRC32.digest();
-    let mut put = |w: &mut Writer<'_, F>, bytes: &[u8]| {
+    persist::stream_framed(head, learner, &mut |bytes: &[u8]| {
         digest.update(bytes);
         w.put(bytes)
-    };
-    let dims = head.dims();
-    let (step, rng, code, opt) = match learner {
-        Some(l) => (l.step(), l.rng(), l.code(), l.values()),
-        None => (0, 0, 0, &[][..]),
-    };
-    let len = persist::encoded_len(head, learner);
-    let payload_len = len - persist::HEADER_LEN - CRC_LEN;
-    put(w, &persist::MAGIC)?;
-    put(w, &persist::VERSION.to_le_bytes())?;
-    put(w, &[u8::from(dims.hidden > 0), code])?;
-    let fields = [
-        dims.input,
-        dims.hidden,
-        dims.capacity,
-        head.classes(),
-        payload_len,
-    ];
-    for v in fields {
-        put(w, &(v as u32).to_le_bytes())?;
-    }
-    let mut buf = [0u8; 10];
-    put(w, leb128(u64::from(step), &mut buf))?;
-    put(w, leb128(rng, &mut buf))?;
-    for values in [head.params(), opt] {
-        put(w, leb128(values.len() as u64, &mut buf))?;
-        for v in values {
-            put(w, &v.to_le_bytes())?;
-        }
-    }
-    let crc = digest.finalize();
-    w.put(&crc.to_le_bytes())
-}
-
-/// `v` as a postcard (LEB128) varint.
-fn leb128(mut v: u64, buf: &mut [u8; 10]) -> &[u8] {
-    let mut n = 0;
-    loop {
-        let low = (v & 0x7F) as u8;
-        v >>= 7;
-        buf[n] = low | if v == 0 { 0 } else { 0x80 };
-        n += 1;
-        if v == 0 {
-            return &buf[..n];
-        }
-    }
+    })?;
+    w.put(&digest.finalize().to_le_bytes())
 }

@@ -61,7 +61,6 @@ use core::cell::Cell;
 use core::fmt;
 
 use crc::{CRC_32_ISO_HDLC, Crc};
-use serde::Serialize;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
 use crate::error::Error;
@@ -411,7 +410,6 @@ fn payload_len(step: u32, rng: u64, n_params: usize, n_opt: usize) -> Option<usi
 }
 
 /// The payload, borrowed from a head and a learner.
-#[derive(Serialize)]
 struct Payload<'a> {
     step: u32,
     rng: u64,
@@ -453,6 +451,58 @@ fn lengths(p: &Payload<'_>) -> Option<(usize, usize)> {
     Some((n, n.checked_add(HEADER_LEN + CRC_LEN)?))
 }
 
+/// Streams the header and payload of the record of `head` and `learner` to `put`, piece
+/// by piece, in the layout of the module docs (the payload as postcard lays it out:
+/// LEB128 varints, little-endian floats). The one writer of the format: [`encode`]
+/// puts the pieces in a slice, [`crate::flash`] in flash words; each adds the CRC-32 of
+/// all of them. The caller has checked what [`encode`] checks (dimensions, finite
+/// values, sizes that fit).
+pub(crate) fn stream_framed<H: Storage, L: LearnerState, E>(
+    head: &Head<H>,
+    learner: Option<&L>,
+    put: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let (p, code) = source(head, learner);
+    let dims = head.dims();
+    let payload_len = lengths(&p).map_or(0, |(n, _)| n);
+    put(&MAGIC)?;
+    put(&VERSION.to_le_bytes())?;
+    put(&[u8::from(dims.hidden > 0), code])?;
+    for v in [
+        dims.input,
+        dims.hidden,
+        dims.capacity,
+        head.classes(),
+        payload_len,
+    ] {
+        put(&(v as u32).to_le_bytes())?;
+    }
+    let mut buf = [0u8; 10];
+    put(leb128(u64::from(p.step), &mut buf))?;
+    put(leb128(p.rng, &mut buf))?;
+    for values in [p.params, p.opt] {
+        put(leb128(values.len() as u64, &mut buf))?;
+        for v in values {
+            put(&v.to_le_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// `v` as a postcard (LEB128) varint.
+fn leb128(mut v: u64, buf: &mut [u8; 10]) -> &[u8] {
+    let mut n = 0;
+    loop {
+        let low = (v & 0x7F) as u8;
+        v >>= 7;
+        buf[n] = low | if v == 0 { 0 } else { 0x80 };
+        n += 1;
+        if v == 0 {
+            return &buf[..n];
+        }
+    }
+}
+
 /// Exact length of [`encode`]'s output for this head and learner (`usize::MAX` when the
 /// head is too large for the format).
 pub fn encoded_len<H: Storage, L: LearnerState>(head: &Head<H>, learner: Option<&L>) -> usize {
@@ -475,37 +525,34 @@ pub fn encode<H: Storage, L: LearnerState>(
             learner: l.dims(),
         });
     }
-    let (payload, code) = source(head, learner);
+    let (payload, _) = source(head, learner);
     if !(payload.params.iter().all(|v| v.is_finite()) && payload.opt.iter().all(|v| v.is_finite()))
     {
         return Err(EncodeError::NonFinite);
     }
     let (len, needed) = lengths(&payload).ok_or(EncodeError::TooLarge)?;
     let field = |v: usize| u32::try_from(v).map_err(|_| EncodeError::TooLarge);
-    let fields = [
-        field(dims.input)?,
-        field(dims.hidden)?,
-        field(dims.capacity)?,
-        field(head.classes())?,
-        field(len)?,
-    ];
+    for v in [dims.input, dims.hidden, dims.capacity, head.classes(), len] {
+        field(v)?;
+    }
     let available = out.len();
     let buf = out
         .get_mut(..needed)
         .ok_or(EncodeError::BufferTooSmall { needed, available })?;
     let (framed, trailer) = buf.split_at_mut(HEADER_LEN + len);
-    let (header, body) = framed.split_at_mut(HEADER_LEN);
-    header[..4].copy_from_slice(&MAGIC);
-    header[4..6].copy_from_slice(&VERSION.to_le_bytes());
-    header[6] = u8::from(dims.hidden > 0);
-    header[7] = code;
-    for (chunk, v) in header[8..].chunks_exact_mut(4).zip(fields) {
-        chunk.copy_from_slice(&v.to_le_bytes());
-    }
-    let written = postcard::to_slice(&payload, body).map_or(0, |s| s.len());
+    let mut at = 0;
+    let written = stream_framed::<H, L, ()>(head, learner, &mut |bytes: &[u8]| {
+        let end = at + bytes.len();
+        framed.get_mut(at..end).ok_or(())?.copy_from_slice(bytes);
+        at = end;
+        Ok(())
+    });
     // `payload_len` is exact (the tests check it); never emit a file that disagrees.
-    debug_assert_eq!(written, len, "payload length mismatch");
-    if written != len {
+    debug_assert!(
+        written.is_ok() && at == framed.len(),
+        "payload length mismatch"
+    );
+    if written.is_err() || at != framed.len() {
         return Err(EncodeError::BufferTooSmall { needed, available });
     }
     trailer.copy_from_slice(&CRC32.checksum(framed).to_le_bytes());
