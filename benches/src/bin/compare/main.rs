@@ -155,10 +155,7 @@ fn run(args: Args) -> Result<()> {
         "threads": args.threads,
         "plan": plan.json(),
         "seconds": started.elapsed().as_secs_f64(),
-        "machine": {
-            "cpu": machine.cpu, "cores": machine.cores, "os": machine.os,
-            "date": machine.date, "commit": machine.commit,
-        },
+        "machine": &machine,
         "versions": {
             "tract": machine.tract,
             "ort_crate": machine.ort_crate,

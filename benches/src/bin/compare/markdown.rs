@@ -73,12 +73,7 @@ pub fn markdown(
     let _ = writeln!(s, "`{command}`\n");
     let _ = writeln!(
         s,
-        "{}, {} logical cores, {}; {}, commit {}. {} thread{} per engine; tract {}, {}, {}.",
-        m.cpu,
-        m.cores,
-        m.os,
-        m.date,
-        m.commit,
+        "{m}. {} thread{} per engine; tract {}, {}, {}.",
         threads,
         if threads == 1 { "" } else { "s" },
         m.tract,
