@@ -3,7 +3,7 @@
 //! - `benches/` holds the criterion benchmarks (`cargo bench -p benches --bench
 //!   head|backbone|train|serve`); each file opens with what it measures and how to read
 //!   it.
-//! - `src/bin/compare.rs` is the comparison command, `cargo run --release -p benches
+//! - `src/bin/compare/` is the comparison command, `cargo run --release -p benches
 //!   --bin compare`: edgetune and ONNX Runtime on the same backbones and inputs,
 //!   edgetune's head and PyTorch on the same workloads, measured interleaved; heap
 //!   allocations per call; sizes of the device program and the firmware. It prints

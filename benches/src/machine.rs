@@ -1,11 +1,15 @@
 //! What a measurement ran on, for the `compare` report: the CPU, cores, kernel, date,
 //! the repository's commit and the engines' versions.
 
+use std::fmt;
 use std::path::Path;
 use std::process::Command;
 
-/// The machine and the code measured.
-#[derive(Debug, Clone)]
+use serde::{Deserialize, Serialize};
+
+/// The machine and the code measured; also the `machine` of both benchmarks' JSON (without
+/// the versions, which `compare` reports under `versions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
     /// `model name` from `/proc/cpuinfo` (or `unknown`).
     pub cpu: String,
@@ -18,9 +22,23 @@ pub struct Machine {
     /// `git describe --always --dirty` of the workspace (or `unknown`).
     pub commit: String,
     /// Versions from the workspace's Cargo.lock: tract-core, ort.
+    #[serde(skip)]
     pub tract: String,
     /// The ort crate's version.
+    #[serde(skip)]
     pub ort_crate: String,
+}
+
+impl fmt::Display for Machine {
+    /// `CPU, 4 logical cores, linux 6.1; 2026-11-24, commit 140185b3ff7e`: the reports' line
+    /// on what ran.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}, {} logical cores, {}; {}, commit {}",
+            self.cpu, self.cores, self.os, self.date, self.commit
+        )
+    }
 }
 
 impl Machine {

@@ -79,7 +79,7 @@ fn run(args: &Args) -> Result<()> {
     let names: Vec<&str> = args.backbones.iter().map(String::as_str).collect();
     let mut results = learning::run(&plan, &names, |line| eprintln!("{line}"))?;
     results.command = std::env::args().collect::<Vec<_>>().join(" ");
-    results.machine = Machine::detect();
+    results.machine = Machine::detect(&benches::models::workspace());
     print!("{}", learning::table::markdown(&results));
     let path = args
         .json

@@ -42,6 +42,8 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+pub use crate::machine::Machine;
+
 /// A learner in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
@@ -189,35 +191,6 @@ pub struct Skipped {
     pub name: String,
     /// Why.
     pub reason: String,
-}
-
-/// What a run ran on (from [`crate::machine::Machine`]).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Machine {
-    /// CPU model.
-    pub cpu: String,
-    /// Logical CPUs available.
-    pub cores: usize,
-    /// OS and kernel.
-    pub os: String,
-    /// Date, UTC.
-    pub date: String,
-    /// `git describe` of the workspace.
-    pub commit: String,
-}
-
-impl Machine {
-    /// This machine.
-    pub fn detect() -> Machine {
-        let m = crate::machine::Machine::detect(&crate::models::workspace());
-        Machine {
-            cpu: m.cpu,
-            cores: m.cores,
-            os: m.os,
-            date: m.date,
-            commit: m.commit,
-        }
-    }
 }
 
 /// Everything one run measured (also its JSON, `"schema": 1`).

@@ -149,16 +149,11 @@ pub fn format(unit: Unit, v: Option<f64>) -> String {
 /// The report: what ran, then one table of every row.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
-    let m = &r.machine;
     let _ = writeln!(s, "# Learning quality\n");
     let _ = writeln!(
         s,
-        "{} · {} cores · {} · {} · commit {}  \n`{}` · {} draws{} · {:.0} s\n",
-        m.cpu,
-        m.cores,
-        m.os,
-        m.date,
-        m.commit,
+        "{}  \n`{}` · {} draws{} · {:.0} s\n",
+        r.machine,
         r.command,
         r.draws,
         if r.quick { " (quick)" } else { "" },

@@ -21,8 +21,9 @@
 //! to the browser, and plotters' built-in fallback font only *estimates* text extents for
 //! the layout. So no system font, font file or fontconfig is needed to build or run it.
 //!
-//! Files: the report types are here; `format.rs` has the helpers, `html.rs` the page,
-//! `plots.rs` its SVG plots, `text.rs` the terminal summaries.
+//! Files: the report types are here; `format.rs` has the helpers, `html.rs` renders the
+//! page from `report.html.j2` and `report.css`, `plots.rs` draws its SVG plots, `text.rs`
+//! writes the terminal summaries.
 
 use crate::closed_form::HeadChoice;
 use plotters::coord::Shift;

@@ -16,6 +16,17 @@ pub(super) fn choice_text(h: &HeadChoice) -> String {
     }
 }
 
+/// Writes the lines `write` produces to `f` without the last newline, as usual for
+/// `Display`: callers use `println!("{report}")`.
+fn display(
+    f: &mut fmt::Formatter<'_>,
+    write: impl FnOnce(&mut String) -> fmt::Result,
+) -> fmt::Result {
+    let mut text = String::new();
+    write(&mut text)?;
+    f.write_str(text.trim_end_matches('\n'))
+}
+
 impl TrainReport {
     /// The text of the `Display` summary, line by line.
     fn write_text(&self, f: &mut String) -> fmt::Result {
@@ -161,10 +172,7 @@ impl fmt::Display for TrainReport {
     /// A compact terminal summary: data, cache, search winner, best epoch, validation and
     /// test metrics, and per-class test F1 (up to 20 classes).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = String::new();
-        self.write_text(&mut text)?;
-        // No trailing newline, as usual for `Display`: callers use `println!("{report}")`.
-        f.write_str(text.trim_end_matches('\n'))
+        display(f, |text| self.write_text(text))
     }
 }
 
@@ -256,9 +264,6 @@ impl fmt::Display for EvalReport {
     /// Accuracy, macro-F1, loss, latency, skipped inputs, the per-class table and (up to 12
     /// classes) the confusion matrix.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = String::new();
-        self.write_text(&mut text)?;
-        // No trailing newline, as usual for `Display`: callers use `println!("{report}")`.
-        f.write_str(text.trim_end_matches('\n'))
+        display(f, |text| self.write_text(text))
     }
 }
