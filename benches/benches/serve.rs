@@ -37,8 +37,8 @@ use edgetune::{Dims, Head, Learner, persist};
 use edgetune_device::engine::{Engine, EngineConfig};
 use edgetune_device::service::{Options, Service};
 use edgetune_device::state::{Origin, StateDir};
+use edgetune_testkit::testmodels::{self, MobileNetConfig};
 use finetune_head::convert::{Int8, convert};
-use finetune_head::testmodels::{self, MobileNetConfig};
 
 struct Counting;
 thread_local! {

@@ -7,7 +7,8 @@
 //! [`crate::detect::find_embedding`] finds.
 //!
 //! ```
-//! use finetune_head::{onnxcut, testmodels};
+//! use edgetune_testkit::testmodels;
+//! use finetune_head::onnxcut;
 //! use prost::Message;
 //! use tract_onnx::pb::ModelProto;
 //!
@@ -264,7 +265,7 @@ fn near(graph: &GraphProto, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testmodels::{self, Builder, MobileNetConfig, ResNetConfig};
+    use edgetune_testkit::testmodels::{self, Builder, MobileNetConfig, ResNetConfig};
 
     fn decode(bytes: &[u8]) -> ModelProto {
         ModelProto::decode(bytes).unwrap()

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use edgetune::bundle::{Bundle, Quantization};
 use edgetune::rng::Rng;
-use finetune_head::testmodels::{self, MobileNetConfig};
+use edgetune_testkit::testmodels::{self, MobileNetConfig};
 
 fn dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("edgetune-cli-convert-{}", std::process::id()));

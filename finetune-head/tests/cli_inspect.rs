@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use edgetune_testkit::testmodels::{self, Builder, DataType, MobileNetConfig};
 use finetune_head::convert::{Options, convert};
-use finetune_head::testmodels::{self, Builder, DataType, MobileNetConfig};
 use prost::Message;
 use serde_json::{Value, json};
 use tract_onnx::pb::ModelProto;

@@ -2,10 +2,10 @@
 //! out of the graph must reproduce the model's own logits from its embedding.
 
 use edgetune::rng::Rng;
-use finetune_head::detect::{find_classifier, find_embedding};
-use finetune_head::testmodels::{
+use edgetune_testkit::testmodels::{
     self, BertConfig, Builder, DataType, MobileNetConfig, ResNetConfig,
 };
+use finetune_head::detect::{find_classifier, find_embedding};
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;

@@ -2,7 +2,7 @@
 //! for a seed, and expose what the converter needs (the `embedding` tensor, a wired mask).
 
 use edgetune::rng::Rng;
-use finetune_head::testmodels::{self, BertConfig, MobileNetConfig, ResNetConfig};
+use edgetune_testkit::testmodels::{self, BertConfig, MobileNetConfig, ResNetConfig};
 use tract_onnx::prelude::*;
 
 /// Small shapes keep the dev-profile tests fast.

@@ -8,8 +8,8 @@ use edgetune::backbone::Backbone;
 use edgetune::bundle::{Bundle, ChannelOrder, Preprocess};
 use edgetune::persist;
 use edgetune::rng::Rng;
+use edgetune_testkit::testmodels::{self, BertConfig, MobileNetConfig, ResNetConfig};
 use finetune_head::convert::{Options, convert};
-use finetune_head::testmodels::{self, BertConfig, MobileNetConfig, ResNetConfig};
 use tract_onnx::prelude::*;
 
 fn dir() -> PathBuf {

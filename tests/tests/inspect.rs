@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use edgetune::bundle::{Bundle, BundleError, Quantization};
 use edgetune::rng::Rng;
+use edgetune_testkit::testmodels::{self, Attr, BertConfig, Builder, DataType, MobileNetConfig};
 use finetune_head::convert::{Options, convert};
 use finetune_head::inspect::{Dim, Report, TensorInfo, inspect};
-use finetune_head::testmodels::{self, Attr, BertConfig, Builder, DataType, MobileNetConfig};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 

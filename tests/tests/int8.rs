@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use edgetune::backbone::Backbone;
 use edgetune::bundle::{Bundle, Preprocess, Quantization};
+use edgetune_testkit::testmodels::{self, MobileNetConfig, ResNetConfig};
 use finetune_head::convert::{Int8, Options, convert};
-use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
 
 fn write(name: &str, bytes: &[u8]) -> PathBuf {
     let d = std::env::temp_dir().join(format!("edgetune-int8-{}", std::process::id()));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use edgetune::backbone::{Backbone, BackboneError};
 use edgetune::bundle::{Manifest, Provenance};
-use finetune_head::testmodels::{self, Builder, DataType};
+use edgetune_testkit::testmodels::{self, Builder, DataType};
 
 #[test]
 fn missing_or_bad_library_is_a_clear_error_and_a_good_one_still_loads() {

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use edgetune::backbone::{Backbone, BackboneError, OrtOptions};
 use edgetune::bundle::{Bundle, Preprocess};
 use edgetune::rng::Rng;
+use edgetune_testkit::testmodels::{self, MobileNetConfig, ResNetConfig};
 use finetune_head::convert::{Options, convert};
 use finetune_head::onnxcut;
-use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
 
 /// Loads ONNX Runtime once for this test binary (later calls do nothing).
 fn init_ort() {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use edgetune::backbone::{Backbone, pool};
 use edgetune::bundle::{Bundle, Layout, Pooling};
+use edgetune_testkit::testmodels::{self, BertConfig, Builder, DataType};
 use finetune_head::convert::{Options, convert};
-use finetune_head::testmodels::{self, BertConfig, Builder, DataType};
 use tract_onnx::prelude::*;
 
 fn write(name: &str, bytes: &[u8]) -> PathBuf {

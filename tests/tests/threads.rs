@@ -2,8 +2,8 @@
 //! the caller's, and a clear error for zero threads.
 
 use edgetune::backbone::Backbone;
+use edgetune_testkit::testmodels::{self, ResNetConfig};
 use finetune_head::convert::{Options, convert};
-use finetune_head::testmodels::{self, ResNetConfig};
 
 #[test]
 fn two_threads_embed_like_one() {
