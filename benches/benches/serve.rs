@@ -90,8 +90,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn serve(c: &mut Criterion) {
-    let dir = std::env::temp_dir().join(format!("edgetune-bench-serve-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = edgetune_testkit::dir("bench-serve");
 
     // Learning core.
     let mut engine = warm_engine();

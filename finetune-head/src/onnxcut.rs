@@ -305,12 +305,7 @@ mod tests {
     #[test]
     fn cut_graph_runs_and_equals_the_original_tensor() {
         use tract_onnx::prelude::*;
-        let m = decode(&testmodels::mobilenet(&MobileNetConfig {
-            resolution: 32,
-            width: 0.25,
-            embedding: 16,
-            ..Default::default()
-        }));
+        let m = decode(&testmodels::mobilenet(&MobileNetConfig::tiny()));
         let input: Vec<f32> = (0..3 * 32 * 32).map(|i| (i % 7) as f32 * 0.1).collect();
         let want =
             crate::convert::reference_embedding(&m, &[1, 3, 32, 32], "embedding", &input).unwrap();
