@@ -40,7 +40,7 @@ fn backbone(c: &mut Criterion) {
     Backbone::ort_init(library).unwrap_or_else(|e| panic!("{e}"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!("all cores: {cores} threads");
-    let dir = std::env::temp_dir().join(format!("edgetune-bench-{}", std::process::id()));
+    let dir = edgetune_testkit::dir("bench");
     for name in models::NAMES {
         let p = Prepared::new(name, &dir).unwrap();
         let (bundle, qbundle) = (&p.bundle, &p.int8_bundle);

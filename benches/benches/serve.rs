@@ -37,8 +37,8 @@ use edgetune::{Dims, Head, Learner, persist};
 use edgetune_device::engine::{Engine, EngineConfig};
 use edgetune_device::service::{Options, Service};
 use edgetune_device::state::{Origin, StateDir};
+use edgetune_testkit::testmodels::{self, MobileNetConfig};
 use finetune_head::convert::{Int8, convert};
-use finetune_head::testmodels::{self, MobileNetConfig};
 
 struct Counting;
 thread_local! {
@@ -90,8 +90,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn serve(c: &mut Criterion) {
-    let dir = std::env::temp_dir().join(format!("edgetune-bench-serve-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = edgetune_testkit::dir("bench-serve");
 
     // Learning core.
     let mut engine = warm_engine();

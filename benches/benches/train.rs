@@ -75,8 +75,7 @@ fn models() -> PathBuf {
 fn embed_bench(c: &mut Criterion) {
     let digits =
         finetune_head::data::read_csv(&models().join("digits/digits.csv.gz"), 1.0).unwrap();
-    let dir = std::env::temp_dir().join(format!("edgetune-bench-embed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = edgetune_testkit::dir("bench-embed");
     let mut items = Vec::new();
     for (i, x) in digits.x.iter().enumerate() {
         let px: Vec<u8> = x.iter().map(|v| (v * 255.0 / 16.0).round() as u8).collect();

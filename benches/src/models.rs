@@ -1,5 +1,5 @@
 //! The project's MobileNet- and ResNet-shaped test models at 224×224
-//! (`finetune_head::testmodels`), prepared the same way for the `backbone` bench and the
+//! (`edgetune_testkit::testmodels`), prepared the same way for the `backbone` bench and the
 //! `compare` command: a bundle for tract (f32, and int8 from `convert --quantize int8`
 //! calibrated on 20 test images), and for ONNX Runtime the original model cut at the same
 //! embedding and the same quantized ONNX graph, calibrated on the same 20 images.
@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use edgetune::bundle::{Bundle, Preprocess};
+use edgetune_testkit::testmodels::{self, MobileNetConfig, ResNetConfig};
 use finetune_head::convert::{self, Int8, Options};
-use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
 use finetune_head::{onnxcut, quantize};
 
 /// The test models' names, in the order the bench and the report show them.

@@ -35,8 +35,7 @@ const PROTOCOLS: [(&str, &[&str]); 8] = [
 ];
 
 fn quick_run() -> Results {
-    let dir = std::env::temp_dir().join(format!("edgetune-learning-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = edgetune_testkit::scratch("learning");
     let json = dir.join("learning.json");
     let out = Command::new(env!("CARGO_BIN_EXE_learning"))
         .args(["--quick", "--backbones", "gauss,uci-pixels,wine", "--json"])

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use edgetune::bundle::{ChannelOrder, Preprocess};
+use edgetune_testkit::testmodels::{self, MobileNetConfig, ResNetConfig};
 use finetune_head::convert::{Int8, Options, convert};
-use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
 
 fn main() -> Result<()> {
     let out = PathBuf::from(

@@ -7,7 +7,7 @@
 //! at 32 uses width 0.5 and a 32-value embedding, as in models/qdq.
 
 use anyhow::{Context, Result, bail};
-use finetune_head::testmodels::{self, BertConfig, MobileNetConfig, ResNetConfig};
+use edgetune_testkit::testmodels::{self, BertConfig, MobileNetConfig, ResNetConfig};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

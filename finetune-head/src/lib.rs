@@ -16,6 +16,5 @@ pub mod onnxcut;
 pub mod quantize;
 pub mod report;
 pub mod search;
-pub mod testmodels;
 pub mod train;
 pub mod utc;

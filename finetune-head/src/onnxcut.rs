@@ -7,7 +7,8 @@
 //! [`crate::detect::find_embedding`] finds.
 //!
 //! ```
-//! use finetune_head::{onnxcut, testmodels};
+//! use edgetune_testkit::testmodels;
+//! use finetune_head::onnxcut;
 //! use prost::Message;
 //! use tract_onnx::pb::ModelProto;
 //!
@@ -264,7 +265,7 @@ fn near(graph: &GraphProto, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testmodels::{self, Builder, MobileNetConfig, ResNetConfig};
+    use edgetune_testkit::testmodels::{self, Builder, MobileNetConfig, ResNetConfig};
 
     fn decode(bytes: &[u8]) -> ModelProto {
         ModelProto::decode(bytes).unwrap()
@@ -304,12 +305,7 @@ mod tests {
     #[test]
     fn cut_graph_runs_and_equals_the_original_tensor() {
         use tract_onnx::prelude::*;
-        let m = decode(&testmodels::mobilenet(&MobileNetConfig {
-            resolution: 32,
-            width: 0.25,
-            embedding: 16,
-            ..Default::default()
-        }));
+        let m = decode(&testmodels::mobilenet(&MobileNetConfig::tiny()));
         let input: Vec<f32> = (0..3 * 32 * 32).map(|i| (i % 7) as f32 * 0.1).collect();
         let want =
             crate::convert::reference_embedding(&m, &[1, 3, 32, 32], "embedding", &input).unwrap();

@@ -1,18 +1,13 @@
 //! `finetune-head convert --quantize int8 --calib DIR` through the command line: samples
 //! read from .npy files, the report on stdout, and option mistakes named on stderr.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use edgetune::bundle::{Bundle, Quantization};
 use edgetune::rng::Rng;
-use finetune_head::testmodels::{self, MobileNetConfig};
-
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edgetune-cli-convert-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use edgetune_testkit as testkit;
+use edgetune_testkit::testmodels::{self, MobileNetConfig};
 
 /// A little-endian f32 .npy file (format version 1.0) of `shape`.
 fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
@@ -47,9 +42,9 @@ fn int8_from_a_directory_of_npy_samples() {
         embedding: 32,
         ..Default::default()
     };
-    let model = dir().join("m.onnx");
+    let model = testkit::dir("cli-convert").join("m.onnx");
     testmodels::write(&model, &testmodels::mobilenet(&cfg)).unwrap();
-    let calib = dir().join("calib");
+    let calib = testkit::dir("cli-convert").join("calib");
     std::fs::create_dir_all(&calib).unwrap();
     let mut rng = Rng::new(4);
     for k in 0..6 {
@@ -58,7 +53,7 @@ fn int8_from_a_directory_of_npy_samples() {
             .collect();
         write_npy(&calib.join(format!("s{k}.npy")), &[1, 3, 32, 32], &x);
     }
-    let bundle = dir().join("m.bundle");
+    let bundle = testkit::dir("cli-convert").join("m.bundle");
     let m = model.to_str().unwrap();
     let o = run(&[
         "convert",
@@ -98,7 +93,7 @@ fn int8_from_a_directory_of_npy_samples() {
     // --calib alone (an f32 bundle): the embedding statistics of the samples, for the
     // device's learner.
     let c = calib.to_str().unwrap();
-    let f32_bundle = dir().join("f32.bundle");
+    let f32_bundle = testkit::dir("cli-convert").join("f32.bundle");
     let o = run(&[
         "convert",
         m,

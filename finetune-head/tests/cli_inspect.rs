@@ -5,25 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use edgetune_testkit as testkit;
+use edgetune_testkit::testmodels::{self, Builder, DataType, MobileNetConfig};
 use finetune_head::convert::{Options, convert};
-use finetune_head::testmodels::{self, Builder, DataType, MobileNetConfig};
 use prost::Message;
 use serde_json::{Value, json};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::pb::tensor_shape_proto::dimension;
 use tract_onnx::pb::type_proto;
-
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edgetune-cli-inspect-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn write(name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir().join(name);
-    testmodels::write(&p, bytes).unwrap();
-    p
-}
 
 fn cli(args: &[&str], path: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_finetune-head"))
@@ -49,13 +38,12 @@ fn json_of(path: &Path) -> Value {
 }
 
 fn mobilenet() -> PathBuf {
-    let cfg = MobileNetConfig {
-        resolution: 64,
-        width: 0.5,
-        embedding: 64,
-        ..Default::default()
-    };
-    write("mobilenet.onnx", &testmodels::mobilenet(&cfg))
+    let cfg = MobileNetConfig::small();
+    testkit::file(
+        "cli-inspect",
+        "mobilenet.onnx",
+        &testmodels::mobilenet(&cfg),
+    )
 }
 
 #[test]
@@ -92,7 +80,7 @@ fn inspect_prints_a_report_and_json() {
     };
     let (bundle, _) = convert(&model, &opts).unwrap();
     // The extension says nothing: inspect reads the content.
-    let path = dir().join("mobilenet.onnx.bak");
+    let path = testkit::dir("cli-inspect").join("mobilenet.onnx.bak");
     bundle.write(&path).unwrap();
     let text = stdout(&cli(&["inspect"], &path));
     assert!(text.contains("(edgetune bundle, format 1, "), "{text}");
@@ -111,7 +99,8 @@ fn inspect_prints_a_report_and_json() {
 
 #[test]
 fn inspect_fails_with_the_reason_on_stderr() {
-    let path = write(
+    let path = testkit::file(
+        "cli-inspect",
         "notes.txt",
         b"these are not the weights you are looking for\n",
     );
@@ -129,7 +118,10 @@ fn inspect_fails_with_the_reason_on_stderr() {
 
     let mut bundle = b"ETBUNDLE".to_vec();
     bundle.extend_from_slice(&1u16.to_le_bytes());
-    let o = cli(&["inspect", "--json"], &write("short.bundle", &bundle));
+    let o = cli(
+        &["inspect", "--json"],
+        &testkit::file("cli-inspect", "short.bundle", &bundle),
+    );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -161,7 +153,11 @@ fn symbolic_batch() -> Vec<u8> {
 
 #[test]
 fn a_symbolic_batch_is_shown_by_name_and_counted_as_one() {
-    let v = json_of(&write("symbolic.onnx", &symbolic_batch()));
+    let v = json_of(&testkit::file(
+        "cli-inspect",
+        "symbolic.onnx",
+        &symbolic_batch(),
+    ));
     assert_eq!(v["inputs"][0]["shape"], json!(["N", 3, 8, 8]));
     assert_eq!(v["outputs"][0]["shape"], json!(["N", 4]));
     // (8×8×8) outputs × 3 channels × 3×3, and 4 × 8 for the classifier.

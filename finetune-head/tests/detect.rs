@@ -2,10 +2,10 @@
 //! out of the graph must reproduce the model's own logits from its embedding.
 
 use edgetune::rng::Rng;
-use finetune_head::detect::{find_classifier, find_embedding};
-use finetune_head::testmodels::{
+use edgetune_testkit::testmodels::{
     self, BertConfig, Builder, DataType, MobileNetConfig, ResNetConfig,
 };
+use finetune_head::detect::{find_classifier, find_embedding};
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
@@ -60,19 +60,9 @@ fn check_cnn(bytes: &[u8], resolution: usize) {
 
 #[test]
 fn mobilenet_and_resnet_classifiers_are_found_and_reproduce_the_logits() {
-    let m = MobileNetConfig {
-        resolution: 64,
-        width: 0.5,
-        embedding: 64,
-        ..Default::default()
-    };
+    let m = MobileNetConfig::small();
     check_cnn(&testmodels::mobilenet(&m), 64);
-    let r = ResNetConfig {
-        resolution: 64,
-        stem: 16,
-        stages: vec![(16, 1), (32, 1)],
-        ..Default::default()
-    };
+    let r = ResNetConfig::small();
     check_cnn(&testmodels::resnet(&r), 64);
 }
 
@@ -109,12 +99,7 @@ fn a_model_without_a_classifier_says_so_and_names_the_override() {
 
 #[test]
 fn embedding_override_by_tensor_or_node_and_unknown_names() {
-    let m = testmodels::mobilenet(&MobileNetConfig {
-        resolution: 64,
-        width: 0.5,
-        embedding: 64,
-        ..Default::default()
-    });
+    let m = testmodels::mobilenet(&MobileNetConfig::small());
     let model = proto(&m);
     let by_tensor = find_embedding(&model, Some("embedding")).unwrap();
     assert_eq!(by_tensor.tensor, "embedding");

@@ -2,27 +2,23 @@
 //! for a seed, and expose what the converter needs (the `embedding` tensor, a wired mask).
 
 use edgetune::rng::Rng;
-use finetune_head::testmodels::{self, BertConfig, MobileNetConfig, ResNetConfig};
+use edgetune_testkit as testkit;
+use edgetune_testkit::testmodels::{self, BertConfig, MobileNetConfig, ResNetConfig};
 use tract_onnx::prelude::*;
 
 /// Small shapes keep the dev-profile tests fast.
 fn small_mobilenet(seed: u64) -> MobileNetConfig {
     MobileNetConfig {
-        resolution: 64,
-        width: 0.5,
-        embedding: 64,
         seed,
-        ..Default::default()
+        ..MobileNetConfig::small()
     }
 }
 
 fn small_resnet(seed: u64) -> ResNetConfig {
     ResNetConfig {
-        resolution: 64,
-        stem: 16,
         stages: vec![(16, 1), (32, 1), (64, 1)],
         seed,
-        ..Default::default()
+        ..ResNetConfig::small()
     }
 }
 
@@ -241,7 +237,7 @@ fn default_models_run_in_tract() -> TractResult<()> {
 
 #[test]
 fn write_creates_parent_directories() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("edgetune-testmodels-{}", std::process::id()));
+    let dir = testkit::scratch("testmodels");
     let path = dir.join("nested/model.onnx");
     let bytes = testmodels::bert(&BertConfig {
         layers: 1,

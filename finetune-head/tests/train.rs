@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use edgetune::bundle::{Bundle, Preprocess};
+use edgetune_testkit as testkit;
 use finetune_head::data::read_csv;
 use finetune_head::search::Method;
 use finetune_head::train::{self, Embedded, HeadConfig, Options, Prepared};
@@ -18,13 +19,6 @@ use image::GrayImage;
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("finetune-head-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn png(path: &Path, row: &[f32]) {
@@ -39,7 +33,7 @@ fn png(path: &Path, row: &[f32]) {
 fn shipped() -> &'static (PathBuf, PathBuf) {
     static DATA: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     DATA.get_or_init(|| {
-        let dir = scratch("shipped");
+        let dir = testkit::scratch("train-shipped");
         let digits = read_csv(&models().join("digits/digits.csv.gz"), 1.0).unwrap();
         let images = dir.join("digits");
         for (i, (x, &y)) in digits.x.iter().zip(&digits.y).enumerate() {
@@ -78,7 +72,7 @@ fn options(cache: &Path) -> Options {
 fn prepared() -> &'static Prepared {
     static P: OnceLock<Prepared> = OnceLock::new();
     P.get_or_init(|| {
-        let mut o = options(&scratch("prepared-cache"));
+        let mut o = options(&testkit::scratch("train-prepared-cache"));
         // A larger test split than the default: 0.5 pp is then about one sample.
         o.test = 0.3;
         let bundle = Bundle::read(&o.bundle).unwrap();
@@ -204,7 +198,7 @@ fn trained_head_is_as_good_as_a_reference_trainer_on_the_same_embeddings() {
 #[test]
 fn the_search_finds_at_least_the_default_on_validation() {
     let p = prepared();
-    let o = options(&scratch("search-cache"));
+    let o = options(&testkit::scratch("train-search-cache"));
     for method in [Method::Bayes, Method::Random, Method::Grid] {
         let (winner, s) = train::search(p, &o, method, 8).unwrap();
         let default = &s.trials[0];
@@ -232,7 +226,7 @@ fn the_search_finds_at_least_the_default_on_validation() {
 
 #[test]
 fn a_second_train_embeds_nothing() {
-    let cache = scratch("second-run-cache");
+    let cache = testkit::scratch("train-second-run-cache");
     let out = cache.join("out.bundle");
     let mut o = options(&cache);
     o.augment = finetune_head::augment::Augment::parse(&["crop".into(), "rotate".into()]).unwrap();
@@ -292,7 +286,7 @@ fn small_copy(dir: &Path, n: usize) {
 
 #[test]
 fn cli_train_and_eval_with_a_corrupt_image_and_duplicates() {
-    let dir = scratch("cli");
+    let dir = testkit::scratch("train-cli");
     let data = dir.join("data");
     small_copy(&data, 12);
     std::fs::write(data.join("5/corrupt.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
@@ -360,7 +354,7 @@ fn cli_train_and_eval_with_a_corrupt_image_and_duplicates() {
 
 #[test]
 fn bad_data_is_a_clear_error_and_writes_nothing() {
-    let dir = scratch("bad");
+    let dir = testkit::scratch("train-bad");
     let (bundle, _) = shipped();
     let b = bundle.to_str().unwrap();
     let out = dir.join("out.bundle");
@@ -459,7 +453,7 @@ fn bad_data_is_a_clear_error_and_writes_nothing() {
 
 #[test]
 fn a_features_only_bundle_trains_on_a_csv() {
-    let dir = scratch("features");
+    let dir = testkit::scratch("train-features");
     let bundle = dir.join("features.bundle");
     let (ok, _, stderr) = cli(&[
         "convert",

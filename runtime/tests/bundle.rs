@@ -5,7 +5,7 @@
 
 use std::error::Error as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crc::{CRC_32_ISO_HDLC, Crc};
 use edgetune::bundle::{
@@ -150,14 +150,6 @@ fn chain(e: &BundleError) -> String {
         source = inner.source();
     }
     s
-}
-
-/// A fresh, empty directory for one test.
-fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("edgetune-bundle-{test}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn dir_entries(dir: &Path) -> Vec<String> {
@@ -912,7 +904,7 @@ fn heads_must_fit_the_manifest() {
 
 #[test]
 fn write_replaces_atomically_and_leaves_no_temporary_files() {
-    let dir = scratch_dir("write");
+    let dir = edgetune_testkit::scratch("bundle-write");
     let path = dir.join("model.etb");
     let first = features_bundle();
     first.write(&path).unwrap();
@@ -952,7 +944,7 @@ fn write_replaces_atomically_and_leaves_no_temporary_files() {
 
 #[test]
 fn read_errors_name_the_path() {
-    let dir = scratch_dir("read");
+    let dir = edgetune_testkit::scratch("bundle-read");
     let missing = dir.join("no-such.etb");
     let err = Bundle::read(&missing).unwrap_err();
     assert!(

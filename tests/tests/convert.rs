@@ -8,49 +8,15 @@ use edgetune::backbone::Backbone;
 use edgetune::bundle::{Bundle, ChannelOrder, Preprocess};
 use edgetune::persist;
 use edgetune::rng::Rng;
+use edgetune_testkit::testmodels::{BertConfig, MobileNetConfig, ResNetConfig};
+use edgetune_testkit::{self as testkit, testmodels};
 use finetune_head::convert::{Options, convert};
-use finetune_head::testmodels::{self, BertConfig, MobileNetConfig, ResNetConfig};
 use tract_onnx::prelude::*;
-
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edgetune-convert-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn write(name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir().join(name);
-    testmodels::write(&p, bytes).unwrap();
-    p
-}
-
-/// The original model's logits on a preprocessed input, from tract-onnx.
-fn onnx_logits(path: &PathBuf, input: &[f32], shape: &[usize]) -> Vec<f32> {
-    let mut m = tract_onnx::onnx().model_for_path(path).unwrap();
-    m.set_input_fact(0, f32::fact(shape).into()).unwrap();
-    let plan = m.into_optimized().unwrap().into_runnable().unwrap();
-    let out = plan
-        .run(tvec![
-            Tensor::from_shape(shape, input).unwrap().into_tvalue()
-        ])
-        .unwrap();
-    out[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
-}
 
 #[test]
 fn mobilenet_bundle_embeds_like_onnx_and_keeps_its_classifier() {
-    let cfg = MobileNetConfig {
-        resolution: 64,
-        width: 0.5,
-        embedding: 64,
-        ..Default::default()
-    };
-    let model = write("mobilenet.onnx", &testmodels::mobilenet(&cfg));
+    let cfg = MobileNetConfig::small();
+    let model = testkit::file("convert", "mobilenet.onnx", &testmodels::mobilenet(&cfg));
     let opts = Options {
         preprocess: Preprocess::imagenet(),
         keep_head: true,
@@ -69,7 +35,7 @@ fn mobilenet_bundle_embeds_like_onnx_and_keeps_its_classifier() {
     );
 
     // The file a device receives.
-    let path = dir().join("mobilenet.bundle");
+    let path = testkit::dir("convert").join("mobilenet.bundle");
     bundle.write(&path).unwrap();
     let bundle = Bundle::read(&path).unwrap();
     assert_eq!(bundle.manifest.classes.len(), 10);
@@ -104,7 +70,7 @@ fn mobilenet_bundle_embeds_like_onnx_and_keeps_its_classifier() {
                     / Preprocess::imagenet().std[i / 4096]
             })
             .collect();
-        let want = onnx_logits(&model, &pre, &shape);
+        let want = testmodels::run(&model, tvec![Tensor::from_shape(&shape, &pre).unwrap()]);
         for (a, b) in logits.iter().zip(&want) {
             assert!(
                 (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
@@ -116,13 +82,8 @@ fn mobilenet_bundle_embeds_like_onnx_and_keeps_its_classifier() {
 
 #[test]
 fn resnet_converts_with_bgr_preprocessing() {
-    let cfg = ResNetConfig {
-        resolution: 64,
-        stem: 16,
-        stages: vec![(16, 1), (32, 1)],
-        ..Default::default()
-    };
-    let model = write("resnet.onnx", &testmodels::resnet(&cfg));
+    let cfg = ResNetConfig::small();
+    let model = testkit::file("convert", "resnet.onnx", &testmodels::resnet(&cfg));
     let opts = Options {
         preprocess: Preprocess {
             channel_order: ChannelOrder::Bgr,
@@ -143,7 +104,11 @@ fn resnet_converts_with_bgr_preprocessing() {
 #[test]
 fn bad_models_and_options_are_clear_errors() {
     let err = |path: &PathBuf, opts: &Options| format!("{:#}", convert(path, opts).unwrap_err());
-    let bert = write("bert.onnx", &testmodels::bert(&BertConfig::default()));
+    let bert = testkit::file(
+        "convert",
+        "bert.onnx",
+        &testmodels::bert(&BertConfig::default()),
+    );
     let e = err(&bert, &Options::default());
     assert!(
         e.contains("no classifier found") && e.contains("--embedding"),
@@ -151,13 +116,8 @@ fn bad_models_and_options_are_clear_errors() {
     );
     // (With --embedding the text encoder converts: tests/text.rs.)
 
-    let cfg = MobileNetConfig {
-        resolution: 64,
-        width: 0.5,
-        embedding: 64,
-        ..Default::default()
-    };
-    let m = write("m.onnx", &testmodels::mobilenet(&cfg));
+    let cfg = MobileNetConfig::small();
+    let m = testkit::file("convert", "m.onnx", &testmodels::mobilenet(&cfg));
     let e = err(
         &m,
         &Options {
@@ -194,10 +154,17 @@ fn bad_models_and_options_are_clear_errors() {
         "names the shape it could not type: {e}"
     );
 
-    let junk = write("junk.onnx", b"definitely not protobuf \xff\xff\xff");
+    let junk = testkit::file(
+        "convert",
+        "junk.onnx",
+        b"definitely not protobuf \xff\xff\xff",
+    );
     let e = err(&junk, &Options::default());
     assert!(e.contains("not an ONNX model"), "{e}");
-    let e = err(&dir().join("missing.onnx"), &Options::default());
+    let e = err(
+        &testkit::dir("convert").join("missing.onnx"),
+        &Options::default(),
+    );
     assert!(
         e.contains("cannot read") && e.contains("missing.onnx"),
         "{e}"

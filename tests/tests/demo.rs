@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use edgetune_testkit as testkit;
 use finetune_head::demo::{Options, run};
 
 fn workdir(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("edgetune-demo-{}-{name}", std::process::id()))
+    testkit::scratch(&format!("demo-{name}"))
 }
 
 fn options(name: &str) -> Options {

@@ -4,35 +4,19 @@
 //! clear errors. The JSON form and the command line are tested in
 //! `finetune-head/tests/cli_inspect.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use edgetune::bundle::{Bundle, BundleError, Quantization};
 use edgetune::rng::Rng;
+use edgetune_testkit as testkit;
+use edgetune_testkit::testmodels::{self, Attr, BertConfig, Builder, DataType, MobileNetConfig};
 use finetune_head::convert::{Options, convert};
 use finetune_head::inspect::{Dim, Report, TensorInfo, inspect};
-use finetune_head::testmodels::{self, Attr, BertConfig, Builder, DataType, MobileNetConfig};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edgetune-inspect-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn write(name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir().join(name);
-    testmodels::write(&p, bytes).unwrap();
-    p
-}
-
 fn mobilenet() -> Vec<u8> {
-    testmodels::mobilenet(&MobileNetConfig {
-        resolution: 64,
-        width: 0.5,
-        embedding: 64,
-        ..Default::default()
-    })
+    testmodels::mobilenet(&MobileNetConfig::small())
 }
 
 fn onnx(report: Report) -> finetune_head::inspect::OnnxReport {
@@ -73,7 +57,7 @@ fn error_of(path: &Path) -> (String, Option<String>) {
 #[test]
 fn mobilenet_report_matches_the_model() {
     let bytes = mobilenet();
-    let path = write("mobilenet.onnx", &bytes);
+    let path = testkit::file("inspect", "mobilenet.onnx", &bytes);
     let r = onnx(inspect(&path).unwrap());
     println!("{r}");
 
@@ -151,7 +135,7 @@ fn tiny() -> Vec<u8> {
 
 #[test]
 fn macs_of_a_tiny_model_match_a_hand_count() {
-    let r = onnx(inspect(&write("tiny.onnx", &tiny())).unwrap());
+    let r = onnx(inspect(&testkit::file("inspect", "tiny.onnx", &tiny())).unwrap());
     println!("{r}");
     // Output elements × (input channels / group) × kernel surface, and rows × columns.
     let conv = (8 * 8 * 8) * 3 * 9; // 13,824
@@ -170,14 +154,14 @@ fn macs_of_a_tiny_model_match_a_hand_count() {
 #[test]
 fn bundle_report_matches_the_conversion() {
     let bytes = mobilenet();
-    let model = write("mobilenet-b.onnx", &bytes);
+    let model = testkit::file("inspect", "mobilenet-b.onnx", &bytes);
     let onnx_macs = onnx(inspect(&model).unwrap()).graph.macs.unwrap();
     let opts = Options {
         keep_head: true,
         ..Default::default()
     };
     let (b, _) = convert(&model, &opts).unwrap();
-    let path = dir().join("mobilenet.bundle");
+    let path = testkit::dir("inspect").join("mobilenet.bundle");
     b.write(&path).unwrap();
     let r = bundle(inspect(&path).unwrap());
     println!("{r}");
@@ -223,7 +207,7 @@ fn bundle_report_matches_the_conversion() {
 
     // Without a head.
     let (b, _) = convert(&model, &Options::default()).unwrap();
-    let path = dir().join("mobilenet-nohead.bundle");
+    let path = testkit::dir("inspect").join("mobilenet-nohead.bundle");
     b.write(&path).unwrap();
     let r = bundle(inspect(&path).unwrap());
     assert!(r.head.is_none());
@@ -248,7 +232,7 @@ fn a_head_with_learner_state_reports_its_steps() {
     let provenance = edgetune::bundle::Provenance::new("synthetic", "inspect test");
     let mut b = Bundle::features_only(8, ["a", "b"], provenance);
     b.head = Some(persist::encode_to_vec(&head, Some(&learner)).unwrap());
-    let path = dir().join("features.bundle");
+    let path = testkit::dir("inspect").join("features.bundle");
     b.write(&path).unwrap();
     let r = bundle(inspect(&path).unwrap());
     println!("{r}");
@@ -265,7 +249,8 @@ fn a_head_with_learner_state_reports_its_steps() {
 fn models_without_a_classifier_are_still_inspected() {
     // A text encoder: two i64 inputs, per-token output, no classifier.
     let r = onnx(
-        inspect(&write(
+        inspect(&testkit::file(
+            "inspect",
             "bert.onnx",
             &testmodels::bert(&BertConfig::default()),
         ))
@@ -299,7 +284,7 @@ fn qdq_models_are_reported_as_quantized() {
     let y = g.conv("conv", &dq, 3, 4, 3, 1);
     let y = g.node("Flatten", "flat", &[&y], &[("axis", Attr::Int(1))]);
     g.output(&y, "y", DataType::Float, &[1, 256]);
-    let r = onnx(inspect(&write("qdq.onnx", &g.finish())).unwrap());
+    let r = onnx(inspect(&testkit::file("inspect", "qdq.onnx", &g.finish())).unwrap());
     println!("{r}");
     assert_eq!(
         r.quantization.state,
@@ -313,7 +298,7 @@ fn qdq_models_are_reported_as_quantized() {
 fn files_that_are_neither_give_clear_errors() {
     let mut rng = Rng::new(7);
     let noise: Vec<u8> = (0..4096).map(|_| (rng.unit() * 256.0) as u8).collect();
-    let path = write("noise.bin", &noise);
+    let path = testkit::file("inspect", "noise.bin", &noise);
     let (msg, _) = error_of(&path);
     assert!(
         msg.contains("noise.bin")
@@ -322,10 +307,10 @@ fn files_that_are_neither_give_clear_errors() {
         "{msg}"
     );
 
-    let (msg, _) = error_of(&write("empty.onnx", &[]));
+    let (msg, _) = error_of(&testkit::file("inspect", "empty.onnx", &[]));
     assert!(msg.contains("empty.onnx") && msg.contains("empty"), "{msg}");
 
-    let (msg, _) = error_of(&dir().join("missing.onnx"));
+    let (msg, _) = error_of(&testkit::dir("inspect").join("missing.onnx"));
     assert!(
         msg.contains("cannot read") && msg.contains("missing.onnx"),
         "{msg}"
@@ -333,11 +318,15 @@ fn files_that_are_neither_give_clear_errors() {
 
     // A bundle cut short, one with a flipped bit, and the magic followed by garbage:
     // the bundle's own errors, never a panic.
-    let model = write("mobilenet-e.onnx", &mobilenet());
+    let model = testkit::file("inspect", "mobilenet-e.onnx", &mobilenet());
     let (b, _) = convert(&model, &Options::default()).unwrap();
     let good = b.to_bytes().unwrap();
 
-    let (msg, e) = error_of(&write("truncated.bundle", &good[..good.len() / 2]));
+    let (msg, e) = error_of(&testkit::file(
+        "inspect",
+        "truncated.bundle",
+        &good[..good.len() / 2],
+    ));
     assert!(
         msg.contains("invalid bundle")
             && msg.contains("truncated.bundle")
@@ -348,12 +337,12 @@ fn files_that_are_neither_give_clear_errors() {
 
     let mut flipped = good.clone();
     flipped[good.len() / 3] ^= 0x20;
-    let (msg, _) = error_of(&write("flipped.bundle", &flipped));
+    let (msg, _) = error_of(&testkit::file("inspect", "flipped.bundle", &flipped));
     assert!(msg.contains("checksum mismatch"), "{msg}");
 
     let mut garbage = b"ETBUNDLE".to_vec();
     garbage.extend(&noise[..1000]);
-    let (msg, e) = error_of(&write("garbage.bundle", &garbage));
+    let (msg, e) = error_of(&testkit::file("inspect", "garbage.bundle", &garbage));
     // Garbage where the version goes reads as a version this build does not know.
     assert!(
         msg.contains("invalid bundle")
@@ -364,10 +353,10 @@ fn files_that_are_neither_give_clear_errors() {
     assert!(e.is_some_and(|e| e.starts_with("UnsupportedVersion")));
     // With a valid version the same garbage fails on its checksum.
     garbage[8..10].copy_from_slice(&1u16.to_le_bytes());
-    let (msg, _) = error_of(&write("garbage1.bundle", &garbage));
+    let (msg, _) = error_of(&testkit::file("inspect", "garbage1.bundle", &garbage));
     assert!(msg.contains("checksum mismatch"), "{msg}");
 
     // Shorter than the magic but starting like it: a truncated bundle.
-    let (msg, _) = error_of(&write("short.bundle", b"ETBU"));
+    let (msg, _) = error_of(&testkit::file("inspect", "short.bundle", b"ETBU"));
     assert!(msg.contains("truncated"), "{msg}");
 }

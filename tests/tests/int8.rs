@@ -5,26 +5,14 @@ use std::path::PathBuf;
 
 use edgetune::backbone::Backbone;
 use edgetune::bundle::{Bundle, Preprocess, Quantization};
+use edgetune_testkit as testkit;
+use edgetune_testkit::testmodels::{self, MobileNetConfig, ResNetConfig};
 use finetune_head::convert::{Int8, Options, convert};
-use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
-
-fn write(name: &str, bytes: &[u8]) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edgetune-int8-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let p = d.join(name);
-    testmodels::write(&p, bytes).unwrap();
-    p
-}
 
 #[test]
 fn mobilenet_int8_is_small_and_close_to_f32() {
-    let cfg = MobileNetConfig {
-        resolution: 64,
-        width: 0.5,
-        embedding: 64,
-        ..Default::default()
-    };
-    let model = write("mobilenet.onnx", &testmodels::mobilenet(&cfg));
+    let cfg = MobileNetConfig::small();
+    let model = testkit::file("int8", "mobilenet.onnx", &testmodels::mobilenet(&cfg));
     let samples = testmodels::images(20, 64, 3);
     let opts = Options {
         preprocess: Preprocess::imagenet(),
@@ -86,13 +74,8 @@ fn mobilenet_int8_is_small_and_close_to_f32() {
 
 #[test]
 fn resnet_int8_quantizes_its_3x3_convolutions() {
-    let cfg = ResNetConfig {
-        resolution: 64,
-        stem: 16,
-        stages: vec![(16, 1), (32, 1)],
-        ..Default::default()
-    };
-    let model = write("resnet.onnx", &testmodels::resnet(&cfg));
+    let cfg = ResNetConfig::small();
+    let model = testkit::file("int8", "resnet.onnx", &testmodels::resnet(&cfg));
     let opts = Options {
         preprocess: Preprocess::imagenet(),
         int8: Some(Int8::Samples(testmodels::images(10, 64, 5))),
@@ -109,13 +92,8 @@ fn resnet_int8_quantizes_its_3x3_convolutions() {
 
 #[test]
 fn int8_needs_usable_samples() {
-    let cfg = MobileNetConfig {
-        resolution: 32,
-        width: 0.25,
-        embedding: 16,
-        ..Default::default()
-    };
-    let model = write("small.onnx", &testmodels::mobilenet(&cfg));
+    let cfg = MobileNetConfig::tiny();
+    let model = testkit::file("int8", "small.onnx", &testmodels::mobilenet(&cfg));
     let err = |samples: Vec<Vec<f32>>| {
         let opts = Options {
             int8: Some(Int8::Samples(samples)),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use edgetune::backbone::{Backbone, BackboneError};
 use edgetune::bundle::{Manifest, Provenance};
-use finetune_head::testmodels::{self, Builder, DataType};
+use edgetune_testkit as testkit;
+use edgetune_testkit::testmodels::{Builder, DataType};
 
 #[test]
 fn missing_or_bad_library_is_a_clear_error_and_a_good_one_still_loads() {
@@ -41,8 +42,7 @@ fn missing_or_bad_library_is_a_clear_error_and_a_good_one_still_loads() {
     }
 
     // A file that is not a library.
-    let junk = std::env::temp_dir().join(format!("edgetune-not-ort-{}.so", std::process::id()));
-    testmodels::write(&junk, b"not a shared library").unwrap();
+    let junk = testkit::file("not-ort", "libonnxruntime.so", b"not a shared library");
     let e = Backbone::ort_init(&junk).unwrap_err();
     let text = e.to_string();
     println!("{text}");

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use edgetune::backbone::{Backbone, BackboneError, OrtOptions};
 use edgetune::bundle::{Bundle, Preprocess};
 use edgetune::rng::Rng;
+use edgetune_testkit as testkit;
+use edgetune_testkit::testmodels::{self, MobileNetConfig, ResNetConfig};
 use finetune_head::convert::{Options, convert};
 use finetune_head::onnxcut;
-use finetune_head::testmodels::{self, MobileNetConfig, ResNetConfig};
 
 /// Loads ONNX Runtime once for this test binary (later calls do nothing).
 fn init_ort() {
@@ -34,9 +35,7 @@ fn init_ort() {
 
 /// The model converted to a bundle, and the original cut at the bundle's embedding.
 fn bundle_and_cut(name: &str, onnx: &[u8]) -> (Bundle, Vec<u8>) {
-    let dir = std::env::temp_dir().join(format!("edgetune-ort-parity-{}", std::process::id()));
-    let path = dir.join(format!("{name}.onnx"));
-    testmodels::write(&path, onnx).unwrap();
+    let path = testkit::file("ort-parity", format!("{name}.onnx"), onnx);
     let opts = Options {
         preprocess: Preprocess::imagenet(),
         ..Default::default()
@@ -84,12 +83,7 @@ fn parity(name: &str, onnx: &[u8]) -> f32 {
 
 #[test]
 fn mobilenet_embeddings_match_tract() {
-    let onnx = testmodels::mobilenet(&MobileNetConfig {
-        resolution: 64,
-        width: 0.5,
-        embedding: 64,
-        ..Default::default()
-    });
+    let onnx = testmodels::mobilenet(&MobileNetConfig::small());
     let d = parity("mobilenet", &onnx);
     assert!(d <= 1e-4, "mobilenet: max |tract - onnxruntime| = {d:e}");
 }
@@ -97,10 +91,8 @@ fn mobilenet_embeddings_match_tract() {
 #[test]
 fn resnet_embeddings_match_tract() {
     let onnx = testmodels::resnet(&ResNetConfig {
-        resolution: 64,
-        stem: 16,
         stages: vec![(16, 1), (32, 1), (64, 1)],
-        ..Default::default()
+        ..ResNetConfig::small()
     });
     let d = parity("resnet", &onnx);
     assert!(d <= 1e-4, "resnet: max |tract - onnxruntime| = {d:e}");
@@ -109,12 +101,7 @@ fn resnet_embeddings_match_tract() {
 #[test]
 fn clones_share_the_session_across_threads() {
     init_ort();
-    let onnx = testmodels::mobilenet(&MobileNetConfig {
-        resolution: 32,
-        width: 0.25,
-        embedding: 16,
-        ..Default::default()
-    });
+    let onnx = testmodels::mobilenet(&MobileNetConfig::tiny());
     let (bundle, cut) = bundle_and_cut("mobilenet-small", &onnx);
     let options = OrtOptions::default().intra_threads(2).optimize(false);
     let ort = Backbone::from_onnx_with(&cut, &bundle.manifest, &options).unwrap();
@@ -139,12 +126,7 @@ fn clones_share_the_session_across_threads() {
 #[test]
 fn bad_graphs_and_inputs_are_clear_errors() {
     init_ort();
-    let onnx = testmodels::mobilenet(&MobileNetConfig {
-        resolution: 32,
-        width: 0.25,
-        embedding: 16,
-        ..Default::default()
-    });
+    let onnx = testmodels::mobilenet(&MobileNetConfig::tiny());
     let (bundle, _) = bundle_and_cut("mobilenet-errors", &onnx);
 
     let e = Backbone::from_onnx(b"not an onnx model", &bundle.manifest).unwrap_err();

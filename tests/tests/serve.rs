@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use edgetune::bundle::Preprocess;
+use edgetune_testkit as testkit;
 use finetune_head::data::read_csv;
 use image::GrayImage;
 use serde_json::{Value, json};
@@ -88,8 +89,7 @@ impl Serve {
 
 #[test]
 fn a_device_learns_a_new_digit_from_labels_and_keeps_it_across_a_restart() {
-    let dir = std::env::temp_dir().join(format!("edgetune-serve-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = testkit::scratch("serve-e2e");
     // Digits as PNG files: 5–8 for the host's training set, 9 for the device.
     let digits = read_csv(&models().join("digits/digits.csv.gz"), 1.0).unwrap();
     // Every fifth image is held out to test the device; the other nines are labeled

@@ -2,45 +2,33 @@
 //! bundle whose backbone takes token ids, pads them, builds the mask and pools the
 //! sequence output into one embedding, as the original graph would.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use edgetune::backbone::{Backbone, pool};
 use edgetune::bundle::{Bundle, Layout, Pooling};
+use edgetune_testkit as testkit;
+use edgetune_testkit::testmodels::{self, BertConfig, Builder, DataType};
 use finetune_head::convert::{Options, convert};
-use finetune_head::testmodels::{self, BertConfig, Builder, DataType};
 use tract_onnx::prelude::*;
 
-fn write(name: &str, bytes: &[u8]) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edgetune-text-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let p = d.join(name);
-    testmodels::write(&p, bytes).unwrap();
-    p
-}
-
 /// tract's run of the original model on `ids` padded with 0 to 16, and the mask.
-fn hidden_states(path: &PathBuf, ids: &[i64]) -> Vec<f32> {
-    let model = tract_onnx::onnx().model_for_path(path).unwrap();
-    let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+fn hidden_states(path: &Path, ids: &[i64]) -> Vec<f32> {
     let padded: Vec<i64> = (0..16).map(|p| ids.get(p).copied().unwrap_or(0)).collect();
     let mask: Vec<i64> = (0..16).map(|p| i64::from(p < ids.len())).collect();
-    let out = plan
-        .run(tvec![
-            Tensor::from_shape(&[1, 16], &padded).unwrap().into_tvalue(),
-            Tensor::from_shape(&[1, 16], &mask).unwrap().into_tvalue(),
-        ])
-        .unwrap();
-    out[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
+    let inputs = tvec![
+        Tensor::from_shape(&[1, 16], &padded).unwrap(),
+        Tensor::from_shape(&[1, 16], &mask).unwrap(),
+    ];
+    testmodels::run(path, inputs)
 }
 
 #[test]
 fn bert_bundle_pools_like_the_original_graph() {
-    let model = write("bert.onnx", &testmodels::bert(&BertConfig::default()));
+    let model = testkit::file(
+        "text",
+        "bert.onnx",
+        &testmodels::bert(&BertConfig::default()),
+    );
     for pooling in [Pooling::MeanOverMask, Pooling::Cls] {
         let opts = Options {
             embedding: Some("last_hidden_state".into()),
@@ -108,7 +96,7 @@ fn mean_pooling_ignores_padding() {
 
 #[test]
 fn text_options_and_unknown_inputs_are_clear_errors() {
-    let bert = write("b.onnx", &testmodels::bert(&BertConfig::default()));
+    let bert = testkit::file("text", "b.onnx", &testmodels::bert(&BertConfig::default()));
     let err = |opts: Options| format!("{:#}", convert(&bert, &opts).unwrap_err());
     let e = err(Options {
         embedding: Some("last_hidden_state".into()),
@@ -133,7 +121,7 @@ fn text_options_and_unknown_inputs_are_clear_errors() {
     let s = g.add("sum", &a, &b);
     let y = g.gemm("classifier", &s, 8, 3);
     g.output(&y, "logits", DataType::Float, &[1, 3]);
-    let two = write("two.onnx", &g.finish());
+    let two = testkit::file("text", "two.onnx", &g.finish());
     let e = format!("{:#}", convert(&two, &Options::default()).unwrap_err());
     assert!(e.contains("2 inputs (image, metadata)"), "{e}");
 }

@@ -2,14 +2,13 @@
 //! the caller's, and a clear error for zero threads.
 
 use edgetune::backbone::Backbone;
+use edgetune_testkit as testkit;
+use edgetune_testkit::testmodels::{self, ResNetConfig};
 use finetune_head::convert::{Options, convert};
-use finetune_head::testmodels::{self, ResNetConfig};
 
 #[test]
 fn two_threads_embed_like_one() {
-    let d = std::env::temp_dir().join(format!("edgetune-threads-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let model = d.join("resnet.onnx");
+    let model = testkit::dir("threads").join("resnet.onnx");
     let cfg = ResNetConfig {
         resolution: 64,
         stem: 16,
