@@ -3,25 +3,28 @@
 use anyhow::Result;
 use edgetune::Head;
 
-/// Embeddings with class indices.
-#[derive(Debug, Clone, Default)]
-pub struct Embedded {
-    /// One embedding per sample.
-    pub x: Vec<Vec<f32>>,
-    /// Class index per sample.
-    pub y: Vec<usize>,
-}
+use crate::data::Dataset;
 
-impl Embedded {
-    /// Samples.
-    pub fn len(&self) -> usize {
-        self.x.len()
-    }
+/// Embeddings with class indices: a [`Dataset`] whose features are a backbone's
+/// embeddings.
+pub type Embedded = Dataset;
 
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.x.is_empty()
+/// `n` samples of three classes in turn (0, 1, 2, 0, …), each drawn by `sample` for its
+/// class from one generator seeded with `seed`: the synthetic sets of the unit tests.
+#[cfg(test)]
+pub(crate) fn three_classes(
+    n: usize,
+    seed: u64,
+    mut sample: impl FnMut(usize, &mut edgetune::rng::Rng) -> Vec<f32>,
+) -> Embedded {
+    let mut rng = edgetune::rng::Rng::new(seed);
+    let mut d = Embedded::default();
+    for i in 0..n {
+        let c = i % 3;
+        d.x.push(sample(c, &mut rng));
+        d.y.push(c);
     }
+    d
 }
 
 /// Accuracy and mean cross-entropy (of the true class) of `head` on `data`.

@@ -34,6 +34,8 @@ mod space;
 
 pub use bundle::{GUARD_EXEMPLARS, REPLAY_EXEMPLARS, embedding_stats, exemplars, write};
 pub use config::{HeadChoice, HeadConfig, LossChoice, OptimizerChoice, ScheduleChoice};
+#[cfg(test)]
+pub(crate) use embedded::three_classes;
 pub use embedded::{Embedded, predictions, score};
 pub use fit::{Fitted, fit, fit_with};
 pub use prepare::{MAX_COPIES, Options, Prepared, prepare};

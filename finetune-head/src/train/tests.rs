@@ -1,21 +1,13 @@
-use edgetune::rng::Rng;
-
 use super::scaling::Scaling;
 use super::*;
 
 fn blobs(n: usize, seed: u64) -> Embedded {
-    let mut rng = Rng::new(seed);
-    let mut d = Embedded::default();
-    for i in 0..n {
-        let c = i % 3;
-        // Overlapping clusters: the validation loss has a minimum to stop at.
-        let x: Vec<f32> = (0..8)
+    // Overlapping clusters: the validation loss has a minimum to stop at.
+    three_classes(n, seed, |c, rng| {
+        (0..8)
             .map(|j| if j == c { 1.0 } else { 0.0 } + rng.uniform(-1.0, 1.0))
-            .collect();
-        d.x.push(x);
-        d.y.push(c);
-    }
-    d
+            .collect()
+    })
 }
 
 #[test]
