@@ -182,27 +182,20 @@ pub fn choose(fitted: &Fitted, closed: Option<ClosedForm>) -> (Head<Vec<f32>>, H
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::{HeadConfig, fit as fit_gradient};
-    use edgetune::rng::Rng;
+    use crate::train::{HeadConfig, fit as fit_gradient, three_classes};
 
     /// Three classes whose means differ along a direction the shared, strongly
     /// correlated noise hides: what LDA models exactly and a few epochs do not.
     fn correlated(n: usize, seed: u64) -> Embedded {
-        let mut rng = Rng::new(seed);
-        let mut d = Embedded::default();
-        for i in 0..n {
-            let c = i % 3;
+        three_classes(n, seed, |c, rng| {
             let common = 3.0 * rng.uniform(-1.0, 1.0);
-            let x = (0..6)
+            (0..6)
                 .map(|j| {
                     let signal = if j == c { 0.4 } else { 0.0 };
                     signal + common + 0.5 * rng.uniform(-1.0, 1.0)
                 })
-                .collect();
-            d.x.push(x);
-            d.y.push(c);
-        }
-        d
+                .collect()
+        })
     }
 
     fn stats(train: &Embedded) -> Stats {

@@ -1,11 +1,11 @@
 //! Labeled feature data: loading CSV files (plain or gzipped) and stratified splits.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use edgetune::rng::Rng;
+
+use crate::csv;
 
 /// Feature vectors with class indices.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -76,22 +76,11 @@ impl Dataset {
 /// width, a value that is not a finite number, or a label that is not a non-negative
 /// integer is an error naming the file and line.
 pub fn read_csv(path: &Path, scale: f32) -> Result<Dataset> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
     let mut data = Dataset::default();
-    for (n, line) in BufReader::new(reader).lines().enumerate() {
-        let line =
-            line.with_context(|| format!("{}: cannot read line {}", path.display(), n + 1))?;
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let at = || format!("{}:{}", path.display(), n + 1);
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+    for line in csv::lines(path)? {
+        let (n, line) = line?;
+        let at = || format!("{}:{n}", path.display());
+        let fields = csv::fields(&line, false);
         ensure!(
             fields.len() >= 2,
             "{}: a row needs at least one feature and a label",

@@ -153,6 +153,28 @@ fn write_split(dir: &Path, split: &str, data: &Dataset, ids: &[usize]) -> Result
 
 /// Runs the demo.
 pub fn run(opts: &Options) -> Result<Report> {
+    let data = write_data(opts)?;
+    let host = on_the_host(opts, &data)?;
+    on_the_device(opts, &data, host)
+}
+
+/// The digits, split: the host's as images on disk, the new ones kept for the device.
+struct Data {
+    /// `train/`, `val/` and `test/` images of the host's digits.
+    images: PathBuf,
+    /// Calibration images (training images of the host's digits).
+    calib: PathBuf,
+    /// The host's test digits, for the device's accuracy.
+    host_test: Dataset,
+    /// The new digits the device's user labels from.
+    new_pool: Dataset,
+    /// The new digits' test samples.
+    new_test: Dataset,
+}
+
+/// Reads the digits, splits them (host digits into train/val/test, new ones into a
+/// labeling pool and a test set) and writes the host's images and the calibration ones.
+fn write_data(opts: &Options) -> Result<Data> {
     let digits = read_csv(&opts.data, 1.0).context("loading the demo data")?;
     ensure!(
         digits.dim() == 64,
@@ -204,7 +226,33 @@ pub fn run(opts: &Options) -> Result<Report> {
     for (i, x) in host_train.x.iter().take(100).enumerate() {
         write_png(&calib.join(format!("{i:03}.png")), x)?;
     }
+    Ok(Data {
+        images,
+        calib,
+        host_test,
+        new_pool,
+        new_test,
+    })
+}
 
+/// What the host side made and measured.
+struct Host {
+    /// Bytes of the f32 and the int8 backbone.
+    backbone_bytes: (usize, usize),
+    /// Mean cosine of int8 to f32 embeddings.
+    int8_cosine: f32,
+    /// The training report.
+    train: TrainReport,
+    /// The trained bundle.
+    bundle: PathBuf,
+    /// `eval` on the test images.
+    eval: EvalReport,
+}
+
+/// Steps 1–3 on the host: convert and quantize, train the head for the host's digits,
+/// evaluate it on the test images.
+fn on_the_host(opts: &Options, data: &Data) -> Result<Host> {
+    let work = &opts.workdir;
     // 1. convert + quantize.
     let copts = convert::Options {
         preprocess: Preprocess {
@@ -212,7 +260,7 @@ pub fn run(opts: &Options) -> Result<Report> {
             ..Preprocess::default()
         },
         int8: Some(convert::Int8::Dir {
-            path: calib,
+            path: data.calib.clone(),
             count: None,
         }),
         ..convert::Options::default()
@@ -223,7 +271,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     let int8 = creport.int8.as_ref().context("the int8 report")?;
 
     // 2. train the head for 5–9.
-    let mut topts = train::Options::new(&converted, &images);
+    let mut topts = train::Options::new(&converted, &data.images);
     topts.cache = Some(work.join("cache"));
     topts.threads = opts.threads;
     topts.seed = opts.seed;
@@ -234,66 +282,70 @@ pub fn run(opts: &Options) -> Result<Report> {
     train::write(&tbundle, &treport, &trained)?;
 
     // 3. eval on the test images.
-    let mut eopts = crate::eval::Options::new(&trained, &images);
+    let mut eopts = crate::eval::Options::new(&trained, &data.images);
     eopts.cache = Some(work.join("cache"));
     eopts.threads = opts.threads;
     eopts.progress = opts.progress;
     let eval = crate::eval::run(&eopts).context("eval")?;
+    Ok(Host {
+        backbone_bytes: (int8.f32_backbone_bytes, creport.backbone_bytes),
+        int8_cosine: int8.cosine_mean,
+        train: treport,
+        bundle: trained,
+        eval,
+    })
+}
 
-    // 4. the device.
-    let bundle = Bundle::read(&trained)?;
-    let backbone = Backbone::from_bundle(&bundle)?;
+/// The device's test set: all ten digits, embedded once.
+struct TestSet {
+    x: Vec<Vec<f32>>,
+    digit: Vec<usize>,
+    capacity: usize,
+}
+
+impl TestSet {
+    /// `device`'s accuracy on the test digits that `keep` keeps, digit `d` being the
+    /// device's class `class_of[d]` (none yet: a miss).
+    fn accuracy(
+        &self,
+        device: &Engine,
+        class_of: &[Option<usize>; 10],
+        keep: &dyn Fn(usize) -> bool,
+    ) -> f64 {
+        let mut probs = vec![0.0f32; self.capacity];
+        let (mut hits, mut n) = (0usize, 0usize);
+        for (e, &d) in self.x.iter().zip(&self.digit) {
+            if !keep(d) {
+                continue;
+            }
+            n += 1;
+            if let (Ok(p), Some(c)) = (device.online().predict(e, &mut probs), class_of[d]) {
+                hits += usize::from(p.class == c);
+            }
+        }
+        hits as f64 / n.max(1) as f64
+    }
+}
+
+/// The device as `edgetune serve` starts it from the bundle: the host's embedding
+/// statistics, then its exemplars.
+fn start_device(bundle: &Bundle) -> Result<Engine> {
     let dim = bundle.manifest.embedding.size;
+    let classes = bundle.manifest.classes.len();
     let head = persist::decode_head(bundle.head.as_deref().context("a head")?)?;
-    let dims = head.dims();
-    let classes = bundle.manifest.classes.clone();
-    let class_of_name = |d: usize| classes.iter().position(|c| *c == d.to_string());
-    let raw = |x: &[f32]| -> Vec<f32> { pixels(x).into_iter().map(f32::from).collect() };
-    let mut emb = vec![0.0f32; dim];
-    let mut embed = |x: &[f32]| -> Result<Vec<f32>> {
-        backbone.embed(&raw(x), &mut emb)?;
-        Ok(emb.clone())
-    };
-    // The device as `edgetune serve` starts it from the bundle: the host's embedding
-    // statistics, then its exemplars.
     let mut device = Engine::new(head, EngineConfig::DEFAULT)?;
     if let Some(stats) = &bundle.manifest.embedding_stats {
-        device.set_stats(&Stats::from_manifest(stats, dim, classes.len())?)?;
+        device.set_stats(&Stats::from_manifest(stats, dim, classes)?)?;
     }
     if let Some(e) = &bundle.manifest.exemplars {
-        device.seed(&e.embeddings(dim, classes.len())?, &e.replay, &e.guard)?;
+        device.seed(&e.embeddings(dim, classes)?, &e.replay, &e.guard)?;
     }
-    // The device's test set: all ten digits, embedded once.
-    let mut test_x = Vec::new();
-    let mut test_digit = Vec::new();
-    for (x, &y) in host_test
-        .x
-        .iter()
-        .zip(&host_test.y)
-        .chain(new_test.x.iter().zip(&new_test.y))
-    {
-        test_x.push(embed(x)?);
-        test_digit.push(y);
-    }
-    // Digit → the device's class; new digits get one when first labeled.
-    let mut class_of: [Option<usize>; 10] = core::array::from_fn(class_of_name);
-    let accuracy =
-        |device: &Engine, class_of: &[Option<usize>; 10], keep: &dyn Fn(usize) -> bool| {
-            let mut probs = vec![0.0f32; dims.capacity];
-            let (mut hits, mut n) = (0usize, 0usize);
-            for (e, &d) in test_x.iter().zip(&test_digit) {
-                if !keep(d) {
-                    continue;
-                }
-                n += 1;
-                if let (Ok(p), Some(c)) = (device.online().predict(e, &mut probs), class_of[d]) {
-                    hits += usize::from(p.class == c);
-                }
-            }
-            hits as f64 / n.max(1) as f64
-        };
-    let before_all = accuracy(&device, &class_of, &|_| true);
+    Ok(device)
+}
 
+/// The labels the user gives: `labels_per_class` samples of each new digit from the
+/// pool, shuffled.
+fn label_stream(opts: &Options, new_pool: &Dataset) -> Vec<usize> {
     let mut rng = Rng::new(opts.seed);
     let mut stream: Vec<usize> = Vec::new();
     for d in 0..10 {
@@ -309,12 +361,76 @@ pub fn run(opts: &Options) -> Result<Report> {
     for i in (1..stream.len()).rev() {
         stream.swap(i, rng.below(i + 1));
     }
+    stream
+}
+
+/// A restart: the persisted `state` gives back the same head.
+fn restart(device: &Engine, state: &[u8], bundle: &Bundle) -> Result<Engine> {
+    let (dim, classes) = (
+        bundle.manifest.embedding.size,
+        bundle.manifest.classes.len(),
+    );
+    let (_, saved) = edgetune_device::state::decode(state)
+        .map_err(|e| anyhow::anyhow!("device: reloading its state: {e}"))?;
+    let stats = match &bundle.manifest.embedding_stats {
+        Some(s) => Some(Stats::from_manifest(s, dim, classes)?),
+        None => None,
+    };
+    let reloaded = Engine::restore(
+        &saved,
+        &device.online().head().clone(),
+        stats.as_ref(),
+        EngineConfig::DEFAULT,
+    )
+    .map_err(|e| anyhow::anyhow!("device: reloading its state: {e}"))?;
+    ensure!(
+        reloaded.online().head().params() == device.online().head().params()
+            && reloaded.classes() == device.classes(),
+        "the reloaded state differs from the device's"
+    );
+    Ok(reloaded)
+}
+
+/// Step 4: the simulated device loads the trained bundle, and its user labels the new
+/// digits one at a time (each predicted first, then learned; the state persisted after
+/// every label), then it restarts from the persisted state. The report of both sides.
+fn on_the_device(opts: &Options, data: &Data, host: Host) -> Result<Report> {
+    let bundle = Bundle::read(&host.bundle)?;
+    let backbone = Backbone::from_bundle(&bundle)?;
+    let dim = bundle.manifest.embedding.size;
+    let classes = bundle.manifest.classes.clone();
+    let class_of_name = |d: usize| classes.iter().position(|c| *c == d.to_string());
+    let raw = |x: &[f32]| -> Vec<f32> { pixels(x).into_iter().map(f32::from).collect() };
+    let mut emb = vec![0.0f32; dim];
+    let mut device = start_device(&bundle)?;
+    let capacity = device.online().head().dims().capacity;
+    let mut test = TestSet {
+        x: Vec::new(),
+        digit: Vec::new(),
+        capacity,
+    };
+    for (x, &y) in data
+        .host_test
+        .x
+        .iter()
+        .zip(&data.host_test.y)
+        .chain(data.new_test.x.iter().zip(&data.new_test.y))
+    {
+        backbone.embed(&raw(x), &mut emb)?;
+        test.x.push(emb.clone());
+        test.digit.push(y);
+    }
+    // Digit → the device's class; new digits get one when first labeled.
+    let mut class_of: [Option<usize>; 10] = core::array::from_fn(class_of_name);
+    let before_all = test.accuracy(&device, &class_of, &|_| true);
+
+    let stream = label_stream(opts, &data.new_pool);
     let (mut predict_t, mut learn_t, mut persist_t) = (vec![], vec![], vec![]);
     let mut late_hits = 0usize;
     let mut state = Vec::new();
-    let names: Vec<String> = (0..dims.capacity).map(|c| c.to_string()).collect();
+    let names: Vec<String> = (0..capacity).map(|c| c.to_string()).collect();
     for (n, &i) in stream.iter().enumerate() {
-        let (x, digit) = (&new_pool.x[i], new_pool.y[i]);
+        let (x, digit) = (&data.new_pool.x[i], data.new_pool.y[i]);
         let pixels = raw(x);
         let t = Instant::now();
         backbone.embed(&pixels, &mut emb)?;
@@ -333,39 +449,20 @@ pub fn run(opts: &Options) -> Result<Report> {
         state = edgetune_device::state::encode(n as u64 + 1, &s);
         persist_t.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    // A restart: the persisted state gives back the same head.
-    let (_, saved) = edgetune_device::state::decode(&state)
-        .map_err(|e| anyhow::anyhow!("device: reloading its state: {e}"))?;
-    let stats = match &bundle.manifest.embedding_stats {
-        Some(s) => Some(Stats::from_manifest(s, dim, classes.len())?),
-        None => None,
-    };
-    let reloaded = Engine::restore(
-        &saved,
-        &device.online().head().clone(),
-        stats.as_ref(),
-        EngineConfig::DEFAULT,
-    )
-    .map_err(|e| anyhow::anyhow!("device: reloading its state: {e}"))?;
-    ensure!(
-        reloaded.online().head().params() == device.online().head().params()
-            && reloaded.classes() == device.classes(),
-        "the reloaded state differs from the device's"
-    );
-    let device = reloaded;
+    let device = restart(&device, &state, &bundle)?;
     Ok(Report {
-        backbone_bytes: (int8.f32_backbone_bytes, creport.backbone_bytes),
-        int8_cosine: int8.cosine_mean,
-        train: treport,
-        bundle: trained,
-        eval,
+        backbone_bytes: host.backbone_bytes,
+        int8_cosine: host.int8_cosine,
+        train: host.train,
+        bundle: host.bundle,
+        eval: host.eval,
         before_all,
-        after_all: accuracy(&device, &class_of, &|_| true),
-        after_host: accuracy(&device, &class_of, &|d| HOST.contains(&d)),
-        after_new: accuracy(&device, &class_of, &|d| !HOST.contains(&d)),
+        after_all: test.accuracy(&device, &class_of, &|_| true),
+        after_host: test.accuracy(&device, &class_of, &|d| HOST.contains(&d)),
+        after_new: test.accuracy(&device, &class_of, &|d| !HOST.contains(&d)),
         online_accuracy_late: late_hits as f64 / (stream.len() - stream.len() / 2).max(1) as f64,
         labels: stream.len(),
-        test_samples: test_x.len(),
+        test_samples: test.x.len(),
         predict_us: median(&mut predict_t),
         learn_us: median(&mut learn_t),
         persist_us: median(&mut persist_t),

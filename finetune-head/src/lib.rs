@@ -5,6 +5,7 @@ pub mod augment;
 pub mod calib;
 pub mod closed_form;
 pub mod convert;
+mod csv;
 pub mod data;
 pub mod dataset;
 pub mod demo;

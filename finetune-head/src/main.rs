@@ -134,26 +134,30 @@ enum Command {
     /// The whole workflow on the shipped digits: convert the pre-trained CNN (digits 0-4)
     /// to int8, train a head for 5-9 with a search, eval, then a simulated device learns
     /// 0-4 from labels one at a time.
-    Demo {
-        /// The digits CSV (64 values 0-16 and a label per row; .gz accepted).
-        #[arg(long, default_value_os_t = demo::Options::default().data)]
-        data: PathBuf,
-        /// The pre-trained ONNX backbone.
-        #[arg(long, default_value_os_t = demo::Options::default().model)]
-        model: PathBuf,
-        /// Where the images, bundles, reports and embedding cache go.
-        #[arg(long, default_value_os_t = demo::Options::default().workdir)]
-        workdir: PathBuf,
-        /// Labels the device receives per new digit.
-        #[arg(long, default_value_t = 10)]
-        labels_per_class: usize,
-        /// Trials of the Bayesian hyperparameter search (0: none).
-        #[arg(long, default_value_t = 16)]
-        trials: usize,
-        /// Seed of the splits, the search and the stream.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Demo(DemoArgs),
+}
+
+/// The demo's knobs (the rest of [`demo::Options`] keeps its defaults).
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// The digits CSV (64 values 0-16 and a label per row; .gz accepted).
+    #[arg(long, default_value_os_t = demo::Options::default().data)]
+    data: PathBuf,
+    /// The pre-trained ONNX backbone.
+    #[arg(long, default_value_os_t = demo::Options::default().model)]
+    model: PathBuf,
+    /// Where the images, bundles, reports and embedding cache go.
+    #[arg(long, default_value_os_t = demo::Options::default().workdir)]
+    workdir: PathBuf,
+    /// Labels the device receives per new digit.
+    #[arg(long, default_value_t = 10)]
+    labels_per_class: usize,
+    /// Trials of the Bayesian hyperparameter search (0: none).
+    #[arg(long, default_value_t = 16)]
+    trials: usize,
+    /// Seed of the splits, the search and the stream.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 /// Where the labeled data is and how to read it (train and eval).
@@ -509,21 +513,14 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{report}");
             }
         }
-        Command::Demo {
-            data,
-            model,
-            workdir,
-            labels_per_class,
-            trials,
-            seed,
-        } => {
+        Command::Demo(a) => {
             let opts = demo::Options {
-                data,
-                model,
-                workdir,
-                labels_per_class,
-                trials,
-                seed,
+                data: a.data,
+                model: a.model,
+                workdir: a.workdir,
+                labels_per_class: a.labels_per_class,
+                trials: a.trials,
+                seed: a.seed,
                 ..Default::default()
             };
             let report = demo::run(&opts)?;

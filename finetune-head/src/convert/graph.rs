@@ -1,0 +1,126 @@
+//! The backbone graph: the ONNX model cut at the embedding, typed and decluttered with
+//! tract, written as NNEF; and [`Reference`], tract's run of an ONNX graph that the
+//! written backbone is checked against.
+
+use anyhow::{Context, Result, ensure};
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+
+/// The ONNX graph cut at `tensor`, typed and decluttered for `shape`, and the size of the
+/// embedding there.
+pub(super) fn backbone_graph(
+    proto: &ModelProto,
+    facts: &[InferenceFact],
+    tensor: &str,
+    text: bool,
+) -> Result<(TypedModel, usize, bool)> {
+    let mut model = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_proto_model(proto)
+        .context("tract cannot import the model")?;
+    for (i, fact) in facts.iter().enumerate() {
+        model
+            .set_input_fact(i, fact.clone())
+            .context("setting the input shape")?;
+    }
+    let shape = facts
+        .first()
+        .and_then(|f| f.shape.as_concrete_finite().ok().flatten())
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    model
+        .select_outputs_by_name([tensor])
+        .with_context(|| format!("cutting the graph at {tensor:?}"))?;
+    let typed = model
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .with_context(|| format!("tract cannot type the graph for input shape {shape:?}"))?;
+    let out_fact = typed.output_fact(0)?;
+    let out_shape = out_fact
+        .shape
+        .as_concrete()
+        .with_context(|| {
+            format!(
+                "the embedding {tensor:?} has a symbolic shape {:?}",
+                out_fact.shape
+            )
+        })?
+        .to_vec();
+    ensure!(
+        out_shape.first() == Some(&1),
+        "the embedding {tensor:?} has shape {out_shape:?}, expected batch 1 first"
+    );
+    if text && out_shape.len() == 3 {
+        // A sequence output [1, seq, hidden]: pooled on the device.
+        let hidden = out_shape[2];
+        return Ok((typed, hidden, true));
+    }
+    let size: usize = out_shape.iter().skip(1).product();
+    let spatial: Vec<usize> = out_shape
+        .iter()
+        .skip(2)
+        .copied()
+        .filter(|&d| d != 1)
+        .collect();
+    ensure!(
+        spatial.is_empty(),
+        "the tensor {tensor:?} has shape {out_shape:?}: a feature map, not an embedding (cut after pooling)"
+    );
+    Ok((typed, size, false))
+}
+
+/// The backbone as NNEF, through edgetune's framework (int8 operators included).
+pub(super) fn write_nnef(typed: &TypedModel) -> Result<Vec<u8>> {
+    let mut nnef = Vec::new();
+    edgetune::nnef::framework()
+        .write_to_tar(typed, &mut nnef)
+        .context("writing the backbone as NNEF")?;
+    Ok(nnef)
+}
+
+fn run(plan: &Arc<TypedRunnableModel>, shape: &[usize], input: &[f32]) -> Result<Vec<f32>> {
+    let out = plan.run(tvec![Tensor::from_shape(shape, input)?.into_tvalue()])?;
+    Ok(out[0]
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
+}
+
+/// tract's run of an ONNX graph cut at a tensor, on already preprocessed inputs.
+pub struct Reference {
+    plan: Arc<TypedRunnableModel>,
+    shape: Vec<usize>,
+}
+
+impl Reference {
+    /// Plans `proto` cut at `tensor` for inputs of `shape`.
+    pub fn new(proto: &ModelProto, shape: &[usize], tensor: &str) -> Result<Self> {
+        let mut model = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .model_for_proto_model(proto)?;
+        model.set_input_fact(0, f32::fact(shape).into())?;
+        model.select_outputs_by_name([tensor])?;
+        let plan = model.into_optimized()?.into_runnable()?;
+        Ok(Reference {
+            plan,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// The embedding of one preprocessed input.
+    pub fn embed(&self, input: &[f32]) -> Result<Vec<f32>> {
+        run(&self.plan, &self.shape, input)
+    }
+}
+
+/// tract's run of the original ONNX graph, cut at `tensor`, on an already preprocessed
+/// input.
+pub fn reference_embedding(
+    proto: &ModelProto,
+    shape: &[usize],
+    tensor: &str,
+    input: &[f32],
+) -> Result<Vec<f32>> {
+    Reference::new(proto, shape, tensor)?.embed(input)
+}

@@ -1,0 +1,321 @@
+//! Post-training static int8 quantization of a backbone, done on the ONNX graph before
+//! tract imports it.
+//!
+//! What is quantized is chosen for what tract runs fast on ARM, not for coverage (see
+//! ../shared/NOTES-tract-ort.md): tract has integer kernels for `QLinearConv` and
+//! `ConvInteger`, but runs a `DequantizeLinear → Conv → QuantizeLinear` sandwich in f32,
+//! and its depthwise convolution has no integer kernel worth using. So:
+//! - batch normalizations that follow a convolution are folded into it first;
+//! - every ordinary convolution (group 1, weights in an initializer) except the first
+//!   one, which reads the image itself, becomes `QuantizeLinear → ConvInteger → Cast →
+//!   Mul → Add`: activations i8 with a per-tensor scale from the calibration range,
+//!   weights i8 per output channel, both symmetric (zero point 0), the i32 product
+//!   scaled and biased per channel in f32;
+//! - depthwise and grouped convolutions, the first convolution, and everything else stay
+//!   f32.
+//!
+//! Why `ConvInteger` and not `QLinearConv`, measured on the 224×224 MobileNet-style test
+//! model (scripts/icount.sh, runtime/examples/profile.rs): tract 0.23.9 lowers a
+//! `QLinearConv` to the integer product followed by unfused passes over its output
+//! (zero-point compensation unless the weights' zero point is one scalar 0, then
+//! requantization: scale, clamp, cast); those passes cost more than the product. With
+//! `ConvInteger` the output's scale, bias and the next ReLU fuse into one f32 pass:
+//! aarch64 instructions per inference 550 M (`QLinearConv`, u8 activations) → 486 M (i8)
+//! → 338 M (the weights' zero point a scalar) → 176 M (`ConvInteger`), against 130 M
+//! for f32.
+//!
+//! The result is an ordinary ONNX model (ONNX Runtime runs it too), which the converter
+//! then imports, cuts and writes as NNEF like an f32 one; the quantize and dequantize
+//! operators travel through edgetune's own NNEF registry ([`edgetune::nnef`]).
+//!
+//! Here the quantization of convolutions (which stay f32, calibration, scales, the
+//! rewrite); `fold.rs` holds the rewrites done before it (batch norms into
+//! convolutions, a QDQ model's sandwiches into `QLinearConv`), `onnx.rs` the graph and
+//! tensor helpers both use.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context, Result, bail, ensure};
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::prelude::*;
+
+mod fold;
+mod onnx;
+
+pub use fold::{fold_batch_norms, fold_qdq};
+use onnx::{drop_unused_initializers, f32_tensor, floats, group, i8_tensor, node, producers};
+
+/// What quantization did to the graph.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Batch normalizations folded into the convolution before them.
+    pub folded_batch_norms: usize,
+    /// Convolutions now running on integers (`ConvInteger`).
+    pub quantized_convs: usize,
+    /// Convolutions left in f32, by reason (e.g. "depthwise" → 17).
+    pub kept_f32: Vec<(String, usize)>,
+    /// Samples the activation ranges were taken from.
+    pub calibration_samples: usize,
+}
+
+/// Why a convolution stays f32, or `None` if it is quantized.
+fn keep_f32(
+    node: &NodeProto,
+    inits: &HashMap<&str, &TensorProto>,
+    graph_inputs: &HashSet<&str>,
+) -> Option<&'static str> {
+    let grouped = group(node) != 1;
+    let w = node.input.get(1).and_then(|w| inits.get(w.as_str()));
+    let b_ok = node
+        .input
+        .get(2)
+        .is_none_or(|b| b.is_empty() || inits.contains_key(b.as_str()));
+    if grouped {
+        Some("depthwise or grouped (no fast integer kernel in tract)")
+    } else if w.is_none_or(|w| w.dims.len() != 4) || !b_ok {
+        Some("weights or bias not a constant")
+    } else if graph_inputs.contains(node.input[0].as_str()) {
+        Some("first layer (reads the image itself)")
+    } else {
+        None
+    }
+}
+
+/// Nodes the tensor `target` depends on.
+fn ancestors(model: &ModelProto, target: &str) -> HashSet<usize> {
+    let graph = model.graph.as_ref().expect("checked by the caller");
+    let producer = producers(graph);
+    let mut seen = HashSet::new();
+    let mut stack = vec![target];
+    while let Some(t) = stack.pop() {
+        if let Some(&i) = producer.get(t)
+            && seen.insert(i)
+        {
+            stack.extend(graph.node[i].input.iter().map(String::as_str));
+        }
+    }
+    seen
+}
+
+/// Activation range `[lo, hi]` of each tensor, over the calibration inputs.
+fn calibrate(
+    model: &ModelProto,
+    shape: &[usize],
+    tensors: &[String],
+    inputs: &[Vec<f32>],
+) -> Result<HashMap<String, (f32, f32)>> {
+    let mut m = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_proto_model(model)
+        .context("tract cannot import the model to calibrate it")?;
+    m.set_input_fact(0, f32::fact(shape).into())?;
+    m.select_outputs_by_name(tensors.iter().map(String::as_str))
+        .context("observing the quantized layers' inputs and outputs")?;
+    let plan = m.into_optimized()?.into_runnable()?;
+    let mut ranges: HashMap<String, (f32, f32)> = HashMap::new();
+    for (k, input) in inputs.iter().enumerate() {
+        let out = plan
+            .run(tvec![Tensor::from_shape(shape, input)?.into_tvalue()])
+            .with_context(|| format!("running calibration sample {k}"))?;
+        for (name, t) in tensors.iter().zip(out.iter()) {
+            let v = t.to_plain_array_view::<f32>()?;
+            let (lo, hi) = v
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                    (lo.min(x), hi.max(x))
+                });
+            ensure!(
+                lo.is_finite() && hi.is_finite(),
+                "calibration sample {k} makes {name:?} non-finite"
+            );
+            let e = ranges.entry(name.clone()).or_insert((lo, hi));
+            *e = (e.0.min(lo), e.1.max(hi));
+        }
+    }
+    Ok(ranges)
+}
+
+/// Symmetric i8 scale covering `[lo, hi]`, zero point 0: with both zero points 0, tract
+/// has no zero-point compensation to compute at run time.
+pub fn i8_params(lo: f32, hi: f32) -> f32 {
+    let m = lo.abs().max(hi.abs());
+    if m <= f32::MIN_POSITIVE {
+        1.0
+    } else {
+        m / 127.0
+    }
+}
+
+/// Symmetric i8 weights per output channel (axis 0): the quantized weights and one scale
+/// per channel.
+pub fn quantize_weights(w: &[f32], out: usize) -> (Vec<i8>, Vec<f32>) {
+    let per = w.len() / out;
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(out);
+    for row in w.chunks(per) {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        q.extend(
+            row.iter()
+                .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
+        );
+        scales.push(s);
+    }
+    (q, scales)
+}
+
+/// Quantizes the convolutions `embedding` depends on (see the module docs), calibrating
+/// activation ranges on `inputs` (already preprocessed model inputs of `shape`).
+pub fn quantize(
+    model: &ModelProto,
+    embedding: &str,
+    shape: &[usize],
+    inputs: &[Vec<f32>],
+) -> Result<(ModelProto, Summary)> {
+    ensure!(!inputs.is_empty(), "no calibration samples");
+    let mut model = model.clone();
+    let mut summary = Summary {
+        folded_batch_norms: fold_batch_norms(&mut model)?,
+        calibration_samples: inputs.len(),
+        ..Summary::default()
+    };
+    let graph = model.graph.as_ref().context("the model has no graph")?;
+    let inits: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let graph_inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    let needed = ancestors(&model, embedding);
+    let mut chosen = Vec::new();
+    let mut kept: HashMap<&'static str, usize> = HashMap::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        if n.op_type != "Conv" || !needed.contains(&i) {
+            continue;
+        }
+        match keep_f32(n, &inits, &graph_inputs) {
+            Some(why) => *kept.entry(why).or_default() += 1,
+            None => chosen.push(i),
+        }
+    }
+    summary.kept_f32 = kept.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    summary.kept_f32.sort();
+    if chosen.is_empty() {
+        bail!(
+            "nothing to quantize: the backbone has no ordinary convolution past the first layer \
+             (kept in f32: {:?})",
+            summary.kept_f32
+        );
+    }
+    let mut observed: Vec<String> = Vec::new();
+    for &i in &chosen {
+        let t = &graph.node[i].input[0];
+        if !observed.contains(t) {
+            observed.push(t.clone());
+        }
+    }
+    let ranges = calibrate(&model, shape, &observed, inputs)?;
+
+    let graph = model.graph.as_ref().expect("checked above");
+    let mut nodes = Vec::with_capacity(graph.node.len() + 2 * chosen.len());
+    let mut initializers = Vec::new();
+    let mut quantized_inputs: HashMap<String, String> = HashMap::new();
+    let chosen: HashSet<usize> = chosen.into_iter().collect();
+    for (i, n) in graph.node.iter().enumerate() {
+        if !chosen.contains(&i) {
+            nodes.push(n.clone());
+            continue;
+        }
+        let name = if n.name.is_empty() {
+            n.output[0].clone()
+        } else {
+            n.name.clone()
+        };
+        let x = &n.input[0];
+        let (x_lo, x_hi) = ranges[x];
+        let (sx, zx) = (i8_params(x_lo, x_hi), 0i8);
+        let (sx_name, zx_name) = (format!("{x}.q_scale"), format!("{x}.q_zero_point"));
+        let xq = match quantized_inputs.get(x) {
+            Some(q) => q.clone(),
+            None => {
+                let q = format!("{x}.q_in");
+                initializers.push(f32_tensor(&sx_name, &[], &[sx]));
+                initializers.push(i8_tensor(&zx_name, &[], &[zx]));
+                nodes.push(node(
+                    "QuantizeLinear",
+                    &format!("{x}.quantize"),
+                    &[x, &sx_name, &zx_name],
+                    &q,
+                    Vec::new(),
+                ));
+                quantized_inputs.insert(x.clone(), q.clone());
+                q
+            }
+        };
+        let w = inits[n.input[1].as_str()];
+        let (w_shape, w_data) = floats(w)?;
+        let out = w_shape[0];
+        let (wq, sw) = quantize_weights(&w_data, out);
+        let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => floats(inits[b.as_str()])?.1,
+            None => vec![0.0; out],
+        };
+        let y = &n.output[0];
+        let p = |s: &str| format!("{name}.{s}");
+        // ConvInteger: i8 × i8 → i32, then one f32 scale and bias per channel. tract
+        // runs the integer product on its i8 kernels and has no requantization to do
+        // (a QLinearConv's output requantization costs three passes over the output:
+        // scale, clamp, cast).
+        initializers.push(i8_tensor(&p("weight_q"), &w.dims, &wq));
+        initializers.push(i8_tensor(&p("weight_zero_point"), &[], &[0]));
+        let scale: Vec<f32> = sw.iter().map(|s| s * sx).collect();
+        initializers.push(f32_tensor(
+            &p("output_scale"),
+            &[1, out as i64, 1, 1],
+            &scale,
+        ));
+        initializers.push(f32_tensor(&p("output_bias"), &[1, out as i64, 1, 1], &bias));
+        let acc = format!("{y}.i32");
+        let accf = format!("{y}.i32_as_f32");
+        let scaled = format!("{y}.scaled");
+        nodes.push(node(
+            "ConvInteger",
+            &p("integer"),
+            &[&xq, &p("weight_q"), &zx_name, &p("weight_zero_point")],
+            &acc,
+            n.attribute.clone(),
+        ));
+        let mut cast = node("Cast", &p("to_f32"), &[&acc], &accf, Vec::new());
+        cast.attribute.push(AttributeProto {
+            name: "to".into(),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+            i: DataType::Float as i64,
+            ..Default::default()
+        });
+        nodes.push(cast);
+        nodes.push(node(
+            "Mul",
+            &p("scale"),
+            &[&accf, &p("output_scale")],
+            &scaled,
+            Vec::new(),
+        ));
+        nodes.push(node(
+            "Add",
+            &p("bias"),
+            &[&scaled, &p("output_bias")],
+            y,
+            Vec::new(),
+        ));
+        summary.quantized_convs += 1;
+    }
+    let graph = model.graph.as_mut().expect("checked above");
+    graph.node = nodes;
+    graph.initializer.extend(initializers);
+    drop_unused_initializers(&mut model);
+    Ok((model, summary))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! ONNX graph and tensor helpers of the quantization rewrites: who produces a tensor,
+//! dead nodes and unused initializers dropped, initializers read and written, nodes
+//! made.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context, Result};
+use tract_onnx::data_resolver::FopenDataResolver;
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
+
+/// Removes nodes whose outputs nothing reads (left behind by folding).
+pub(super) fn drop_dead_nodes(model: &mut ModelProto) {
+    let Some(graph) = model.graph.as_mut() else {
+        return;
+    };
+    loop {
+        let read: HashSet<String> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().cloned())
+            .chain(graph.output.iter().map(|o| o.name.clone()))
+            .collect();
+        let before = graph.node.len();
+        graph
+            .node
+            .retain(|n| n.output.iter().any(|o| read.contains(o)));
+        if graph.node.len() == before {
+            return;
+        }
+    }
+}
+
+/// Which node computes each tensor (index into the graph's nodes).
+pub(super) fn producers(graph: &tract_onnx::pb::GraphProto) -> HashMap<&str, usize> {
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect()
+}
+
+/// A convolution's `group` attribute (1 when absent).
+pub(super) fn group(conv: &NodeProto) -> i64 {
+    conv.attribute
+        .iter()
+        .find(|a| a.name == "group")
+        .map_or(1, |a| a.i)
+}
+
+pub(super) fn drop_unused_initializers(model: &mut ModelProto) {
+    let Some(graph) = model.graph.as_mut() else {
+        return;
+    };
+    let used: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(graph.output.iter().map(|o| o.name.clone()))
+        .collect();
+    let dropped: HashSet<String> = graph
+        .initializer
+        .iter()
+        .filter(|t| !used.contains(&t.name))
+        .map(|t| t.name.clone())
+        .collect();
+    graph.initializer.retain(|t| !dropped.contains(&t.name));
+    // Old models also list initializers among the graph's inputs.
+    graph.input.retain(|i| !dropped.contains(&i.name));
+}
+
+/// An initializer's values as f32 (row-major) and its shape.
+pub(super) fn floats(t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
+    let tensor = tract_onnx::tensor::load_tensor(&FopenDataResolver, t, None)
+        .with_context(|| format!("reading the initializer {:?}", t.name))?;
+    let tensor = tensor.cast_to::<f32>()?;
+    let view = tensor.to_plain_array_view::<f32>()?;
+    Ok((view.shape().to_vec(), view.iter().copied().collect()))
+}
+
+fn raw_tensor(name: &str, ty: DataType, dims: &[i64], raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: ty as i32,
+        name: name.into(),
+        raw_data,
+        ..Default::default()
+    }
+}
+
+pub(super) fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    raw_tensor(name, DataType::Float, dims, raw)
+}
+
+pub(super) fn i32_tensor(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
+    let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    raw_tensor(name, DataType::Int32, dims, raw)
+}
+
+pub(super) fn i8_tensor(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
+    let raw = v.iter().map(|&x| x as u8).collect();
+    raw_tensor(name, DataType::Int8, dims, raw)
+}
+
+pub(super) fn u8_tensor(name: &str, dims: &[i64], v: &[u8]) -> TensorProto {
+    raw_tensor(name, DataType::Uint8, dims, v.to_vec())
+}
+
+pub(super) fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: name.into(),
+        op_type: op.into(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
