@@ -1,6 +1,6 @@
 //! The edgetune device program's library side: the learning core ([`engine`]), the
 //! state directory that survives power cuts ([`state`]), and the service that answers
-//! requests ([`service`]). The `edgetune` program (`src/bin/edgetune.rs`) wires them to
+//! requests ([`service`]). The `edgetune` program (`src/bin/edgetune/`) wires them to
 //! stdin, a Unix socket, a watched directory and GPIO buttons.
 //!
 //! The head, its learners and their persistence are the `edgetune` crate's `no_std`
