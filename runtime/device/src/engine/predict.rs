@@ -75,7 +75,7 @@ impl Engine {
     }
 
     /// The margin below which a prediction is flagged `uncertain`: at least
-    /// [`EngineConfig::uncertain_margin`], and, from the recent prequential predictions
+    /// [`EngineConfig::uncertain_margin`](super::EngineConfig::uncertain_margin), and, from the recent prequential predictions
     /// (the last [`MARGIN_WINDOW`]), the margin below which [`CATCH`] of their errors
     /// lay, as long as that flags between 2 and 15 % of them (else the margin of that
     /// share): the device asks about the least sure samples, about as many as it needs

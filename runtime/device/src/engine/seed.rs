@@ -33,7 +33,7 @@ impl Engine {
     /// Starts from the host's exemplars ([`edgetune::bundle::Exemplars`]): `embeddings`
     /// holds the `replay` samples then the `guard` ones, `dim` values each, classed by
     /// the two label lists. Replay exemplars go into the replay buffer and the class
-    /// means; guard exemplars (up to [`EngineConfig::guard_per_class`] a class) into the
+    /// means; guard exemplars (up to [`EngineConfig::guard_per_class`](super::EngineConfig::guard_per_class) a class) into the
     /// regression guard. Nothing is learned from them.
     pub fn seed(&mut self, embeddings: &[f32], replay: &[u32], guard: &[u32]) -> Result<(), Error> {
         let d = self.dim;
