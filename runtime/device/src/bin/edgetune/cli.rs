@@ -1,0 +1,268 @@
+//! The command line: `edgetune serve | predict | status | rollback | reset` and their
+//! options, checked and turned into the library's [`Options`] and [`EngineConfig`].
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use edgetune_device::engine::{EngineConfig, LearnerKind};
+use edgetune_device::service::Options;
+
+#[derive(Parser)]
+#[command(
+    name = "edgetune",
+    version,
+    about = "Edge inference that keeps learning from labels on the device"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log only warnings and errors (RUST_LOG overrides).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log debug messages too.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve predictions and learn from labels: JSON requests, one per line, on stdin
+    /// (and a Unix socket), files of a watched directory, label buttons.
+    Serve(ServeArgs),
+    /// Predict the class of each input once and exit.
+    Predict(PredictArgs),
+    /// What the state directory holds: classes, samples, updates, guard, latency.
+    Status(StatusArgs),
+    /// Make an earlier state the newest again (by default the one before the newest).
+    Rollback(RollbackArgs),
+    /// Start over from the bundle's head; the old states stay on disk.
+    Reset(StatusArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The bundle (from `finetune-head train` or `convert`).
+    pub bundle: PathBuf,
+    /// Where the learned state is kept (created if missing).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Files to predict first, in order.
+    pub inputs: Vec<PathBuf>,
+    /// Predict each new file that appears in this directory.
+    #[arg(long)]
+    pub watch: Option<PathBuf>,
+    /// How often to look into the watched directory, in seconds.
+    #[arg(long, default_value_t = 0.2)]
+    pub watch_interval: f64,
+    /// Also take requests on this Unix socket (one JSON request per line per connection).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Do not read requests from stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// A label button: GPIOCHIP:LINE=CLASS, e.g. gpiochip0:17=cat; pressing it labels
+    /// the most recent sample. Repeat for several classes.
+    #[arg(long = "button", value_name = "CHIP:LINE=CLASS")]
+    pub buttons: Vec<String>,
+    /// Buttons read high when pressed (default: low, a button to ground with a pull-up).
+    #[arg(long)]
+    pub button_active_high: bool,
+    /// Least seconds between two writes of the state: labels in a burst make one write
+    /// (0: write after every label, before answering it).
+    #[arg(long, default_value_t = 2.0)]
+    pub persist_interval: f64,
+    /// States kept in the state directory.
+    #[arg(long, default_value_t = 5)]
+    pub keep: usize,
+    #[command(flatten)]
+    pub learn: LearnArgs,
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+}
+
+/// How the backbone runs.
+#[derive(Args)]
+pub struct BackboneArgs {
+    /// Backbone threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Run the backbone with ONNX Runtime from this ONNX model (the one the bundle was
+    /// converted from), cut at the bundle's embedding, instead of the bundle's tract
+    /// graph: the Jetson's GPU path (see --provider).
+    #[cfg(feature = "ort")]
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub onnx: Option<PathBuf>,
+    /// ONNX Runtime's execution provider with --onnx (cuda and tensorrt need this build's
+    /// `cuda`/`tensorrt` features and an ONNX Runtime library built with them).
+    #[cfg(feature = "ort")]
+    #[arg(long, value_enum, default_value_t = ProviderArg::Cpu, requires = "onnx")]
+    pub provider: ProviderArg,
+    /// The GPU's index for --provider cuda/tensorrt.
+    #[cfg(feature = "ort")]
+    #[arg(long, default_value_t = 0, requires = "onnx")]
+    pub gpu: i32,
+    /// TensorRT: allow half precision.
+    #[cfg(feature = "ort")]
+    #[arg(long, requires = "onnx")]
+    pub fp16: bool,
+    /// TensorRT: keep built engines in this directory (building one takes minutes).
+    #[cfg(feature = "ort")]
+    #[arg(long, value_name = "DIR", requires = "onnx")]
+    pub trt_cache: Option<PathBuf>,
+    /// Largest input file read (an image, .npy or raw tensor named by a request, a
+    /// watched file), in bytes. Default: 16 MiB, or the model's raw input as f32 plus
+    /// 64 KiB when that is larger.
+    #[arg(long, value_name = "BYTES")]
+    pub max_input_bytes: Option<u64>,
+}
+
+#[cfg(feature = "ort")]
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ProviderArg {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl BackboneArgs {
+    /// Options with the backbone's part filled in.
+    pub fn options(&self) -> Result<Options> {
+        #[allow(unused_mut)]
+        let mut opts = Options {
+            threads: self.threads.max(1),
+            max_input_bytes: self.max_input_bytes,
+            ..Options::default()
+        };
+        #[cfg(feature = "ort")]
+        if let Some(onnx) = &self.onnx {
+            use edgetune::backbone::{OrtOptions, Provider};
+            if self.trt_cache.is_some() && !matches!(self.provider, ProviderArg::Tensorrt) {
+                bail!("--trt-cache is for --provider tensorrt");
+            }
+            let provider = match self.provider {
+                ProviderArg::Cpu => Provider::Cpu,
+                ProviderArg::Cuda => Provider::Cuda { device: self.gpu },
+                ProviderArg::Tensorrt => Provider::TensorRt {
+                    device: self.gpu,
+                    fp16: self.fp16,
+                    cache: self.trt_cache.clone(),
+                },
+            };
+            let ort = OrtOptions::default()
+                .intra_threads(self.threads.max(1))
+                .provider(provider);
+            opts.onnx = Some((onnx.clone(), ort));
+        }
+        Ok(opts)
+    }
+}
+
+#[derive(Args)]
+pub struct LearnArgs {
+    /// Which learner writes the head: `slda`, closed-form statistics (learns from one
+    /// label, forgets nothing, independent of label order), or `gradient`, gradient
+    /// steps with replay (MLP heads; --lr, --steps, --replay, --guard-margin).
+    #[arg(long, value_enum, default_value_t = LearnerArg::Slda)]
+    pub learner: LearnerArg,
+    /// Strength of the closed-form learner's covariance prior (the bundle's embedding
+    /// statistics), in pseudo-samples.
+    #[arg(long, default_value_t = EngineConfig::DEFAULT.prior_strength)]
+    pub prior_strength: f32,
+    /// Learning rate of the on-device updates.
+    #[arg(long, default_value_t = EngineConfig::DEFAULT.learn.lr)]
+    pub lr: f32,
+    /// Optimizer steps per label.
+    #[arg(long, default_value_t = EngineConfig::DEFAULT.online.steps)]
+    pub steps: usize,
+    /// Samples replayed from the buffer in each step.
+    #[arg(long, default_value_t = EngineConfig::DEFAULT.online.replay)]
+    pub replay: usize,
+    /// Largest drop of the guard's held-out accuracy an update may cause (0.2 = 20
+    /// points); a larger drop rolls the update back.
+    #[arg(long, default_value_t = EngineConfig::DEFAULT.guard_margin)]
+    pub guard_margin: f32,
+    /// Flag a prediction as uncertain (ask for a label) when its top-1 minus top-2
+    /// probability is below this.
+    #[arg(long, default_value_t = EngineConfig::DEFAULT.uncertain_margin)]
+    pub uncertain_margin: f32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LearnerArg {
+    Slda,
+    Gradient,
+}
+
+impl LearnArgs {
+    pub fn config(&self) -> Result<EngineConfig> {
+        let mut cfg = EngineConfig::DEFAULT;
+        cfg.learner = match self.learner {
+            LearnerArg::Slda => LearnerKind::Slda,
+            LearnerArg::Gradient => LearnerKind::Gradient,
+        };
+        if !(self.prior_strength > 0.0 && self.prior_strength.is_finite()) {
+            bail!("--prior-strength is a number of samples above 0");
+        }
+        cfg.prior_strength = self.prior_strength;
+        cfg.learn.lr = self.lr;
+        cfg.learn.validate().context("--lr")?;
+        if self.steps == 0 || self.replay > edgetune::online::MAX_REPLAY {
+            bail!(
+                "--steps must be at least 1 and --replay at most {}",
+                edgetune::online::MAX_REPLAY
+            );
+        }
+        cfg.online.steps = self.steps;
+        cfg.online.replay = self.replay;
+        if !(0.0..=1.0).contains(&self.guard_margin)
+            || !(0.0..=1.0).contains(&self.uncertain_margin)
+        {
+            bail!("--guard-margin and --uncertain-margin are between 0 and 1");
+        }
+        cfg.guard_margin = self.guard_margin;
+        cfg.uncertain_margin = self.uncertain_margin;
+        Ok(cfg)
+    }
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The bundle.
+    pub bundle: PathBuf,
+    /// Images or tensors (PNG, JPEG, .npy, raw f32).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Use the head learned in this state directory instead of the bundle's.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// One JSON object per input instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The state directory.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// The state directory.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// The state number to go back to (`edgetune status` lists them).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
