@@ -110,7 +110,7 @@ use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 
 use crate::head::{Dims, Head, Storage};
 use crate::learn::Optimizer;
-use crate::persist::{self, DecodeError, EncodeError, Header, LearnerState};
+use crate::persist::{self, CRC_LEN, DecodeError, EncodeError, Framed, Header, LearnerState};
 
 /// The first four bytes of a slot header.
 pub const SLOT_MAGIC: [u8; 4] = *b"ETFS";
@@ -123,8 +123,6 @@ pub const SLOT_HEADER_LEN: usize = 20;
 /// Length of a commit marker in bytes (before padding to the flash's write unit).
 pub const MARKER_LEN: usize = 8;
 
-/// Length of the persist record's CRC trailer.
-const CRC_LEN: usize = 4;
 /// Bitwise: no 1 KiB table in the firmware's flash, and fast enough for a few kB.
 static CRC32: Crc<u32, NoTable> = Crc::<u32, NoTable>::new(&CRC_32_ISO_HDLC);
 
@@ -463,20 +461,10 @@ impl<F: NorFlash> Store<F> {
         scratch: &mut [u8],
     ) -> Result<Stored, StoreError<F::Error>> {
         let chunk = chunk::<F>(scratch)?;
-        let dims = head.dims();
-        if let Some(l) = learner.filter(|l| l.dims() != dims) {
-            return Err(StoreError::Encode(EncodeError::DimsMismatch {
-                head: dims,
-                learner: l.dims(),
-            }));
-        }
-        let opt = learner.map_or(&[][..], |l| l.values());
-        if !head.params().iter().chain(opt).all(|v| v.is_finite()) {
-            return Err(StoreError::Encode(EncodeError::NonFinite));
-        }
-        let len = persist::encoded_len(head, learner);
-        let fields = [dims.input, dims.hidden, dims.capacity, head.classes(), len];
-        if fields.iter().any(|&v| u32::try_from(v).is_err()) {
+        let record = Framed::new(head, learner).map_err(StoreError::Encode)?;
+        let len = record.len();
+        // The slot header stores the record's length as a u32.
+        if u32::try_from(len).is_err() {
             return Err(StoreError::Encode(EncodeError::TooLarge));
         }
         let capacity = self.record_capacity();
@@ -518,7 +506,7 @@ impl<F: NorFlash> Store<F> {
             next: body,
         };
         w.put(&header).map_err(StoreError::Flash)?;
-        write_record(&mut w, head, learner).map_err(StoreError::Flash)?;
+        write_record(&mut w, &record).map_err(StoreError::Flash)?;
         w.flush().map_err(StoreError::Flash)?;
         // Read back before committing: only a checked record gets a marker.
         let end = body + align_up(SLOT_HEADER_LEN + len, unit::<F>()) as u32;
@@ -966,16 +954,11 @@ impl<F: NorFlash> Writer<'_, F> {
     }
 }
 
-/// Streams the [`persist`] record of `head` and `learner` (checked by the caller: same
-/// dimensions, finite, fits the format): [`persist`] writes its header and payload, this
-/// adds the CRC trailer (bitwise: no table in a firmware's flash).
-fn write_record<F: NorFlash, H: Storage, L: LearnerState>(
-    w: &mut Writer<'_, F>,
-    head: &Head<H>,
-    learner: Option<&L>,
-) -> Result<(), F::Error> {
+/// Streams a checked [`persist`] record: [`persist`] writes its header and payload,
+/// this adds the CRC trailer (bitwise: no table in a firmware's flash).
+fn write_record<F: NorFlash>(w: &mut Writer<'_, F>, record: &Framed<'_>) -> Result<(), F::Error> {
     let mut digest = CRC32.digest();
-    persist::stream_framed(head, learner, &mut |bytes: &[u8]| {
+    record.stream(&mut |bytes: &[u8]| {
         digest.update(bytes);
         w.put(bytes)
     })?;
