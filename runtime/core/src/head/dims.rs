@@ -97,6 +97,19 @@ impl Dims {
         }
     }
 
+    /// Where the hidden biases, the output weights, the output biases and the parameters
+    /// end start in the flat storage (the hidden blocks are empty for a linear head).
+    pub(super) const fn layer_starts(&self) -> [usize; 4] {
+        let out = self.out_offset();
+        let out_bias = out + self.capacity * self.feature_width();
+        [
+            self.hidden * self.input,
+            out,
+            out_bias,
+            out_bias + self.capacity,
+        ]
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
         if self.input == 0 {
             return Err(Error::Config {

@@ -1,7 +1,7 @@
 //! Weight imprinting: a new class's output row set from an embedding of it (Qi et al.
 //! 2018), plainly or centered on the other classes' samples.
 
-use super::{Dims, Head, Layers, Storage, feature};
+use super::{Head, Layers, Storage, feature};
 use crate::error::{Error, Result, check_vector};
 use crate::math;
 
@@ -42,12 +42,7 @@ impl<S: Storage> Head<S> {
             });
         }
         check_vector("imprint embedding", embedding, self.dims.input)?;
-        let Dims {
-            input: d,
-            hidden: h,
-            capacity: cap,
-        } = self.dims;
-        let (o, w) = (self.dims.out_offset(), self.dims.feature_width());
+        let (d, w) = (self.dims.input, self.dims.feature_width());
         let (norms, biases, count) = self.other_rows(class);
         let scale = match scale {
             Some(s) if s.is_finite() && s > 0.0 => s,
@@ -64,10 +59,8 @@ impl<S: Storage> Head<S> {
         } else {
             0.0
         };
-        let p = self.params_mut();
-        let (hidden_layer, out) = p.split_at_mut(o);
-        let (w1, b1) = hidden_layer.split_at(h * d);
-        let feature = |j: usize| feature(w1, b1, d, j, embedding);
+        let out = self.layers_mut();
+        let feature = |j: usize| feature(out.w1, out.b1, d, j, embedding);
         // Norm first, so that an error leaves the row as it was.
         let n = math::sqrt(
             (0..w)
@@ -83,11 +76,10 @@ impl<S: Storage> Head<S> {
             });
         }
         let k = scale / n;
-        let (rows, out_bias) = out.split_at_mut(cap * w);
-        for (j, r) in rows[class * w..(class + 1) * w].iter_mut().enumerate() {
+        for (j, r) in out.w2[class * w..(class + 1) * w].iter_mut().enumerate() {
             *r = feature(j) * k;
         }
-        out_bias[class] = bias;
+        out.b2[class] = bias;
         Ok(())
     }
 
@@ -132,23 +124,17 @@ impl<S: Storage> Head<S> {
                 what: "imprint scale must be positive and finite",
             });
         }
-        let Dims {
-            input: d,
-            hidden: h,
-            capacity: cap,
-        } = self.dims;
-        let (o, w) = (self.dims.out_offset(), self.dims.feature_width());
+        let (d, w) = (self.dims.input, self.dims.feature_width());
         let inv_n = 1.0 / n as f32;
         // Pass 1, reading only: the norm of the centered features, the other classes'
         // summed weights against the mean features, and the centered features against it.
         let (mut norm2, mut others_at_mean, mut centered_at_mean) = (0.0f32, 0.0f32, 0.0f32);
         let (norms, biases, count) = self.other_rows(class);
         {
-            let p = self.params();
-            let (w1, rest) = p.split_at(h * d);
-            let b1 = &rest[..h];
+            let Layers {
+                w1, b1, w2: rows, ..
+            } = self.layers();
             let feature = |j: usize, x: &[f32]| feature(w1, b1, d, j, x);
-            let rows = &p[o..o + cap * w];
             for j in 0..w {
                 let m = others.clone().map(|x| feature(j, x)).sum::<f32>() * inv_n;
                 let r = feature(j, embedding) - m;
@@ -169,16 +155,13 @@ impl<S: Storage> Head<S> {
         }
         // Nothing fails from here on. Pass 2: the centered features into the row.
         {
-            let p = self.params_mut();
-            let (hidden_layer, out) = p.split_at_mut(o);
-            let (w1, b1) = hidden_layer.split_at(h * d);
-            let feature = |j: usize, x: &[f32]| feature(w1, b1, d, j, x);
-            let (rows, out_bias) = out.split_at_mut(cap * w);
-            for (j, r) in rows[class * w..(class + 1) * w].iter_mut().enumerate() {
+            let out = self.layers_mut();
+            let feature = |j: usize, x: &[f32]| feature(out.w1, out.b1, d, j, x);
+            for (j, r) in out.w2[class * w..(class + 1) * w].iter_mut().enumerate() {
                 let m = others.clone().map(|x| feature(j, x)).sum::<f32>() * inv_n;
                 *r = feature(j, embedding) - m;
             }
-            out_bias[class] = 0.0;
+            out.b2[class] = 0.0;
         }
         // The scale: given, else one that gives the new class's logits the same spread
         // over `others` as the other classes' (up to the first SPREAD_CLASSES of them)
@@ -201,11 +184,11 @@ impl<S: Storage> Head<S> {
         } else {
             -k * centered_at_mean
         };
-        let p = self.params_mut();
-        for r in &mut p[o + class * w..o + (class + 1) * w] {
+        let out = self.layers_mut();
+        for r in &mut out.w2[class * w..(class + 1) * w] {
             *r *= k;
         }
-        p[o + cap * w + class] = bias;
+        out.b2[class] = bias;
         Ok(())
     }
 

@@ -191,18 +191,27 @@ impl<S: Storage> Head<S> {
 
     /// The parameters as layers.
     fn layers(&self) -> Layers<'_> {
-        let Dims {
-            input: d,
-            hidden: h,
-            capacity: cap,
-        } = self.dims;
-        let (o, w) = (self.dims.out_offset(), self.dims.feature_width());
+        let [hidden_bias, out, out_bias, end] = self.dims.layer_starts();
         let p = self.params();
         Layers {
-            w1: &p[..h * d],
-            b1: &p[h * d..o],
-            w2: &p[o..o + cap * w],
-            b2: &p[o + cap * w..o + cap * (w + 1)],
+            w1: &p[..hidden_bias],
+            b1: &p[hidden_bias..out],
+            w2: &p[out..out_bias],
+            b2: &p[out_bias..end],
+        }
+    }
+
+    /// The parameters as layers, the output layer writable.
+    fn layers_mut(&mut self) -> LayersMut<'_> {
+        let [hidden_bias, out, out_bias, end] = self.dims.layer_starts();
+        let (hidden, output) = self.params_mut().split_at_mut(out);
+        let (w1, b1) = hidden.split_at(hidden_bias);
+        let (w2, b2) = output.split_at_mut(out_bias - out);
+        LayersMut {
+            w1,
+            b1,
+            w2,
+            b2: &mut b2[..end - out_bias],
         }
     }
 
@@ -291,6 +300,14 @@ struct Layers<'a> {
     b1: &'a [f32],
     w2: &'a [f32],
     b2: &'a [f32],
+}
+
+/// [`Layers`] with the output layer writable.
+struct LayersMut<'a> {
+    w1: &'a [f32],
+    b1: &'a [f32],
+    w2: &'a mut [f32],
+    b2: &'a mut [f32],
 }
 
 /// Feature `j` of embedding `x` (`d` values) that a head's output layer sees: the value
