@@ -1,4 +1,5 @@
-//! Unit tests of the replay buffer: filling, eviction, balanced sampling, removing a class, bad input.
+//! Unit tests of the replay buffer: filling, eviction, balanced sampling, removing a
+//! class, bad input.
 
 use super::*;
 
