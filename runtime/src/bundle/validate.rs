@@ -36,7 +36,8 @@ fn name(what: &str, s: &str) -> Result<(), BundleError> {
 impl Manifest {
     /// Checks every field and how they fit together. The error names the first field
     /// found wrong, e.g. `manifest: preprocess.std[1] must be positive and finite (got
-    /// -1)`. [`Bundle::to_bytes`] and [`Bundle::from_bytes`] call this.
+    /// -1)`. [`Bundle::to_bytes`](super::Bundle::to_bytes) and
+    /// [`Bundle::from_bytes`](super::Bundle::from_bytes) call this.
     pub fn validate(&self) -> Result<(), BundleError> {
         let bad = |what: String| Err(BundleError::manifest(what));
         if self.format_version != VERSION {

@@ -101,7 +101,7 @@ pub const fn slot_len<F: NorFlash>(record_len: usize) -> usize {
     align_up(body_offset::<F>().saturating_add(body), max1(F::ERASE_SIZE))
 }
 
-/// Bytes the region of a [`Store`] needs on flash `F` for records of up to `record_len`
+/// Bytes the region of a [`Store`](super::Store) needs on flash `F` for records of up to `record_len`
 /// bytes: two slots.
 pub const fn region_len<F: NorFlash>(record_len: usize) -> usize {
     slot_len::<F>(record_len).saturating_mul(2)

@@ -70,7 +70,7 @@ impl Dims {
         }
     }
 
-    /// Number of `f32` parameters (the storage a [`Head`] needs), for the full capacity.
+    /// Number of `f32` parameters (the storage a [`Head`](super::Head) needs), for the full capacity.
     pub const fn param_len(&self) -> usize {
         if self.hidden == 0 {
             self.capacity * (self.input + 1)

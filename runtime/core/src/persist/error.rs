@@ -17,7 +17,7 @@ pub enum DecodeError {
         /// Bytes given.
         found: usize,
     },
-    /// The data does not start with [`MAGIC`]: not an edgetune head.
+    /// The data does not start with [`MAGIC`](super::MAGIC): not an edgetune head.
     BadMagic,
     /// A format version this build cannot read.
     UnsupportedVersion {
@@ -68,7 +68,7 @@ pub enum DecodeError {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum EncodeError {
-    /// The output buffer is shorter than the encoding ([`encoded_len`]).
+    /// The output buffer is shorter than the encoding ([`encoded_len`](super::encoded_len)).
     BufferTooSmall {
         /// Bytes the encoding needs.
         needed: usize,

@@ -20,8 +20,8 @@
 //! | 0 | none, or plain SGD ([`Learner`]) | none |
 //! | 1 | SGD with momentum ([`Learner`]) | [`Dims::param_len`] |
 //! | 2, 3 | Adam, AdamW ([`Learner`]): first moments, then second | 2 × [`Dims::param_len`] |
-//! | [`SLDA_FULL`] (4) | streaming LDA, full covariance ([`Slda`]`<_, `[`Full`]`>`), linear heads only; step and generator 0 | [`Slda::state_len`] of input and capacity |
-//! | [`SLDA_DIAGONAL`] (5) | streaming LDA, diagonal covariance ([`Slda`]`<_, `[`Diagonal`]`>`), linear heads only; step and generator 0 | [`Slda::state_len`] of input and capacity |
+//! | [`SLDA_FULL`] (4) | streaming LDA, full covariance ([`Slda`]`<_, `[`Full`](crate::slda::Full)`>`), linear heads only; step and generator 0 | [`Slda::state_len`] of input and capacity |
+//! | [`SLDA_DIAGONAL`] (5) | streaming LDA, diagonal covariance ([`Slda`]`<_, `[`Diagonal`](crate::slda::Diagonal)`>`), linear heads only; step and generator 0 | [`Slda::state_len`] of input and capacity |
 //!
 //! [`decode_into`] checks the length, the checksum, every header field and (in a dry run)
 //! the whole payload before it writes anything: damaged, truncated, foreign or newer data

@@ -177,7 +177,7 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
     }
 
     /// Recomputes the inverse of `ν0·Σ0 + S` exactly (Cholesky, in f64; one division
-    /// per dimension for [`Diagonal`]).
+    /// per dimension for [`Diagonal`](super::Diagonal)).
     pub fn refresh(&mut self) {
         let l = self.lay();
         let d = self.dim;
