@@ -50,20 +50,23 @@ fn registry() -> Registry {
             TypeName::Integer.named("zero_point"),
         ]
     };
-    r.register_element_wise(
-        "edgetune_quantize_linear_u8",
-        TypeId::of::<QuantizeLinearU8>(),
-        Box::new(dump_quantize_u8),
-        params(),
-        load_quantize_u8,
-    );
-    r.register_element_wise(
-        "edgetune_quantize_linear_i8",
-        TypeId::of::<QuantizeLinearI8>(),
-        Box::new(dump_quantize_i8),
-        params(),
-        load_quantize_i8,
-    );
+    let quantizers: [(_, _, FromTract, ToTract); 2] = [
+        (
+            "edgetune_quantize_linear_u8",
+            TypeId::of::<QuantizeLinearU8>(),
+            Box::new(dump_quantize_u8),
+            load_quantize_u8,
+        ),
+        (
+            "edgetune_quantize_linear_i8",
+            TypeId::of::<QuantizeLinearI8>(),
+            Box::new(dump_quantize_i8),
+            load_quantize_i8,
+        ),
+    ];
+    for (id, type_id, dump, load) in quantizers {
+        r.register_element_wise(id, type_id, dump, params(), load);
+    }
     r.register_element_wise(
         "edgetune_lookup_table",
         TypeId::of::<LookupTable>(),
