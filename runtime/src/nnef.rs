@@ -50,20 +50,23 @@ fn registry() -> Registry {
             TypeName::Integer.named("zero_point"),
         ]
     };
-    r.register_element_wise(
-        "edgetune_quantize_linear_u8",
-        TypeId::of::<QuantizeLinearU8>(),
-        Box::new(dump_quantize_u8),
-        params(),
-        load_quantize_u8,
-    );
-    r.register_element_wise(
-        "edgetune_quantize_linear_i8",
-        TypeId::of::<QuantizeLinearI8>(),
-        Box::new(dump_quantize_i8),
-        params(),
-        load_quantize_i8,
-    );
+    let quantizers: [(_, _, FromTract, ToTract); 2] = [
+        (
+            "edgetune_quantize_linear_u8",
+            TypeId::of::<QuantizeLinearU8>(),
+            Box::new(dump_quantize_u8),
+            load_quantize_u8,
+        ),
+        (
+            "edgetune_quantize_linear_i8",
+            TypeId::of::<QuantizeLinearI8>(),
+            Box::new(dump_quantize_i8),
+            load_quantize_i8,
+        ),
+    ];
+    for (id, type_id, dump, load) in quantizers {
+        r.register_element_wise(id, type_id, dump, params(), load);
+    }
     r.register_element_wise(
         "edgetune_lookup_table",
         TypeId::of::<LookupTable>(),
@@ -191,32 +194,32 @@ fn args(
     Ok((input, scale, zero_point))
 }
 
-fn load_quantize_u8(
+/// Loads a (de)quantization: the op `make` builds from the invocation's scale and its
+/// zero point as a `Z` (`what` names the zero point when it does not fit).
+fn load_linear<Z: TryFrom<i64>, O: Into<Box<dyn TypedOp>>>(
     builder: &mut ModelBuilder,
     invocation: &ResolvedInvocation,
+    what: &str,
+    make: impl FnOnce(f32, Z) -> O,
 ) -> TractResult<Value> {
     let (input, scale, zero_point) = args(builder, invocation)?;
-    let zero_point = u8::try_from(zero_point)
-        .map_err(|_| format_err!("u8 zero point {zero_point} out of range"))?;
-    builder.wire(quantize_linear_u8(scale.recip(), zero_point), &[input])
+    let zero =
+        Z::try_from(zero_point).map_err(|_| format_err!("{what} {zero_point} out of range"))?;
+    builder.wire(make(scale, zero), &[input])
 }
 
-fn load_quantize_i8(
-    builder: &mut ModelBuilder,
-    invocation: &ResolvedInvocation,
-) -> TractResult<Value> {
-    let (input, scale, zero_point) = args(builder, invocation)?;
-    let zero_point = i8::try_from(zero_point)
-        .map_err(|_| format_err!("i8 zero point {zero_point} out of range"))?;
-    builder.wire(quantize_linear_i8(scale.recip(), zero_point), &[input])
+fn load_quantize_u8(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult<Value> {
+    load_linear(b, i, "u8 zero point", |s, z| {
+        quantize_linear_u8(s.recip(), z)
+    })
 }
 
-fn load_dequantize(
-    builder: &mut ModelBuilder,
-    invocation: &ResolvedInvocation,
-) -> TractResult<Value> {
-    let (input, scale, zero_point) = args(builder, invocation)?;
-    let zero_point = i32::try_from(zero_point)
-        .map_err(|_| format_err!("zero point {zero_point} out of range"))?;
-    builder.wire(DequantizeLinearF32::new(scale, zero_point), &[input])
+fn load_quantize_i8(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult<Value> {
+    load_linear(b, i, "i8 zero point", |s, z| {
+        quantize_linear_i8(s.recip(), z)
+    })
+}
+
+fn load_dequantize(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult<Value> {
+    load_linear(b, i, "zero point", DequantizeLinearF32::new)
 }

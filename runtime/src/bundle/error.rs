@@ -15,13 +15,13 @@ use crate::persist::DecodeError;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BundleError {
-    /// The data does not start with [`MAGIC`].
+    /// The data does not start with [`MAGIC`](super::MAGIC).
     NotABundle,
     /// A format version this build cannot read.
     UnsupportedVersion {
         /// The version in the data.
         found: u16,
-        /// The newest version this build reads ([`VERSION`]).
+        /// The newest version this build reads ([`VERSION`](super::VERSION)).
         supported: u16,
     },
     /// Fewer bytes than the bundle needs.
@@ -49,7 +49,7 @@ pub enum BundleError {
         /// Which field and what is wrong with it (JSON errors give line and column).
         what: String,
     },
-    /// The head section is not a valid [`persist`] encoding.
+    /// The head section is not a valid [`persist`](crate::persist) encoding.
     Head(DecodeError),
     /// The head does not fit the manifest.
     HeadMismatch {
@@ -70,7 +70,7 @@ pub enum BundleError {
         /// The cause.
         source: io::Error,
     },
-    /// The file at `path` is not a valid bundle (from [`Bundle::read`]).
+    /// The file at `path` is not a valid bundle (from [`Bundle::read`](super::Bundle::read)).
     InFile {
         /// The file.
         path: PathBuf,

@@ -70,6 +70,7 @@ use crate::persist;
 
 mod error;
 mod manifest;
+mod validate;
 
 pub use error::BundleError;
 pub use manifest::*;

@@ -1,5 +1,5 @@
-//! Learning rules for a [`Head`]: losses, optimizers, weight decay, gradient clipping and
-//! a learning-rate schedule, one sample at a time or in mini-batches, with no heap.
+//! Learning rules for a [`Head`](crate::Head): losses, optimizers, weight decay, gradient
+//! clipping and a learning-rate schedule, one sample at a time or in mini-batches, with no heap.
 //!
 //! A [`Learner`] owns the gradient, the optimizer state and its scratch in one flat
 //! buffer of [`Learner::state_len`] values. Learning is deterministic: the same samples

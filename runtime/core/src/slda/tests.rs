@@ -1,5 +1,5 @@
 use super::*;
-use crate::head::Dims;
+use crate::head::{Dims, Head};
 use crate::rng::Rng;
 
 /// `n` samples of `classes` Gaussian classes in `d` dimensions with a shared,

@@ -49,6 +49,10 @@
 //! reads) can leave them partly written; that is reported, and the caller should then
 //! reset them.
 //!
+//! Files: `layout.rs` names the slot's bytes and sizes, `record.rs` streams a record
+//! through the scratch buffer (reading and checking it, writing it); this file holds
+//! the A/B slot store.
+//!
 //! ```
 //! use edgetune_core::flash::{Store, StoreError};
 //! use edgetune_core::{Config, Dims, Head, Learner, Optimizer};
@@ -103,94 +107,25 @@
 //! # Ok::<(), Box<dyn core::error::Error>>(())
 //! ```
 
+mod layout;
+mod record;
+
 use core::fmt;
 
-use crc::{CRC_32_ISO_HDLC, Crc, Digest, NoTable};
+use crc::{CRC_32_ISO_HDLC, Crc, NoTable};
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 
-use crate::head::{Dims, Head, Storage};
-use crate::learn::Optimizer;
-use crate::persist::{self, DecodeError, EncodeError, Header, LearnerState};
+use crate::head::{Head, Storage};
+use crate::persist::{self, CRC_LEN, DecodeError, EncodeError, Framed, Header, LearnerState};
+pub use layout::{
+    COMMIT_MAGIC, FORMAT, MARKER_LEN, SLOT_HEADER_LEN, SLOT_MAGIC, max_record_len,
+    max_record_len_with, region_len, slot_len, unit,
+};
+use layout::{align_up, body_offset, commit, field, max1, record_len};
+use record::{Fault, Reader, Sink, Writer, read_record, write_record};
 
-/// The first four bytes of a slot header.
-pub const SLOT_MAGIC: [u8; 4] = *b"ETFS";
-/// The first four bytes of a commit marker.
-pub const COMMIT_MAGIC: [u8; 4] = *b"ETOK";
-/// The slot format this build writes and reads.
-pub const FORMAT: u16 = 1;
-/// Length of a slot header in bytes.
-pub const SLOT_HEADER_LEN: usize = 20;
-/// Length of a commit marker in bytes (before padding to the flash's write unit).
-pub const MARKER_LEN: usize = 8;
-
-/// Length of the persist record's CRC trailer.
-const CRC_LEN: usize = 4;
 /// Bitwise: no 1 KiB table in the firmware's flash, and fast enough for a few kB.
 static CRC32: Crc<u32, NoTable> = Crc::<u32, NoTable>::new(&CRC_32_ISO_HDLC);
-
-const fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
-/// The smallest number of bytes the store reads or writes at once, at offsets that are
-/// multiples of it: the least common multiple of the read and write sizes.
-pub const fn unit<F: NorFlash>() -> usize {
-    let (r, w) = (max1(F::READ_SIZE), max1(F::WRITE_SIZE));
-    r / gcd(r, w) * w
-}
-
-const fn max1(n: usize) -> usize {
-    if n == 0 { 1 } else { n }
-}
-
-const fn align_up(n: usize, to: usize) -> usize {
-    n.div_ceil(to).saturating_mul(to)
-}
-
-/// Offset of the slot header in a slot (the marker's padded length).
-const fn body_offset<F: NorFlash>() -> usize {
-    align_up(MARKER_LEN, unit::<F>())
-}
-
-/// The longest [`persist`] record a head of `dims` can have, with a learner using
-/// `optimizer` (`None`: saved without a learner). Use it to size the flash region at
-/// compile time ([`region_len`]).
-pub const fn max_record_len(dims: Dims, optimizer: Option<&Optimizer>) -> usize {
-    let per_param = match optimizer {
-        Some(o) => o.state_per_param(),
-        None => 0,
-    };
-    max_record_len_with(dims, dims.param_len().saturating_mul(per_param))
-}
-
-/// The longest [`persist`] record a head of `dims` can have with a learner state of
-/// `learner_values` values (for a streaming LDA, its
-/// [`Slda::state_len`](crate::slda::Slda::state_len)).
-pub const fn max_record_len_with(dims: Dims, learner_values: usize) -> usize {
-    let params = dims.param_len();
-    let opt = learner_values;
-    let payload = 5 // step, u32
-        + 10 // generator state, u64
-        + persist::varint_len(params as u64)
-        + persist::varint_len(opt as u64);
-    persist::HEADER_LEN
-        .saturating_add(payload)
-        .saturating_add(params.saturating_add(opt).saturating_mul(4))
-        .saturating_add(CRC_LEN)
-}
-
-/// Bytes one slot needs on flash `F` for records of up to `record_len` bytes: marker,
-/// header and record, rounded up to whole erase sectors.
-pub const fn slot_len<F: NorFlash>(record_len: usize) -> usize {
-    let body = align_up(SLOT_HEADER_LEN.saturating_add(record_len), unit::<F>());
-    align_up(body_offset::<F>().saturating_add(body), max1(F::ERASE_SIZE))
-}
-
-/// Bytes the region of a [`Store`] needs on flash `F` for records of up to `record_len`
-/// bytes: two slots.
-pub const fn region_len<F: NorFlash>(record_len: usize) -> usize {
-    slot_len::<F>(record_len).saturating_mul(2)
-}
 
 /// Why a [`Store`] call failed. `E` is the flash driver's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,19 +219,6 @@ enum SlotState {
     Corrupt(DecodeError),
     /// A committed, complete, checked state.
     Valid(Stored),
-}
-
-/// Something went wrong reading a record: the flash, or the data.
-enum Fault<E> {
-    Flash(E),
-    Bad(DecodeError),
-}
-
-/// Where a checked record's values go when loading (a learner of any kind and
-/// storage: one copy of the record reader serves them all).
-struct Sink<'a> {
-    params: &'a mut [f32],
-    learner: Option<&'a mut dyn LearnerState>,
 }
 
 /// Two A/B slots in a NOR flash region holding the newest head (see the
@@ -463,20 +385,10 @@ impl<F: NorFlash> Store<F> {
         scratch: &mut [u8],
     ) -> Result<Stored, StoreError<F::Error>> {
         let chunk = chunk::<F>(scratch)?;
-        let dims = head.dims();
-        if let Some(l) = learner.filter(|l| l.dims() != dims) {
-            return Err(StoreError::Encode(EncodeError::DimsMismatch {
-                head: dims,
-                learner: l.dims(),
-            }));
-        }
-        let opt = learner.map_or(&[][..], |l| l.values());
-        if !head.params().iter().chain(opt).all(|v| v.is_finite()) {
-            return Err(StoreError::Encode(EncodeError::NonFinite));
-        }
-        let len = persist::encoded_len(head, learner);
-        let fields = [dims.input, dims.hidden, dims.capacity, head.classes(), len];
-        if fields.iter().any(|&v| u32::try_from(v).is_err()) {
+        let record = Framed::new(head, learner).map_err(StoreError::Encode)?;
+        let len = record.len();
+        // The slot header stores the record's length as a u32.
+        if u32::try_from(len).is_err() {
             return Err(StoreError::Encode(EncodeError::TooLarge));
         }
         let capacity = self.record_capacity();
@@ -506,10 +418,10 @@ impl<F: NorFlash> Store<F> {
             sector += erase;
         }
         let mut header = [0xFFu8; SLOT_HEADER_LEN];
-        header[..4].copy_from_slice(&SLOT_MAGIC);
-        header[4..6].copy_from_slice(&FORMAT.to_le_bytes());
-        header[8..16].copy_from_slice(&seq.to_le_bytes());
-        header[16..20].copy_from_slice(&(len as u32).to_le_bytes());
+        header[field::MAGIC].copy_from_slice(&SLOT_MAGIC);
+        header[field::FORMAT].copy_from_slice(&FORMAT.to_le_bytes());
+        header[field::SEQ].copy_from_slice(&seq.to_le_bytes());
+        header[field::LEN].copy_from_slice(&(len as u32).to_le_bytes());
         let body = start + body_offset::<F>() as u32;
         let mut w = Writer {
             flash: &mut self.flash,
@@ -518,7 +430,7 @@ impl<F: NorFlash> Store<F> {
             next: body,
         };
         w.put(&header).map_err(StoreError::Flash)?;
-        write_record(&mut w, head, learner).map_err(StoreError::Flash)?;
+        write_record(&mut w, &record).map_err(StoreError::Flash)?;
         w.flush().map_err(StoreError::Flash)?;
         // Read back before committing: only a checked record gets a marker.
         let end = body + align_up(SLOT_HEADER_LEN + len, unit::<F>()) as u32;
@@ -534,8 +446,8 @@ impl<F: NorFlash> Store<F> {
         let marker_len = body_offset::<F>();
         let marker = &mut chunk[..marker_len];
         marker.fill(0xFF);
-        marker[..4].copy_from_slice(&COMMIT_MAGIC);
-        marker[4..8].copy_from_slice(&CRC32.checksum(&header).to_le_bytes());
+        marker[commit::MAGIC].copy_from_slice(&COMMIT_MAGIC);
+        marker[commit::CRC].copy_from_slice(&CRC32.checksum(&header).to_le_bytes());
         self.flash
             .write(start, &chunk[..marker_len])
             .map_err(StoreError::Flash)?;
@@ -601,25 +513,25 @@ impl<F: NorFlash> Store<F> {
         let marker_len = body_offset::<F>();
         let mut marker = [0u8; MARKER_LEN];
         Reader::new(&mut self.flash, chunk, start, start + marker_len as u32).bytes(&mut marker)?;
-        if marker[..4] != COMMIT_MAGIC {
+        if marker[commit::MAGIC] != COMMIT_MAGIC {
             return Ok(SlotState::Empty);
         }
         let body = start + marker_len as u32;
         let end = start + self.slot_len;
         let mut header = [0u8; SLOT_HEADER_LEN];
         Reader::new(&mut self.flash, chunk, body, end).bytes(&mut header)?;
-        if marker[4..8] != CRC32.checksum(&header).to_le_bytes() {
+        if marker[commit::CRC] != CRC32.checksum(&header).to_le_bytes() {
             // A torn marker, or one left from before a torn erase.
             return Ok(SlotState::Empty);
         }
         let bad = |what| Ok(SlotState::Corrupt(DecodeError::BadHeader { what }));
-        if header[..4] != SLOT_MAGIC {
+        if header[field::MAGIC] != SLOT_MAGIC {
             return bad("not an edgetune flash slot");
         }
-        if header[4..6] != FORMAT.to_le_bytes() {
+        if header[field::FORMAT] != FORMAT.to_le_bytes() {
             return bad("unsupported flash slot format");
         }
-        let len = u32::from_le_bytes([header[16], header[17], header[18], header[19]]) as usize;
+        let len = record_len(&header);
         if len > self.record_capacity() {
             return bad("record length exceeds the slot");
         }
@@ -642,9 +554,10 @@ impl<F: NorFlash> Store<F> {
         let mut rd = Reader::new(&mut self.flash, chunk, body, end);
         let mut header = [0u8; SLOT_HEADER_LEN];
         rd.bytes(&mut header)?;
-        let [.., s0, s1, s2, s3, s4, s5, s6, s7, l0, l1, l2, l3] = header;
-        let seq = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
-        let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&header[field::SEQ]);
+        let seq = u64::from_le_bytes(seq);
+        let len = record_len(&header);
         match read_record(&mut rd, len, None) {
             Ok(h) => Ok(Ok((
                 header,
@@ -672,312 +585,4 @@ fn chunk<F: NorFlash>(scratch: &mut [u8]) -> Result<&mut [u8], StoreError<F::Err
         });
     }
     Ok(&mut scratch[..n])
-}
-
-/// Reads `start..end` (whole units) through the scratch chunk, a byte at a time.
-struct Reader<'a, F> {
-    flash: &'a mut F,
-    buf: &'a mut [u8],
-    next: u32,
-    end: u32,
-    at: usize,
-    filled: usize,
-}
-
-impl<'a, F: NorFlash> Reader<'a, F> {
-    fn new(flash: &'a mut F, buf: &'a mut [u8], start: u32, end: u32) -> Self {
-        Reader {
-            flash,
-            buf,
-            next: start,
-            end,
-            at: 0,
-            filled: 0,
-        }
-    }
-
-    /// The next byte; `None` at the end of the range.
-    fn byte(&mut self) -> Result<Option<u8>, F::Error> {
-        if self.at == self.filled {
-            if self.next >= self.end {
-                return Ok(None);
-            }
-            let n = self.buf.len().min((self.end - self.next) as usize);
-            self.flash.read(self.next, &mut self.buf[..n])?;
-            self.next += n as u32;
-            self.at = 0;
-            self.filled = n;
-        }
-        let b = self.buf[self.at];
-        self.at += 1;
-        Ok(Some(b))
-    }
-
-    /// Fills `out`; bytes past the end of the range read as 0xFF (erased).
-    fn bytes(&mut self, out: &mut [u8]) -> Result<(), F::Error> {
-        for b in out {
-            *b = self.byte()?.unwrap_or(0xFF);
-        }
-        Ok(())
-    }
-
-    fn skip(&mut self, n: usize) -> Result<(), F::Error> {
-        for _ in 0..n {
-            self.byte()?;
-        }
-        Ok(())
-    }
-}
-
-/// The bytes of one record before its CRC trailer, checksummed as they are read.
-struct Record<'r, 'a, F> {
-    rd: &'r mut Reader<'a, F>,
-    /// Bytes left before the trailer.
-    left: usize,
-    digest: Digest<'static, u32, NoTable>,
-}
-
-impl<F: NorFlash> Record<'_, '_, F> {
-    fn byte(&mut self) -> Result<u8, Fault<F::Error>> {
-        if self.left == 0 {
-            return Err(Fault::Bad(DecodeError::BadPayload {
-                what: "the payload ends early",
-            }));
-        }
-        // Reads stay inside the slot: the record length was checked against it.
-        let b = self.rd.byte().map_err(Fault::Flash)?.unwrap_or(0xFF);
-        self.left -= 1;
-        self.digest.update(&[b]);
-        Ok(b)
-    }
-
-    /// A postcard varint of an integer of `bits` bits (as postcard decodes them).
-    fn varint(&mut self, bits: u32) -> Result<u64, Fault<F::Error>> {
-        let max = bits.div_ceil(7);
-        let last_max = (1u8 << (bits % 7)) - 1;
-        let mut out = 0u64;
-        for i in 0..max {
-            let b = self.byte()?;
-            out |= u64::from(b & 0x7F) << (7 * i);
-            if b & 0x80 == 0 {
-                if i == max - 1 && b > last_max {
-                    break;
-                }
-                return Ok(out);
-            }
-        }
-        Err(Fault::Bad(DecodeError::BadPayload {
-            what: "a malformed integer",
-        }))
-    }
-
-    /// A sequence length, which must be `n`.
-    fn count(&mut self, n: usize, what: &'static str) -> Result<(), Fault<F::Error>> {
-        if self.varint(usize::BITS)? != n as u64 {
-            return Err(Fault::Bad(DecodeError::BadPayload { what }));
-        }
-        Ok(())
-    }
-
-    fn float(&mut self) -> Result<f32, Fault<F::Error>> {
-        let mut b = [0u8; 4];
-        for v in &mut b {
-            *v = self.byte()?;
-        }
-        let v = f32::from_le_bytes(b);
-        if !v.is_finite() {
-            return Err(Fault::Bad(DecodeError::NonFinite));
-        }
-        Ok(v)
-    }
-}
-
-/// Reads and checks a record of `len` bytes (header, payload, CRC) and, with a sink,
-/// copies its values there; returns its header. With a sink the record must have been
-/// checked before, and the learner (if any) must match it.
-fn read_record<F: NorFlash>(
-    rd: &mut Reader<'_, F>,
-    len: usize,
-    sink: Option<Sink<'_>>,
-) -> Result<Header, Fault<F::Error>> {
-    let Some(body) = len.checked_sub(CRC_LEN) else {
-        return Err(Fault::Bad(DecodeError::Truncated {
-            needed: persist::HEADER_LEN + CRC_LEN,
-            found: len,
-        }));
-    };
-    let mut rec = Record {
-        rd,
-        left: body,
-        digest: CRC32.digest(),
-    };
-    let result = read_fields(&mut rec, len, sink);
-    if let Err(Fault::Flash(e)) = result {
-        return Err(Fault::Flash(e));
-    }
-    // The checksum covers every byte before the trailer, and comes first.
-    while rec.left > 0 {
-        rec.byte()?;
-    }
-    let mut trailer = [0u8; CRC_LEN];
-    rec.rd.bytes(&mut trailer).map_err(Fault::Flash)?;
-    let stored = u32::from_le_bytes(trailer);
-    let computed = rec.digest.finalize();
-    if stored != computed {
-        return Err(Fault::Bad(DecodeError::Checksum { stored, computed }));
-    }
-    result
-}
-
-/// The header and payload of a record of `len` bytes.
-fn read_fields<F: NorFlash>(
-    rec: &mut Record<'_, '_, F>,
-    len: usize,
-    sink: Option<Sink<'_>>,
-) -> Result<Header, Fault<F::Error>> {
-    let mut raw = [0u8; persist::HEADER_LEN];
-    for b in &mut raw {
-        *b = rec.byte().map_err(|e| match e {
-            Fault::Bad(_) => Fault::Bad(DecodeError::Truncated {
-                needed: persist::HEADER_LEN + CRC_LEN,
-                found: len,
-            }),
-            e => e,
-        })?;
-    }
-    let header = persist::read_header(&raw).map_err(Fault::Bad)?;
-    if header.total_len() != len {
-        return Err(Fault::Bad(DecodeError::BadHeader {
-            what: "payload length field disagrees with the data's size",
-        }));
-    }
-    let step = rec.varint(u32::BITS)? as u32;
-    let rng = rec.varint(u64::BITS)?;
-    let n_params = header.dims.param_len();
-    let n_opt = persist::learner_values(header.optimizer, header.dims).unwrap_or(0);
-    rec.count(
-        n_params,
-        "number of parameters does not match the dimensions",
-    )?;
-    let (mut params, learner) = match sink {
-        Some(Sink { params, learner }) => (Some(params), learner),
-        None => (None, None),
-    };
-    for i in 0..n_params {
-        let v = rec.float()?;
-        if let Some(p) = params.as_deref_mut() {
-            p[i] = v;
-        }
-    }
-    rec.count(
-        n_opt,
-        "number of optimizer values does not match the dimensions",
-    )?;
-    // As `persist::decode_into`: a learner with the stored optimizer gets the state
-    // back, any other learner is reset (so is a plain-SGD one when the record was saved
-    // without a learner: step 0, generator 0).
-    let code = header.optimizer;
-    // Each learner value is checked as it is read, in the checking pass as in the
-    // loading one.
-    let mut taken = 0;
-    let mut value = |rec: &mut Record<'_, '_, F>| {
-        let v = rec.float()?;
-        let ok = persist::learner_value_ok(code, header.dims, taken, v);
-        taken += 1;
-        if ok {
-            Ok(v)
-        } else {
-            Err(Fault::Bad(persist::IMPOSSIBLE))
-        }
-    };
-    let (target, reset) = match learner {
-        Some(l) if code == l.code() && (code != 0 || (step, rng) != (0, 0)) => (Some(l), None),
-        other => (None, other),
-    };
-    match target {
-        Some(l) => {
-            let mut fault = None;
-            let mut values = core::iter::from_fn(|| match value(rec) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    fault = Some(e);
-                    None
-                }
-            })
-            .take(n_opt);
-            l.restore(step, rng, &mut values);
-            if let Some(e) = fault {
-                return Err(e);
-            }
-            if taken != n_opt {
-                return Err(Fault::Bad(DecodeError::BadPayload {
-                    what: "number of optimizer values does not match the learner",
-                }));
-            }
-        }
-        None => {
-            for _ in 0..n_opt {
-                value(rec)?;
-            }
-        }
-    }
-    if rec.left != 0 {
-        return Err(Fault::Bad(DecodeError::BadPayload {
-            what: "unexpected bytes after the optimizer state",
-        }));
-    }
-    if let Some(l) = reset {
-        l.reset();
-    }
-    Ok(header)
-}
-
-/// Writes whole units through the scratch chunk, starting at `next`.
-struct Writer<'a, F> {
-    flash: &'a mut F,
-    buf: &'a mut [u8],
-    fill: usize,
-    next: u32,
-}
-
-impl<F: NorFlash> Writer<'_, F> {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), F::Error> {
-        for &b in bytes {
-            self.buf[self.fill] = b;
-            self.fill += 1;
-            if self.fill == self.buf.len() {
-                self.flush()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes what is buffered, padded with 0xFF to a whole unit.
-    fn flush(&mut self) -> Result<(), F::Error> {
-        if self.fill == 0 {
-            return Ok(());
-        }
-        let n = align_up(self.fill, unit::<F>());
-        self.buf[self.fill..n].fill(0xFF);
-        self.flash.write(self.next, &self.buf[..n])?;
-        self.next += n as u32;
-        self.fill = 0;
-        Ok(())
-    }
-}
-
-/// Streams the [`persist`] record of `head` and `learner` (checked by the caller: same
-/// dimensions, finite, fits the format): [`persist`] writes its header and payload, this
-/// adds the CRC trailer (bitwise: no table in a firmware's flash).
-fn write_record<F: NorFlash, H: Storage, L: LearnerState>(
-    w: &mut Writer<'_, F>,
-    head: &Head<H>,
-    learner: Option<&L>,
-) -> Result<(), F::Error> {
-    let mut digest = CRC32.digest();
-    persist::stream_framed(head, learner, &mut |bytes: &[u8]| {
-        digest.update(bytes);
-        w.put(bytes)
-    })?;
-    w.put(&digest.finalize().to_le_bytes())
 }
