@@ -31,7 +31,7 @@ fn mobilenet_int8_is_small_and_close_to_f32() {
         q.summary
             .kept_f32
             .iter()
-            .any(|(why, _)| why.contains("depthwise")),
+            .any(|(_, why)| why.contains("depthwise")),
         "{:?}",
         q.summary.kept_f32
     );

@@ -76,11 +76,16 @@ impl std::fmt::Display for Report {
             let s = &q.summary;
             write!(
                 f,
-                "\nint8           {} convolutions quantized, {} batch norms folded, calibrated on {} samples",
-                s.quantized_convs, s.folded_batch_norms, s.calibration_samples
+                "\nint8           {} convolutions quantized, {} batch norms and {} constant nodes folded, calibrated on {} samples",
+                s.quantized_convs, s.folded_batch_norms, s.folded_constants, s.calibration_samples
             )?;
-            for (why, n) in &s.kept_f32 {
-                write!(f, "\n               {n} kept f32: {why}")?;
+            for (why, layers) in crate::quantize::kept_by_reason(&s.kept_f32) {
+                write!(
+                    f,
+                    "\n               {} kept f32, {why}: {}",
+                    layers.len(),
+                    layers.join(", ")
+                )?;
             }
             write!(
                 f,

@@ -1,11 +1,12 @@
 //! Post-training static int8 quantization of a backbone, done on the ONNX graph before
 //! tract imports it.
 //!
-//! What is quantized is chosen for what tract runs fast on ARM, not for coverage (see
-//! ../shared/NOTES-tract-ort.md): tract has integer kernels for `QLinearConv` and
+//! What is quantized is chosen for what tract runs fast on ARM, not for coverage: tract has integer kernels for `QLinearConv` and
 //! `ConvInteger`, but runs a `DequantizeLinear → Conv → QuantizeLinear` sandwich in f32,
 //! and its depthwise convolution has no integer kernel worth using. So:
-//! - batch normalizations that follow a convolution are folded into it first;
+//! - constants an exporter computes in the graph (`Identity`, `Constant`, reshapes and
+//!   transposes of weights) become initializers, so every weight is seen as one;
+//! - batch normalizations that follow a convolution are folded into it;
 //! - every ordinary convolution (group 1, weights in an initializer) except the first
 //!   one, which reads the image itself, becomes `QuantizeLinear → ConvInteger → Cast →
 //!   Mul → Add`: activations i8 with a per-tensor scale from the calibration range,
@@ -29,7 +30,7 @@
 //! operators travel through edgetune's own NNEF registry ([`edgetune::nnef`]).
 //!
 //! Here the quantization of convolutions (which stay f32, calibration, scales, the
-//! rewrite); `fold.rs` holds the rewrites done before it (batch norms into
+//! rewrite); `constants.rs` and `fold.rs` hold the rewrites done before it (batch norms into
 //! convolutions, a QDQ model's sandwiches into `QLinearConv`), `onnx.rs` the graph and
 //! tensor helpers both use.
 
@@ -40,21 +41,26 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 
+mod constants;
 mod fold;
 mod onnx;
 
+pub use constants::fold_constants;
 pub use fold::{fold_batch_norms, fold_qdq};
 use onnx::{drop_unused_initializers, f32_tensor, floats, group, i8_tensor, node, producers};
 
 /// What quantization did to the graph.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
+    /// Constant nodes folded into initializers first (`Identity`, `Constant`, reshapes
+    /// and transposes of weights: [`fold_constants`]).
+    pub folded_constants: usize,
     /// Batch normalizations folded into the convolution before them.
     pub folded_batch_norms: usize,
     /// Convolutions now running on integers (`ConvInteger`).
     pub quantized_convs: usize,
-    /// Convolutions left in f32, by reason (e.g. "depthwise" → 17).
-    pub kept_f32: Vec<(String, usize)>,
+    /// Every convolution left in f32, in graph order: its name and why.
+    pub kept_f32: Vec<(String, String)>,
     /// Samples the activation ranges were taken from.
     pub calibration_samples: usize,
 }
@@ -80,6 +86,27 @@ fn keep_f32(
     } else {
         None
     }
+}
+
+/// A node's name, or its first output's where it has none.
+fn layer_name(n: &NodeProto) -> String {
+    if n.name.is_empty() {
+        n.output.first().cloned().unwrap_or_default()
+    } else {
+        n.name.clone()
+    }
+}
+
+/// The layers kept in f32 grouped by reason, reasons in the order they first occur.
+pub fn kept_by_reason(kept: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (layer, why) in kept {
+        match groups.iter_mut().find(|(w, _)| w == why) {
+            Some((_, layers)) => layers.push(layer),
+            None => groups.push((why, vec![layer])),
+        }
+    }
+    groups
 }
 
 /// Nodes the tensor `target` depends on.
@@ -176,6 +203,7 @@ pub fn quantize(
     ensure!(!inputs.is_empty(), "no calibration samples");
     let mut model = model.clone();
     let mut summary = Summary {
+        folded_constants: fold_constants(&mut model)?,
         folded_batch_norms: fold_batch_norms(&mut model)?,
         calibration_samples: inputs.len(),
         ..Summary::default()
@@ -189,23 +217,24 @@ pub fn quantize(
     let graph_inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
     let needed = ancestors(&model, embedding);
     let mut chosen = Vec::new();
-    let mut kept: HashMap<&'static str, usize> = HashMap::new();
     for (i, n) in graph.node.iter().enumerate() {
         if n.op_type != "Conv" || !needed.contains(&i) {
             continue;
         }
         match keep_f32(n, &inits, &graph_inputs) {
-            Some(why) => *kept.entry(why).or_default() += 1,
+            Some(why) => summary.kept_f32.push((layer_name(n), why.to_string())),
             None => chosen.push(i),
         }
     }
-    summary.kept_f32 = kept.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    summary.kept_f32.sort();
     if chosen.is_empty() {
         bail!(
             "nothing to quantize: the backbone has no ordinary convolution past the first layer \
-             (kept in f32: {:?})",
-            summary.kept_f32
+             (kept in f32: {})",
+            kept_by_reason(&summary.kept_f32)
+                .iter()
+                .map(|(why, layers)| format!("{} {why}", layers.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let mut observed: Vec<String> = Vec::new();
@@ -227,11 +256,7 @@ pub fn quantize(
             nodes.push(n.clone());
             continue;
         }
-        let name = if n.name.is_empty() {
-            n.output[0].clone()
-        } else {
-            n.name.clone()
-        };
+        let name = layer_name(n);
         let x = &n.input[0];
         let (x_lo, x_hi) = ranges[x];
         let (sx, zx) = (i8_params(x_lo, x_hi), 0i8);

@@ -99,6 +99,11 @@ pub(super) fn i32_tensor(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
     raw_tensor(name, DataType::Int32, dims, raw)
 }
 
+pub(super) fn i64_tensor(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
+    let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    raw_tensor(name, DataType::Int64, dims, raw)
+}
+
 pub(super) fn i8_tensor(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
     let raw = v.iter().map(|&x| x as u8).collect();
     raw_tensor(name, DataType::Int8, dims, raw)

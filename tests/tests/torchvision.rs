@@ -1,0 +1,131 @@
+//! int8 on models written by a real exporter (`torch.onnx.export` of torchvision's
+//! MobileNetV2 and ResNet18 at reduced width, and ONNX Runtime's QDQ form of them;
+//! `models/torchvision/README.md`): the quantizer reaches every convolution it can
+//! run on integers, including weights an exporter shares through `Identity` nodes, and
+//! stays close to f32 on held-out images.
+
+use std::path::{Path, PathBuf};
+
+use edgetune::bundle::{InputSpec, Layout, Preprocess};
+use finetune_head::convert::{Int8, Int8Report, Options, Report, convert};
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/torchvision")
+}
+
+/// The 32 calibration images, then 8 held-out ones: the converter holds out the last
+/// fifth, so it calibrates on the calibration images and measures on held-out ones.
+fn samples() -> Vec<Vec<f32>> {
+    let spec = InputSpec {
+        name: "image".into(),
+        shape: vec![1, 3, 64, 64],
+        layout: Layout::Nchw,
+        dtype: "f32".into(),
+    };
+    let load = |dir: &str, n| finetune_head::calib::load_dir(&models().join(dir), &spec, n);
+    let mut s = load("calib", None).unwrap();
+    assert_eq!(s.len(), 32);
+    s.extend(load("heldout", Some(8)).unwrap());
+    s
+}
+
+fn convert_model(file: &str, int8: bool) -> Report {
+    let opts = Options {
+        preprocess: Preprocess::imagenet(),
+        int8: int8.then(|| Int8::Samples(samples())),
+        ..Default::default()
+    };
+    let (_, report) = convert(&models().join(file), &opts).unwrap();
+    println!("{file}:\n{report}\n");
+    report
+}
+
+fn int8(report: &Report) -> &Int8Report {
+    let q = report.int8.as_ref().expect("an int8 report");
+    assert_eq!((q.summary.calibration_samples, q.holdout_samples), (32, 8));
+    q
+}
+
+fn kept(q: &Int8Report, why: &str) -> usize {
+    q.summary
+        .kept_f32
+        .iter()
+        .filter(|(_, w)| w.contains(why))
+        .count()
+}
+
+#[test]
+fn resnet18_int8_quantizes_every_convolution_but_the_stem() {
+    let f32 = convert_model("resnet18-w8-64.onnx", false);
+    let report = convert_model("resnet18-w8-64.onnx", true);
+    let q = int8(&report);
+    assert_eq!(q.summary.quantized_convs, 19, "{q:?}");
+    assert_eq!(q.summary.kept_f32.len(), 1, "{q:?}");
+    assert_eq!(kept(q, "first layer"), 1, "{q:?}");
+    assert!(q.cosine_min >= 0.99, "{q:?}");
+    assert_eq!(q.top1_agreement, Some(1.0), "{q:?}");
+    assert_eq!(q.f32_backbone_bytes, f32.backbone_bytes);
+    let ratio = report.backbone_bytes as f64 / f32.backbone_bytes as f64;
+    assert!(ratio <= 0.4, "int8 backbone {ratio:.2}x the f32 one");
+
+    // Its QDQ form, quantized by ONNX Runtime, converts to a bundle of about that size.
+    let qdq = convert_model("resnet18-w8-64-qdq.onnx", false);
+    assert_eq!(qdq.qdq_folded, 20);
+    let ratio = qdq.backbone_bytes as f64 / report.backbone_bytes as f64;
+    assert!(
+        ratio <= 1.1,
+        "the QDQ bundle is {ratio:.2}x --quantize int8's"
+    );
+}
+
+#[test]
+fn weights_shared_through_identity_nodes_are_quantized() {
+    // The untrained export reaches 16 of its 20 convolution biases through Identity
+    // nodes; before they were folded only 3 convolutions were quantized.
+    let report = convert_model("resnet18-w8-64-untrained.onnx", true);
+    let q = int8(&report);
+    assert!(q.summary.folded_constants >= 16, "{q:?}");
+    assert_eq!(q.summary.quantized_convs, 19, "{q:?}");
+    assert_eq!(kept(q, "not a constant"), 0, "{q:?}");
+    assert!(q.cosine_min >= 0.99, "{q:?}");
+
+    // Exported without constant folding: batch norms stay in the graph and three of
+    // their biases are shared through Identity nodes. All 20 fold into the convolutions.
+    let report = convert_model("resnet18-w8-64-nofold.onnx", true);
+    let q = int8(&report);
+    assert_eq!(q.summary.folded_constants, 3, "{q:?}");
+    assert_eq!(q.summary.folded_batch_norms, 20, "{q:?}");
+    assert_eq!(q.summary.quantized_convs, 19, "{q:?}");
+    assert!(q.cosine_min >= 0.99, "{q:?}");
+    assert_eq!(q.top1_agreement, Some(1.0), "{q:?}");
+}
+
+#[test]
+fn mobilenet_v2_int8_keeps_only_depthwise_and_stem_in_f32() {
+    let f32 = convert_model("mobilenet_v2-w025-64.onnx", false);
+    let report = convert_model("mobilenet_v2-w025-64.onnx", true);
+    let q = int8(&report);
+    assert_eq!(q.summary.quantized_convs, 34, "{q:?}");
+    assert_eq!(kept(q, "depthwise"), 17, "{q:?}");
+    assert_eq!(kept(q, "first layer"), 1, "{q:?}");
+    assert_eq!(q.summary.kept_f32.len(), 18, "{q:?}");
+    // Every layer kept in f32 is named in the report, with its reason.
+    let text = report.to_string();
+    for (layer, _) in &q.summary.kept_f32 {
+        assert!(
+            text.contains(layer.as_str()),
+            "{layer} missing from the report"
+        );
+    }
+    assert!(q.cosine_min >= 0.99, "{q:?}");
+    assert_eq!(q.top1_agreement, Some(1.0), "{q:?}");
+    let ratio = report.backbone_bytes as f64 / f32.backbone_bytes as f64;
+    assert!(ratio <= 0.5, "int8 backbone {ratio:.2}x the f32 one");
+
+    let qdq = convert_model("mobilenet_v2-w025-64-qdq.onnx", false);
+    let ratio = qdq.backbone_bytes as f64 / report.backbone_bytes as f64;
+    assert!(
+        ratio <= 1.1,
+        "the QDQ bundle is {ratio:.2}x --quantize int8's"
+    );
+}
