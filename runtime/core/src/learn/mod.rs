@@ -22,8 +22,8 @@
 //! assert_eq!(head.predict(&[0.9, 0.1], &mut probs).unwrap().class, 0);
 //! ```
 //!
-//! One concept per file: the [`Loss`] (`loss.rs`), the [`Optimizer`] and its kernels
-//! (`optimizer.rs`), learning-rate schedules (`schedule.rs`), the rule's [`Config`]
+//! One concept per file: the [`Loss`] (`loss.rs`), the [`Optimizer`] (`optimizer/`, one
+//! file per optimizer: `sgd.rs`, `adam.rs`), learning-rate schedules (`schedule.rs`), the rule's [`Config`]
 //! (`config.rs`) and the [`Learner`] with its passes (`learner.rs`).
 
 mod config;

@@ -1,6 +1,8 @@
-//! The optimizers, their state sizes and codes, and their update kernels.
+//! The optimizers: their constants, state sizes and persistence codes (here), and the
+//! update of each (`sgd.rs`: SGD with or without momentum; `adam.rs`: Adam and AdamW).
 
-use crate::math;
+mod adam;
+mod sgd;
 
 /// The optimizer and its constants.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,7 +95,7 @@ impl Optimizer {
 /// One optimizer update of the parameters `params` (whose indices in the whole parameter
 /// vector are `r`) with gradient `scale * grads`.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn update(
+pub(in crate::learn) fn update(
     opt: &Optimizer,
     step: u32,
     lr: f32,
@@ -107,80 +109,17 @@ pub(super) fn update(
 ) {
     match *opt {
         Optimizer::Sgd { momentum, nesterov } => {
-            if momentum == 0.0 {
-                sgd_kernel(params, grads, scale, wd, lr);
-            } else {
-                momentum_kernel(
-                    params,
-                    grads,
-                    &mut state[r],
-                    scale,
-                    wd,
-                    lr,
-                    momentum,
-                    nesterov,
-                );
-            }
+            sgd::update(params, grads, state, r, scale, wd, lr, momentum, nesterov)
         }
         Optimizer::Adam { beta1, beta2, eps } | Optimizer::AdamW { beta1, beta2, eps } => {
             let decoupled = matches!(opt, Optimizer::AdamW { .. });
-            let t = (step as f32) + 1.0;
-            let c1 = lr / (1.0 - libm::powf(beta1, t));
-            let c2 = 1.0 / (1.0 - libm::powf(beta2, t));
-            let (m, v) = state.split_at_mut(np);
-            let (m, v) = (&mut m[r.clone()], &mut v[r]);
-            let (l2, shrink) = if decoupled {
-                (0.0, 1.0 - lr * wd)
-            } else {
-                (wd, 1.0)
+            let consts = adam::Constants {
+                beta1,
+                beta2,
+                eps,
+                decoupled,
             };
-            adam_kernel(
-                params, grads, m, v, scale, l2, shrink, beta1, beta2, c1, c2, eps,
-            );
+            adam::update(&consts, step, lr, wd, scale, params, grads, state, np, r)
         }
     }
-}
-
-math::simd_dispatch! {
-fn sgd_kernel(params: &mut [f32], grads: &[f32], scale: f32, wd: f32, lr: f32) {
-    for (w, g) in params.iter_mut().zip(grads) {
-        let gr = *g * scale + wd * *w;
-        *w -= lr * gr;
-    }
-}
-}
-
-math::simd_dispatch! {
-fn momentum_kernel(params: &mut [f32], grads: &[f32], buf: &mut [f32], scale: f32, wd: f32, lr: f32, momentum: f32, nesterov: bool) {
-    for ((w, g), b) in params.iter_mut().zip(grads).zip(buf) {
-        let gr = *g * scale + wd * *w;
-        *b = momentum * *b + gr;
-        let u = if nesterov { gr + momentum * *b } else { *b };
-        *w -= lr * u;
-    }
-}
-}
-
-math::simd_dispatch! {
-fn adam_kernel(
-    params: &mut [f32],
-    grads: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    scale: f32,
-    l2: f32,
-    shrink: f32,
-    beta1: f32,
-    beta2: f32,
-    c1: f32,
-    c2: f32,
-    eps: f32,
-) {
-    for (((w, g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
-        let gr = *g * scale + l2 * *w;
-        *m = beta1 * *m + (1.0 - beta1) * gr;
-        *v = beta2 * *v + (1.0 - beta2) * gr * gr;
-        *w = *w * shrink - c1 * *m / (math::sqrt(*v * c2) + eps);
-    }
-}
 }
