@@ -36,7 +36,14 @@ pub struct EmbeddingStats {
     pub std: String,
     /// What the covariance is of.
     pub covariance_kind: CovarianceKind,
-    /// Covariance, `dim × dim` row-major, shrunk toward its diagonal (base64 f32).
+    /// Covariance, shrunk toward its diagonal: its upper triangle row by row
+    /// (`dim·(dim+1)/2` values, base64 f32; the matrix is symmetric, so this is all of
+    /// it at half the size).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub covariance_upper: String,
+    /// The whole covariance, `dim × dim` row-major (base64 f32), as bundles written
+    /// before `covariance_upper` carry it; read, never written.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub covariance: String,
     /// Per-class sample counts of the head's classes (trained heads only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -93,6 +100,27 @@ fn decode(what: &str, s: &str, len: usize) -> Result<Vec<f32>, BundleError> {
         return bad("holds NaN or infinity".into());
     }
     Ok(v)
+}
+
+/// The upper triangle of the symmetric `dim × dim` matrix `m`, row by row.
+fn upper_triangle(m: &[f32], dim: usize) -> Vec<f32> {
+    (0..dim)
+        .flat_map(|i| m[i * dim + i..(i + 1) * dim].iter().copied())
+        .collect()
+}
+
+/// The symmetric `dim × dim` matrix whose upper triangle (row by row) is `upper`.
+fn symmetric(upper: &[f32], dim: usize) -> Vec<f32> {
+    let mut m = vec![0f32; dim * dim];
+    let mut k = 0;
+    for i in 0..dim {
+        for j in i..dim {
+            m[i * dim + j] = upper[k];
+            m[j * dim + i] = upper[k];
+            k += 1;
+        }
+    }
+    m
 }
 
 impl Stats {
@@ -243,7 +271,8 @@ impl Stats {
             mean: encode(&self.mean),
             std: encode(&self.std),
             covariance_kind: self.kind,
-            covariance: encode(&self.covariance),
+            covariance_upper: encode(&upper_triangle(&self.covariance, self.mean.len())),
+            covariance: String::new(),
             class_counts: self.class_counts.clone(),
             class_means: encode(&self.class_means),
         }
@@ -262,7 +291,27 @@ impl Stats {
                 "embedding statistics: a standard deviation is not positive".to_string(),
             ));
         }
-        let covariance = decode("covariance", &s.covariance, dim.saturating_mul(dim))?;
+        let covariance = match (s.covariance_upper.is_empty(), s.covariance.is_empty()) {
+            (false, true) => {
+                let packed = dim.saturating_mul(dim.saturating_add(1)) / 2;
+                symmetric(
+                    &decode("covariance_upper", &s.covariance_upper, packed)?,
+                    dim,
+                )
+            }
+            (true, false) => decode("covariance", &s.covariance, dim.saturating_mul(dim))?,
+            (false, false) => {
+                return Err(BundleError::manifest(
+                    "embedding statistics: both covariance and covariance_upper are given"
+                        .to_string(),
+                ));
+            }
+            (true, true) => {
+                return Err(BundleError::manifest(
+                    "embedding statistics: no covariance (covariance_upper)".to_string(),
+                ));
+            }
+        };
         if (0..dim).any(|i| covariance[i * dim + i] <= 0.0) {
             return Err(BundleError::manifest(
                 "embedding statistics: a covariance has a positive diagonal".to_string(),
@@ -305,6 +354,31 @@ mod tests {
         assert_eq!(s.class_counts, vec![5, 5]);
         let m = s.to_manifest();
         assert_eq!(Stats::from_manifest(&m, 4, 2).unwrap(), s);
+        // Half the covariance is written; a bundle with the whole matrix still reads.
+        assert!(m.covariance.is_empty());
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&m.covariance_upper)
+                .unwrap()
+                .len(),
+            10 * 4
+        );
+        let old = EmbeddingStats {
+            covariance: encode(&s.covariance),
+            covariance_upper: String::new(),
+            ..m.clone()
+        };
+        assert_eq!(Stats::from_manifest(&old, 4, 2).unwrap(), s);
+        let both = EmbeddingStats {
+            covariance: encode(&s.covariance),
+            ..m.clone()
+        };
+        assert!(Stats::from_manifest(&both, 4, 2).is_err());
+        let none = EmbeddingStats {
+            covariance_upper: String::new(),
+            ..m.clone()
+        };
+        assert!(Stats::from_manifest(&none, 4, 2).is_err());
         assert!(Stats::from_manifest(&m, 5, 2).is_err());
         assert!(Stats::from_manifest(&m, 4, 3).is_err());
         let t = Stats::estimate(&x, 4, None).unwrap();
