@@ -54,13 +54,17 @@ fn registry() -> Registry {
         (
             "edgetune_quantize_linear_u8",
             TypeId::of::<QuantizeLinearU8>(),
-            Box::new(dump_quantize_u8),
+            dump_quantize::<QuantizeLinearU8>("edgetune_quantize_linear_u8", |op| {
+                (op.scale.recip(), op.zero_point.into())
+            }),
             load_quantize_u8,
         ),
         (
             "edgetune_quantize_linear_i8",
             TypeId::of::<QuantizeLinearI8>(),
-            Box::new(dump_quantize_i8),
+            dump_quantize::<QuantizeLinearI8>("edgetune_quantize_linear_i8", |op| {
+                (op.scale.recip(), op.zero_point.into())
+            }),
             load_quantize_i8,
         ),
     ];
@@ -110,32 +114,19 @@ fn mini_op<T: tract_nnef::tract_core::ops::element_wise::ElementWiseMiniOp>(
     node.op_as::<ElementWiseOp>()?.0.downcast_ref::<T>()
 }
 
-fn dump_quantize_u8(ast: &mut IntoAst, node: &TypedNode) -> TractResult<Option<Arc<RValue>>> {
-    let Some(op) = mini_op::<QuantizeLinearU8>(node) else {
-        return Ok(None);
-    };
-    let id = "edgetune_quantize_linear_u8";
-    Ok(Some(invoke(
-        ast,
-        node,
-        id,
-        op.scale.recip(),
-        op.zero_point.into(),
-    )))
-}
-
-fn dump_quantize_i8(ast: &mut IntoAst, node: &TypedNode) -> TractResult<Option<Arc<RValue>>> {
-    let Some(op) = mini_op::<QuantizeLinearI8>(node) else {
-        return Ok(None);
-    };
-    let id = "edgetune_quantize_linear_i8";
-    Ok(Some(invoke(
-        ast,
-        node,
-        id,
-        op.scale.recip(),
-        op.zero_point.into(),
-    )))
+/// The dumper of a quantize operator `T` as the invocation `id`, with its scale and
+/// zero point.
+fn dump_quantize<T: tract_nnef::tract_core::ops::element_wise::ElementWiseMiniOp>(
+    id: &'static str,
+    params: fn(&T) -> (f32, i64),
+) -> FromTract {
+    Box::new(move |ast, node| {
+        let Some(op) = mini_op::<T>(node) else {
+            return Ok(None);
+        };
+        let (scale, zero_point) = params(op);
+        Ok(Some(invoke(ast, node, id, scale, zero_point)))
+    })
 }
 
 fn dump_dequantize(

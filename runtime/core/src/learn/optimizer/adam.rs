@@ -1,6 +1,6 @@
 //! Adam (Kingma & Ba; weight decay added to the gradient, L2) and AdamW (Loshchilov &
 //! Hutter; weight decay applied to the weights directly). State: the first moments of
-//! every parameter, then the second moments.
+//! every parameter, then the second moments (split by the caller).
 
 use crate::math;
 
@@ -13,8 +13,8 @@ pub(super) struct Constants {
     pub decoupled: bool,
 }
 
-/// Update number `step` (from 0) of `params` (indices `r` of the whole parameter vector,
-/// of `np` parameters) with gradient `scale * grads`.
+/// Update number `step` (from 0) of `params` with gradient `scale * grads`; `moments`
+/// are the parameters' first and second moments.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn update(
     c: &Constants,
@@ -24,9 +24,7 @@ pub(super) fn update(
     scale: f32,
     params: &mut [f32],
     grads: &[f32],
-    state: &mut [f32],
-    np: usize,
-    r: core::ops::Range<usize>,
+    moments: (&mut [f32], &mut [f32]),
 ) {
     let Constants {
         beta1,
@@ -37,8 +35,7 @@ pub(super) fn update(
     let t = (step as f32) + 1.0;
     let c1 = lr / (1.0 - libm::powf(beta1, t));
     let c2 = 1.0 / (1.0 - libm::powf(beta2, t));
-    let (m, v) = state.split_at_mut(np);
-    let (m, v) = (&mut m[r.clone()], &mut v[r]);
+    let (m, v) = moments;
     let (l2, shrink) = if decoupled {
         (0.0, 1.0 - lr * wd)
     } else {

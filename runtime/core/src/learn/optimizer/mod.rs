@@ -119,7 +119,9 @@ pub(in crate::learn) fn update(
                 eps,
                 decoupled,
             };
-            adam::update(&consts, step, lr, wd, scale, params, grads, state, np, r)
+            let (m, v) = state.split_at_mut(np);
+            let moments = (&mut m[r.clone()], &mut v[r]);
+            adam::update(&consts, step, lr, wd, scale, params, grads, moments)
         }
     }
 }
