@@ -1,40 +1,234 @@
 #!/usr/bin/env bash
-# ARM cost of the backbones, counted: aarch64 guest instructions per inference of the
-# 224×224 MobileNet-style and ResNet-style test models, f32 against int8, under
-# qemu-aarch64 (tools/qemu-icount). Also prints each bundle's size.
+# ARM cost of one inference, counted on the boards' CPU models: aarch64 guest instructions
+# per inference (one thread) of edgetune (tract) and ONNX Runtime, on a Pi 4 (Cortex-A72)
+# and a Pi 5 (Cortex-A76), with tools/arm-count (qemu-aarch64 + tools/qemu-icount, the
+# board's /proc/cpuinfo in a private mount namespace: run as root).
 #
-#   bash scripts/icount.sh [OUT_DIR]      (default target/icount)
+#   bash scripts/icount.sh [-k K] [-o OUT_DIR] [-b "pi4 pi5"] [MODEL...]
 #
-# One inference = (count with 3 inferences - count with 1) / 2, which removes loading.
+# MODEL: mobilenet_v2, resnet18 (the torchvision exports in models/torchvision; default
+# both), test-mobilenet, test-resnet (the 224×224 test models of the `arm_bundles`
+# example, the script's earlier subject: no QDQ form, so three rows).
+#
+# Per model, the rows: edgetune's f32 bundle, its int8 bundle (`--quantize int8`,
+# calibrated on models/torchvision/calib), ONNX Runtime on the f32 ONNX and on ONNX
+# Runtime's own QDQ model, and that QDQ model converted to a bundle by `finetune-head
+# convert`. One inference = (count with 1+K inferences − count with 1) / K, K = 4 by
+# default, which removes loading. ONNX Runtime runs the whole graph, classifier included
+# (one small Gemm more than the bundles, which stop at the embedding).
+#
+# Builds: the qemu plugin, host `finetune-head` (the bundles), the aarch64 `embed` and
+# `ort_embed` examples; fetches ONNX Runtime's aarch64 library from its PyPI wheel (the
+# version scripts/setup.sh takes for x86) into target/onnxruntime-aarch64/. Writes the
+# bundles, conversion reports (reports.txt) and raw counts (counts.tsv) to OUT_DIR
+# (default target/icount); prints one markdown table per model. A benchmark, run by hand:
+# the full run takes minutes under qemu, not CI's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-target/icount}
-mkdir -p "$out"
-for tool in gcc qemu-aarch64 aarch64-linux-gnu-gcc; do
-  command -v "$tool" >/dev/null || { echo "icount: $tool is missing (apt-get install gcc qemu-user gcc-aarch64-linux-gnu)" >&2; exit 1; }
+root=$(pwd)
+k=4
+out=target/icount
+boards="pi4 pi5"
+while getopts k:o:b: opt; do
+  case $opt in
+    k) k=$OPTARG ;;
+    o) out=$OPTARG ;;
+    b) boards=$OPTARG ;;
+    *) echo "usage: bash scripts/icount.sh [-k K] [-o OUT_DIR] [-b \"pi4 pi5\"] [MODEL...]" >&2; exit 2 ;;
+  esac
 done
-gcc -shared -fPIC -O2 -o "$out/libicount.so" tools/qemu-icount/icount.c
-cargo run --release -q -p finetune-head --example arm_bundles -- "$out" > "$out/reports.txt"
-cargo build --release -q -p edgetune --features tract --example embed --target aarch64-unknown-linux-gnu
-bin=target/aarch64-unknown-linux-gnu/release/examples/embed
+shift $((OPTIND - 1))
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(mobilenet_v2 resnet18)
+for m in "${models[@]}"; do
+  case $m in
+    mobilenet_v2 | resnet18 | test-mobilenet | test-resnet) ;;
+    *) echo "icount: unknown model $m (mobilenet_v2, resnet18, test-mobilenet, test-resnet)" >&2; exit 2 ;;
+  esac
+done
+[[ $k =~ ^[1-9][0-9]*$ ]] || { echo "icount: -k takes a positive count, got $k" >&2; exit 2; }
+for b in $boards; do
+  case $b in pi4 | pi5) ;; *) echo "icount: unknown board $b (pi4, pi5)" >&2; exit 2 ;; esac
+done
+for tool in gcc qemu-aarch64 aarch64-linux-gnu-gcc unshare python3; do
+  command -v "$tool" >/dev/null || {
+    echo "icount: $tool is missing (bash scripts/setup.sh installs the cross tools and qemu-user)" >&2
+    exit 1
+  }
+done
+[ "$(id -u)" = 0 ] || { echo "icount: tools/arm-count needs root (a private mount namespace for /proc/cpuinfo)" >&2; exit 1; }
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
 
-count() {
-  qemu-aarch64 -plugin "$out/libicount.so" -d plugin -L /usr/aarch64-linux-gnu "$bin" "$1" "$2" 2>&1 >/dev/null \
-    | sed -n 's/^insns //p'
+# ONNX Runtime for aarch64: the library from the PyPI wheel, as scripts/setup.sh does for x86.
+ort_version=$(sed -n 's/^ort_version=//p' scripts/setup.sh)
+[ -n "$ort_version" ] || { echo "icount: no ort_version= in scripts/setup.sh" >&2; exit 1; }
+ort_dir=$root/target/onnxruntime-aarch64
+ort_lib=$ort_dir/libonnxruntime.so
+if [ ! -s "$ort_lib" ] || [ "$(cat "$ort_dir/VERSION" 2>/dev/null)" != "$ort_version" ]; then
+  echo "icount: fetching ONNX Runtime $ort_version for aarch64 (PyPI wheel) for $ort_lib" >&2
+  wheels=$(mktemp -d)
+  trap 'rm -rf "$wheels"' EXIT
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux_2_28_aarch64 --python-version 3.11 "onnxruntime==$ort_version" -d "$wheels"
+  mkdir -p "$ort_dir"
+  python3 - "$wheels" "$ort_lib" <<'PY'
+import glob, os, re, sys, zipfile
+wheels, dest = sys.argv[1], sys.argv[2]
+found = glob.glob(os.path.join(wheels, "onnxruntime-*aarch64*.whl"))
+if len(found) != 1:
+    sys.exit(f"icount: expected one aarch64 onnxruntime wheel in {wheels}, found {found}")
+with zipfile.ZipFile(found[0]) as z:
+    names = [n for n in z.namelist() if re.fullmatch(r"onnxruntime/capi/libonnxruntime\.so\.[0-9.]+", n)]
+    if len(names) != 1:
+        sys.exit(f"icount: no onnxruntime/capi/libonnxruntime.so.* in {found[0]}: {names}")
+    tmp = dest + ".tmp-icount"
+    with z.open(names[0]) as src, open(tmp, "wb") as out:
+        out.write(src.read())
+    os.replace(tmp, dest)
+PY
+  echo "$ort_version" > "$ort_dir/VERSION"
+fi
+
+# The plugin, built from the repository's copy every run (arm-count would reuse one).
+gcc -shared -fPIC -O2 -o "$out/libicount.so" tools/qemu-icount/icount.c
+export ARM_COUNT_DIR=$out
+
+echo "icount: building finetune-head (host) and the aarch64 examples embed, ort_embed" >&2
+cargo build --release -q -p finetune-head
+cargo build --release -q -p edgetune --features tract,ort --example embed --example ort_embed \
+  --target aarch64-unknown-linux-gnu
+fh=$target/release/finetune-head
+embed=$target/aarch64-unknown-linux-gnu/release/examples/embed
+ort_embed=$target/aarch64-unknown-linux-gnu/release/examples/ort_embed
+
+# Bundles. The torchvision exports: preprocessing of models/torchvision/README.md.
+tv=models/torchvision
+pre=(--scale 0.00392157 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)
+: > "$out/reports.txt"
+convert() { # NAME ARGS...: one bundle, its report appended to reports.txt
+  local name=$1; shift
+  echo "== $out/$name.bundle" >> "$out/reports.txt"
+  "$fh" convert "$@" -o "$out/$name.bundle" >> "$out/reports.txt" 2>&1 \
+    || { echo "icount: finetune-head convert for $name failed (see $out/reports.txt)" >&2; exit 1; }
+  echo >> "$out/reports.txt"
+}
+tests=()
+for m in "${models[@]}"; do
+  case $m in
+    mobilenet_v2) src=$tv/mobilenet_v2-w025-64 ;;
+    resnet18) src=$tv/resnet18-w8-64 ;;
+    test-*) tests+=("${m#test-}"); continue ;;
+  esac
+  convert "$m-f32" "$src.onnx" "${pre[@]}"
+  convert "$m-int8" "$src.onnx" "${pre[@]}" --quantize int8 --calib "$tv/calib"
+  convert "$m-qdq" "$src-qdq.onnx" "${pre[@]}"
+  cp "$src.onnx" "$out/$m.onnx"
+  cp "$src-qdq.onnx" "$out/$m-qdq.onnx"
+done
+if [ ${#tests[@]} -gt 0 ]; then
+  # Writes OUT/{mobilenet,resnet}.onnx and -f32/-int8 bundles.
+  cargo run --release -q -p finetune-head --example arm_bundles -- "$out/tmp-test" "${tests[@]}" \
+    >> "$out/reports.txt"
+  for t in "${tests[@]}"; do
+    mv "$out/tmp-test/$t.onnx" "$out/test-$t.onnx"
+    mv "$out/tmp-test/$t-f32.bundle" "$out/test-$t-f32.bundle"
+    mv "$out/tmp-test/$t-int8.bundle" "$out/test-$t-int8.bundle"
+    sed -i "s|^== $out/tmp-test/$t-|== $out/test-$t-|" "$out/reports.txt"
+  done
+  rmdir "$out/tmp-test" 2>/dev/null || true
+fi
+
+# The size column: a bundle's backbone section (its NNEF, from the conversion report; the
+# file also has the manifest, with embedding statistics when calibrated), an ONNX file's size.
+size() {
+  case $1 in
+    *.onnx) stat -c %s "$1" ;;
+    *) awk -v h="== $1" '$0 == h { on = 1; next } /^== / { on = 0 }
+         on && /^backbone .* bytes NNEF/ { for (i = 1; i < NF; i++) if ($(i + 1) == "bytes") { print $i; exit } }' \
+         "$out/reports.txt" ;;
+  esac
 }
 
-printf '%-22s %12s %16s\n' bundle bytes "insns/inference"
-for model in mobilenet resnet; do
-  declare -A per=() size=()
-  for q in f32 int8; do
-    b="$out/$model-$q.bundle"
-    one=$(count "$b" 1)
-    three=$(count "$b" 3)
-    per[$q]=$(( (three - one) / 2 ))
-    size[$q]=$(stat -c %s "$b")
-    printf '%-22s %12d %16d\n' "$model-$q" "${size[$q]}" "${per[$q]}"
+# count BOARD PROGRAM ARG N: instructions of one run, or "fail" (reason on stderr).
+count() {
+  local n rc
+  n=$(ORT_DYLIB_PATH=$ort_lib tools/arm-count/arm-count "$1" "$2" "$3" "$4") && rc=0 || rc=$?
+  if [ "$rc" = 0 ] && [[ $n =~ ^[0-9]+$ ]]; then
+    echo "$n"
+  else
+    # arm-count keeps only the count, not the program's messages.
+    echo "icount: $1 $(basename "$2") $(basename "$3") $4 failed (exit $rc, count ${n:-none})" >&2
+    echo fail
+  fi
+}
+# per BOARD PROGRAM ARG: instructions of one inference, or "fail".
+per() {
+  local t0 one more
+  t0=$(date +%s)
+  one=$(count "$1" "$2" "$3" 1)
+  more=$(count "$1" "$2" "$3" $((1 + k)))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(basename "$2")" "$(basename "$3")" "$k" "$one" "$more" \
+    "$(($(date +%s) - t0))" >> "$out/counts.tsv"
+  echo "icount: $1 $(basename "$2") $(basename "$3"): 1 → $one, $((1 + k)) → $more ($(($(date +%s) - t0)) s)" >&2
+  if [ "$one" = fail ] || [ "$more" = fail ]; then echo fail; else echo $(((more - one) / k)); fi
+}
+
+: > "$out/tables.md"
+printf 'board\tprogram\tinput\tk\tcount_1\tcount_1+k\tseconds\n' > "$out/counts.tsv"
+started=$(date +%s)
+for m in "${models[@]}"; do
+  # rows: label, program, input file
+  rows=("edgetune f32 bundle|$embed|$out/$m-f32.bundle"
+    "edgetune int8 bundle (--quantize int8)|$embed|$out/$m-int8.bundle"
+    "ONNX Runtime $ort_version f32|$ort_embed|$out/$m.onnx")
+  case $m in
+    test-*) ;;
+    *) rows+=("ONNX Runtime $ort_version QDQ int8|$ort_embed|$out/$m-qdq.onnx"
+      "that QDQ model converted to a bundle|$embed|$out/$m-qdq.bundle") ;;
+  esac
+  declare -A cost=() bytes=()
+  for row in "${rows[@]}"; do
+    IFS='|' read -r label prog file <<< "$row"
+    bytes[$label]=$(size "$file")
+    [ -n "${bytes[$label]}" ] || { echo "icount: no backbone size for $file in $out/reports.txt" >&2; exit 1; }
+    for b in $boards; do cost[$label/$b]=$(per "$b" "$prog" "$file"); done
   done
-  awk -v m="$model" -v pi="${per[int8]}" -v pf="${per[f32]}" -v si="${size[int8]}" -v sf="${size[f32]}" \
-    'BEGIN { printf "%-22s %11.2fx %15.2fx   (int8 / f32)\n", m, si / sf, pi / pf }'
+  {
+    echo
+    printf '| one inference, %s (1 thread) |' "$m"
+    for b in $boards; do case $b in pi4) printf ' Pi 4 (A72) |' ;; pi5) printf ' Pi 5 (A76) |' ;; esac; done
+    printf ' bytes (backbone NNEF, ONNX file) |\n| --- |'
+    for b in $boards; do printf ' ---: |'; done
+    printf ' ---: |\n'
+    for row in "${rows[@]}"; do
+      IFS='|' read -r label _ _ <<< "$row"
+      printf '| %s |' "$label"
+      for b in $boards; do
+        c=${cost[$label/$b]}
+        if [ "$c" = fail ]; then printf ' fails |'; else awk -v c="$c" 'BEGIN { printf " %.2f M |", c / 1e6 }'; fi
+      done
+      printf ' %s |\n' "${bytes[$label]}"
+    done
+    ratio() { # LABEL NUMERATOR DENOMINATOR
+      [ -n "${bytes[$2]:-}" ] && [ -n "${bytes[$3]:-}" ] || return 0
+      printf '| %s |' "$1"
+      for b in $boards; do
+        local x=${cost[$2/$b]} y=${cost[$3/$b]}
+        if [ "$x" = fail ] || [ "$y" = fail ]; then printf ' – |'; else awk -v x="$x" -v y="$y" 'BEGIN { printf " %.2f× |", x / y }'; fi
+      done
+      awk -v x="${bytes[$2]}" -v y="${bytes[$3]}" 'BEGIN { printf " %.2f× |\n", x / y }'
+    }
+    f32="edgetune f32 bundle" int8="edgetune int8 bundle (--quantize int8)"
+    of32="ONNX Runtime $ort_version f32" oint8="ONNX Runtime $ort_version QDQ int8"
+    ratio "edgetune int8 / edgetune f32" "$int8" "$f32"
+    ratio "ONNX Runtime int8 / ONNX Runtime f32" "$oint8" "$of32"
+    ratio "edgetune int8 / ONNX Runtime int8" "$int8" "$oint8"
+    ratio "edgetune f32 / ONNX Runtime f32" "$f32" "$of32"
+    ratio "QDQ bundle / edgetune int8" "that QDQ model converted to a bundle" "$int8"
+  } | tee -a "$out/tables.md"
+  unset cost bytes
 done
-echo "conversion reports: $out/reports.txt"
+echo >&2
+echo "icount: $(($(date +%s) - started)) s of counting (K = $k); counts: $out/counts.tsv, conversion reports: $out/reports.txt" >&2
