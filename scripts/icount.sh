@@ -17,6 +17,12 @@
 # default, which removes loading. ONNX Runtime runs the whole graph, classifier included
 # (one small Gemm more than the bundles, which stop at the embedding).
 #
+# tract's kernels on the boards: arm-count sets TRACT_CPU_AARCH64_KIND to a72 (pi4) or a75
+# (pi5: tract 0.23.9 has no A76 kind, and A76's part 0xd0b alone would give "generic").
+# For these cores the kind only decides fp16 and dot product (tract has core-specific
+# kernels for A53 and A55 only): f32 counts are the same on both boards, and int8 uses
+# SDOT on pi5 (with TRACT_DOTPROD_DISABLE=1 its count there equals pi4's).
+#
 # Builds: the qemu plugin, host `finetune-head` (the bundles), the aarch64 `embed` and
 # `ort_embed` examples; fetches ONNX Runtime's aarch64 library from its PyPI wheel (the
 # version scripts/setup.sh takes for x86) into target/onnxruntime-aarch64/. Writes the
