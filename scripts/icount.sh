@@ -70,32 +70,8 @@ target=${CARGO_TARGET_DIR:-$root/target}
 # ONNX Runtime for aarch64: the library from the PyPI wheel, as scripts/setup.sh does for x86.
 ort_version=$(sed -n 's/^ort_version=//p' scripts/setup.sh)
 [ -n "$ort_version" ] || { echo "icount: no ort_version= in scripts/setup.sh" >&2; exit 1; }
-ort_dir=$root/target/onnxruntime-aarch64
-ort_lib=$ort_dir/libonnxruntime.so
-if [ ! -s "$ort_lib" ] || [ "$(cat "$ort_dir/VERSION" 2>/dev/null)" != "$ort_version" ]; then
-  echo "icount: fetching ONNX Runtime $ort_version for aarch64 (PyPI wheel) for $ort_lib" >&2
-  wheels=$(mktemp -d)
-  trap 'rm -rf "$wheels"' EXIT
-  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    --platform manylinux_2_28_aarch64 --python-version 3.11 "onnxruntime==$ort_version" -d "$wheels"
-  mkdir -p "$ort_dir"
-  python3 - "$wheels" "$ort_lib" <<'PY'
-import glob, os, re, sys, zipfile
-wheels, dest = sys.argv[1], sys.argv[2]
-found = glob.glob(os.path.join(wheels, "onnxruntime-*aarch64*.whl"))
-if len(found) != 1:
-    sys.exit(f"icount: expected one aarch64 onnxruntime wheel in {wheels}, found {found}")
-with zipfile.ZipFile(found[0]) as z:
-    names = [n for n in z.namelist() if re.fullmatch(r"onnxruntime/capi/libonnxruntime\.so\.[0-9.]+", n)]
-    if len(names) != 1:
-        sys.exit(f"icount: no onnxruntime/capi/libonnxruntime.so.* in {found[0]}: {names}")
-    tmp = dest + ".tmp-icount"
-    with z.open(names[0]) as src, open(tmp, "wb") as out:
-        out.write(src.read())
-    os.replace(tmp, dest)
-PY
-  echo "$ort_version" > "$ort_dir/VERSION"
-fi
+ort_lib=$root/target/onnxruntime-aarch64/libonnxruntime.so
+bash scripts/fetch-ort.sh "$ort_version" "$ort_lib" aarch64
 
 # The plugin, built from the repository's copy every run (arm-count would reuse one).
 gcc -shared -fPIC -O2 -o "$out/libicount.so" tools/qemu-icount/icount.c

@@ -50,32 +50,4 @@ fi
 # ORT_DYLIB_PATH. ort is built with `load-dynamic`, so nothing downloads at build time.
 ort_version=1.32.0
 ort_lib=target/onnxruntime/libonnxruntime.so
-if [ ! -s "$ort_lib" ]; then
-  command -v python3 >/dev/null \
-    || { echo "setup: python3 is needed to fetch ONNX Runtime $ort_version from PyPI" >&2; exit 1; }
-  python3 -m pip --version >/dev/null 2>&1 \
-    || { echo "setup: pip is needed (python3 -m pip) to fetch ONNX Runtime $ort_version from PyPI" >&2; exit 1; }
-  echo "setup: fetching ONNX Runtime $ort_version (PyPI wheel) for $ort_lib"
-  wheels=$(mktemp -d)
-  trap 'rm -rf "$wheels"' EXIT
-  python3 -m pip download --quiet --disable-pip-version-check --no-deps \
-    --only-binary :all: "onnxruntime==$ort_version" -d "$wheels"
-  mkdir -p "$(dirname "$ort_lib")"
-  # zipfile rather than unzip: one tool fewer on a fresh machine. Write to a temporary
-  # name and rename, so an interrupted run never leaves a truncated library behind.
-  python3 - "$wheels" "$ort_lib" <<'PY'
-import glob, os, re, sys, zipfile
-wheels, dest = sys.argv[1], sys.argv[2]
-found = glob.glob(os.path.join(wheels, "onnxruntime-*.whl"))
-if len(found) != 1:
-    sys.exit(f"setup: expected one onnxruntime wheel in {wheels}, found {found}")
-with zipfile.ZipFile(found[0]) as z:
-    names = [n for n in z.namelist() if re.fullmatch(r"onnxruntime/capi/libonnxruntime\.so\.[0-9.]+", n)]
-    if len(names) != 1:
-        sys.exit(f"setup: no onnxruntime/capi/libonnxruntime.so.* in {found[0]}: {names}")
-    tmp = dest + ".tmp-setup"
-    with z.open(names[0]) as src, open(tmp, "wb") as out:
-        out.write(src.read())
-    os.replace(tmp, dest)
-PY
-fi
+bash scripts/fetch-ort.sh "$ort_version" "$ort_lib"
