@@ -23,38 +23,51 @@ use tract_onnx::prelude::*;
 use super::onnx::{drop_unused_initializers, f32_tensor, floats, i64_tensor};
 
 /// Folds the constant nodes of `model` (see the module docs). Returns how many nodes
-/// were removed.
+/// were removed. On an error the model is left as it was.
 pub fn fold_constants(model: &mut ModelProto) -> Result<usize> {
     let graph = model.graph.as_mut().context("the model has no graph")?;
     let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
     // The initializers keep their order; folded constants come after them.
-    let mut order: Vec<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let original: Vec<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
     let mut inits: HashMap<String, TensorProto> = graph
         .initializer
         .drain(..)
         .map(|t| (t.name.clone(), t))
         .collect();
+    let mut order = original.clone();
     let mut renamed: HashMap<String, String> = HashMap::new();
     let mut kept = Vec::with_capacity(graph.node.len());
     let mut folded = 0;
-    for mut node in std::mem::take(&mut graph.node) {
-        for input in node.input.iter_mut() {
-            if let Some(to) = renamed.get(input.as_str()) {
-                *input = to.clone();
+    // The nodes are read, not consumed, so that an error can put everything back.
+    let mut visit = |inits: &mut HashMap<String, TensorProto>| -> Result<()> {
+        for node in &graph.node {
+            let mut node = node.clone();
+            for input in node.input.iter_mut() {
+                if let Some(to) = renamed.get(input.as_str()) {
+                    *input = to.clone();
+                }
+            }
+            match fold_one(&node, inits, &outputs)? {
+                Folded::No => kept.push(node),
+                Folded::Initializer(t) => {
+                    order.push(t.name.clone());
+                    inits.insert(t.name.clone(), *t);
+                    folded += 1;
+                }
+                Folded::Rename { from, to } => {
+                    renamed.insert(from, to);
+                    folded += 1;
+                }
             }
         }
-        match fold_one(&node, &inits, &outputs)? {
-            Folded::No => kept.push(node),
-            Folded::Initializer(t) => {
-                order.push(t.name.clone());
-                inits.insert(t.name.clone(), *t);
-                folded += 1;
-            }
-            Folded::Rename { from, to } => {
-                renamed.insert(from, to);
-                folded += 1;
-            }
-        }
+        Ok(())
+    };
+    if let Err(e) = visit(&mut inits) {
+        graph.initializer = original
+            .iter()
+            .filter_map(|name| inits.remove(name))
+            .collect();
+        return Err(e);
     }
     graph.node = kept;
     graph.initializer = order
@@ -337,6 +350,40 @@ mod tests {
         assert_eq!(g.initializer.len(), 1);
         let (shape, values) = floats(&g.initializer[0]).unwrap();
         assert_eq!((shape, values), (vec![6], vec![1., 4., 2., 5., 3., 6.]));
+    }
+
+    #[test]
+    fn a_constant_that_does_not_fold_leaves_the_model_as_it_was() {
+        let mut value = AttributeProto {
+            name: "value".into(),
+            t: Some(i64_tensor("", &[2], &[4, -1])),
+            ..Default::default()
+        };
+        value.r#type = tract_onnx::pb::attribute_proto::AttributeType::Tensor as i32;
+        let graph = GraphProto {
+            initializer: vec![
+                f32_tensor("w", &[2, 3], &[1., 2., 3., 4., 5., 6.]),
+                f32_tensor("b", &[1], &[0.5]),
+            ],
+            node: vec![
+                node("Identity", "i", &["b"], "b2", vec![]),
+                node("Constant", "c", &[], "shape", vec![value]),
+                // 6 values do not reshape to 4 rows: an error, after two nodes folded.
+                node("Reshape", "r", &["w", "shape"], "bad", vec![]),
+                node("Add", "a", &["bad", "b2"], "y", vec![]),
+            ],
+            output: vec![ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut model = ModelProto {
+            graph: Some(graph.clone()),
+            ..Default::default()
+        };
+        assert!(fold_constants(&mut model).is_err());
+        assert_eq!(model.graph.unwrap(), graph);
     }
 
     #[test]
