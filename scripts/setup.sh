@@ -79,3 +79,17 @@ with zipfile.ZipFile(found[0]) as z:
     os.replace(tmp, dest)
 PY
 fi
+
+# Flower for the fleet (fleet/, tests/tests/fleet.rs): the pinned flwr in a project venv.
+# A stamp written last marks a complete install: an interrupted one is started over,
+# and so is a venv of another flwr version.
+flwr_version=$(sed -n 's/.*"flwr==\([0-9.]*\)".*/\1/p' fleet/pyproject.toml)
+fleet_venv=target/fleet-venv
+if [ ! -e "$fleet_venv/installed-flwr-$flwr_version" ]; then
+  echo "setup: installing flwr $flwr_version into $fleet_venv"
+  rm -rf "$fleet_venv"
+  python3 -m venv "$fleet_venv" \
+    || { echo "setup: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
+  "$fleet_venv/bin/pip" install --quiet --disable-pip-version-check "flwr==$flwr_version"
+  touch "$fleet_venv/installed-flwr-$flwr_version"
+fi
