@@ -36,6 +36,8 @@ want /usr/arm-linux-gnueabihf/lib/libc.so.6 libc6-dev-armhf-cross
 want qemu-aarch64 qemu-user
 want qemu-arm qemu-user
 want qemu-system-arm qemu-system-arm
+# The fleet's Flower venv (below) needs venv's pip bootstrap.
+python3 -c 'import ensurepip' 2>/dev/null || packages="$packages python3-venv"
 if [ -n "$packages" ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -51,3 +53,17 @@ fi
 ort_version=1.32.0
 ort_lib=target/onnxruntime/libonnxruntime.so
 bash scripts/fetch-ort.sh "$ort_version" "$ort_lib"
+
+# Flower for the fleet (fleet/, tests/tests/fleet.rs): the pinned flwr in a project venv.
+# A stamp written last marks a complete install: an interrupted one is started over,
+# and so is a venv of another flwr version.
+flwr_version=$(sed -n 's/.*"flwr==\([0-9.]*\)".*/\1/p' fleet/pyproject.toml)
+fleet_venv=target/fleet-venv
+if [ ! -e "$fleet_venv/installed-flwr-$flwr_version" ]; then
+  echo "setup: installing flwr $flwr_version into $fleet_venv"
+  rm -rf "$fleet_venv"
+  python3 -m venv "$fleet_venv" \
+    || { echo "setup: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
+  "$fleet_venv/bin/pip" install --quiet --disable-pip-version-check "flwr==$flwr_version"
+  touch "$fleet_venv/installed-flwr-$flwr_version"
+fi

@@ -1,6 +1,6 @@
 //! The edgetune device program's library side: the learning core ([`engine`]), the
 //! state directory that survives power cuts ([`state`]), and the service that answers
-//! requests ([`service`]). The `edgetune` program (`src/bin/edgetune/`) wires them to
+//! requests ([`service`]), and the fleet state devices exchange ([`fleet`]). The `edgetune` program (`src/bin/edgetune/`) wires them to
 //! stdin, a Unix socket, a watched directory and GPIO buttons.
 //!
 //! The labeling flow on the device: `src/service/label.rs` takes a label (a request or a
@@ -14,5 +14,6 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod fleet;
 pub mod service;
 pub mod state;

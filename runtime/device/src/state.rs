@@ -10,7 +10,7 @@
 //! | 2 | format version, u16 ([`VERSION`]) |
 //! | 8 | sequence number, u64 (must match the file name) |
 //! | 4 | payload length, u32 |
-//! | payload length | postcard: a [`DeviceState`], then (version 2) its [`Learning`] |
+//! | payload length | postcard: a [`DeviceState`], then (version 2) its [`Learning`], then (version 3) its [`FleetPart`] |
 //! | 4 | CRC-32 (ISO-HDLC) of everything before it, u32 |
 //!
 //! A state is written to `state-N.tmp`, flushed to disk, renamed to `state-N.bin`, and
@@ -37,8 +37,9 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = *b"ETSTATE\0";
 /// The state format version this build writes. Version 1 (before the closed-form
 /// learner) is still read: its [`Learning`] is empty, and the engine rebuilds the class
-/// statistics from the replay buffer.
-pub const VERSION: u16 = 2;
+/// statistics from the replay buffer. Version 2 (before fleets) is read with an empty
+/// [`FleetPart`].
+pub const VERSION: u16 = 3;
 const HEADER_LEN: usize = 8 + 2 + 8 + 4;
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
@@ -74,6 +75,22 @@ pub struct DeviceState {
     /// after the rest of the payload).
     #[serde(skip)]
     pub learning: Learning,
+    /// The device's own labels apart from its fleet's (version 3; written after the
+    /// learning part).
+    #[serde(skip)]
+    pub fleet: FleetPart,
+}
+
+/// What version 3 added: the closed-form statistics of the device's own labels, apart
+/// from what its fleet sent ([`crate::engine::Engine::merge_fleet`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetPart {
+    /// [`edgetune::slda::Slda::state`] of the device's own labels; empty for none (a
+    /// state from before version 3: its labels stay in the whole but are not sent to a
+    /// fleet).
+    pub local: Vec<f32>,
+    /// Labels of the other devices in the last fleet state merged.
+    pub others_labels: u64,
 }
 
 /// What version 2 added: the closed-form learner and the calibration.
@@ -218,7 +235,8 @@ pub fn encode(seq: u64, state: &DeviceState) -> Vec<u8> {
     out.extend_from_slice(&[0; 4]);
     // Serializing plain Vecs, Strings and numbers into a Vec cannot fail.
     let out = postcard::to_extend(state, out).unwrap_or_default();
-    let mut out = postcard::to_extend(&state.learning, out).unwrap_or_default();
+    let out = postcard::to_extend(&state.learning, out).unwrap_or_default();
+    let mut out = postcard::to_extend(&state.fleet, out).unwrap_or_default();
     let payload = (out.len() - HEADER_LEN) as u32;
     out[18..22].copy_from_slice(&payload.to_le_bytes());
     let crc = CRC32.checksum(&out);
@@ -253,7 +271,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, DeviceState), Invalid> {
     if stored != computed {
         return Err(Invalid::Checksum { stored, computed });
     }
-    if version != VERSION && version != 1 {
+    if !(1..=VERSION).contains(&version) {
         return Err(Invalid::Version(version));
     }
     let bad = |e: postcard::Error| Invalid::Payload(e.to_string());
@@ -263,8 +281,12 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, DeviceState), Invalid> {
         if !rest.is_empty() {
             return Err(Invalid::Payload("bytes after the state".into()));
         }
-    } else {
+    } else if version == 2 {
         state.learning = postcard::from_bytes(rest).map_err(bad)?;
+    } else {
+        let (learning, rest) = postcard::take_from_bytes(rest).map_err(bad)?;
+        state.learning = learning;
+        state.fleet = postcard::from_bytes(rest).map_err(bad)?;
     }
     Ok((seq, state))
 }
@@ -498,17 +520,32 @@ mod tests {
     fn version_1_states_still_load() {
         let mut s = sample();
         s.learning = Learning::default();
-        let mut bytes = encode(3, &s);
-        // A version 1 file: the same payload without the learning part.
-        let tail = postcard::to_allocvec(&Learning::default()).unwrap().len();
+        s.fleet = FleetPart::default();
+        // A version 1 file: the same payload without the learning and fleet parts.
+        let tail = postcard::to_allocvec(&Learning::default()).unwrap().len()
+            + postcard::to_allocvec(&FleetPart::default()).unwrap().len();
+        assert_eq!(decode(&older(&s, 1, tail)).unwrap(), (3, s));
+    }
+
+    #[test]
+    fn version_2_states_still_load() {
+        let mut s = sample();
+        s.fleet = FleetPart::default();
+        let tail = postcard::to_allocvec(&FleetPart::default()).unwrap().len();
+        assert_eq!(decode(&older(&s, 2, tail)).unwrap(), (3, s));
+    }
+
+    /// `s` as state 3 in format `version`: its payload without its last `tail` bytes.
+    fn older(s: &DeviceState, version: u16, tail: usize) -> Vec<u8> {
+        let mut bytes = encode(3, s);
         let end = bytes.len() - 4 - tail;
         bytes.truncate(end);
-        bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+        bytes[8..10].copy_from_slice(&version.to_le_bytes());
         let payload = (bytes.len() - HEADER_LEN) as u32;
         bytes[18..22].copy_from_slice(&payload.to_le_bytes());
         let crc = CRC32.checksum(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&bytes).unwrap(), (3, s));
+        bytes
     }
 
     fn sample() -> DeviceState {
@@ -533,6 +570,10 @@ mod tests {
                 slda: vec![1.0, 2.0],
                 calibration: (1, 1, 1.5, vec![0.0, 2.0, 0.5, 0.25]),
                 prequential: (3, 4),
+            },
+            fleet: FleetPart {
+                local: vec![3.0, 4.0],
+                others_labels: 12,
             },
         }
     }

@@ -323,6 +323,18 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
         &self.s()[..Self::state_len(self.dim, self.capacity)]
     }
 
+    /// The standardization's center (zeros before it is set).
+    pub fn center(&self) -> &[f32] {
+        let l = self.lay();
+        &self.s()[l.center..l.center + self.dim]
+    }
+
+    /// The standardization's scale (zeros before it is set).
+    pub fn scale(&self) -> &[f32] {
+        let l = self.lay();
+        &self.s()[l.scale..l.scale + self.dim]
+    }
+
     /// Sets the standardization `z = (x − center) · scale` (the bundle's embedding
     /// mean and the inverse of its standard deviation, per dimension). Only before the
     /// first label.
@@ -500,6 +512,88 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
         s[meta::LABELS] = 0.0;
         s[l.counts..l.prior].fill(0.0);
         self.refresh();
+    }
+}
+
+/// The statistics in a saved state ([`Slda::state`]), by name, as a device sends them
+/// to its fleet: means and scatter in standardized units.
+#[derive(Debug, Clone, Copy)]
+pub struct StateParts<'a> {
+    /// Classes with statistics.
+    pub classes: usize,
+    /// Labels learned.
+    pub labels: f32,
+    /// The standardization's center.
+    pub center: &'a [f32],
+    /// The standardization's scale.
+    pub scale: &'a [f32],
+    /// Labels per class (`classes` values or more; the rest are zero).
+    pub counts: &'a [f32],
+    /// Class means, class after class (`dim` values each, as many as `counts`).
+    pub means: &'a [f32],
+    /// The within-class scatter (`dim × dim`, or its diagonal for [`Diagonal`]).
+    pub scatter: &'a [f32],
+}
+
+impl<S, K: Covariance> Slda<S, K> {
+    /// The parts of a saved state of a learner with room for `capacity` classes.
+    pub fn state_parts(state: &[f32], dim: usize, capacity: usize) -> Result<StateParts<'_>> {
+        check_vector("streaming LDA state", state, Self::state_len(dim, capacity))?;
+        let l = layout(dim, capacity, K::FULL);
+        Ok(StateParts {
+            classes: state[meta::CLASSES] as usize,
+            labels: state[meta::LABELS],
+            center: &state[l.center..l.scale],
+            scale: &state[l.scale..l.counts],
+            counts: &state[l.counts..l.means],
+            means: &state[l.means..l.scatter],
+            scatter: &state[l.scatter..l.prior],
+        })
+    }
+
+    /// Writes a saved state ([`Slda::restore`], [`Slda::merge_state`]) of a learner
+    /// with room for `capacity` classes and prior strength `nu0` from its parts into
+    /// `out` ([`Slda::state_len`] values). The parts' lengths are checked; their values
+    /// are checked when the state is restored or merged.
+    pub fn compose_state(
+        out: &mut [f32],
+        dim: usize,
+        capacity: usize,
+        nu0: f32,
+        p: &StateParts,
+    ) -> Result<()> {
+        let need = Self::state_len(dim, capacity);
+        if out.len() != need {
+            return Err(Error::Length {
+                what: "streaming LDA state",
+                expected: need,
+                found: out.len(),
+            });
+        }
+        let k = p.counts.len();
+        if k > capacity || p.classes > k {
+            return Err(Error::Capacity {
+                what: "classes",
+                requested: k.max(p.classes),
+                capacity,
+            });
+        }
+        check_vector("standardization center", p.center, dim)?;
+        check_vector("standardization scale", p.scale, dim)?;
+        check_vector("class means", p.means, k * dim)?;
+        check_vector("within-class scatter", p.scatter, square(dim, K::FULL))?;
+        let l = layout(dim, capacity, K::FULL);
+        out.fill(0.0);
+        out[meta::CLASSES] = p.classes as f32;
+        out[meta::LABELS] = p.labels;
+        out[meta::NU0] = nu0;
+        out[meta::STANDARDIZED] = 1.0;
+        out[l.center..l.scale].copy_from_slice(p.center);
+        out[l.scale..l.counts].copy_from_slice(p.scale);
+        out[l.counts..l.counts + k].copy_from_slice(p.counts);
+        out[l.means..l.means + k * dim].copy_from_slice(p.means);
+        out[l.scatter..l.prior].copy_from_slice(p.scatter);
+        Ok(())
     }
 }
 

@@ -246,26 +246,43 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
     /// update). `map[c]` is this learner's class for the other's class `c` (a value of
     /// [`Slda::classes`] or more adds classes in order).
     pub fn merge<T: Storage>(&mut self, other: &Slda<T, K>, map: &[usize]) -> Result<()> {
-        let d = self.dim;
-        if other.dim != d || map.len() != other.classes() {
+        if other.dim != self.dim {
             return Err(Error::Config {
                 what: "merged statistics have another embedding size or class map",
             });
         }
-        if other.labels() == 0 {
+        self.merge_state(other.state(), other.capacity, map)
+    }
+
+    /// [`Slda::merge`] from a saved state ([`Slda::state`] of a learner of this shape
+    /// and embedding size with room for `capacity` classes), as a device receives one
+    /// from its fleet. The values are checked first: on an error nothing changed.
+    pub fn merge_state(&mut self, other: &[f32], capacity: usize, map: &[usize]) -> Result<()> {
+        let d = self.dim;
+        check_vector("merged statistics", other, Self::state_len(d, capacity))?;
+        let ok = other
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| Self::state_value_ok(d, capacity, i, v));
+        if !ok || map.len() != other[meta::CLASSES] as usize {
+            return Err(Error::Config {
+                what: "merged statistics have impossible counts or scales, or another class map",
+            });
+        }
+        if other[meta::LABELS] == 0.0 {
             return Ok(());
         }
-        let (lo, lm) = (other.lay(), self.lay());
+        let (lo, lm) = (super::layout(d, capacity, K::FULL), self.lay());
+        let os = other;
+        let (center, scale) = (&os[lo.center..lo.center + d], &os[lo.scale..lo.scale + d]);
         if self.labels() == 0 && !self.standardized() {
-            let os = other.s();
-            let (c, sc) = (&os[lo.center..lo.center + d], &os[lo.scale..lo.scale + d]);
             let s = self.storage.as_mut();
-            s[lm.center..lm.center + d].copy_from_slice(c);
-            s[lm.scale..lm.scale + d].copy_from_slice(sc);
+            s[lm.center..lm.center + d].copy_from_slice(center);
+            s[lm.scale..lm.scale + d].copy_from_slice(scale);
             s[meta::STANDARDIZED] = 1.0;
         }
-        if self.s()[lm.center..lm.center + d] != other.s()[lo.center..lo.center + d]
-            || self.s()[lm.scale..lm.scale + d] != other.s()[lo.scale..lo.scale + d]
+        if self.s()[lm.center..lm.center + d] != *center
+            || self.s()[lm.scale..lm.scale + d] != *scale
         {
             return Err(Error::Config {
                 what: "merged statistics are standardized differently",
@@ -279,7 +296,6 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
                 capacity: self.capacity,
             });
         }
-        let os = other.s();
         let s = self.storage.as_mut();
         s[meta::CLASSES] = (s[meta::CLASSES] as usize).max(needed) as f32;
         s[meta::LABELS] += os[meta::LABELS];

@@ -27,9 +27,11 @@
 //!
 //! The engine's flows have their files: `predict.rs` (a prediction and the recent
 //! samples), `label.rs` (a label checked, measured and learned, and the guard), `seed.rs`
-//! (the bundle's statistics and exemplars) and `restore.rs` (to and from a
+//! (the bundle's statistics and exemplars), `fleet.rs` (the device's own labels apart
+//! from its fleet's, and a fleet state merged) and `restore.rs` (to and from a
 //! [`DeviceState`](crate::state::DeviceState)).
 
+mod fleet;
 mod label;
 mod predict;
 mod restore;
@@ -45,6 +47,7 @@ use edgetune::learn::{Config, Learner};
 use edgetune::online::{Online, OnlineConfig};
 use edgetune::slda::Slda;
 
+pub use fleet::Merged;
 pub use label::Outcome;
 pub use predict::Observation;
 
@@ -180,6 +183,8 @@ pub struct Engine {
     counters: Counters,
     /// The closed-form learner, when it writes the head.
     slda: Option<Slda<Vec<f32>>>,
+    /// With it, the device's own labels apart, for its fleet.
+    fleet: Option<fleet::Fleet>,
     temperature: Temperature<Vec<f32>>,
     /// Per recent slot: the logits predicted, at temperature `recent_t`, over
     /// `recent_classes` classes.
@@ -238,6 +243,13 @@ impl Engine {
                 }
                 _ => None,
             },
+            fleet: match cfg.learner {
+                LearnerKind::Slda if dims.hidden == 0 => Some(fleet::Fleet {
+                    local: Slda::alloc(dims.input, dims.capacity, cfg.prior_strength)?,
+                    others_labels: 0,
+                }),
+                _ => None,
+            },
             temperature: Temperature::new(
                 CALIBRATION_ROWS,
                 dims.capacity,
@@ -287,6 +299,7 @@ impl Engine {
                 "engine: the head's classes come without statistics; the gradient head learns"
             );
             self.slda = None;
+            self.fleet = None;
         }
     }
 

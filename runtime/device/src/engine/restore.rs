@@ -3,7 +3,7 @@
 //! with.
 
 use super::{BUFFER, Engine, EngineConfig};
-use crate::state::{BufferImage, DeviceState, Learning, Origin, Samples};
+use crate::state::{BufferImage, DeviceState, FleetPart, Learning, Origin, Samples};
 use edgetune::buffer::SampleBuffer;
 use edgetune::classes::ClassMeans;
 use edgetune::head::Head;
@@ -48,7 +48,7 @@ impl Engine {
         counters.labels_per_class.resize(dims.capacity, 0);
         engine.counters = counters;
         if state.head.is_some() {
-            engine.restore_learning(&state.learning, stats)?;
+            engine.restore_learning(&state.learning, &state.fleet, stats)?;
         }
         Ok(engine)
     }
@@ -58,7 +58,12 @@ impl Engine {
     /// [`Engine::set_stats`] and [`Engine::seed`]). A state
     /// without statistics (format version 1, or learned by the gradient head) rebuilds
     /// them from its replay buffer, the labeled samples it still has.
-    fn restore_learning(&mut self, l: &Learning, stats: Option<&Stats>) -> Result<(), String> {
+    fn restore_learning(
+        &mut self,
+        l: &Learning,
+        fleet: &FleetPart,
+        stats: Option<&Stats>,
+    ) -> Result<(), String> {
         let (rows, next, t, values) = &l.calibration;
         if !values.is_empty() {
             self.temperature
@@ -93,6 +98,7 @@ impl Engine {
                 }
             }
         }
+        self.restore_fleet(&fleet.local, fleet.others_labels, stats)?;
         self.settle_learner();
         self.write_slda_head().map_err(|e| e.to_string())?;
         Ok(())
@@ -134,6 +140,10 @@ impl Engine {
             guard_accuracy: self.guard_accuracy,
             latency_us: latency_us.to_vec(),
             origin,
+            fleet: FleetPart {
+                local: self.fleet_local().map_or(Vec::new(), <[f32]>::to_vec),
+                others_labels: self.fleet_others_labels(),
+            },
             learning: {
                 let (rows, next, t, values) = self.temperature.parts();
                 Learning {

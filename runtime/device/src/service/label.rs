@@ -109,24 +109,28 @@ impl Service {
                     o.insert("guard".into(), json!({ "before": b, "after": a }));
                 }
             }
-            Outcome::Refused { before, after } => {
-                let msg = format!(
-                    "the regression guard refused this update: accuracy on the {} held-out samples would drop from {:.0}% to {:.0}% (margin {:.0} points); the head is unchanged",
-                    self.engine.guard_len(),
-                    before * 100.0,
-                    after * 100.0,
-                    self.opts.engine.guard_margin * 100.0
-                );
-                log::warn!("{msg}");
-                o.insert("result".into(), "refused".into());
-                o.insert("guard".into(), json!({ "before": before, "after": after }));
-                o.insert("message".into(), msg.into());
-            }
+            Outcome::Refused { before, after } => self.refused("update", before, after, o),
         }
+    }
+
+    /// An answer's `result` `refused` by the regression guard, with the guard's
+    /// accuracy before and after `what` (an update, a fleet state) and why.
+    pub(super) fn refused(&self, what: &str, before: f32, after: f32, o: &mut Map<String, Value>) {
+        let msg = format!(
+            "the regression guard refused this {what}: accuracy on the {} held-out samples would drop from {:.0}% to {:.0}% (margin {:.0} points); the head is unchanged",
+            self.engine.guard_len(),
+            before * 100.0,
+            after * 100.0,
+            self.opts.engine.guard_margin * 100.0
+        );
+        log::warn!("{msg}");
+        o.insert("result".into(), "refused".into());
+        o.insert("guard".into(), json!({ "before": before, "after": after }));
+        o.insert("message".into(), msg.into());
     }
 }
 
-fn check_name(name: &str) -> anyhow::Result<()> {
+pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
     if name.trim().is_empty() {
         bail!("a class name cannot be empty");
     }

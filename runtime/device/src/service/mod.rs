@@ -14,6 +14,8 @@
 //! | `{"label": "cat", "sample": 12}` | learns that sample 12 is a cat (`sample` left out: the most recent); a name the head does not know adds a class; a number is a class index |
 //! | `{"status": true}` | the service's status, as `edgetune status --json` |
 //! | `{"flush": true}` | writes the state now if anything is unwritten |
+//! | `{"export": true}` | the statistics of the device's own labels as a fleet state (`"fleet"`: base64, see [`crate::fleet`]) |
+//! | `{"merge": "BASE64"}` | the fleet's sum of the other devices' labels (a fleet state, or a list of them, summed): replaces what the last merge gave, classes matched by name; written before the answer |
 //!
 //! Any request may carry an `"id"`, echoed in its answer. A prediction answers with the
 //! sample id, the top classes and their probabilities, the uncertainty (1 − the margin
@@ -30,8 +32,9 @@
 //! Each flow has its file: `request.rs` (a line parsed and checked), `predict.rs` (an
 //! input to a prediction), `label.rs` (a label learned and written), `input.rs` (files
 //! and bytes to the model's input, read with bounds), `model.rs` (the bundle's backbone
-//! and head) and `status.rs`.
+//! and head), `fleet.rs` (export and merge of fleet states) and `status.rs`.
 
+mod fleet;
 mod input;
 mod label;
 mod model;
@@ -232,6 +235,12 @@ impl Service {
         if req.flush == Some(true) {
             let seq = self.flush()?;
             return Ok(json!({ "flushed": seq, "state": self.seq }));
+        }
+        if req.export == Some(true) {
+            return self.export();
+        }
+        if let Some(states) = &req.merge {
+            return self.merge(states, t0);
         }
         if let Some(label) = &req.label {
             let name = self.label_name(label)?;

@@ -29,6 +29,10 @@ pub struct Request {
     pub status: Option<bool>,
     /// Write the state now.
     pub flush: Option<bool>,
+    /// Answer the statistics of the device's own labels as a fleet state.
+    pub export: Option<bool>,
+    /// Merge a fleet state (base64), or a list of them, as the other devices' labels.
+    pub merge: Option<Value>,
 }
 
 impl Request {
@@ -59,10 +63,12 @@ impl Request {
         let asks = inputs
             + usize::from(self.label.is_some())
             + usize::from(self.status == Some(true))
-            + usize::from(self.flush == Some(true));
+            + usize::from(self.flush == Some(true))
+            + usize::from(self.export == Some(true))
+            + usize::from(self.merge.is_some());
         if asks != 1 {
             bail!(
-                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"label\", \"status\", \"flush\" (this one has {asks})"
+                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"label\", \"status\", \"flush\", \"export\", \"merge\" (this one has {asks})"
             );
         }
         if self.sample.is_some() && self.label.is_none() {

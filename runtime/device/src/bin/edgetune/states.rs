@@ -175,5 +175,6 @@ fn reset_state(backbone: u32) -> DeviceState {
         latency_us: Vec::new(),
         origin: Origin::Reset,
         learning: Default::default(),
+        fleet: Default::default(),
     }
 }

@@ -1,0 +1,1 @@
+"""The edgetune fleet: a Flower ServerApp and ClientApp over devices running `edgetune serve`."""

@@ -1,0 +1,160 @@
+"""Fleet states as the device writes them (runtime/device/src/fleet.rs has the byte
+layout), and their exact sum.
+
+A state holds, per class, a label count and a mean, and the pooled within-class scatter,
+in the bundle's standardized units. Sums are kept as raw moments (per class the count
+and the sum of samples, and the sum of x xᵀ over all samples), in float64, so adding
+and removing a device's labels is exact up to rounding: the "others" of each device is
+the total minus its own, in O(devices) work.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = b"ETFLEET\0"
+VERSION = 1
+SIGNED = 1
+SIGNATURE_LEN = 64
+HEADER = struct.Struct("<8sHHIII")
+
+
+class InvalidState(ValueError):
+    """Bytes that are not a fleet state this version reads."""
+
+
+@dataclass
+class FleetState:
+    """One decoded fleet state."""
+
+    backbone: int
+    dim: int
+    classes: list[str]
+    center: np.ndarray
+    scale: np.ndarray
+    counts: np.ndarray
+    means: np.ndarray  # classes x dim
+    scatter: np.ndarray  # dim x dim
+
+    @property
+    def labels(self) -> int:
+        return int(self.counts.sum())
+
+
+def decode(data: bytes) -> FleetState:
+    """Decodes and checks a fleet state; `InvalidState` says what is wrong."""
+    if len(data) < HEADER.size + 4:
+        raise InvalidState(f"truncated: {len(data)} bytes")
+    magic, version, flags, backbone, dim, k = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise InvalidState("not an edgetune fleet state (bad magic)")
+    if version != VERSION:
+        raise InvalidState(f"fleet state format version {version}, this app reads version {VERSION}")
+    if flags & ~SIGNED:
+        raise InvalidState(f"unknown flags {flags:#06x}")
+    body = data[:-SIGNATURE_LEN] if flags & SIGNED else data
+    if len(body) < HEADER.size + 4:
+        raise InvalidState("truncated")
+    crc = struct.unpack_from("<I", body, len(body) - 4)[0]
+    if zlib.crc32(body[:-4]) != crc:
+        raise InvalidState("its checksum does not match (damaged or truncated)")
+    at = HEADER.size
+    end = len(body) - 4
+    if dim == 0 or k * 6 > end:
+        raise InvalidState("impossible sizes")
+    classes = []
+    for c in range(k):
+        if at + 2 > end:
+            raise InvalidState("truncated class names")
+        (n,) = struct.unpack_from("<H", body, at)
+        at += 2
+        try:
+            classes.append(body[at : at + n].decode())
+        except UnicodeDecodeError as e:
+            raise InvalidState(f"class {c}'s name is not UTF-8") from e
+        at += n
+    tri = dim * (dim + 1) // 2
+    need = 4 * (2 * dim + k + k * dim + tri)
+    if end - at != need:
+        raise InvalidState(f"{end - at} bytes of values, {need} expected")
+    v = np.frombuffer(body, dtype="<f4", count=need // 4, offset=at).astype(np.float64)
+    if not np.all(np.isfinite(v)):
+        raise InvalidState("a non-finite value")
+    center, scale = v[:dim], v[dim : 2 * dim]
+    counts = v[2 * dim : 2 * dim + k]
+    means = v[2 * dim + k : 2 * dim + k + k * dim].reshape(k, dim)
+    scatter = np.zeros((dim, dim))
+    scatter[np.triu_indices(dim)] = v[2 * dim + k + k * dim :]
+    scatter = scatter + np.triu(scatter, 1).T
+    if np.any(scale <= 0) or np.any(counts < 0) or np.any(counts != np.round(counts)):
+        raise InvalidState("impossible scales or counts")
+    return FleetState(backbone, dim, classes, center, scale, counts, means, scatter)
+
+
+def encode(s: FleetState) -> bytes:
+    """The bytes of a fleet state (unsigned)."""
+    out = bytearray(HEADER.pack(MAGIC, VERSION, 0, s.backbone, s.dim, len(s.classes)))
+    for name in s.classes:
+        b = name.encode()
+        out += struct.pack("<H", len(b)) + b
+    values = np.concatenate(
+        [s.center, s.scale, s.counts, s.means.reshape(-1), s.scatter[np.triu_indices(s.dim)]]
+    )
+    out += values.astype("<f4").tobytes()
+    out += struct.pack("<I", zlib.crc32(out))
+    return bytes(out)
+
+
+class Moments:
+    """Raw moments of labels by class name: count, sum of samples, and Σ x xᵀ."""
+
+    def __init__(self, like: FleetState):
+        self.backbone, self.dim = like.backbone, like.dim
+        self.center, self.scale = like.center, like.scale
+        self.n: dict[str, float] = {}
+        self.sum: dict[str, np.ndarray] = {}
+        self.sq = np.zeros((like.dim, like.dim))
+
+    def fits(self, s: FleetState) -> str | None:
+        """Why `s` cannot be added, or None."""
+        if s.backbone != self.backbone:
+            return f"another backbone ({s.backbone:#010x}, the fleet's is {self.backbone:#010x})"
+        if s.dim != self.dim:
+            return f"{s.dim}-value embeddings, the fleet's have {self.dim}"
+        if not (np.array_equal(s.center, self.center) and np.array_equal(s.scale, self.scale)):
+            return "standardized differently (another bundle's statistics)"
+        return None
+
+    def add(self, s: FleetState, sign: float = 1.0) -> None:
+        """Adds (or with sign -1, removes) the labels of `s`."""
+        sq = s.scatter.copy()
+        for name, n, m in zip(s.classes, s.counts, s.means):
+            if n == 0:
+                continue
+            self.n[name] = self.n.get(name, 0.0) + sign * n
+            self.sum[name] = self.sum.get(name, np.zeros(self.dim)) + sign * n * m
+            sq += n * np.outer(m, m)
+        self.sq += sign * sq
+
+    def minus(self, s: FleetState) -> "Moments":
+        out = Moments.__new__(Moments)
+        out.backbone, out.dim, out.center, out.scale = self.backbone, self.dim, self.center, self.scale
+        out.n, out.sum, out.sq = dict(self.n), {k: v.copy() for k, v in self.sum.items()}, self.sq.copy()
+        out.add(s, -1.0)
+        return out
+
+    def state(self, order: list[str]) -> FleetState | None:
+        """The fleet state of these labels (classes in `order` first), or None without any."""
+        names = [c for c in order if round(self.n.get(c, 0)) > 0]
+        names += sorted(c for c in self.n if c not in names and round(self.n[c]) > 0)
+        if not names:
+            return None
+        counts = np.array([round(self.n[c]) for c in names], dtype=np.float64)
+        means = np.stack([self.sum[c] / n for c, n in zip(names, counts)])
+        scatter = self.sq - np.einsum("c,ci,cj->ij", counts, means, means)
+        scatter = (scatter + scatter.T) / 2
+        return FleetState(self.backbone, self.dim, names, self.center, self.scale, counts, means, scatter)
