@@ -15,6 +15,7 @@ mod allocations;
 mod learning;
 mod power_cuts;
 mod requests;
+mod soak;
 mod sources;
 
 use std::io::{BufRead, BufReader, Write};
