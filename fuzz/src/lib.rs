@@ -1,12 +1,13 @@
 //! What the fuzz targets share: the control byte that lets a mutated input get past a
 //! checksum, and a head with a learner of whatever kind a record's header names.
 //!
-//! Every target's input starts with one control byte; the rest is the file (or line).
+//! Every target's input but the request line's starts with one control byte; the rest
+//! is the file.
 //! When its lowest bit is set, the target rewrites the file's CRC-32 trailer(s) before
 //! decoding, so that libFuzzer's mutations reach the code behind the checksum instead
 //! of stopping at it; when it is clear, the bytes are decoded as they are (so damaged
 //! checksums are fuzzed too). The seeds (`fuzz/corpus/`, written by
-//! `cargo test -p edgetune-fuzz-seeds`... see `fuzz/README.md`) carry the byte.
+//! `scripts/fuzz.sh seeds`) carry the byte.
 
 use crc::{CRC_32_ISO_HDLC, Crc};
 use edgetune_core::persist::{self, Header, LearnerState};

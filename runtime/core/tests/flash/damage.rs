@@ -85,6 +85,26 @@ fn fix_crc(record: &mut [u8]) {
     record[n..].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Found by the `flash` fuzz target: a slot numbered `u64::MAX` made the next save
+/// number 0, which lost to it, so every later save was silently invisible.
+#[test]
+fn a_save_after_the_largest_sequence_number_is_refused() {
+    let dims = Dims::linear(3, 2);
+    let record = flash::max_record_len(dims, Some(&Optimizer::ADAM));
+    let len = flash::region_len::<Flash>(record) as u32;
+    let mut scratch = [0u8; 16];
+    let (head, learner) = trained(dims, 4, 2);
+    let mut sim = Flash::blank(len as usize);
+    put_slot(&mut sim, 0, len, 0, u64::MAX, &snap(&head, &learner));
+    let mut store = Store::new(sim, 0, len).unwrap();
+    let got = store.save(&head, Some(&learner), &mut scratch);
+    assert!(
+        matches!(got, Err(StoreError::Config { what }) if what.contains("largest possible")),
+        "{got:?}"
+    );
+    assert_eq!(store.newest(&mut scratch).unwrap().unwrap().seq, u64::MAX);
+}
+
 #[test]
 fn slots_hold_persist_records_in_the_documented_layout() {
     let dims = Dims::linear(5, 4);
