@@ -189,8 +189,11 @@ fn soak() {
     let (t_warm, rss_warm, _) = *at(warm_up);
     let after: Vec<_> = curve.iter().filter(|c| c.0 >= t_warm).collect();
     let rss_max = after.iter().map(|c| c.1).max().unwrap();
-    // With one client connected; a sample may catch the previous client's not yet closed.
-    let fds_warm = after.iter().map(|c| c.2).min().unwrap();
+    // With one client connected, the median; a sample may catch a client between its
+    // closing and the next one's accepting (one fewer, or one more).
+    let mut fds: Vec<usize> = after.iter().map(|c| c.2).collect();
+    fds.sort_unstable();
+    let fds_warm = fds[fds.len() / 2];
     println!(
         "soak: {secs} s, {requests} requests, {labels} labels, {} classes, {rollbacks} \
          rollbacks refused; RSS kB: start {rss_start}, after warm-up ({t_warm:.0} s) \
@@ -205,8 +208,9 @@ fn soak() {
         rss_max as f64 <= rss_warm as f64 * 1.05,
         "resident memory grew after warm-up: {rss_warm} kB -> {rss_max} kB"
     );
+    // Thousands of clients came and went: a leak would show as thousands.
     assert!(
-        fds_end <= fds_warm,
+        fds_end <= fds_warm + 1,
         "descriptors leaked: {fds_warm} -> {fds_end}"
     );
 
