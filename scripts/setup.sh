@@ -24,6 +24,13 @@ if [ -n "$missing" ]; then
   rustup target add --toolchain "$toolchain" $missing
 fi
 
+# The fuzz targets (fuzz/, scripts/fuzz.sh) need a nightly for libFuzzer's coverage
+# instrumentation and AddressSanitizer: a dated one, so that a run is reproducible. Only
+# fuzzing uses it; the project builds with the toolchain above.
+fuzz_toolchain=nightly-2026-05-19
+rustup toolchain list | grep -q "^$fuzz_toolchain" \
+  || rustup toolchain install "$fuzz_toolchain" --profile minimal
+
 # Board targets (scripts/cross.sh, targets/cortex-m): cross C compilers and C libraries
 # (tract-linalg assembles its ARM kernels with them; they link the device program),
 # qemu-user to run the ARM Linux builds, qemu-system-arm for the Cortex-M4 firmware.

@@ -27,6 +27,18 @@ cargo check -p edgetune-core --features defmt --target thumbv7em-none-eabihf
 echo "== workspace tests"
 cargo test --workspace
 
+# `serve` for 60 s on its socket with every kind of request: memory flat, no descriptor
+# leak, state files within --keep, every acknowledged label kept (scripts/soak.sh 3600
+# for an hour).
+echo "== soak: serve for 60 s"
+bash scripts/soak.sh 60
+
+# Coverage-guided fuzzing, briefly, of the no_std core's decoders (the persist record,
+# the flash slots); the other targets need tract built with the sanitizer (20 minutes
+# here): scripts/fuzz.sh runs them all.
+echo "== fuzz: persist and flash, 10000 runs each"
+bash scripts/fuzz.sh 10000 persist flash
+
 # The boards (issue #6): every test of the runtime under qemu-user for aarch64 (Pi 3/4/5,
 # Jetson; with the Jetson's CUDA/TensorRT providers compiled in) and armv7 (Pi 2/3), and
 # parity of their embeddings and learned heads with this host's.

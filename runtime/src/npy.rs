@@ -21,6 +21,10 @@ use crate::bundle::{InputSpec, Layout};
 /// longer than this is not a plain array.
 const MAX_NPY_HEADER: usize = 10_000;
 
+/// How deep brackets nest in the header of any array numpy writes (a dict, a list of
+/// fields, a field's tuple; one more for a field's shape).
+const MAX_NPY_NESTING: usize = 4;
+
 /// The largest integer every integer up to which `f32` represents exactly, 2^24.
 const F32_EXACT: u64 = 1 << 24;
 
@@ -168,6 +172,24 @@ fn precheck(bytes: &[u8]) -> Result<(), String> {
         return Err("the header is truncated".to_string());
     };
     let text = String::from_utf8_lossy(text);
+    // npyz parses the header with a backtracking grammar that takes seconds for a few
+    // dozen nested brackets (found by the `npy` fuzz target: 118 bytes, over 10 s). A
+    // numpy header is one dict, whose deepest value (a structured type's fields) nests
+    // three brackets deep.
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '{' | '[' | '(' => depth += 1,
+            '}' | ']' | ')' => depth = depth.saturating_sub(1),
+            _ => continue,
+        }
+        if depth > MAX_NPY_NESTING {
+            return Err(format!(
+                "its header nests brackets more than {MAX_NPY_NESTING} deep, which no \
+                 numpy array's header does"
+            ));
+        }
+    }
     let dims = ["'shape'", "\"shape\""]
         .iter()
         .find_map(|key| text.find(key).map(|at| &text[at + key.len()..]))
@@ -286,4 +308,30 @@ fn check_values(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `npy` fuzz target: npyz spent over 10 s on this 118-byte header.
+    #[test]
+    fn deeply_nested_headers_are_refused_at_once() {
+        let dict = format!(
+            "{}'descr': '<f4', 'fortran_order': False, 'shape': (6,), }}",
+            "{".repeat(11)
+        );
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(dict.as_bytes());
+        bytes.extend_from_slice(&[0; 24]);
+        let input = InputSpec {
+            name: "x".into(),
+            shape: vec![1, 6],
+            layout: Layout::Features,
+            dtype: "f32".into(),
+        };
+        let err = read_npy(Path::new("deep.npy"), &bytes, &input, 6, 1).unwrap_err();
+        assert!(err.to_string().contains("nests brackets"), "{err}");
+    }
 }

@@ -277,16 +277,23 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, DeviceState), Invalid> {
     let bad = |e: postcard::Error| Invalid::Payload(e.to_string());
     let (mut state, rest): (DeviceState, _) =
         postcard::take_from_bytes(&body[HEADER_LEN..]).map_err(bad)?;
-    if version == 1 {
-        if !rest.is_empty() {
-            return Err(Invalid::Payload("bytes after the state".into()));
-        }
-    } else if version == 2 {
-        state.learning = postcard::from_bytes(rest).map_err(bad)?;
+    // Version 1 ends after the state, version 2 after its learning part, version 3 after
+    // its fleet part: nothing may follow (postcard's `from_bytes` would ignore it).
+    let rest = if version == 1 {
+        rest
     } else {
         let (learning, rest) = postcard::take_from_bytes(rest).map_err(bad)?;
         state.learning = learning;
-        state.fleet = postcard::from_bytes(rest).map_err(bad)?;
+        if version == 2 {
+            rest
+        } else {
+            let (fleet, rest) = postcard::take_from_bytes(rest).map_err(bad)?;
+            state.fleet = fleet;
+            rest
+        }
+    };
+    if !rest.is_empty() {
+        return Err(Invalid::Payload("bytes after the state".into()));
     }
     Ok((seq, state))
 }
@@ -589,6 +596,24 @@ mod tests {
             assert!(decode(&b).is_err(), "byte {i}");
             assert!(decode(&bytes[..i]).is_err(), "cut at {i}");
         }
+    }
+
+    /// Found by the `state` fuzz target: bytes after a version 2 state's learning part
+    /// were ignored (the file decoded, and re-encoded shorter).
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let s = sample();
+        let mut bytes = encode(3, &s);
+        bytes.truncate(bytes.len() - 4);
+        bytes.extend_from_slice(&[7, 7]);
+        let payload = (bytes.len() - HEADER_LEN) as u32;
+        bytes[18..22].copy_from_slice(&payload.to_le_bytes());
+        let crc = CRC32.checksum(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode(&bytes),
+            Err(Invalid::Payload("bytes after the state".into()))
+        );
     }
 
     #[test]

@@ -402,8 +402,17 @@ impl<F: NorFlash> Store<F> {
             Some(known) => known,
             None => self.scan(chunk)?.0,
         };
+        // A sequence number that wrapped to 0 would lose to the state before it: only a
+        // forged or foreign flash gets there (2^64 saves), and it must be erased.
         let (slot, seq) = match previous {
-            Some(p) => (1 - p.slot, p.seq.wrapping_add(1)),
+            Some(p) => match p.seq.checked_add(1) {
+                Some(seq) => (1 - p.slot, seq),
+                None => {
+                    return Err(StoreError::Config {
+                        what: "the stored sequence number is the largest possible: erase the store",
+                    });
+                }
+            },
             None => (0, 1),
         };
         // From here on the cached knowledge holds only if everything succeeds.

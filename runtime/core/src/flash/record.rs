@@ -201,6 +201,9 @@ fn read_fields<F: NorFlash>(
     }
     let step = rec.varint(u32::BITS)? as u32;
     let rng = rec.varint(u64::BITS)?;
+    if !persist::counters_ok(header.optimizer, step, rng) {
+        return Err(Fault::Bad(persist::COUNTERS));
+    }
     let n_params = header.dims.param_len();
     let n_opt = persist::learner_values(header.optimizer, header.dims).unwrap_or(0);
     rec.count(

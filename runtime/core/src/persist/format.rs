@@ -70,6 +70,17 @@ pub const fn learner_values(code: u8, dims: Dims) -> Option<usize> {
     }
 }
 
+/// Whether a record of learner `code` may hold this step count and generator state: a
+/// streaming LDA has neither, so its records hold 0 and 0 (the module docs).
+pub(crate) const fn counters_ok(code: u8, step: u32, rng: u64) -> bool {
+    !matches!(code, SLDA_FULL | SLDA_DIAGONAL) || (step == 0 && rng == 0)
+}
+
+/// The error for a record whose counters [`counters_ok`] refuses.
+pub(crate) const COUNTERS: DecodeError = DecodeError::BadPayload {
+    what: "a streaming LDA record with a step count or generator state",
+};
+
 /// Whether `v` can be value `index` of learner `code`'s state for a head of `dims`
 /// (finite, and for a streaming LDA [`Slda::state_value_ok`]).
 pub fn learner_value_ok(code: u8, dims: Dims, index: usize, v: f32) -> bool {

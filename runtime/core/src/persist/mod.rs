@@ -71,7 +71,7 @@ use crate::slda::{Covariance, Slda};
 
 pub(crate) use error::IMPOSSIBLE;
 pub use error::{DecodeError, EncodeError};
-pub(crate) use format::{CRC_LEN, varint_len};
+pub(crate) use format::{COUNTERS, CRC_LEN, counters_ok, varint_len};
 use format::{CRC32, RawHeader, leb128, payload_len};
 pub use format::{
     HEADER_LEN, MAGIC, SLDA_DIAGONAL, SLDA_FULL, VERSION, learner_value_ok, learner_values,

@@ -7,7 +7,7 @@ use core::fmt;
 
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 
-use super::format::learner_value_ok;
+use super::format::{COUNTERS, counters_ok, learner_value_ok};
 use super::{DecodeError, IMPOSSIBLE, LearnerState};
 use crate::head::Dims;
 
@@ -94,6 +94,9 @@ impl<'de, L: LearnerState> Visitor<'de> for PayloadSeed<'_, '_, L> {
         };
         let step: u32 = seq.next_element()?.ok_or_else(short)?;
         let rng: u64 = seq.next_element()?.ok_or_else(short)?;
+        if !counters_ok(self.learner_kind.0, step, rng) {
+            return Err(raise(fail, COUNTERS));
+        }
         let what = "number of parameters does not match the dimensions";
         let sink = self.params.map_or(Sink::<L>::Check, Sink::Slice);
         seq.next_element_seed(Floats {

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// One request line, parsed (see the module docs).
-#[derive(Debug, Default, Deserialize)]
+/// One request line, parsed (see the module docs). Serializing gives its normal form,
+/// which parses back to the same request (the `request` fuzz target checks it).
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Request {
     /// Echoed in the answer.
@@ -37,7 +38,7 @@ pub struct Request {
 
 impl Request {
     /// Parses a request line; the error is the answer to a line that is no request.
-    pub(super) fn parse(line: &str) -> Result<Request, Value> {
+    pub fn parse(line: &str) -> Result<Request, Value> {
         serde_json::from_str(line).map_err(|e| {
             let what = if e.is_data() {
                 "invalid request"
@@ -50,7 +51,7 @@ impl Request {
 
     /// Checks that the request asks exactly one thing, and that a `"sample"` goes with a
     /// `"label"`.
-    pub(super) fn check(&self) -> anyhow::Result<()> {
+    pub fn check(&self) -> anyhow::Result<()> {
         let inputs = [
             self.input.is_some(),
             self.data.is_some(),

@@ -16,6 +16,7 @@ mod fleet;
 mod learning;
 mod power_cuts;
 mod requests;
+mod soak;
 mod sources;
 
 use std::io::{BufRead, BufReader, Write};

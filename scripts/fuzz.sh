@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the fuzz targets (fuzz/, libFuzzer with AddressSanitizer, on the pinned
+# nightly toolchain that scripts/setup.sh installs) and runs each for RUNS executions
+# (default 10000) from its committed seed corpus, with memory bounded at 512 MB.
+#
+#   scripts/fuzz.sh [RUNS] [TARGET...]   e.g. scripts/fuzz.sh 10000000 persist
+#   scripts/fuzz.sh seeds                 rewrites the seed corpora fuzz/corpus/* with the
+#                                         project's encoders (after a format changes)
+#
+# New inputs that add coverage go to target/fuzz/corpus/TARGET (not the committed
+# seeds); a crash leaves its input as target/fuzz/artifacts/TARGET/crash-* and fails.
+# Replay one: target/fuzz/x86_64-unknown-linux-gnu/release/TARGET FILE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-10000}
+shift || true
+toolchain=$(sed -n 's/^fuzz_toolchain=//p' scripts/setup.sh)
+triple=x86_64-unknown-linux-gnu
+# Outside the workspace's target directory's profiles: these flags must not mix with them.
+out=${CARGO_TARGET_DIR:-$PWD/target}/fuzz
+all=$(basename -s .rs fuzz/fuzz_targets/*.rs)
+targets=${*:-$all}
+
+# What cargo-fuzz passes (coverage counters, comparisons traced for libFuzzer's
+# value profile, AddressSanitizer), for the target triple only: build scripts and
+# proc macros stay plain.
+export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Zsanitizer=address \
+-Cdebug-assertions -Coverflow-checks -Cforce-frame-pointers"
+export CARGO_TARGET_DIR=$out
+# Only what the chosen targets need (fuzz/Cargo.toml's features): the persist and flash
+# targets build without tract.
+features=""
+for t in $targets; do
+  case $t in
+    state | request | seeds) features=device ;;
+    bundle | npy | image) [ "$features" = device ] || features=model ;;
+  esac
+done
+if [ "$runs" = seeds ]; then
+  # Built like the targets, so it reuses their dependencies.
+  (cd fuzz && cargo "+$toolchain" run --locked --release --target "$triple" --bin seeds \
+    --no-default-features --features device)
+  exit
+fi
+echo "== fuzz: build ($toolchain)"
+# shellcheck disable=SC2086
+(cd fuzz && cargo "+$toolchain" build --locked --release --target "$triple" \
+  --no-default-features --features "$features" $(printf -- '--bin %s ' $targets))
+
+for t in $targets; do
+  corpus=$out/corpus/$t
+  artifacts=$out/artifacts/$t
+  log=$out/logs/$t.log
+  mkdir -p "$corpus" "$artifacts" "$(dirname "$log")"
+  echo "== fuzz: $t, $runs runs"
+  if ! "$out/$triple/release/$t" "$corpus" "fuzz/corpus/$t" -runs="$runs" -rss_limit_mb=512 \
+    -max_len=8192 -timeout=10 -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1; then
+    tail -n 60 "$log"
+    echo "fuzz: $t failed (whole log: $log; the input is in $artifacts)"
+    exit 1
+  fi
+  # The last coverage line and the final counts: executions, coverage, memory.
+  grep -E '^#[0-9]+' "$log" | tail -n 1
+  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log"
+done
