@@ -62,6 +62,13 @@ use ::image::{
 
 use crate::bundle::{InputSpec, Layout};
 
+/// The most pixels an image may have: 50 megapixels, more than a phone's or a camera
+/// module's photo (the Pi HQ camera's is 12.3). Decoding takes time in proportion to the
+/// pixels a header claims, whatever the bytes that follow: a 372-byte JPEG whose header
+/// claims 10,752×18,761 pixels (found by fuzzing) took seconds to decode into 200 MB,
+/// within the decoder's 512 MiB.
+pub const MAX_PIXELS: u64 = 50_000_000;
+
 /// Why an image could not become an input tensor.
 ///
 /// [`InputError::Decode`] and [`InputError::TooLarge`] say what failed in their message
@@ -100,8 +107,8 @@ pub enum InputError {
         /// Height in pixels.
         height: u32,
     },
-    /// Decoding the image would need more memory than the decoder's limits (512 MiB)
-    /// allow.
+    /// The image has more than [`MAX_PIXELS`], or decoding it would need more memory
+    /// than the decoder's limits (512 MiB) allow.
     TooLarge {
         /// The image's width and height in pixels, if its header was read.
         dimensions: Option<(u32, u32)>,
@@ -259,8 +266,8 @@ pub fn decode(bytes: &[u8], input: &InputSpec) -> Result<Vec<f32>, InputError> {
 /// Decodes a PNG or JPEG image (the format is told by its signature, not a file name)
 /// and applies a JPEG's EXIF orientation. Refuses other formats
 /// ([`InputError::NotAnImage`], [`InputError::UnsupportedFormat`]), images of 0 pixels
-/// ([`InputError::Empty`]), images whose pixels need more than 512 MiB
-/// ([`InputError::TooLarge`]), and corrupt or truncated data ([`InputError::Decode`]).
+/// ([`InputError::Empty`]), images of more than [`MAX_PIXELS`] or whose pixels need more
+/// than 512 MiB ([`InputError::TooLarge`]), and corrupt or truncated data ([`InputError::Decode`]).
 /// Never panics on bad data.
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, InputError> {
     let (format, name) = match ::image::guess_format(bytes) {
@@ -284,6 +291,13 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, InputError> {
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
         return Err(InputError::Empty { width, height });
+    }
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        let kind = ::image::error::LimitErrorKind::DimensionError;
+        return Err(InputError::TooLarge {
+            dimensions: Some((width, height)),
+            source: ImageError::Limits(::image::error::LimitError::from_kind(kind)),
+        });
     }
     // What `ImageReader::decode` checks too: the decoded pixels fit the default limits.
     Limits::default()

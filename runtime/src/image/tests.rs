@@ -290,3 +290,26 @@ fn inputs_that_are_not_images_are_refused() {
     let err = raw_input(&empty, &input(Layout::Nchw, &[1, 3, 2, 2])).unwrap_err();
     assert_eq!(err.to_string(), "the image is empty (0×3 pixels)");
 }
+
+#[test]
+fn more_pixels_than_the_limit_are_refused_before_decoding() {
+    // 372 bytes of JPEG whose header claims 10,752×18,761 pixels (200 MB decoded, within
+    // the decoder's 512 MiB): found by the `image` fuzz target, where decoding it took
+    // 50 s (seconds without the sanitizer).
+    let bytes = include_bytes!("testdata/huge-header.jpg");
+    let err = decode_image(bytes).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            InputError::TooLarge {
+                dimensions: Some((10752, 18761)),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the image is too large to decode (10752×18761 pixels)"
+    );
+}
