@@ -17,6 +17,10 @@ pub struct Request {
     pub input: Option<PathBuf>,
     /// Base64 bytes to predict.
     pub data: Option<String>,
+    /// Bytes to predict, as `data` holds them once decoded: an upload (`edgetune serve
+    /// --http`), never a request line.
+    #[serde(skip)]
+    pub bytes: Option<Vec<u8>>,
     /// Values to predict.
     pub tensor: Option<Vec<f64>>,
     /// Token ids to predict.
@@ -29,11 +33,13 @@ pub struct Request {
     pub status: Option<bool>,
     /// Write the state now.
     pub flush: Option<bool>,
+    /// Roll back: `true` to the state before the newest, a number to that state.
+    pub rollback: Option<Value>,
 }
 
 impl Request {
     /// Parses a request line; the error is the answer to a line that is no request.
-    pub(super) fn parse(line: &str) -> Result<Request, Value> {
+    pub fn parse(line: &str) -> Result<Request, Value> {
         serde_json::from_str(line).map_err(|e| {
             let what = if e.is_data() {
                 "invalid request"
@@ -50,6 +56,7 @@ impl Request {
         let inputs = [
             self.input.is_some(),
             self.data.is_some(),
+            self.bytes.is_some(),
             self.tensor.is_some(),
             self.tokens.is_some(),
         ]
@@ -59,15 +66,27 @@ impl Request {
         let asks = inputs
             + usize::from(self.label.is_some())
             + usize::from(self.status == Some(true))
-            + usize::from(self.flush == Some(true));
+            + usize::from(self.flush == Some(true))
+            + usize::from(self.rollback.is_some());
         if asks != 1 {
             bail!(
-                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"label\", \"status\", \"flush\" (this one has {asks})"
+                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"label\", \"status\", \"flush\", \"rollback\" (this one has {asks})"
             );
         }
         if self.sample.is_some() && self.label.is_none() {
             bail!("\"sample\" goes with \"label\"");
         }
         Ok(())
+    }
+
+    /// The state a `"rollback"` goes back to: `None` for the one before the newest.
+    pub(super) fn rollback_to(&self) -> anyhow::Result<Option<u64>> {
+        match &self.rollback {
+            Some(Value::Bool(true)) => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            _ => bail!(
+                "\"rollback\" is true (back to the state before the newest) or a state number"
+            ),
+        }
     }
 }
