@@ -101,7 +101,8 @@ impl Live {
             inner.queue.retain(|p| p["sample"].as_u64() != sample);
             "label"
         } else {
-            "change"
+            // A status or a flush: nothing a page shows changed.
+            return;
         };
         let data = if kind == "prediction" {
             inner.latest.clone().unwrap_or_default()
