@@ -13,6 +13,7 @@ mod common;
 mod admin;
 mod allocations;
 mod http;
+mod http_load;
 mod learning;
 mod power_cuts;
 mod requests;

@@ -1,0 +1,110 @@
+//! `serve --http` under load: concurrent clients stream predictions and labels over
+//! loopback for a few seconds (bounded: the test stops by itself). No label is lost or
+//! counted twice, the state on disk agrees after a restart, and the service answers
+//! its socket meanwhile. The latency of a prediction over HTTP and over the socket is
+//! printed (`--nocapture`), not asserted: it is a measurement, not a promise.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use edgetune::rng::Rng;
+use serde_json::{Value, json};
+
+use crate::http::Web;
+use crate::{case, sample, status};
+
+const CLIENTS: usize = 12;
+const RUN: Duration = Duration::from_secs(3);
+
+#[test]
+fn concurrent_clients_lose_no_label() {
+    let (dir, model, state, _) = case("http-load", 4, 41);
+    let sock = dir.join("edgetune.sock");
+    let web = Web::start(
+        &model,
+        &state,
+        &[
+            "--persist-interval",
+            "0.2",
+            "--http-workers",
+            "4",
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+    );
+    let deadline = Instant::now() + RUN;
+    let counts: Vec<[u64; 2]> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|k| {
+                let web = &web;
+                s.spawn(move || {
+                    let mut rng = Rng::new(100 + k as u64);
+                    let mut labels = [0u64; 2];
+                    while Instant::now() < deadline {
+                        let c = (k + labels.iter().sum::<u64>() as usize) % 2;
+                        let a = web.learn(&sample(c, &mut rng), ["a", "b"][c]);
+                        assert!(a["result"] == "learned" || a["result"] == "refused", "{a}");
+                        labels[c] += 1;
+                    }
+                    labels
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let sent: [u64; 2] = [0, 1].map(|c| counts.iter().map(|l| l[c]).sum());
+    let s = web.status();
+    assert_eq!(s["labels"], sent[0] + sent[1], "{s}");
+    for c in 0..2 {
+        assert_eq!(s["classes"][c]["labels"], sent[c], "class {c}: {s}");
+    }
+    eprintln!(
+        "{CLIENTS} HTTP clients, {:?}: {} labels and as many predictions",
+        RUN,
+        sent[0] + sent[1]
+    );
+    latencies(&web, &sock);
+    web.terminate();
+    // What was written agrees after the stop.
+    let disk = status(&state);
+    assert_eq!(disk["labels"], sent[0] + sent[1], "{disk}");
+}
+
+/// Prints p50 and p99 of 200 predictions, one client at a time, over HTTP and over
+/// the socket.
+fn latencies(web: &Web, sock: &std::path::Path) {
+    let mut rng = Rng::new(7);
+    let x = sample(0, &mut rng);
+    let body = json!({ "tensor": x }).to_string();
+    let mut http = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        assert_eq!(web.ask("POST", "/api/predict", body.as_bytes()).0, 200);
+        http.push(t.elapsed());
+    }
+    let mut conn = UnixStream::connect(sock).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut socket = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        writeln!(conn, "{body}").unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        socket.push(t.elapsed());
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert!(v.get("top").is_some(), "{v}");
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+    };
+    eprintln!(
+        "one prediction of a {}-value tensor: HTTP p50 {:.3} ms, p99 {:.3} ms; socket p50 {:.3} ms, p99 {:.3} ms",
+        x.len(),
+        pct(&mut http, 0.5),
+        pct(&mut http, 0.99),
+        pct(&mut socket, 0.5),
+        pct(&mut socket, 0.99)
+    );
+}
