@@ -222,7 +222,12 @@ fn answer(service: &mut Service, event: Event, web: &Web) {
         }
         Event::File(path) => {
             let answer = predict_file(service, &path);
-            web.publish("watch", &answer, Some(Frame::File(path)));
+            // Pages show the watched images (a tensor file has nothing to show).
+            let image = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()));
+            web.publish("watch", &answer, image.then_some(Frame::File(path)));
             print_line(&answer);
         }
         Event::Http(call, reply) => {
