@@ -1,7 +1,8 @@
 //! `serve --http` under load: concurrent clients stream predictions and labels over
 //! loopback for a few seconds (bounded: the test stops by itself). No label is lost or
 //! counted twice, the state on disk agrees after a restart, and the service answers
-//! its socket meanwhile. The latency of a prediction over HTTP and over the socket is
+//! its socket meanwhile. HTTP clients that stall mid-request, and a page that stops
+//! reading its events, hold their own worker or stream, never the service. The latency of a prediction over HTTP and over the socket is
 //! printed (`--nocapture`), not asserted: it is a measurement, not a promise.
 
 use std::io::{BufRead, BufReader, Write};
@@ -125,4 +126,50 @@ fn latencies(web: &Web, sock: &std::path::Path) {
         pct(&mut socket, 0.5),
         pct(&mut socket, 0.99)
     );
+}
+
+#[test]
+fn stuck_http_clients_never_stop_the_service() {
+    let (dir, model, state, mut rng) = case("http-stuck", 4, 42);
+    let sock = dir.join("edgetune.sock");
+    let web = Web::start(
+        &model,
+        &state,
+        &["--http-workers", "2", "--socket", sock.to_str().unwrap()],
+    );
+    // Two clients announce a body and never send it: both workers wait on them, and
+    // a page that stops reading its live events holds its stream.
+    let auth = format!("Authorization: Bearer {}", web.token);
+    let stuck: Vec<std::net::TcpStream> = (0..3)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(web.addr).unwrap();
+            let req = if i < 2 {
+                "POST /api/predict HTTP/1.1\r\nContent-Length: 1000\r\n"
+            } else {
+                "GET /api/events HTTP/1.1\r\n"
+            };
+            write!(c, "{req}Host: x\r\n{auth}\r\n\r\n0123").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The socket still predicts and learns, and those answers go to the live view.
+    let mut conn = UnixStream::connect(&sock).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut ask = |v: Value| {
+        writeln!(conn, "{v}").unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    for _ in 0..50 {
+        let p = ask(json!({ "tensor": sample(0, &mut rng) }));
+        let a = ask(json!({ "label": "a", "sample": p["sample"] }));
+        assert_eq!(a["result"], "learned", "{a}");
+    }
+    assert_eq!(ask(json!({ "status": true }))["labels"], 50);
+    // Once the stuck clients go, HTTP answers again.
+    drop(stuck);
+    assert_eq!(web.status()["labels"], 50);
+    web.terminate();
 }
