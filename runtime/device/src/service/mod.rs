@@ -16,6 +16,7 @@
 //! | `{"flush": true}` | writes the state now if anything is unwritten |
 //! | `{"export": true}` | the statistics of the device's own labels as a fleet state (`"fleet"`: base64, see [`crate::fleet`]) |
 //! | `{"merge": "BASE64"}` | the fleet's sum of the other devices' labels (a fleet state, or a list of them, summed): replaces what the last merge gave, classes matched by name; written before the answer |
+//! | `{"rollback": true}` or `{"rollback": 12}` | makes the state before the newest (or state 12) the newest again, as a new state that copies it; the one rolled back from is pinned |
 //!
 //! Any request may carry an `"id"`, echoed in its answer. A prediction answers with the
 //! sample id, the top classes and their probabilities, the uncertainty (1 − the margin
@@ -40,6 +41,7 @@ mod label;
 mod model;
 mod predict;
 mod request;
+mod rollback;
 mod status;
 
 use std::collections::VecDeque;
@@ -55,6 +57,7 @@ use crate::state::{self, DeviceState, Origin, StateDir};
 pub use input::read_bounded;
 pub use model::Model;
 pub use request::Request;
+pub use rollback::{pin_newest_and_write, state_before_newest, state_numbered};
 pub use status::{ClassStatus, Status};
 
 /// Latencies kept for the status percentiles.
@@ -110,6 +113,24 @@ pub struct Service {
     last_write: Option<Instant>,
     latencies: VecDeque<u32>,
     emb: Vec<f32>,
+    persist_errors: u64,
+    histogram: Histogram,
+}
+
+/// Upper bounds of the latency histogram's buckets, in milliseconds.
+pub const LATENCY_BUCKETS_MS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+
+/// Every request's latency since the service started, counted into buckets (`/metrics`).
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    /// Requests at or below each bound of [`LATENCY_BUCKETS_MS`] (not cumulative).
+    pub buckets: [u64; LATENCY_BUCKETS_MS.len()],
+    /// All requests.
+    pub count: u64,
+    /// Their total, in seconds.
+    pub sum_s: f64,
 }
 
 /// Starts sample ids of a new run above every id of earlier runs (ids are not persisted
@@ -171,6 +192,8 @@ impl Service {
             last_write: None,
             latencies,
             emb,
+            persist_errors: 0,
+            histogram: Histogram::default(),
         };
         Ok((service, warnings))
     }
@@ -188,6 +211,21 @@ impl Service {
     /// The learning core.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Largest input read, in bytes (`--max-input-bytes`, or the model's default).
+    pub fn input_limit(&self) -> u64 {
+        self.model.max_input_bytes
+    }
+
+    /// Writes of the state that failed since the service started.
+    pub fn persist_errors(&self) -> u64 {
+        self.persist_errors
+    }
+
+    /// The latencies of every request since the start.
+    pub fn histogram(&self) -> &Histogram {
+        &self.histogram
     }
 
     /// The current state, as it would be written.
@@ -210,10 +248,14 @@ impl Service {
 
     /// Answers one request line; never fails (errors are answers).
     pub fn handle_line(&mut self, line: &str) -> Value {
-        let req = match Request::parse(line) {
-            Ok(r) => r,
-            Err(answer) => return answer,
-        };
+        match Request::parse(line) {
+            Ok(req) => self.answer(req),
+            Err(answer) => answer,
+        }
+    }
+
+    /// Answers one parsed request, echoing its `"id"`; never fails (errors are answers).
+    pub fn answer(&mut self, req: Request) -> Value {
         let id = req.id.clone();
         let mut answer = match self.handle(req) {
             Ok(v) => v,
@@ -242,6 +284,9 @@ impl Service {
         if let Some(states) = &req.merge {
             return self.merge(states, t0);
         }
+        if req.rollback.is_some() {
+            return self.rollback(req.rollback_to()?);
+        }
         if let Some(label) = &req.label {
             let name = self.label_name(label)?;
             return self.label(&name, req.sample, t0);
@@ -250,6 +295,13 @@ impl Service {
     }
 
     fn record(&mut self, t: Duration) {
+        let h = &mut self.histogram;
+        let t_ms = t.as_secs_f64() * 1e3;
+        if let Some(i) = LATENCY_BUCKETS_MS.iter().position(|&b| t_ms <= b) {
+            h.buckets[i] += 1;
+        }
+        h.count += 1;
+        h.sum_s += t.as_secs_f64();
         if self.latencies.len() == LATENCIES {
             self.latencies.pop_front();
         }
@@ -282,7 +334,10 @@ impl Service {
             return Ok(None);
         }
         let t = Instant::now();
-        let seq = self.dir.write(&self.state())?;
+        let seq = self
+            .dir
+            .write(&self.state())
+            .inspect_err(|_| self.persist_errors += 1)?;
         self.seq = seq;
         self.dirty = false;
         self.last_write = Some(Instant::now());

@@ -12,7 +12,7 @@ use super::{Request, Service, ms};
 use crate::engine::Observation;
 
 impl Service {
-    /// Predicts the input of `req` (one of `input`, `data`, `tensor`, `tokens`).
+    /// Predicts the input of `req` (one of `input`, `data`, `bytes`, `tensor`, `tokens`).
     pub(super) fn predict(&mut self, req: &Request, t0: Instant) -> anyhow::Result<Value> {
         let t_in = Instant::now();
         let mut emb = std::mem::take(&mut self.emb);
@@ -50,6 +50,8 @@ impl Service {
                 .decode(b64.trim())
                 .context("\"data\" is not valid base64")?;
             self.model.raw_input(&bytes)?
+        } else if let Some(bytes) = &req.bytes {
+            self.model.raw_input(bytes)?
         } else {
             let values: Vec<f32> = req.tensor.iter().flatten().map(|&v| v as f32).collect();
             self.model.check_raw(&values)?;

@@ -18,6 +18,10 @@ pub struct Request {
     pub input: Option<PathBuf>,
     /// Base64 bytes to predict.
     pub data: Option<String>,
+    /// Bytes to predict, as `data` holds them once decoded: an upload (`edgetune serve
+    /// --http`), never a request line.
+    #[serde(skip)]
+    pub bytes: Option<Vec<u8>>,
     /// Values to predict.
     pub tensor: Option<Vec<f64>>,
     /// Token ids to predict.
@@ -34,6 +38,8 @@ pub struct Request {
     pub export: Option<bool>,
     /// Merge a fleet state (base64), or a list of them, as the other devices' labels.
     pub merge: Option<Value>,
+    /// Roll back: `true` to the state before the newest, a number to that state.
+    pub rollback: Option<Value>,
 }
 
 impl Request {
@@ -55,6 +61,7 @@ impl Request {
         let inputs = [
             self.input.is_some(),
             self.data.is_some(),
+            self.bytes.is_some(),
             self.tensor.is_some(),
             self.tokens.is_some(),
         ]
@@ -66,15 +73,27 @@ impl Request {
             + usize::from(self.status == Some(true))
             + usize::from(self.flush == Some(true))
             + usize::from(self.export == Some(true))
-            + usize::from(self.merge.is_some());
+            + usize::from(self.merge.is_some())
+            + usize::from(self.rollback.is_some());
         if asks != 1 {
             bail!(
-                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"label\", \"status\", \"flush\", \"export\", \"merge\" (this one has {asks})"
+                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"label\", \"status\", \"flush\", \"export\", \"merge\", \"rollback\" (this one has {asks})"
             );
         }
         if self.sample.is_some() && self.label.is_none() {
             bail!("\"sample\" goes with \"label\"");
         }
         Ok(())
+    }
+
+    /// The state a `"rollback"` goes back to: `None` for the one before the newest.
+    pub(super) fn rollback_to(&self) -> anyhow::Result<Option<u64>> {
+        match &self.rollback {
+            Some(Value::Bool(true)) => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            _ => bail!(
+                "\"rollback\" is true (back to the state before the newest) or a state number"
+            ),
+        }
     }
 }

@@ -13,6 +13,8 @@ mod common;
 mod admin;
 mod allocations;
 mod fleet;
+mod http;
+mod http_load;
 mod learning;
 mod power_cuts;
 mod requests;

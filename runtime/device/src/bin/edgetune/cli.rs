@@ -39,6 +39,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Start over from the bundle's head; the old states stay on disk.
     Reset(StatusArgs),
+    /// The access token of `serve --http` (made if there is none yet).
+    Token(StatusArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +61,17 @@ pub struct ServeArgs {
     /// Also take requests on this Unix socket (one JSON request per line per connection).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Also serve the labeling page and the JSON API over HTTP at this address: a port
+    /// (on 127.0.0.1) or HOST:PORT (0.0.0.0:8080 for the whole network). Every request
+    /// needs the token `edgetune token --state DIR` shows.
+    #[arg(long, value_name = "[HOST:]PORT")]
+    pub http: Option<String>,
+    /// HTTP requests handled at once (more wait in line).
+    #[arg(long, default_value_t = 4, requires = "http")]
+    pub http_workers: usize,
+    /// Serve /metrics (Prometheus text) without a token.
+    #[arg(long, requires = "http")]
+    pub metrics: bool,
     /// Do not read requests from stdin.
     #[arg(long)]
     pub no_stdin: bool,

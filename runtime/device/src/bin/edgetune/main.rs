@@ -4,9 +4,10 @@
 //!
 //! `cli.rs` holds the command line; `serve.rs` the service loop and `sources.rs` where its
 //! requests come from (stdin, a Unix socket, a watched directory, GPIO buttons);
-//! `predict.rs` the one-shot predictions; `states.rs` `status`, `rollback` and `reset`.
+//! `http/` the labeling page and the HTTP API; `predict.rs` the one-shot predictions; `states.rs` `status`, `rollback` and `reset`.
 
 mod cli;
+mod http;
 mod predict;
 mod serve;
 mod sources;
@@ -32,6 +33,7 @@ fn main() {
         Command::Status(a) => states::status(a),
         Command::Rollback(a) => states::rollback(a),
         Command::Reset(a) => states::reset(a),
+        Command::Token(a) => http::access::token(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::cli::ServeArgs;
+use crate::http::{self, Frame, HttpCounters, Live};
 use crate::predict::predict_file;
 use crate::sources::{self, Event, Reply};
 use edgetune_device::service::{Options, Service};
@@ -31,12 +32,19 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let answer = predict_file(&mut service, path);
         print_line(&answer);
     }
-    let sources = start_sources(&a, &service, tx)?;
+    let web = Web {
+        live: a
+            .http
+            .as_ref()
+            .map(|_| Arc::new(Live::new(http::MAX_STREAMS))),
+        counters: Arc::default(),
+    };
+    let sources = start_sources(&a, &service, tx, &web)?;
     if sources == 0 {
         service.flush()?;
         return Ok(());
     }
-    answer_events(&mut service, &rx, &stop, sources);
+    answer_events(&mut service, &rx, &stop, sources, &web);
     if let Some(seq) = service.flush()? {
         log::info!("wrote state {seq} before stopping");
     }
@@ -84,9 +92,41 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// What the HTTP server shares with the service thread.
+struct Web {
+    /// What open pages see (`None` without `--http`).
+    live: Option<Arc<Live>>,
+    counters: Arc<HttpCounters>,
+}
+
+impl Web {
+    /// Tells open pages of an answer.
+    fn publish(&self, source: &str, answer: &Value, frame: Option<Frame>) {
+        if let Some(live) = &self.live {
+            live.publish(source, answer, frame);
+        }
+    }
+}
+
 /// Starts the sources the arguments ask for, each sending to `tx`; how many there are.
-fn start_sources(a: &ServeArgs, service: &Service, tx: mpsc::SyncSender<Event>) -> Result<usize> {
+fn start_sources(
+    a: &ServeArgs,
+    service: &Service,
+    tx: mpsc::SyncSender<Event>,
+    web: &Web,
+) -> Result<usize> {
     let mut sources = 0;
+    if let (Some(addr), Some(live)) = (&a.http, &web.live) {
+        sources += 1;
+        let cfg = http::Config {
+            addr: http::parse_addr(addr)?,
+            workers: a.http_workers.max(1),
+            metrics: a.metrics,
+            token: http::access::load_or_create(&a.state)?,
+            max_body: service.input_limit(),
+        };
+        http::start(cfg, tx.clone(), Arc::clone(live), Arc::clone(&web.counters))?;
+    }
     if !a.no_stdin {
         sources += 1;
         sources::read_stdin(tx.clone());
@@ -117,6 +157,7 @@ fn answer_events(
     rx: &mpsc::Receiver<Event>,
     stop: &AtomicBool,
     mut sources: usize,
+    web: &Web,
 ) {
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -140,7 +181,7 @@ fn answer_events(
                     break;
                 }
             }
-            Some(event) => answer(service, event),
+            Some(event) => answer(service, event, web),
         }
         if let Err(e) = service.flush_if_due() {
             log::error!("{e:#}; the state stays in memory and the write is tried again");
@@ -148,14 +189,20 @@ fn answer_events(
     }
 }
 
-/// Answers one request line, button press or watched file.
-fn answer(service: &mut Service, event: Event) {
+/// Answers one request line, button press, watched file or HTTP request, and tells open
+/// pages.
+fn answer(service: &mut Service, event: Event, web: &Web) {
     match event {
         Event::Line(line, reply) => {
             let answer = match line {
                 Ok(line) => service.handle_line(&line),
                 Err(refused) => json!({ "error": refused }),
             };
+            let source = match reply {
+                Reply::Stdout => "stdin",
+                Reply::Socket(_) => "socket",
+            };
+            web.publish(source, &answer, None);
             match reply {
                 Reply::Stdout => print_line(&answer),
                 Reply::Socket(mut s) => {
@@ -170,9 +217,27 @@ fn answer(service: &mut Service, event: Event) {
                 Ok(v) => v,
                 Err(e) => json!({ "error": format!("button {class:?}: {e:#}") }),
             };
+            web.publish("button", &answer, None);
             print_line(&json!({ "button": class, "answer": answer }));
         }
-        Event::File(path) => print_line(&predict_file(service, &path)),
+        Event::File(path) => {
+            let answer = predict_file(service, &path);
+            // Pages show the watched images (a tensor file has nothing to show).
+            let image = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()));
+            web.publish("watch", &answer, image.then_some(Frame::File(path)));
+            print_line(&answer);
+        }
+        Event::Http(call, reply) => {
+            let (answer, frame) = http::answer(service, call, &web.counters);
+            if let http::Answer::Json(v) = &answer {
+                web.publish("http", v, frame);
+            }
+            // The worker waits with room for one answer: this never blocks.
+            let _ = reply.try_send(answer);
+        }
         Event::StdinClosed => {}
     }
 }

@@ -1,5 +1,5 @@
 //! Where `edgetune serve` gets its requests: stdin, a Unix socket, a watched directory
-//! and GPIO label buttons. Each is a thread that only reads and forwards an [`Event`] to
+//! and GPIO label buttons (and the HTTP server, in `http/`). Each is a thread that only reads and forwards an [`Event`] to
 //! the service thread; request lines are read with a bound on their length.
 
 use std::io::{BufRead, BufReader};
@@ -63,6 +63,8 @@ pub enum Event {
     File(PathBuf),
     /// Stdin ended.
     StdinClosed,
+    /// A request of the HTTP server, and where its answer goes.
+    Http(crate::http::Call, mpsc::SyncSender<crate::http::Answer>),
 }
 
 /// Where the answer to a request line goes.

@@ -5,11 +5,11 @@
 
 use std::fmt::Display;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::cli::{RollbackArgs, StatusArgs};
-use edgetune_device::service::Status;
+use edgetune_device::service::{Status, pin_newest_and_write, state_before_newest, state_numbered};
 use edgetune_device::state::{DeviceState, Loaded, Origin, StateDir};
 
 /// Runs `edgetune status`.
@@ -111,53 +111,6 @@ fn newest(dir: &StateDir) -> Result<Option<(u64, DeviceState)>> {
     };
     warn_skipped(&l);
     Ok(Some((l.seq, l.state)))
-}
-
-/// State `n` of the directory, which must be usable.
-fn state_numbered(dir: &StateDir, n: u64) -> Result<(u64, DeviceState)> {
-    let files = dir.list()?;
-    let path = files
-        .iter()
-        .find(|(s, _)| *s == n)
-        .map(|(_, p)| p.clone())
-        .with_context(|| {
-            format!(
-                "there is no state {n} in {} (states on disk: {:?})",
-                dir.path().display(),
-                files.iter().map(|(s, _)| s).collect::<Vec<_>>()
-            )
-        })?;
-    let state = dir
-        .read(n, &path)
-        .map_err(|why| anyhow::anyhow!("state {n} is unusable: {why}"))?;
-    Ok((n, state))
-}
-
-/// The newest usable state, then the usable one before it: the latter.
-fn state_before_newest(dir: &StateDir) -> Result<(u64, DeviceState)> {
-    let files = dir.list()?;
-    let mut usable = files
-        .iter()
-        .rev()
-        .filter_map(|(s, p)| dir.read(*s, p).ok().map(|st| (*s, st)));
-    let newest = usable
-        .next()
-        .context("there is no usable state to roll back from")?;
-    usable.next().with_context(|| {
-        format!(
-            "state {} is the only usable state: there is nothing to roll back to",
-            newest.0
-        )
-    })
-}
-
-/// Pins the newest state on disk (a rollback or reset can be undone), then writes
-/// `state` as the newest; its sequence number.
-fn pin_newest_and_write(dir: &StateDir, state: &DeviceState) -> Result<u64> {
-    if let Some((newest, _)) = dir.list()?.last() {
-        dir.pin(*newest)?;
-    }
-    dir.write(state)
 }
 
 /// A state that starts over from the bundle's head on backbone `backbone`.
