@@ -21,6 +21,8 @@ pub struct Request {
     pub tensor: Option<Vec<f64>>,
     /// Token ids to predict.
     pub tokens: Option<Vec<i64>>,
+    /// Text to predict (a text-encoder bundle with a tokenizer).
+    pub text: Option<String>,
     /// A class name (or index) for a sample.
     pub label: Option<Value>,
     /// The sample a label is for.
@@ -52,6 +54,7 @@ impl Request {
             self.data.is_some(),
             self.tensor.is_some(),
             self.tokens.is_some(),
+            self.text.is_some(),
         ]
         .iter()
         .filter(|&&b| b)
@@ -62,7 +65,7 @@ impl Request {
             + usize::from(self.flush == Some(true));
         if asks != 1 {
             bail!(
-                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"label\", \"status\", \"flush\" (this one has {asks})"
+                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"text\", \"label\", \"status\", \"flush\" (this one has {asks})"
             );
         }
         if self.sample.is_some() && self.label.is_none() {
