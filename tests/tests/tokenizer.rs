@@ -189,3 +189,64 @@ fn the_device_takes_text() {
     let e = ask(&mut service, json!({ "text": "hello" }));
     assert!(e["error"].as_str().unwrap().contains("not text"), "{e}");
 }
+
+/// Held-out sentences the device must classify: models/text/heldout.jsonl.
+fn held_out() -> Vec<(String, String)> {
+    std::fs::read_to_string(text_models().join("heldout.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["text"].as_str().unwrap().into(),
+                v["label"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+/// Host training on labeled text, then the device on sentences it never saw. The encoder's
+/// weights are random, so the head learns from what mean pooling keeps of the words; 0.8
+/// on four intents (chance 0.25) says text went through the same tokenizer and pooling on
+/// both sides.
+#[test]
+fn a_head_trained_on_text_classifies_held_out_sentences_on_the_device() {
+    let dir = testkit::scratch("tok-e2e");
+    let file = text_models().join("tokenizer.json");
+    let converted = convert_text("tok-e2e-convert", 411, Some(&file)).unwrap();
+    // The shipped set, plus a case-only duplicate and a conflict, which cleaning finds by
+    // token ids (the tokenizer lowercases), and an empty text, which is skipped.
+    let mut csv = std::fs::read_to_string(text_models().join("intents.csv")).unwrap();
+    csv.push_str("\"SKIP this song\",music\nSkip this song,music\n");
+    csv.push_str("stop the alarm,timer\n\"Stop the alarm\",lights\n\"   \",timer\n");
+    let data = dir.join("intents.csv");
+    std::fs::write(&data, csv).unwrap();
+
+    let mut train = finetune_head::train::Options::new(&converted, &data);
+    train.cache = None;
+    train.progress = false;
+    let trained = dir.join("intents.bundle");
+    let (bundle, report) = finetune_head::train::run(&train, &trained).unwrap();
+    bundle.write(&trained).unwrap();
+    let d = &report.data;
+    assert_eq!(d.kind, "text");
+    assert!(!d.duplicates.is_empty(), "{:?}", d.duplicates);
+    assert_eq!(d.conflicts.len(), 1, "{:?}", d.conflicts);
+    assert_eq!(d.skipped.len(), 1, "{:?}", d.skipped);
+    assert!(d.skipped[0].reason.contains("empty"), "{:?}", d.skipped);
+    assert!(report.test.accuracy >= 0.8, "host {}", report.test.accuracy);
+
+    let state = dir.join("state");
+    let (mut service, _) = Service::open(&trained, &state, ServiceOptions::default()).unwrap();
+    let held = held_out();
+    let hits = held
+        .iter()
+        .filter(|(text, label)| ask(&mut service, json!({ "text": text }))["class"] == **label)
+        .count();
+    let accuracy = hits as f64 / held.len() as f64;
+    println!(
+        "device accuracy on {} held-out sentences: {accuracy:.3}",
+        held.len()
+    );
+    assert!(accuracy >= 0.8, "device accuracy {accuracy}");
+}
