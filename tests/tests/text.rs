@@ -359,9 +359,38 @@ fn a_head_trained_on_text_classifies_held_out_sentences_on_the_device() {
     assert!(d.skipped[0].reason.contains("empty"), "{:?}", d.skipped);
     assert!(report.test.accuracy >= 0.8, "host {}", report.test.accuracy);
 
+    // The host's eval on the held-out JSON lines, and a folder of class folders of .txt
+    // files (one sample per line) with the same sentences.
+    let mut eval = finetune_head::eval::Options::new(&trained, text_models().join("heldout.jsonl"));
+    eval.cache = None;
+    eval.progress = false;
+    eval.latency_samples = 5;
+    let host = finetune_head::eval::run(&eval).unwrap();
+    assert_eq!(host.metrics.samples, 105);
+    assert!(
+        host.metrics.accuracy >= 0.8,
+        "host eval {}",
+        host.metrics.accuracy
+    );
+    let held = held_out();
+    let folders = dir.join("folders");
+    for (text, label) in &held {
+        let class = folders.join(label);
+        std::fs::create_dir_all(&class).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(class.join("held.txt"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes()).unwrap();
+    }
+    eval.data = folders;
+    let from_folders = finetune_head::eval::run(&eval).unwrap();
+    assert_eq!(from_folders.metrics.samples, 105);
+    assert_eq!(from_folders.metrics.accuracy, host.metrics.accuracy);
+
     let state = dir.join("state");
     let (mut service, _) = Service::open(&trained, &state, ServiceOptions::default()).unwrap();
-    let held = held_out();
     let hits = held
         .iter()
         .filter(|(text, label)| ask(&mut service, json!({ "text": text }))["class"] == **label)
