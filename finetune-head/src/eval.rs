@@ -17,7 +17,7 @@ use edgetune::text::TextTokenizer;
 
 use crate::dataset::{self, Input, LoadOptions, Split};
 use crate::embed::{Embedder, Job};
-use crate::report::{EvalReport, Metrics, Skipped};
+use crate::report::{EvalReport, MISCLASSIFIED_PER_CLASS, Metrics, Misclassified, Skipped};
 
 /// How `eval` is run.
 #[derive(Debug, Clone)]
@@ -108,6 +108,7 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
     let (embs, _) = embedder.run(&jobs, "embedding")?;
     let mut probs = vec![0.0f32; head.dims().capacity];
     let (mut truth, mut pred, mut p_truth) = (Vec::new(), Vec::new(), Vec::new());
+    let mut misclassified = Vec::new();
     for (item, e) in items.iter().zip(embs) {
         let e = match e {
             Ok(e) => e,
@@ -127,6 +128,21 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
             .position(|c| *c == item.label)
             .expect("checked above");
         let p = head.predict(&e, &mut probs)?;
+        let wrong_of_y = misclassified
+            .iter()
+            .filter(|m: &&Misclassified| m.truth == item.label);
+        if p.class != y && wrong_of_y.count() < MISCLASSIFIED_PER_CLASS {
+            misclassified.push(Misclassified {
+                origin: item.origin.clone(),
+                text: match &item.input {
+                    Input::Text { text, .. } => Some(text.clone()),
+                    _ => None,
+                },
+                truth: item.label.clone(),
+                predicted: classes.get(p.class).cloned().unwrap_or_default(),
+                confidence: p.confidence,
+            });
+        }
         truth.push(y);
         pred.push(p.class);
         p_truth.push(probs[y]);
@@ -186,5 +202,6 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
         classes,
         metrics,
         skipped,
+        misclassified,
     })
 }

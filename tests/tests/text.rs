@@ -372,6 +372,14 @@ fn a_head_trained_on_text_classifies_held_out_sentences_on_the_device() {
         "host eval {}",
         host.metrics.accuracy
     );
+    println!("{host}");
+    let wrong = host.metrics.samples - host.metrics.correct();
+    assert_eq!(host.misclassified.len(), wrong.min(12), "{host}");
+    assert!(
+        host.misclassified
+            .iter()
+            .all(|m| m.text.is_some() && m.truth != m.predicted)
+    );
     let held = held_out();
     let folders = dir.join("folders");
     for (text, label) in &held {
