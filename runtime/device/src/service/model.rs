@@ -121,13 +121,9 @@ impl Model {
         )
     }
 
-    /// Tokenizes `text` with the bundle's tokenizer and embeds its ids; returns the ids
-    /// (truncated to the sequence length, with a flag saying so).
-    pub fn embed_text(
-        &self,
-        text: &str,
-        out: &mut [f32],
-    ) -> anyhow::Result<edgetune::text::Tokens> {
+    /// The ids of `text` by the bundle's tokenizer (truncated to the sequence length, with
+    /// a flag saying so), for [`Model::embed_tokens`].
+    pub fn tokenize(&self, text: &str) -> anyhow::Result<edgetune::text::Tokens> {
         let tokenizer = match &self.tokenizer {
             Some(t) => t,
             None if self.manifest.input.layout == Layout::Tokens => {
@@ -135,9 +131,7 @@ impl Model {
             }
             None => return Err(TextError::NotText(self.manifest.input.layout).into()),
         };
-        let tokens = tokenizer.encode(text)?;
-        self.embed_tokens(&tokens.ids, out)?;
-        Ok(tokens)
+        Ok(tokenizer.encode(text)?)
     }
 }
 
