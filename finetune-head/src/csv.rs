@@ -1,7 +1,8 @@
 //! The one CSV reader of `finetune-head`, for feature tables ([`crate::data`]) and
 //! data sets ([`crate::dataset`]): a plain or gzipped file, its non-empty lines with
-//! their numbers, and a line's fields (no quoting: the numeric files this reads have
-//! none).
+//! their numbers, and a line's fields: [`fields`] without quoting (the numeric files have
+//! none), [`quoted_fields`] with RFC 4180 quoting and any separator (text tables, where
+//! a sentence holds commas; a quoted field does not span lines).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -61,4 +62,65 @@ pub fn fields(line: &str, unquote: bool) -> Vec<&str> {
             }
         })
         .collect()
+}
+
+/// Splits one line at `sep` (`,` or a tab), RFC 4180 style: a field in double quotes may
+/// hold the separator, and `""` inside it is one quote. Unquoted fields are trimmed. An
+/// unterminated quote is an error naming the column.
+pub fn quoted_fields(line: &str, sep: char) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => {
+                        return Err(format!(
+                            "column {} opens a quote that the line does not close",
+                            out.len() + 1
+                        ));
+                    }
+                }
+            }
+            while chars.peek().is_some_and(|&c| c != sep) {
+                chars.next();
+            }
+        } else {
+            while let Some(&c) = chars.peek().filter(|&&c| c != sep) {
+                field.push(c);
+                chars.next();
+            }
+            field = field.trim().to_string();
+        }
+        out.push(field);
+        if chars.next().is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted_fields;
+
+    #[test]
+    fn quoted_fields_hold_separators_and_quotes() {
+        let f = quoted_fields(r#"  "a, ""b"" c",label , x"#, ',').unwrap();
+        assert_eq!(f, ["a, \"b\" c", "label", "x"]);
+        assert_eq!(quoted_fields("a\tb,c", '\t').unwrap(), ["a", "b,c"]);
+        assert_eq!(quoted_fields("a,", ',').unwrap(), ["a", ""]);
+        let e = quoted_fields(r#"x,"open"#, ',').unwrap_err();
+        assert!(e.contains("column 2"), "{e}");
+    }
 }

@@ -4,7 +4,8 @@
 //! The cache is one file per backbone in the cache folder (`--cache DIR`, by default
 //! `$XDG_CACHE_HOME/edgetune` or `~/.cache/edgetune`), named by the backbone's hash
 //! ([`backbone_id`]: the backbone's bytes, its input and its preprocessing). Each record
-//! is a key, the SHA-256 of (backbone hash, sample content hash, variant), and the
+//! is a key, the SHA-256 of (backbone hash, sample content hash — a text's token ids —,
+//! variant), and the
 //! embedding. A second `train` with other hyperparameters finds every embedding there
 //! and embeds nothing ([`Stats::computed`] = 0); another backbone, another file or another
 //! augmentation misses and is computed.
@@ -283,8 +284,9 @@ impl<'b> Embedder<'b> {
                         "{} values, the bundle's features are {dim}",
                         v.len()
                     )),
-                    Input::Image(_) => Err(
-                        "a bundle without backbone takes feature vectors (CSV or .npy), not images"
+                    Input::Image(_) | Input::Text { .. } => Err(
+                        "a bundle without backbone takes feature vectors (CSV or .npy), not \
+                         images or text"
                             .into(),
                     ),
                 });
@@ -372,6 +374,13 @@ fn embed_one(
     out: &mut [f32],
 ) -> Result<(), String> {
     let raw = match &job.item.input {
+        Input::Text { ids, .. } => {
+            if job.copy > 0 {
+                return Err("augmentation applies to images only".into());
+            }
+            backbone.embed_tokens(ids, out).map_err(|e| e.to_string())?;
+            return finite(out);
+        }
         Input::Tensor(v) => {
             if job.copy > 0 {
                 return Err("augmentation applies to images only".into());
@@ -390,6 +399,10 @@ fn embed_one(
         }
     };
     backbone.embed(&raw, out).map_err(|e| e.to_string())?;
+    finite(out)
+}
+
+fn finite(out: &[f32]) -> Result<(), String> {
     if out.iter().any(|v| !v.is_finite()) {
         return Err("the backbone gave a non-finite embedding".into());
     }

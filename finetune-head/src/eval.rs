@@ -11,12 +11,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use edgetune::backbone::Backbone;
-use edgetune::bundle::{BackboneFormat, Bundle};
+use edgetune::bundle::{BackboneFormat, Bundle, Layout};
 use edgetune::persist;
+use edgetune::text::TextTokenizer;
 
 use crate::dataset::{self, Input, LoadOptions, Split};
 use crate::embed::{Embedder, Job};
-use crate::report::{EvalReport, Metrics, Skipped};
+use crate::report::{EvalReport, MISCLASSIFIED_PER_CLASS, Metrics, Misclassified, Skipped};
 
 /// How `eval` is run.
 #[derive(Debug, Clone)]
@@ -71,7 +72,7 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
     } else {
         m.input.shape.iter().product()
     };
-    let loaded = dataset::load(&opts.data, &m.input, sample_len, &opts.load)?;
+    let loaded = dataset::load(&opts.data, m, sample_len, &opts.load)?;
     let mut skipped = loaded.skipped;
     let mut items = Vec::new();
     for item in loaded.items {
@@ -107,6 +108,7 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
     let (embs, _) = embedder.run(&jobs, "embedding")?;
     let mut probs = vec![0.0f32; head.dims().capacity];
     let (mut truth, mut pred, mut p_truth) = (Vec::new(), Vec::new(), Vec::new());
+    let mut misclassified = Vec::new();
     for (item, e) in items.iter().zip(embs) {
         let e = match e {
             Ok(e) => e,
@@ -126,6 +128,21 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
             .position(|c| *c == item.label)
             .expect("checked above");
         let p = head.predict(&e, &mut probs)?;
+        let wrong_of_y = misclassified
+            .iter()
+            .filter(|m: &&Misclassified| m.truth == item.label);
+        if p.class != y && wrong_of_y.count() < MISCLASSIFIED_PER_CLASS {
+            misclassified.push(Misclassified {
+                origin: item.origin.clone(),
+                text: match &item.input {
+                    Input::Text { text, .. } => Some(text.clone()),
+                    _ => None,
+                },
+                truth: item.label.clone(),
+                predicted: classes.get(p.class).cloned().unwrap_or_default(),
+                confidence: p.confidence,
+            });
+        }
         truth.push(y);
         pred.push(p.class);
         p_truth.push(probs[y]);
@@ -144,18 +161,31 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
     } else {
         Some(Backbone::from_bundle(&bundle)?)
     };
+    let tokenizer = match m.input.layout {
+        Layout::Tokens => Some(TextTokenizer::from_manifest(m)?),
+        _ => None,
+    };
     let mut emb = vec![0.0f32; m.embedding.size];
     let mut times = Vec::new();
     for item in items.iter().take(opts.latency_samples) {
         let t = Instant::now();
         let ok = (|| -> Result<()> {
-            let raw = match &item.input {
-                Input::Tensor(v) => v.clone(),
-                Input::Image(p) => edgetune::image::decode(&std::fs::read(p)?, &m.input)?,
+            let raw = match (&item.input, &backbone, &tokenizer) {
+                // As the device does: tokenize, then embed the ids.
+                (Input::Text { text, .. }, Some(b), Some(tok)) => {
+                    b.embed_tokens(&tok.encode(text)?.ids, &mut emb)?;
+                    None
+                }
+                (Input::Text { .. }, _, _) => bail!("text needs a text bundle with a tokenizer"),
+                (Input::Tensor(v), _, _) => Some(v.clone()),
+                (Input::Image(p), _, _) => {
+                    Some(edgetune::image::decode(&std::fs::read(p)?, &m.input)?)
+                }
             };
-            match &backbone {
-                Some(b) => b.embed(&raw, &mut emb)?,
-                None => emb.copy_from_slice(&raw),
+            match (&backbone, raw) {
+                (_, None) => {}
+                (Some(b), Some(raw)) => b.embed(&raw, &mut emb)?,
+                (None, Some(raw)) => emb.copy_from_slice(&raw),
             }
             head.predict(&emb, &mut probs)?;
             Ok(())
@@ -172,5 +202,6 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
         classes,
         metrics,
         skipped,
+        misclassified,
     })
 }

@@ -104,9 +104,14 @@ enum Command {
         /// or the first ([CLS]) token.
         #[arg(long, value_enum)]
         pooling: Option<PoolingArg>,
-        /// Text encoders: the token id that pads a sequence.
+        /// Text encoders: the token id that pads a sequence (default: the tokenizer's
+        /// [PAD], else 0).
         #[arg(long, default_value_t = 0)]
         pad_id: i64,
+        /// Text encoders: the model's Hugging Face tokenizer.json, carried in the bundle
+        /// so the device takes text (checked against the model's vocabulary).
+        #[arg(long, value_name = "FILE")]
+        tokenizer: Option<PathBuf>,
     },
     /// Train the bundle's head on labeled data: clean, split, augment, embed (cached),
     /// train with early stopping (optionally a hyperparameter search), report.
@@ -431,6 +436,7 @@ fn run(cli: Cli) -> Result<()> {
             calib_count,
             pooling,
             pad_id,
+            tokenizer,
             features: None,
         } => {
             let model = model.context("the ONNX model to convert")?;
@@ -481,6 +487,7 @@ fn run(cli: Cli) -> Result<()> {
                     PoolingArg::Cls => Pooling::Cls,
                 }),
                 pad_id,
+                tokenizer,
             };
             let (bundle, report) = convert::convert(&model, &opts)?;
             bundle.write(&output)?;

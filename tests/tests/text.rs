@@ -1,14 +1,23 @@
 //! Text encoders: a BERT-style model with `input_ids` and `attention_mask` converts to a
 //! bundle whose backbone takes token ids, pads them, builds the mask and pools the
 //! sequence output into one embedding, as the original graph would.
+//!
+//! Text in: the shipped WordPiece `tokenizer.json` (models/text, made by `make.py` with
+//! Hugging Face `tokenizers`) gives the reference library's ids on tricky strings, goes
+//! into a text bundle at conversion (checked against the model's vocabulary), the device
+//! service takes `{"text": …}` requests with it, and a head trained on labeled text
+//! classifies held-out sentences on the device.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use edgetune::backbone::{Backbone, pool};
 use edgetune::bundle::{Bundle, Layout, Pooling};
+use edgetune::text::{TextError, TextTokenizer};
+use edgetune_device::service::{Options as ServiceOptions, Service};
 use edgetune_testkit as testkit;
 use edgetune_testkit::testmodels::{self, BertConfig, Builder, DataType};
 use finetune_head::convert::{Options, convert};
+use serde_json::{Value, json};
 use tract_onnx::prelude::*;
 
 /// tract's run of the original model on `ids` padded with 0 to 16, and the mask.
@@ -124,4 +133,280 @@ fn text_options_and_unknown_inputs_are_clear_errors() {
     let two = testkit::file("text", "two.onnx", &g.finish());
     let e = format!("{:#}", convert(&two, &Options::default()).unwrap_err());
     assert!(e.contains("2 inputs (image, metadata)"), "{e}");
+}
+
+fn text_models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/text")
+}
+
+fn tokenizer_json() -> String {
+    std::fs::read_to_string(text_models().join("tokenizer.json")).unwrap()
+}
+
+/// The BERT-style test encoder with the shipped tokenizer's vocabulary (411 ids), seq 64.
+fn bert(vocab: usize) -> BertConfig {
+    BertConfig {
+        vocab,
+        seq_len: 64,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn ids_equal_the_reference_library() {
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(text_models().join("expected_ids.json")).unwrap(),
+    )
+    .unwrap();
+    let seq = expected["seq_len"].as_u64().unwrap() as usize;
+    let tok = TextTokenizer::from_json(&tokenizer_json(), seq).unwrap();
+    let cases = expected["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<i64> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let got = tok.tokenize(text).unwrap();
+        assert_eq!(got.ids, want, "{text:?}");
+        assert_eq!(got.truncated, case["truncated"] == true, "{text:?}");
+        assert!(got.ids.len() <= seq);
+    }
+    // The model is never fed an empty text (the reference gives [CLS] [SEP]).
+    assert_eq!(tok.encode("").unwrap_err(), TextError::Empty);
+    assert_eq!(tok.encode(" \t\n").unwrap_err(), TextError::Empty);
+    assert_eq!(tok.pad_id(), Some(0));
+    assert_eq!(tok.vocab_size(), 411);
+}
+
+#[test]
+fn a_tokenizer_that_is_not_a_tokenizer_file_is_refused() {
+    let e = TextTokenizer::from_json("{\"model\": 3}", 64).unwrap_err();
+    assert!(
+        e.to_string().contains("not a Hugging Face tokenizer.json"),
+        "{e}"
+    );
+}
+
+/// Converts the test encoder with `vocab` rows (and the tokenizer); the error in full.
+fn convert_text(dir: &str, vocab: usize, tokenizer: Option<&Path>) -> Result<PathBuf, String> {
+    let model = testkit::file(dir, "bert.onnx", &testmodels::bert(&bert(vocab)));
+    let opts = Options {
+        embedding: Some("last_hidden_state".into()),
+        tokenizer: tokenizer.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    let (bundle, _) = convert(&model, &opts).map_err(|e| format!("{e:#}"))?;
+    let path = testkit::scratch(dir).join("text.bundle");
+    bundle.write(&path).unwrap();
+    Ok(path)
+}
+
+#[test]
+fn convert_checks_the_tokenizer_against_the_model() {
+    let file = text_models().join("tokenizer.json");
+    // Too few embedding rows for the tokenizer's ids: another model's tokenizer.
+    let e = convert_text("tok-small", 300, Some(&file)).unwrap_err();
+    assert!(
+        e.contains("ids up to 410") && e.contains("300 rows") && e.contains("not the model's"),
+        "{e}"
+    );
+    // Not a text encoder.
+    let cnn = testkit::file(
+        "tok-cnn",
+        "cnn.onnx",
+        &testmodels::mobilenet(&testmodels::MobileNetConfig {
+            resolution: 32,
+            ..Default::default()
+        }),
+    );
+    let opts = Options {
+        tokenizer: Some(file.clone()),
+        ..Default::default()
+    };
+    let e = format!("{:#}", convert(&cnn, &opts).unwrap_err());
+    assert!(e.contains("--tokenizer is for text encoders"), "{e}");
+    // A missing file.
+    let missing = Path::new("/nonexistent/tokenizer.json");
+    let e = convert_text("tok-missing", 411, Some(missing)).unwrap_err();
+    assert!(e.contains("cannot read the tokenizer"), "{e}");
+
+    let path = convert_text("tok-ok", 512, Some(&file)).unwrap();
+    let bundle = edgetune::bundle::Bundle::read(&path).unwrap();
+    let text = bundle.manifest.text.as_ref().unwrap();
+    let spec = text.tokenizer.as_ref().unwrap();
+    assert_eq!((spec.vocab_size, spec.max_length), (411, 64));
+    assert_eq!(text.pad_id, 0);
+    for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] {
+        assert!(spec.special_tokens.iter().any(|s| s == t), "{t}");
+    }
+}
+
+fn ask(service: &mut Service, request: Value) -> Value {
+    service.handle_line(&request.to_string())
+}
+
+#[test]
+fn the_device_takes_text() {
+    let file = text_models().join("tokenizer.json");
+    let path = convert_text("tok-device", 411, Some(&file)).unwrap();
+    let state = testkit::scratch("tok-device-state");
+    let (mut service, _) = Service::open(&path, &state, ServiceOptions::default()).unwrap();
+    let a = ask(
+        &mut service,
+        json!({ "text": "turn off the kitchen lights" }),
+    );
+    assert!(a.get("error").is_none(), "{a}");
+    assert!(a.get("truncated").is_none(), "{a}");
+    assert!(a["sample"].is_u64(), "{a}");
+    let long = "set a timer for five minutes ".repeat(30);
+    let a = ask(&mut service, json!({ "text": long }));
+    assert!(
+        a["truncated"]
+            .as_str()
+            .is_some_and(|n| n.contains("first 64 tokens")),
+        "{a}"
+    );
+    // The same ids by hand give the same embedding, so the same novelty.
+    let tok = TextTokenizer::from_json(&tokenizer_json(), 64).unwrap();
+    let ids = tok.encode("turn off the kitchen lights").unwrap().ids;
+    let b = ask(&mut service, json!({ "tokens": ids }));
+    let c = ask(
+        &mut service,
+        json!({ "text": "turn off the kitchen lights" }),
+    );
+    assert_eq!(b["novelty"], c["novelty"], "{b} {c}");
+
+    let e = ask(&mut service, json!({ "text": "  " }));
+    assert_eq!(e["error"], "the text is empty", "{e}");
+    let e = ask(&mut service, json!({ "text": "x", "tokens": [1] }));
+    assert!(e["error"].as_str().unwrap().contains("exactly one"), "{e}");
+    // Invalid UTF-8 never reaches the tokenizer: JSON strings are Unicode.
+    let e = service.handle_line("{\"text\": \"\\udc00\"}");
+    assert!(e["error"].as_str().unwrap().contains("surrogate"), "{e}");
+    drop(service);
+
+    // A text bundle without a tokenizer, and a bundle that is not text.
+    let bare = convert_text("tok-bare", 411, None).unwrap();
+    let state = testkit::scratch("tok-bare-state");
+    let (mut service, _) = Service::open(&bare, &state, ServiceOptions::default()).unwrap();
+    let e = ask(&mut service, json!({ "text": "hello" }));
+    assert!(
+        e["error"].as_str().unwrap().contains("has no tokenizer"),
+        "{e}"
+    );
+    drop(service);
+    let features = testkit::scratch("tok-features").join("f.bundle");
+    edgetune::bundle::Bundle::features_only(
+        4,
+        Vec::<String>::new(),
+        edgetune::bundle::Provenance::new("test", "test"),
+    )
+    .write(&features)
+    .unwrap();
+    let state = testkit::scratch("tok-features-state");
+    let (mut service, _) = Service::open(&features, &state, ServiceOptions::default()).unwrap();
+    let e = ask(&mut service, json!({ "text": "hello" }));
+    assert!(e["error"].as_str().unwrap().contains("not text"), "{e}");
+}
+
+/// Held-out sentences the device must classify: models/text/heldout.jsonl.
+fn held_out() -> Vec<(String, String)> {
+    std::fs::read_to_string(text_models().join("heldout.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["text"].as_str().unwrap().into(),
+                v["label"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+/// Host training on labeled text, then the device on sentences it never saw. The encoder's
+/// weights are random, so the head learns from what mean pooling keeps of the words; 0.8
+/// on four intents (chance 0.25) says text went through the same tokenizer and pooling on
+/// both sides.
+#[test]
+fn a_head_trained_on_text_classifies_held_out_sentences_on_the_device() {
+    let dir = testkit::scratch("tok-e2e");
+    let file = text_models().join("tokenizer.json");
+    let converted = convert_text("tok-e2e-convert", 411, Some(&file)).unwrap();
+    // The shipped set, plus a case-only duplicate and a conflict, which cleaning finds by
+    // token ids (the tokenizer lowercases), and an empty text, which is skipped.
+    let mut csv = std::fs::read_to_string(text_models().join("intents.csv")).unwrap();
+    csv.push_str("\"SKIP this song\",music\nSkip this song,music\n");
+    csv.push_str("stop the alarm,timer\n\"Stop the alarm\",lights\n\"   \",timer\n");
+    let data = dir.join("intents.csv");
+    std::fs::write(&data, csv).unwrap();
+
+    let mut train = finetune_head::train::Options::new(&converted, &data);
+    train.cache = None;
+    train.progress = false;
+    let trained = dir.join("intents.bundle");
+    let (bundle, report) = finetune_head::train::run(&train, &trained).unwrap();
+    bundle.write(&trained).unwrap();
+    let d = &report.data;
+    assert_eq!(d.kind, "text");
+    assert!(!d.duplicates.is_empty(), "{:?}", d.duplicates);
+    assert_eq!(d.conflicts.len(), 1, "{:?}", d.conflicts);
+    assert_eq!(d.skipped.len(), 1, "{:?}", d.skipped);
+    assert!(d.skipped[0].reason.contains("empty"), "{:?}", d.skipped);
+    assert!(report.test.accuracy >= 0.8, "host {}", report.test.accuracy);
+
+    // The host's eval on the held-out JSON lines, and a folder of class folders of .txt
+    // files (one sample per line) with the same sentences.
+    let mut eval = finetune_head::eval::Options::new(&trained, text_models().join("heldout.jsonl"));
+    eval.cache = None;
+    eval.progress = false;
+    eval.latency_samples = 5;
+    let host = finetune_head::eval::run(&eval).unwrap();
+    assert_eq!(host.metrics.samples, 105);
+    assert!(
+        host.metrics.accuracy >= 0.8,
+        "host eval {}",
+        host.metrics.accuracy
+    );
+    println!("{host}");
+    let wrong = host.metrics.samples - host.metrics.correct();
+    assert_eq!(host.misclassified.len(), wrong.min(12), "{host}");
+    assert!(
+        host.misclassified
+            .iter()
+            .all(|m| m.text.is_some() && m.truth != m.predicted)
+    );
+    let held = held_out();
+    let folders = dir.join("folders");
+    for (text, label) in &held {
+        let class = folders.join(label);
+        std::fs::create_dir_all(&class).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(class.join("held.txt"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes()).unwrap();
+    }
+    eval.data = folders;
+    let from_folders = finetune_head::eval::run(&eval).unwrap();
+    assert_eq!(from_folders.metrics.samples, 105);
+    assert_eq!(from_folders.metrics.accuracy, host.metrics.accuracy);
+
+    let state = dir.join("state");
+    let (mut service, _) = Service::open(&trained, &state, ServiceOptions::default()).unwrap();
+    let hits = held
+        .iter()
+        .filter(|(text, label)| ask(&mut service, json!({ "text": text }))["class"] == **label)
+        .count();
+    let accuracy = hits as f64 / held.len() as f64;
+    println!(
+        "device accuracy on {} held-out sentences: {accuracy:.3}",
+        held.len()
+    );
+    assert!(accuracy >= 0.8, "device accuracy {accuracy}");
 }

@@ -113,6 +113,7 @@ pub(super) fn manifest(
             attention_mask: t.name(Role::Mask),
             token_type_ids: t.name(Role::TypeIds),
             pad_id: opts.pad_id,
+            tokenizer: None,
         }),
         embedding: EmbeddingSpec {
             tensor: cut.tensor,
@@ -127,7 +128,7 @@ pub(super) fn manifest(
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
         .iter()

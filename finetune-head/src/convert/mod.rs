@@ -9,7 +9,8 @@
 //! The stages, one file each: `input.rs` (the model's input: a tensor, or a text
 //! encoder's tokens), `graph.rs` (the cut, typed graph and its NNEF; the tract
 //! reference), `int8.rs` (calibration, quantization and its measurement),
-//! `manifest.rs` (the manifest and a kept head), `check.rs` (the self-check against
+//! `manifest.rs` (the manifest and a kept head), `tokenizer.rs` (a text
+//! encoder's tokenizer, checked against the model), `check.rs` (the self-check against
 //! ONNX, the embedding statistics) and `report.rs` (what the CLI prints).
 
 use std::path::Path;
@@ -28,6 +29,7 @@ mod input;
 mod int8;
 mod manifest;
 mod report;
+mod tokenizer;
 
 pub use graph::{Reference, reference_embedding};
 pub use report::{Int8Report, Report};
@@ -58,8 +60,12 @@ pub struct Options {
     /// For a text encoder whose embedding is a sequence output `[1, seq, hidden]`: how
     /// it becomes one vector (default: the mean over the attention mask).
     pub pooling: Option<Pooling>,
-    /// For a text encoder: the token id that pads a sequence (default 0, BERT's).
+    /// For a text encoder: the token id that pads a sequence (default: the tokenizer's
+    /// `[PAD]`, else 0, BERT's).
     pub pad_id: i64,
+    /// For a text encoder: a Hugging Face `tokenizer.json` the bundle carries, so the
+    /// device takes text ([`edgetune::text`]).
+    pub tokenizer: Option<std::path::PathBuf>,
 }
 
 /// Post-training int8 quantization ([`crate::quantize`]), calibrated on samples. The
@@ -93,6 +99,10 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
     let qdq_folded = crate::quantize::fold_qdq(&mut proto)?;
     let Embedding { tensor, classifier } = find_embedding(&proto, opts.embedding.as_deref())?;
     let input = input::Input::of(&proto, opts)?;
+    let tokenizer = match &opts.tokenizer {
+        Some(path) => Some(tokenizer::tokenizer(path, &proto, &input, opts.pad_id)?),
+        None => None,
+    };
 
     let (typed, size, sequence) =
         graph::backbone_graph(&proto, &input.facts, &tensor, input.text.is_some())?;
@@ -131,6 +141,10 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         backbone,
         head,
     };
+    if let (Some(text), Some((spec, pad_id))) = (bundle.manifest.text.as_mut(), tokenizer) {
+        text.pad_id = pad_id;
+        text.tokenizer = Some(spec);
+    }
     bundle
         .validate()
         .context("the converted bundle does not validate")?;

@@ -26,7 +26,7 @@ fn file_kind(path: &Path) -> Option<Kind> {
 }
 
 /// Sorted entries of `dir` (hidden ones left out): (name, path, is_dir).
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+pub(super) fn entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     let cannot = || format!("cannot read the folder {}", dir.display());
     let mut out = Vec::new();
     for e in fs::read_dir(dir).with_context(cannot)? {

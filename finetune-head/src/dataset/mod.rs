@@ -16,6 +16,10 @@
 //!   `class`, `target` or `y`, else the last column). The values are the backbone's raw
 //!   input, or the features themselves for a bundle without a backbone.
 //!
+//! - **labeled text**, for a text-encoder bundle converted with a tokenizer: a CSV or
+//!   TSV file with text and label columns, a JSON lines file, or class folders of `.txt`
+//!   files with one sample per line (`text.rs`). Texts are tokenized as they are read.
+//!
 //! Nothing is decoded here: images are read, hashed, and decoded later by the embedding
 //! step, which reports a file it cannot decode as skipped (or refuses it with
 //! `--strict`). [`clean`] then drops exact duplicates (same content, same label; the
@@ -23,13 +27,15 @@
 //! a stratified train/validation/test split with a seed unless the folders gave one.
 //!
 //! Files: the sample types and [`load`] here; `folders.rs` (folders of files, a labels
-//! CSV), `table.rs` (one CSV file), `clean.rs` ([`clean`], [`split`]).
+//! CSV), `table.rs` (one CSV file), `text.rs` (labeled text), `clean.rs` ([`clean`],
+//! [`split`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use edgetune::bundle::InputSpec;
+use edgetune::bundle::{Layout, Manifest};
+use edgetune::text::TextTokenizer;
 use sha2::{Digest, Sha256};
 
 use crate::report::Skipped;
@@ -37,10 +43,12 @@ use crate::report::Skipped;
 mod clean;
 mod folders;
 mod table;
+mod text;
 
 pub use clean::{Cleaned, class_names, clean, split};
 use folders::{read_class_folders, read_labeled_folder};
 use table::read_csv;
+pub use text::ids_hash;
 
 /// A content hash (SHA-256).
 pub type Hash = [u8; 32];
@@ -63,6 +71,14 @@ pub enum Input {
     Image(PathBuf),
     /// A raw input tensor (or a feature vector for a bundle without backbone).
     Tensor(Vec<f32>),
+    /// A text and its token ids (the bundle's tokenizer, truncated to its sequence
+    /// length).
+    Text {
+        /// The text as read.
+        text: String,
+        /// Its token ids.
+        ids: Vec<i64>,
+    },
 }
 
 /// One labeled sample.
@@ -91,6 +107,8 @@ pub enum Kind {
     Csv,
     /// Images and `.npy` arrays.
     Mixed,
+    /// Labeled text.
+    Text,
 }
 
 impl Kind {
@@ -101,6 +119,7 @@ impl Kind {
             Kind::Npy => "npy",
             Kind::Csv => "csv",
             Kind::Mixed => "images+npy",
+            Kind::Text => "text",
         }
     }
 }
@@ -149,17 +168,25 @@ pub fn tensor_hash(values: &[f32]) -> Hash {
     h.finalize().into()
 }
 
-/// Reads the data set at `data` (see the [module documentation](self)) for a backbone
-/// whose raw input is `input`, `sample_len` values per sample.
+/// Reads the data set at `data` (see the [module documentation](self)) for the bundle
+/// whose manifest is `manifest`, `sample_len` values per sample (its raw input).
 pub fn load(
     data: &Path,
-    input: &InputSpec,
+    manifest: &Manifest,
     sample_len: usize,
     opts: &LoadOptions,
 ) -> Result<Loaded> {
+    let input = &manifest.input;
     let meta = fs::metadata(data).with_context(|| format!("cannot read {}", data.display()))?;
     let mut skipped = Vec::new();
-    let mut loaded = if meta.is_file() {
+    let mut loaded = if input.layout == Layout::Tokens {
+        ensure!(
+            opts.labels.is_none(),
+            "--labels is for folders of images or tensors; text data carries its labels"
+        );
+        let tok = TextTokenizer::from_manifest(manifest)?;
+        text::read_text(data, &tok, opts, &mut skipped)?
+    } else if meta.is_file() {
         ensure!(
             opts.labels.is_none(),
             "--labels goes with a folder of files; {} is a file",

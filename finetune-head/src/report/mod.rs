@@ -423,4 +423,26 @@ pub struct EvalReport {
     pub metrics: Metrics,
     /// Inputs that could not be evaluated.
     pub skipped: Vec<Skipped>,
+    /// A few misclassified samples per true class (at most
+    /// [`MISCLASSIFIED_PER_CLASS`]), in data order.
+    #[serde(default)]
+    pub misclassified: Vec<Misclassified>,
+}
+
+/// Misclassified samples kept per true class in an [`EvalReport`].
+pub const MISCLASSIFIED_PER_CLASS: usize = 3;
+
+/// A sample the head got wrong.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Misclassified {
+    /// Where it came from: a path, `path:line` or `path[i]`.
+    pub origin: String,
+    /// The text, for text data.
+    pub text: Option<String>,
+    /// Its label.
+    pub truth: String,
+    /// The head's class.
+    pub predicted: String,
+    /// The head's probability of that class.
+    pub confidence: f32,
 }

@@ -354,6 +354,13 @@ fn eval_json_has_top_level_accuracy() {
             path: "x.gif".into(),
             reason: "unsupported".into(),
         }],
+        misclassified: vec![Misclassified {
+            origin: "d.csv:3".into(),
+            text: Some("play some jazz".into()),
+            truth: "music".into(),
+            predicted: "lights".into(),
+            confidence: 0.6,
+        }],
     };
     let text = serde_json::to_string_pretty(&report).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -413,6 +420,7 @@ fn display_summaries() {
         classes,
         metrics,
         skipped: vec![],
+        misclassified: vec![],
     };
     let text = e.to_string();
     assert!(

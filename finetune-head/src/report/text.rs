@@ -194,6 +194,17 @@ impl EvalReport {
         if self.skipped.len() > 5 {
             writeln!(f, "  … and {} more", self.skipped.len() - 5)?;
         }
+        for m in &self.misclassified {
+            let what = m.text.as_ref().map_or(String::new(), |t| format!(" {t:?}"));
+            writeln!(
+                f,
+                "  wrong  {}{what}: {} taken for {} ({})",
+                m.origin,
+                m.truth,
+                m.predicted,
+                pct(f64::from(m.confidence), 0)
+            )?;
+        }
         write!(
             f,
             "accuracy {} ({}/{}), macro-F1 {}, loss {}",

@@ -160,7 +160,7 @@ fn load(bundle: &Bundle, opts: &Options) -> Result<(dataset::Loaded, Vec<Item>, 
     } else {
         m.input.shape.iter().product()
     };
-    let mut loaded = dataset::load(&opts.data, &m.input, sample_len, &opts.load)?;
+    let mut loaded = dataset::load(&opts.data, m, sample_len, &opts.load)?;
     let (items, cleaned) = dataset::clean(std::mem::take(&mut loaded.items));
     ensure!(
         opts.augment_copies <= MAX_COPIES,

@@ -198,6 +198,28 @@ pub struct TextInputs {
     pub token_type_ids: Option<String>,
     /// Token id that pads a sequence to the input's length.
     pub pad_id: i64,
+    /// The tokenizer that turns text into the token ids (`finetune-head convert
+    /// --tokenizer`), if the bundle carries one; absent from the JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerSpec>,
+}
+
+/// A Hugging Face tokenizer carried in the manifest ([`TextInputs::tokenizer`]), with
+/// what the conversion checked of it against the model (`edgetune::text` runs it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerSpec {
+    /// The `tokenizer.json` file's text, as the `tokenizers` library reads it.
+    pub json: String,
+    /// SHA-256 of that text (hex), to tell tokenizers apart.
+    pub sha256: String,
+    /// Ids the tokenizer can produce: its highest id + 1, at most the rows of the model's
+    /// embedding table.
+    pub vocab_size: usize,
+    /// Sequences are truncated to this many tokens (special tokens included): the
+    /// model's sequence length. The file's own padding and truncation are replaced.
+    pub max_length: usize,
+    /// The tokens the tokenizer adds or treats as special (`[CLS]`, `[SEP]`, `[PAD]`…).
+    pub special_tokens: Vec<String>,
 }
 
 /// Labeled embeddings in a manifest ([`Manifest::exemplars`]): `replay` ones (from the

@@ -68,6 +68,18 @@ impl Manifest {
                     name(field, n)?;
                 }
             }
+            if let Some(tok) = &t.tokenizer {
+                let seq = self.input.shape.get(1).copied().unwrap_or(0);
+                if tok.max_length != seq {
+                    return bad(format!(
+                        "text.tokenizer.max_length is {} but the input's sequence length is {seq}",
+                        tok.max_length
+                    ));
+                }
+                if tok.vocab_size == 0 || tok.json.is_empty() {
+                    return bad("text.tokenizer has no vocabulary or no file".to_string());
+                }
+            }
         }
         name("embedding.tensor", &self.embedding.tensor)?;
         if self.embedding.size == 0 {

@@ -11,6 +11,7 @@
 //! | `{"data": "BASE64"}` | a prediction of the bytes: a PNG or JPEG image, a `.npy` array, or raw little-endian f32 |
 //! | `{"tensor": [0.1, …]}` | a prediction of these values (the model's input, or the embedding for a features-only bundle) |
 //! | `{"tokens": [101, …]}` | a prediction of a text encoder's token ids |
+//! | `{"text": "turn off the lights"}` | a prediction of a sentence, tokenized on the device with the bundle's tokenizer (`convert --tokenizer`); a text longer than the model's sequence length is cut, and the answer says so in `"truncated"` |
 //! | `{"label": "cat", "sample": 12}` | learns that sample 12 is a cat (`sample` left out: the most recent); a name the head does not know adds a class; a number is a class index |
 //! | `{"status": true}` | the service's status, as `edgetune status --json` |
 //! | `{"flush": true}` | writes the state now if anything is unwritten |

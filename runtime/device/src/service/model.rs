@@ -14,6 +14,7 @@ use edgetune::bundle::{BackboneFormat, Bundle, Layout, Manifest};
 use edgetune::head::{Dims, Head};
 use edgetune::persist;
 use edgetune::stats::Stats;
+use edgetune::text::{TextError, TextTokenizer};
 
 /// The model side of a bundle: its manifest, backbone and head.
 pub struct Model {
@@ -26,6 +27,8 @@ pub struct Model {
     pub id: u32,
     /// The bundle's embedding statistics, decoded ([`edgetune::stats`]).
     pub stats: Option<Stats>,
+    /// The tokenizer of a text-encoder bundle converted with one.
+    tokenizer: Option<TextTokenizer>,
     pub(super) input_len: usize,
     pub(super) max_input_bytes: u64,
 }
@@ -46,6 +49,12 @@ impl Model {
             None => None,
         };
         let backbone = load_backbone(&bundle, opts)?;
+        let tokenizer = match manifest.text.as_ref().and_then(|t| t.tokenizer.as_ref()) {
+            Some(_) => {
+                Some(TextTokenizer::from_manifest(&manifest).context("the bundle's tokenizer")?)
+            }
+            None => None,
+        };
         let input_len = manifest.input.shape.iter().product();
         Ok(Model {
             id: state::backbone_id(&bundle),
@@ -53,6 +62,7 @@ impl Model {
             manifest,
             backbone,
             head,
+            tokenizer,
             input_len,
             max_input_bytes: opts
                 .max_input_bytes
@@ -109,6 +119,19 @@ impl Model {
             "\"tokens\" is for text-encoder bundles; this model's input is {:?}",
             self.manifest.input.layout
         )
+    }
+
+    /// The ids of `text` by the bundle's tokenizer (truncated to the sequence length, with
+    /// a flag saying so), for [`Model::embed_tokens`].
+    pub fn tokenize(&self, text: &str) -> anyhow::Result<edgetune::text::Tokens> {
+        let tokenizer = match &self.tokenizer {
+            Some(t) => t,
+            None if self.manifest.input.layout == Layout::Tokens => {
+                return Err(TextError::NoTokenizer.into());
+            }
+            None => return Err(TextError::NotText(self.manifest.input.layout).into()),
+        };
+        Ok(tokenizer.encode(text)?)
     }
 }
 

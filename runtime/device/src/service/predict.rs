@@ -12,11 +12,13 @@ use super::{Request, Service, ms};
 use crate::engine::Observation;
 
 impl Service {
-    /// Predicts the input of `req` (one of `input`, `data`, `bytes`, `tensor`, `tokens`).
+    /// Predicts the input of `req` (one of `input`, `data`, `bytes`, `tensor`, `tokens`,
+    /// `text`).
     pub(super) fn predict(&mut self, req: &Request, t0: Instant) -> anyhow::Result<Value> {
         let t_in = Instant::now();
         let mut emb = std::mem::take(&mut self.emb);
-        let embedded = self.embed_request(req, &mut emb);
+        let mut truncated = None;
+        let embedded = self.embed_request(req, &mut emb, &mut truncated);
         let input_time = t_in.elapsed();
         let result = embedded.and_then(|backbone| {
             let t = Instant::now();
@@ -27,17 +29,40 @@ impl Service {
         let (backbone, head, obs) = result?;
         let total = t0.elapsed();
         self.record(total);
-        Ok(self.prediction_json(
+        let mut answer = self.prediction_json(
             &obs,
             input_time.saturating_sub(backbone),
             backbone,
             head,
             total,
-        ))
+        );
+        if let Some(note) = truncated {
+            answer["truncated"] = json!(note);
+        }
+        Ok(answer)
     }
 
-    /// The embedding of the request's input into `emb`; the time the backbone took.
-    fn embed_request(&self, req: &Request, emb: &mut [f32]) -> anyhow::Result<Duration> {
+    /// The embedding of the request's input into `emb`; the time the backbone took. A
+    /// text cut to the sequence length leaves a note in `truncated`.
+    fn embed_request(
+        &self,
+        req: &Request,
+        emb: &mut [f32],
+        truncated: &mut Option<String>,
+    ) -> anyhow::Result<Duration> {
+        if let Some(text) = &req.text {
+            // Tokenizing counts as the input's time, the rest as the backbone's.
+            let tokens = self.model.tokenize(text)?;
+            let t = Instant::now();
+            self.model.embed_tokens(&tokens.ids, emb)?;
+            if tokens.truncated {
+                *truncated = Some(format!(
+                    "the text was cut to its first {} tokens, the model's sequence length",
+                    tokens.ids.len()
+                ));
+            }
+            return Ok(t.elapsed());
+        }
         if let Some(ids) = &req.tokens {
             let t = Instant::now();
             self.model.embed_tokens(ids, emb)?;

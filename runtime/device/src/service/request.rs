@@ -26,6 +26,8 @@ pub struct Request {
     pub tensor: Option<Vec<f64>>,
     /// Token ids to predict.
     pub tokens: Option<Vec<i64>>,
+    /// Text to predict (a text-encoder bundle with a tokenizer).
+    pub text: Option<String>,
     /// A class name (or index) for a sample.
     pub label: Option<Value>,
     /// The sample a label is for.
@@ -64,6 +66,7 @@ impl Request {
             self.bytes.is_some(),
             self.tensor.is_some(),
             self.tokens.is_some(),
+            self.text.is_some(),
         ]
         .iter()
         .filter(|&&b| b)
@@ -77,7 +80,7 @@ impl Request {
             + usize::from(self.rollback.is_some());
         if asks != 1 {
             bail!(
-                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"label\", \"status\", \"flush\", \"export\", \"merge\", \"rollback\" (this one has {asks})"
+                "a request has exactly one of \"input\", \"data\", \"tensor\", \"tokens\", \"text\", \"label\", \"status\", \"flush\", \"export\", \"merge\", \"rollback\" (this one has {asks})"
             );
         }
         if self.sample.is_some() && self.label.is_none() {

@@ -245,8 +245,12 @@ pub struct PredictArgs {
     /// The bundle.
     pub bundle: PathBuf,
     /// Images or tensors (PNG, JPEG, .npy, raw f32).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "text")]
     pub inputs: Vec<PathBuf>,
+    /// A sentence to classify, tokenized with the bundle's tokenizer (a text-encoder
+    /// bundle converted with --tokenizer); repeat for several.
+    #[arg(long, value_name = "TEXT")]
+    pub text: Vec<String>,
     /// Use the head learned in this state directory instead of the bundle's.
     #[arg(long)]
     pub state: Option<PathBuf>,

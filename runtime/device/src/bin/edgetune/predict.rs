@@ -24,21 +24,33 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     }
     let (mut service, _) = Service::open(&bundle, &tmp, a.backbone.options()?)?;
     let mut failed = 0;
-    for path in &a.inputs {
+    let files = a.inputs.iter().map(|path| {
         let answer = predict_file(&mut service, path);
+        (path.display().to_string(), answer)
+    });
+    let answers: Vec<(String, Value)> = files.collect();
+    let texts = a.text.iter().map(|t| {
+        let mut answer = service.handle_line(&json!({ "text": t }).to_string());
+        if let Some(o) = answer.as_object_mut() {
+            o.insert("text".into(), json!(t));
+        }
+        (format!("{t:?}"), answer)
+    });
+    let answers: Vec<(String, Value)> = answers.into_iter().chain(texts).collect();
+    for (name, answer) in &answers {
         if answer.get("error").is_some() {
             failed += 1;
         }
         if a.json {
             println!("{answer}");
         } else {
-            println!("{}", text(path, &answer));
+            println!("{}", text(name, answer));
         }
     }
     if failed > 0 {
         bail!(
             "{failed} of {} inputs could not be predicted",
-            a.inputs.len()
+            answers.len()
         );
     }
     Ok(())
@@ -70,15 +82,12 @@ pub fn predict_file(service: &mut Service, path: &Path) -> Value {
     answer
 }
 
-/// One line of text for the answer about `path`: the error, or the three most probable
-/// classes, whether it is uncertain, and the time taken.
-fn text(path: &Path, answer: &Value) -> String {
+/// One line of text for the answer about `name` (a path, or a quoted text): the error,
+/// or the three most probable classes, whether it is uncertain or was truncated, and the
+/// time taken.
+fn text(name: &str, answer: &Value) -> String {
     if let Some(e) = answer.get("error") {
-        return format!(
-            "{}: error: {}",
-            path.display(),
-            e.as_str().unwrap_or_default()
-        );
+        return format!("{name}: error: {}", e.as_str().unwrap_or_default());
     }
     let top: Vec<String> = answer["top"]
         .as_array()
@@ -93,14 +102,16 @@ fn text(path: &Path, answer: &Value) -> String {
             )
         })
         .collect();
-    let flag = if answer["uncertain"] == true {
-        "  (uncertain)"
+    let mut flag = if answer["uncertain"] == true {
+        "  (uncertain)".to_string()
     } else {
-        ""
+        String::new()
     };
+    if let Some(note) = answer["truncated"].as_str() {
+        flag.push_str(&format!("  ({note})"));
+    }
     format!(
-        "{}: {}{flag}  [{:.2} ms]",
-        path.display(),
+        "{name}: {}{flag}  [{:.2} ms]",
         if top.is_empty() {
             "no classes yet".to_string()
         } else {
