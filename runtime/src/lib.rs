@@ -25,3 +25,5 @@ pub mod nnef;
 pub mod npy;
 #[cfg(feature = "std")]
 pub mod stats;
+#[cfg(feature = "trust")]
+pub mod trust;

@@ -78,6 +78,11 @@ pub struct Options {
     pub onnx: Option<(std::path::PathBuf, edgetune::backbone::OrtOptions)>,
     /// Largest input file read, in bytes; `None` for [`Model::default_input_limit`].
     pub max_input_bytes: Option<u64>,
+    /// Load only a bundle signed by one of these keys ([`Bundle::read_trusted`]); empty:
+    /// signatures are not checked.
+    ///
+    /// [`Bundle::read_trusted`]: edgetune::bundle::Bundle::read_trusted
+    pub trusted: Vec<edgetune::trust::PublicKey>,
 }
 
 impl Default for Options {
@@ -90,6 +95,7 @@ impl Default for Options {
             #[cfg(feature = "ort")]
             onnx: None,
             max_input_bytes: None,
+            trusted: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod learning;
 mod power_cuts;
 mod requests;
 mod sources;
+mod trust;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
