@@ -5,14 +5,17 @@
 //! - public key (`KEY.pub`): SubjectPublicKeyInfo, `-----BEGIN PUBLIC KEY-----`.
 //!
 //! `openssl genpkey -algorithm ed25519 -out KEY` and `openssl pkey -in KEY -pubout -out
-//! KEY.pub` make the same files, and `openssl pkey -in KEY -text` shows one.
+//! KEY.pub` make the same files, and `openssl pkey -in KEY -text` shows one (the tests
+//! check both ways when `openssl` is installed).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
+};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use super::{PublicKey, SecretKey, TrustError};
@@ -111,10 +114,14 @@ pub fn write_keypair(path: &Path, key: &SecretKey) -> Result<PathBuf, TrustError
         path: path.to_path_buf(),
         what: format!("cannot encode: {what}"),
     };
-    let private = key
-        .0
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| encode(e.to_string()))?;
+    // PKCS#8 v1, the secret alone: OpenSSL 3 does not read the v2 form with the public
+    // key inside, which `SigningKey::to_pkcs8_pem` writes.
+    let private = KeypairBytes {
+        secret_key: key.0.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| encode(e.to_string()))?;
     let public = key
         .public()
         .0

@@ -165,3 +165,41 @@ fn detached_signatures() {
     assert!(verify_detached(&file, &bytes, &trusted).is_err());
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Key files as OpenSSL writes and reads them (skipped, saying so, without `openssl`).
+#[test]
+fn key_files_are_openssls() {
+    use std::process::Command;
+    let openssl = |args: &[&str]| Command::new("openssl").args(args).output();
+    if !openssl(&["version"]).is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: no openssl on PATH");
+        return;
+    }
+    let dir = scratch("trust-openssl");
+    // Theirs, read by us.
+    let theirs = dir.join("theirs.pem");
+    let t = theirs.to_str().unwrap();
+    let o = openssl(&["genpkey", "-algorithm", "ed25519", "-out", t]).unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let theirs_pub = dir.join("theirs.pem.pub");
+    let o = openssl(&[
+        "pkey",
+        "-in",
+        t,
+        "-pubout",
+        "-out",
+        theirs_pub.to_str().unwrap(),
+    ]);
+    assert!(o.unwrap().status.success());
+    #[cfg(unix)]
+    fs::set_permissions(&theirs, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let key = read_secret_key(&theirs).unwrap();
+    assert_eq!(read_public_key(&theirs_pub).unwrap(), key.public());
+    // Ours, read by them: the public key OpenSSL derives is the one we wrote.
+    let ours = dir.join("ours.key");
+    let ours_pub = write_keypair(&ours, &SecretKey::generate().unwrap()).unwrap();
+    let o = openssl(&["pkey", "-in", ours.to_str().unwrap(), "-pubout"]).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, fs::read(&ours_pub).unwrap());
+    let _ = fs::remove_dir_all(&dir);
+}
