@@ -24,8 +24,9 @@
 //! **Persistence.** After a label the state is written (see [`crate::state`])
 //! once no write happened in the last `persist_interval`, else when the interval has
 //! passed: a burst of labels makes one write. `persist_interval` 0 writes after every
-//! label, before answering it.
-
+//! label, before answering it. A failed write (a full or read-only disk) is answered
+//! in `persist_error` and tried again, no sooner than a second later (`schedule.rs`:
+//! when, on the monotonic clock).
 //!
 //! Each flow has its file: `request.rs` (a line parsed and checked), `predict.rs` (an
 //! input to a prediction), `label.rs` (a label learned and written), `input.rs` (files
@@ -37,11 +38,14 @@ mod label;
 mod model;
 mod predict;
 mod request;
+mod schedule;
 mod status;
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use schedule::Schedule;
 
 use anyhow::bail;
 use serde_json::{Value, json};
@@ -110,7 +114,7 @@ pub struct Service {
     seq: u64,
     origin: Origin,
     dirty: bool,
-    last_write: Option<Instant>,
+    schedule: Schedule,
     latencies: VecDeque<u32>,
     emb: Vec<f32>,
 }
@@ -162,6 +166,7 @@ impl Service {
             );
         }
         let emb = vec![0.0; engine.dim()];
+        let schedule = Schedule::new(opts.persist_interval);
         let service = Service {
             model,
             engine,
@@ -171,7 +176,7 @@ impl Service {
             seq,
             origin,
             dirty: false,
-            last_write: None,
+            schedule,
             latencies,
             emb,
         };
@@ -259,10 +264,7 @@ impl Service {
         if !self.dirty {
             return None;
         }
-        Some(match self.last_write {
-            Some(t) => t + self.opts.persist_interval,
-            None => Instant::now(),
-        })
+        Some(self.schedule.deadline(Instant::now()))
     }
 
     /// Writes the state if it is unwritten and due; its sequence number if it wrote.
@@ -279,10 +281,11 @@ impl Service {
             return Ok(None);
         }
         let t = Instant::now();
-        let seq = self.dir.write(&self.state())?;
+        let written = self.dir.write(&self.state());
+        self.schedule.attempted(Instant::now(), written.is_ok());
+        let seq = written?;
         self.seq = seq;
         self.dirty = false;
-        self.last_write = Some(Instant::now());
         log::debug!("wrote state {seq} in {:.1} ms", ms(t.elapsed()));
         Ok(Some(seq))
     }

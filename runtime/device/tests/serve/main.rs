@@ -12,6 +12,7 @@ mod common;
 
 mod admin;
 mod allocations;
+mod faults;
 mod learning;
 mod power_cuts;
 mod requests;
