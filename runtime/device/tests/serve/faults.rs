@@ -11,44 +11,15 @@
 //! Clock jumps cannot move `serve`'s write deadlines (the monotonic clock); the
 //! scheduling is unit-tested with a clock of its own in `src/service/schedule.rs`.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use edgetune_testkit::tmpfs::{Tmpfs, fill, has_temporaries};
 use serde_json::Value;
 
 use crate::{Serve, case, sample, status};
-
-/// A tmpfs mounted at a directory for as long as this lives.
-struct Tmpfs<'a>(&'a Path);
-
-impl<'a> Tmpfs<'a> {
-    fn mount(dir: &'a Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(dir).unwrap();
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .ok()?;
-        o.status.success().then_some(Tmpfs(dir))
-    }
-
-    fn remount(&self, how: &str) {
-        let o = Command::new("mount")
-            .args(["-o", &format!("remount,{how}")])
-            .arg(self.0)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-    }
-}
-
-impl Drop for Tmpfs<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
-}
 
 /// The state files in `dir` and their bytes, oldest first (the lock and pins left out).
 fn states(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -63,14 +34,6 @@ fn states(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect();
     v.sort();
     v
-}
-
-/// Writes until the file system is full.
-fn fill(path: &Path) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0u8; 4096];
-    while f.write_all(&chunk).is_ok() {}
-    let _ = f.sync_all();
 }
 
 #[test]
@@ -104,13 +67,7 @@ fn full_and_read_only_disks() {
     let err = a["persist_error"].as_str().unwrap_or_else(|| panic!("{a}"));
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(states(&state), before);
-    assert!(
-        !std::fs::read_dir(&state).unwrap().any(|e| e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .contains(".tmp-"))
-    );
+    assert!(!has_temporaries(&state));
     assert_eq!(s.ask(r#"{"status": true}"#)["labels"], 4);
     // Space again: the next write goes through.
     std::fs::remove_file(&filler).unwrap();
