@@ -17,5 +17,6 @@ pub mod onnxcut;
 pub mod quantize;
 pub mod report;
 pub mod search;
+pub mod sign;
 pub mod train;
 pub mod utc;

@@ -136,6 +136,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make an Ed25519 key pair for signing bundles: the private key in OUT (PKCS#8 PEM,
+    /// mode 0600), the public key in OUT.pub (what devices trust with --trust).
+    Keygen {
+        /// The private key file to write (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a bundle: writes BUNDLE.sig, an Ed25519 signature over every byte of the
+    /// bundle, which `edgetune serve --trust KEY.pub` checks before loading it.
+    Sign {
+        /// The bundle to sign.
+        bundle: PathBuf,
+        /// The private key (from keygen; refused if its group or others can read it).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// The whole workflow on the shipped digits: convert the pre-trained CNN (digits 0-4)
     /// to int8, train a head for 5-9 with a search, eval, then a simulated device learns
     /// 0-4 from labels one at a time.
@@ -519,6 +535,22 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 println!("{report}");
             }
+        }
+        Command::Keygen { out } => {
+            let (public, id) = finetune_head::sign::keygen(&out)?;
+            println!(
+                "key {id}: private {} (keep it secret), public {} (for --trust)",
+                out.display(),
+                public.display()
+            );
+        }
+        Command::Sign { bundle, key } => {
+            let (sig, id) = finetune_head::sign::sign(&bundle, &key)?;
+            println!(
+                "signed {} with key {id}: wrote {}",
+                bundle.display(),
+                sig.display()
+            );
         }
         Command::Demo(a) => {
             let opts = demo::Options {

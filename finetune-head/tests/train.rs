@@ -4,7 +4,8 @@
 //! - the trained head against a reference trainer on the same embeddings;
 //! - the search against the default configuration;
 //! - the embedding cache (a second run embeds nothing);
-//! - bad input: clear errors or listed skips, and no half-written output.
+//! - bad input: clear errors or listed skips, and no half-written output;
+//! - a full disk under the output: a clear error, the old files as they were.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -253,6 +254,33 @@ fn a_second_train_embeds_nothing() {
     assert!(json["test"]["accuracy"].as_f64().unwrap() > 0.8);
     let html = std::fs::read_to_string(out.with_extension("report.html")).unwrap();
     assert!(html.contains("<svg"));
+    full_disk(&bundle, &second, &cache);
+}
+
+/// `train`'s output on a full disk (issue #19): a clear error, the old bundle and reports
+/// as they were, no temporary file left.
+fn full_disk(bundle: &Bundle, report: &finetune_head::report::TrainReport, dir: &Path) {
+    let disk = dir.join("full");
+    let Some(_mount) = testkit::tmpfs::Tmpfs::mount(&disk, "64k") else {
+        return;
+    };
+    let out = disk.join("model.bundle");
+    let old = [
+        (out.clone(), "old bundle"),
+        (out.with_extension("report.json"), "old report"),
+        (out.with_extension("report.html"), "old page"),
+    ];
+    for (path, text) in &old {
+        std::fs::write(path, text).unwrap();
+    }
+    testkit::tmpfs::fill(&disk.join("filler"));
+    let err = format!("{:#}", train::write(bundle, report, &out).unwrap_err());
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("model.report.json"), "names the file: {err}");
+    for (path, text) in &old {
+        assert_eq!(std::fs::read_to_string(path).unwrap(), *text);
+    }
+    assert!(!testkit::tmpfs::has_temporaries(&disk));
 }
 
 fn cli(args: &[&str]) -> (bool, String, String) {

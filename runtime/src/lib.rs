@@ -27,3 +27,5 @@ pub mod npy;
 pub mod stats;
 #[cfg(feature = "text")]
 pub mod text;
+#[cfg(feature = "trust")]
+pub mod trust;

@@ -365,12 +365,16 @@ impl StateDir {
     /// another process (a running `edgetune serve`) holds it.
     pub fn lock(&mut self) -> anyhow::Result<()> {
         let path = self.path.join(".lock");
-        let file = fs::OpenOptions::new()
+        fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(|e| io_err("create the lock file", &path, e))?;
+        // Held through a read-only descriptor (flock needs no more): a service holds no
+        // file of the directory open for writing between two writes, so the file system
+        // can be remounted read-only under it (tests/serve/faults.rs).
+        let file = fs::File::open(&path).map_err(|e| io_err("open the lock file", &path, e))?;
         match file.try_lock() {
             Ok(()) => {
                 self.lock = Some(file);
@@ -456,7 +460,8 @@ impl StateDir {
         let seq = files.last().map_or(1, |(s, _)| s + 1);
         let path = self.path.join(file_name(seq));
         edgetune::bundle::write_atomic(&path, &encode(seq, state))
-            .map_err(|e| anyhow::anyhow!("cannot write state {seq}: {e}"))?;
+            // The cause (ENOSPC, EROFS…) with it: BundleError's own text leaves it to `source`.
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot write state {seq}")))?;
         self.prune()?;
         Ok(seq)
     }
@@ -482,7 +487,7 @@ impl StateDir {
     pub fn pin(&self, seq: u64) -> anyhow::Result<()> {
         let path = self.path.join(format!("pinned-{seq:010}"));
         edgetune::bundle::write_atomic(&path, b"")
-            .map_err(|e| anyhow::anyhow!("cannot pin state {seq}: {e}"))
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot pin state {seq}")))
     }
 
     /// The pinned states' sequence numbers.

@@ -77,6 +77,16 @@ pub enum BundleError {
         /// Why it is not valid.
         error: Box<BundleError>,
     },
+    /// The bundle at `path` is not signed by a trusted key (from
+    /// [`Bundle::read_trusted`](super::Bundle::read_trusted)): unsigned, tampered with,
+    /// or signed by an untrusted key, as `error` says.
+    #[cfg(feature = "trust")]
+    Refused {
+        /// The bundle file.
+        path: PathBuf,
+        /// Why it is not trusted.
+        error: crate::trust::TrustError,
+    },
 }
 
 impl BundleError {
@@ -147,6 +157,10 @@ impl fmt::Display for BundleError {
             ),
             BundleError::Io { action, path, .. } => write!(f, "{action} {}", path.display()),
             BundleError::InFile { path, .. } => write!(f, "invalid bundle {}", path.display()),
+            #[cfg(feature = "trust")]
+            BundleError::Refused { path, .. } => {
+                write!(f, "refused to load bundle {}", path.display())
+            }
         }
     }
 }
@@ -157,6 +171,8 @@ impl std::error::Error for BundleError {
             BundleError::Head(e) => Some(e),
             BundleError::Io { source, .. } => Some(source),
             BundleError::InFile { error, .. } => Some(&**error),
+            #[cfg(feature = "trust")]
+            BundleError::Refused { error, .. } => Some(error),
             _ => None,
         }
     }

@@ -382,10 +382,48 @@ impl Bundle {
         })
     }
 
+    /// Reads the bundle at `path` only if its detached signature (`path.sig`,
+    /// [`crate::trust::signature_path`]) is by one of the `trusted` keys and covers the
+    /// file's bytes; returns it and its signer. The signature is checked before anything
+    /// of the bundle is parsed. An unsigned, tampered or untrusted bundle is
+    /// [`BundleError::Refused`], whose [`TrustError`](crate::trust::TrustError) says
+    /// which.
+    #[cfg(feature = "trust")]
+    pub fn read_trusted(
+        path: impl AsRef<Path>,
+        trusted: &[crate::trust::PublicKey],
+    ) -> Result<(Bundle, crate::trust::KeyId), BundleError> {
+        let path = path.as_ref();
+        let bytes = fs::read(path).map_err(io("cannot read", path))?;
+        let signer = crate::trust::verify_detached(path, &bytes, trusted).map_err(|error| {
+            BundleError::Refused {
+                path: path.to_path_buf(),
+                error,
+            }
+        })?;
+        let bundle = Bundle::from_vec(bytes).map_err(|e| BundleError::InFile {
+            path: path.to_path_buf(),
+            error: Box::new(e),
+        })?;
+        Ok((bundle, signer))
+    }
+
     /// Writes the bundle to `path` atomically ([`write_atomic`]): after a crash `path`
     /// holds the old bundle or the new one, never a part.
+    /// With the `trust` feature, a signature file of the bundle it replaces
+    /// (`path.sig`) is removed: it signs other bytes, and a device would take the new
+    /// bundle for a tampered one instead of an unsigned one.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), BundleError> {
-        write_atomic(path.as_ref(), &self.to_bytes()?)
+        let path = path.as_ref();
+        write_atomic(path, &self.to_bytes()?)?;
+        #[cfg(feature = "trust")]
+        match fs::remove_file(crate::trust::signature_path(path)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io("cannot remove the old signature", path)(e));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 

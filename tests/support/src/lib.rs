@@ -1,8 +1,9 @@
 //! Test support for edgetune's crates, written once: scratch directories ([`scratch`],
-//! [`dir`], [`file`]) and, with the `onnx` feature, the ONNX test models the project builds
+//! [`dir`], [`file`]), full and read-only disks ([`tmpfs`]) and, with the `onnx` feature, the ONNX test models the project builds
 //! itself ([`testmodels`]). Not published; the shipped crates only dev-depend on it.
 
 mod scratch;
+pub mod tmpfs;
 
 pub use scratch::{dir, file, scratch};
 

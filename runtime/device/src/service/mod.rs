@@ -28,8 +28,9 @@
 //! **Persistence.** After a label the state is written (see [`crate::state`])
 //! once no write happened in the last `persist_interval`, else when the interval has
 //! passed: a burst of labels makes one write. `persist_interval` 0 writes after every
-//! label, before answering it.
-
+//! label, before answering it. A failed write (a full or read-only disk) is answered
+//! in `persist_error` and tried again, no sooner than a second later (`schedule.rs`:
+//! when, on the monotonic clock).
 //!
 //! Each flow has its file: `request.rs` (a line parsed and checked), `predict.rs` (an
 //! input to a prediction), `label.rs` (a label learned and written), `input.rs` (files
@@ -43,11 +44,14 @@ mod model;
 mod predict;
 mod request;
 mod rollback;
+mod schedule;
 mod status;
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use schedule::Schedule;
 
 use anyhow::bail;
 use serde_json::{Value, json};
@@ -85,6 +89,11 @@ pub struct Options {
     pub onnx: Option<(std::path::PathBuf, edgetune::backbone::OrtOptions)>,
     /// Largest input file read, in bytes; `None` for [`Model::default_input_limit`].
     pub max_input_bytes: Option<u64>,
+    /// Load only a bundle signed by one of these keys ([`Bundle::read_trusted`]); empty:
+    /// signatures are not checked.
+    ///
+    /// [`Bundle::read_trusted`]: edgetune::bundle::Bundle::read_trusted
+    pub trusted: Vec<edgetune::trust::PublicKey>,
 }
 
 impl Default for Options {
@@ -97,6 +106,7 @@ impl Default for Options {
             #[cfg(feature = "ort")]
             onnx: None,
             max_input_bytes: None,
+            trusted: Vec::new(),
         }
     }
 }
@@ -111,7 +121,7 @@ pub struct Service {
     seq: u64,
     origin: Origin,
     dirty: bool,
-    last_write: Option<Instant>,
+    schedule: Schedule,
     latencies: VecDeque<u32>,
     emb: Vec<f32>,
     persist_errors: u64,
@@ -181,6 +191,7 @@ impl Service {
             );
         }
         let emb = vec![0.0; engine.dim()];
+        let schedule = Schedule::new(opts.persist_interval);
         let service = Service {
             model,
             engine,
@@ -190,7 +201,7 @@ impl Service {
             seq,
             origin,
             dirty: false,
-            last_write: None,
+            schedule,
             latencies,
             emb,
             persist_errors: 0,
@@ -315,10 +326,7 @@ impl Service {
         if !self.dirty {
             return None;
         }
-        Some(match self.last_write {
-            Some(t) => t + self.opts.persist_interval,
-            None => Instant::now(),
-        })
+        Some(self.schedule.deadline(Instant::now()))
     }
 
     /// Writes the state if it is unwritten and due; its sequence number if it wrote.
@@ -335,13 +343,11 @@ impl Service {
             return Ok(None);
         }
         let t = Instant::now();
-        let seq = self
-            .dir
-            .write(&self.state())
-            .inspect_err(|_| self.persist_errors += 1)?;
+        let written = self.dir.write(&self.state());
+        self.schedule.attempted(Instant::now(), written.is_ok());
+        let seq = written.inspect_err(|_| self.persist_errors += 1)?;
         self.seq = seq;
         self.dirty = false;
-        self.last_write = Some(Instant::now());
         log::debug!("wrote state {seq} in {:.1} ms", ms(t.elapsed()));
         Ok(Some(seq))
     }

@@ -36,7 +36,22 @@ pub struct Model {
 impl Model {
     /// Reads a bundle and loads its backbone as `opts` say (threads, or ONNX Runtime).
     pub fn open(path: &Path, opts: &Options) -> anyhow::Result<Model> {
-        let bundle = Bundle::read(path).with_context(|| format!("bundle {}", path.display()))?;
+        let bundle = if opts.trusted.is_empty() {
+            log::info!(
+                "not verifying the signature of bundle {} (no --trust key given)",
+                path.display()
+            );
+            Bundle::read(path)
+        } else {
+            Bundle::read_trusted(path, &opts.trusted).map(|(bundle, signer)| {
+                log::info!(
+                    "bundle {} is signed by trusted key {signer}",
+                    path.display()
+                );
+                bundle
+            })
+        }
+        .with_context(|| format!("bundle {}", path.display()))?;
         let manifest = bundle.manifest.clone();
         let embedding = manifest.embedding.size;
         let head = match &bundle.head {

@@ -45,7 +45,7 @@ impl Service {
         self.seq = seq;
         self.origin = origin;
         self.dirty = false;
-        self.last_write = Some(Instant::now());
+        self.schedule.attempted(Instant::now(), true);
         log::info!("rolled back to state {from}: state {seq} is a copy of it");
         Ok(json!({
             "state": seq,

@@ -15,11 +15,13 @@ mod allocations;
 mod fleet;
 mod http;
 mod http_load;
+mod faults;
 mod learning;
 mod power_cuts;
 mod requests;
 mod soak;
 mod sources;
+mod trust;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

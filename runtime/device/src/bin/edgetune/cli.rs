@@ -95,9 +95,14 @@ pub struct ServeArgs {
     pub backbone: BackboneArgs,
 }
 
-/// How the backbone runs.
+/// How the bundle is loaded (which signers are trusted) and how its backbone runs.
 #[derive(Args)]
 pub struct BackboneArgs {
+    /// Load the bundle only if it is signed by this public key (`finetune-head keygen`'s
+    /// KEY.pub; the signature is BUNDLE.sig, from `finetune-head sign`). Repeat to trust
+    /// several keys. Without it, signatures are not checked.
+    #[arg(long = "trust", value_name = "PUBKEY")]
+    pub trust: Vec<PathBuf>,
     /// Backbone threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -140,12 +145,18 @@ pub enum ProviderArg {
 }
 
 impl BackboneArgs {
-    /// Options with the backbone's part filled in.
+    /// Options with the backbone's part and the trusted keys filled in.
     pub fn options(&self) -> Result<Options> {
+        let trusted = self
+            .trust
+            .iter()
+            .map(|p| edgetune::trust::read_public_key(p).context("--trust"))
+            .collect::<Result<_>>()?;
         #[allow(unused_mut)]
         let mut opts = Options {
             threads: self.threads.max(1),
             max_input_bytes: self.max_input_bytes,
+            trusted,
             ..Options::default()
         };
         #[cfg(feature = "ort")]
