@@ -12,10 +12,10 @@ mod common;
 
 mod admin;
 mod allocations;
+mod faults;
 mod fleet;
 mod http;
 mod http_load;
-mod faults;
 mod learning;
 mod power_cuts;
 mod requests;
