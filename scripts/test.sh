@@ -11,6 +11,16 @@ cargo fmt --all --check
 (cd targets/no-alloc-check && cargo fmt --check)
 (cd targets/cortex-m && cargo fmt --check)
 
+# The fuzz crate (outside the workspace) builds with --locked on the workspace's path
+# crates: a dependency added to them must reach fuzz/Cargo.lock too. Checked here, in
+# seconds, rather than when the fuzz targets build at the end.
+echo "== fuzz/Cargo.lock up to date"
+fuzz_toolchain=$(sed -n 's/^fuzz_toolchain=//p' scripts/setup.sh)
+(cd fuzz && cargo "+$fuzz_toolchain" metadata --locked --format-version 1 >/dev/null) || {
+  echo "fuzz/Cargo.lock is out of date: cp Cargo.lock fuzz/ && (cd fuzz && cargo +$fuzz_toolchain metadata --format-version 1 >/dev/null), then commit it" >&2
+  exit 1
+}
+
 # The no_std core must build for the smallest Cortex-M cores with no allocator at all:
 # targets/no-alloc-check links a no_main binary without a global allocator, which fails
 # to link if anything in the head's dependency tree touches `alloc`.
