@@ -29,39 +29,40 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Zsanitizer=address \
 -Cdebug-assertions -Coverflow-checks -Cforce-frame-pointers"
 export CARGO_TARGET_DIR=$out
-# Only what the chosen targets need (fuzz/Cargo.toml's features): the persist and flash
-# targets build without tract.
-features=""
-for t in $targets; do
-  case $t in
-    state | request | seeds) features=device ;;
-    bundle | npy | image) [ "$features" = device ] || features=model ;;
-  esac
-done
 if [ "$runs" = seeds ]; then
   # Built like the targets, so it reuses their dependencies.
-  (cd fuzz && cargo "+$toolchain" run --locked --release --target "$triple" --bin seeds \
-    --no-default-features --features device)
+  (cd fuzz && cargo "+$toolchain" run --locked --release --target "$triple" --bin seeds)
   exit
 fi
 echo "== fuzz: build ($toolchain)"
 # shellcheck disable=SC2086
 (cd fuzz && cargo "+$toolchain" build --locked --release --target "$triple" \
-  --no-default-features --features "$features" $(printf -- '--bin %s ' $targets))
+  $(printf -- '--bin %s ' $targets))
 
+summary=""
 for t in $targets; do
   corpus=$out/corpus/$t
   artifacts=$out/artifacts/$t
   log=$out/logs/$t.log
   mkdir -p "$corpus" "$artifacts" "$(dirname "$log")"
   echo "== fuzz: $t, $runs runs"
+  start=$SECONDS
   if ! "$out/$triple/release/$t" "$corpus" "fuzz/corpus/$t" -runs="$runs" -rss_limit_mb=512 \
     -max_len=8192 -timeout=10 -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1; then
     tail -n 60 "$log"
     echo "fuzz: $t failed (whole log: $log; the input is in $artifacts)"
     exit 1
   fi
-  # The last coverage line and the final counts: executions, coverage, memory.
-  grep -E '^#[0-9]+' "$log" | tail -n 1
-  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log"
+  # libFuzzer's last status line (`#N DONE cov: C ft: F corp: K/SIZE … exec/s: R`) and its
+  # final stats: executions, coverage (edges; features), corpus, speed, memory.
+  last=$(grep -E '^#[0-9]+' "$log" | tail -n 1)
+  echo "$last"
+  field() { sed -n "s/.* $1: \([0-9]*\).*/\1/p" <<<"$last"; }
+  stat() { sed -n "s/^stat::$1: *//p" "$log"; }
+  line=$(printf '%-8s %9s runs  cov %5s  ft %6s  corpus %5s  %6s exec/s  %4s MB  %5s s' "$t" \
+    "$(stat number_of_executed_units)" "$(field cov)" "$(field ft)" "$(field corp)" \
+    "$(stat average_exec_per_sec)" "$(stat peak_rss_mb)" $((SECONDS - start)))
+  summary+="$line"$'\n'
 done
+echo "== fuzz: summary (logs in $out/logs)"
+printf '%s' "$summary"

@@ -1,4 +1,5 @@
-//! The request line parser of `serve` (`edgetune_device::service::Request`), on the
+//! The request line parser of `serve` (`edgetune_device::service::Request`, compiled from
+//! its source file: see `src/lib.rs`), on the
 //! line as the service reads it (bytes, then UTF-8).
 //!
 //! Asserts: a line that parses has a normal form (the request serialized as JSON) that
@@ -6,7 +7,7 @@
 //! object with an `"error"` string; checking what a request asks never panics.
 #![no_main]
 
-use edgetune_device::service::Request;
+use edgetune_fuzz::request::Request;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

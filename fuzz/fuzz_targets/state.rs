@@ -1,4 +1,5 @@
-//! The device state file (`edgetune_device::state::decode`).
+//! The device state file (`edgetune_device::state::decode`, compiled from its source
+//! file: see `src/lib.rs`).
 //!
 //! Asserts: a state file of the current version that decodes re-encodes to the same
 //! bytes, or to its normal form (the same with postcard's shortest varints: shorter); a
@@ -7,7 +8,7 @@
 //! gigabytes allocates nothing of the kind (libFuzzer's `-rss_limit_mb`).
 #![no_main]
 
-use edgetune_device::state::{self, VERSION};
+use edgetune_fuzz::state::{self, VERSION};
 use edgetune_fuzz::{differences, file_with_trailer};
 use libfuzzer_sys::fuzz_target;
 

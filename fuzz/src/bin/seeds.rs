@@ -12,8 +12,8 @@ use edgetune::bundle::{Bundle, Provenance};
 use edgetune_core::flash::Store;
 use edgetune_core::slda::{Diagonal, Full, Slda};
 use edgetune_core::{Config, Dims, Head, Learner, Optimizer, persist};
-use edgetune_device::state::{self, BufferImage, Counters, DeviceState, Learning, Origin, Samples};
 use edgetune_fuzz::Ram;
+use edgetune_fuzz::state::{self, BufferImage, Counters, DeviceState, Learning, Origin, Samples};
 use image::{ImageFormat, RgbImage};
 use npyz::{AutoSerialize, Order, WriteOptions, WriterBuilder};
 

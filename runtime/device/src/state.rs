@@ -25,6 +25,9 @@
 //! *pin* the state that was newest before them (an empty `pinned-N` file): pruning never
 //! deletes a pinned state, so what a reset or rollback left behind can be rolled back to
 //! however long the device served since.
+//!
+//! The fuzz crate compiles this file on its own (`fuzz/src/lib.rs`, without tract): it
+//! uses nothing else of this crate.
 
 use std::fs::{self, File};
 use std::io;

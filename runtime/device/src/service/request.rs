@@ -1,5 +1,8 @@
 //! One request line, parsed and checked: it asks exactly one thing (the protocol is in
 //! the [`super`] module docs).
+//!
+//! The fuzz crate compiles this file on its own (`fuzz/src/lib.rs`, without tract): it
+//! uses nothing else of this crate.
 
 use std::path::PathBuf;
 
