@@ -221,6 +221,12 @@ fn soak() {
         .count();
     assert!(files <= KEEP, "{files} state files, --keep {KEEP}");
     let last = status(&state);
+    println!(
+        "soak: {files} state files (--keep {KEEP}); the final state has {} labels, {} \
+         acknowledged",
+        last["labels"],
+        acknowledged.values().sum::<u64>()
+    );
     assert_eq!(last["labels"], acknowledged.values().sum::<u64>(), "{last}");
     for class in last["classes"].as_array().unwrap() {
         let name = class["name"].as_str().unwrap();
