@@ -34,10 +34,17 @@ if [ "$runs" = seeds ]; then
   (cd fuzz && cargo "+$toolchain" run --locked --release --target "$triple" --bin seeds)
   exit
 fi
+# Only the heavy dependencies the chosen targets need (fuzz/Cargo.toml's features).
+features=""
+for t in $targets; do
+  case $t in
+    npy | image) features="$features $t" ;;
+  esac
+done
 echo "== fuzz: build ($toolchain)"
 # shellcheck disable=SC2086
 (cd fuzz && cargo "+$toolchain" build --locked --release --target "$triple" \
-  $(printf -- '--bin %s ' $targets))
+  --no-default-features --features "$features" $(printf -- '--bin %s ' $targets))
 
 summary=""
 for t in $targets; do
@@ -46,9 +53,14 @@ for t in $targets; do
   log=$out/logs/$t.log
   mkdir -p "$corpus" "$artifacts" "$(dirname "$log")"
   echo "== fuzz: $t, $runs runs"
+  # -timeout (wall-clock seconds) catches hangs; the image target decodes up to 50
+  # megapixels by design (edgetune::image::MAX_PIXELS): seconds of CPU with the sanitizer,
+  # more on a loaded machine (fuzz/corpus/image/tall-9mp.jpg timed out at 10).
+  timeout=10
+  [ "$t" = image ] && timeout=60
   start=$SECONDS
   if ! "$out/$triple/release/$t" "$corpus" "fuzz/corpus/$t" -runs="$runs" -rss_limit_mb=512 \
-    -max_len=8192 -timeout=10 -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1; then
+    -max_len=8192 -timeout=$timeout -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1; then
     tail -n 60 "$log"
     echo "fuzz: $t failed (whole log: $log; the input is in $artifacts)"
     exit 1
