@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// One request line, parsed (see the module docs). Serializing gives its normal form,
-/// which parses back to the same request (the `request` fuzz target checks it).
+/// which parses back to the same request, its `tensor` values the same as the `f32` the
+/// service uses (serde_json parses a float to within an ulp of `f64`, not always exactly);
+/// the `request` fuzz target checks it.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Request {
