@@ -6,7 +6,8 @@
 //!   column (`text`, `sentence`, `utterance`, `message`, `content`) and a label column
 //!   (`--label-column NAME|INDEX`, default `label`, `class`, `target`, `y` or `intent`);
 //!   without such a header, the first column is the text and the last the label. Fields
-//!   may be quoted (RFC 4180); a quoted field does not span lines.
+//!   may be quoted (RFC 4180), and a quoted field may span lines (a sample's origin is
+//!   the line it starts on).
 //! - **a JSON lines file** (`.jsonl`, `.ndjson`): one object per line with `"text"` and
 //!   `"label"` (a string or a number).
 //! - **a folder of class folders of `.txt` files**: `DATA/<class>/*.txt`, **one sample per
@@ -116,10 +117,10 @@ fn read_table(
     rows: &mut Vec<(String, String, String)>,
 ) -> Result<()> {
     let mut columns: Option<(usize, usize)> = None;
-    for line in csv::lines(path)? {
-        let (n, line) = line?;
+    for record in csv::records(path, sep)? {
+        let (n, record) = record?;
         let at = format!("{}:{n}", path.display());
-        let f = match csv::quoted_fields(&line, sep) {
+        let f = match record {
             Ok(f) => f,
             Err(e) => {
                 skip(skipped, opts.strict, at, e)?;
