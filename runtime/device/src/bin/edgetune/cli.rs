@@ -69,6 +69,11 @@ pub struct ServeArgs {
     /// HTTP requests handled at once (more wait in line).
     #[arg(long, default_value_t = 4, requires = "http")]
     pub http_workers: usize,
+    /// Seconds an HTTP client may send or read nothing before it is dropped (a request
+    /// body must also arrive whole within six times this): a stalled client never
+    /// holds a worker for longer.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", requires = "http")]
+    pub http_timeout: f64,
     /// Serve /metrics (Prometheus text) without a token.
     #[arg(long, requires = "http")]
     pub metrics: bool,

@@ -108,6 +108,14 @@ impl Web {
     }
 }
 
+/// `--http-timeout`: more than nothing, at most a day (a larger one is no bound).
+fn http_timeout(secs: f64) -> Result<Duration> {
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        bail!("--http-timeout is a number of seconds, more than 0 and at most 86400");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// Starts the sources the arguments ask for, each sending to `tx`; how many there are.
 fn start_sources(
     a: &ServeArgs,
@@ -124,6 +132,7 @@ fn start_sources(
             metrics: a.metrics,
             token: http::access::load_or_create(&a.state)?,
             max_body: service.input_limit(),
+            timeout: http_timeout(a.http_timeout)?,
         };
         http::start(cfg, tx.clone(), Arc::clone(live), Arc::clone(&web.counters))?;
     }

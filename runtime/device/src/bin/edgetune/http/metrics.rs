@@ -13,8 +13,10 @@ pub struct HttpCounters {
     /// Requests refused for their token: no token (401), a wrong one (403).
     pub unauthorized: AtomicU64,
     pub forbidden: AtomicU64,
-    /// Requests refused as too large (413) or for lack of room (503).
+    /// Requests refused as too large (413), as too slow to send their body (408), or
+    /// for lack of room (503).
     pub too_large: AtomicU64,
+    pub too_slow: AtomicU64,
     pub busy: AtomicU64,
 }
 
@@ -103,6 +105,7 @@ pub fn render(service: &Service, http: &HttpCounters) -> String {
     let refused = [
         ("401", &http.unauthorized),
         ("403", &http.forbidden),
+        ("408", &http.too_slow),
         ("413", &http.too_large),
         ("503", &http.busy),
     ];

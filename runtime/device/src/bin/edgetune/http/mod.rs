@@ -8,7 +8,10 @@
 //! a body is refused past the service's input limit (`--max-input-bytes`) without being
 //! kept; at most [`MAX_STREAMS`] pages receive live events. A slow client holds only
 //! its worker or its event stream: the service thread never writes to a client, so
-//! the watched directory, the socket and learning go on.
+//! the watched directory, the socket and learning go on. And it holds them for a
+//! bounded time: every connection has a read and a write timeout (`--http-timeout`,
+//! set on the listening socket, whose connections inherit it: tiny_http has no hook
+//! for them), and a body must arrive whole within [`BODY_TIMEOUTS`] of them.
 //!
 //! `access.rs` holds the token, `routes.rs` the API, `live.rs` what the page shows live,
 //! `metrics.rs` the Prometheus text, `page.html` and `login.html` the pages.
@@ -34,6 +37,8 @@ pub use metrics::HttpCounters;
 
 /// Live event streams served at once.
 pub const MAX_STREAMS: usize = 8;
+/// A request body must arrive within this many `--http-timeout`s, however it trickles.
+pub const BODY_TIMEOUTS: u32 = 6;
 /// Longest wait for the service's answer (it may be writing the state or learning).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -63,6 +68,8 @@ pub struct Config {
     pub token: String,
     /// Largest request body, in bytes.
     pub max_body: u64,
+    /// How long a connection may send or take nothing before it is dropped.
+    pub timeout: Duration,
 }
 
 /// What the workers share.
@@ -91,8 +98,16 @@ pub fn start(
     live: Arc<Live>,
     counters: Arc<HttpCounters>,
 ) -> Result<SocketAddr> {
-    let server = tiny_http::Server::http(cfg.addr)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} for HTTP: {e}", cfg.addr))?;
+    let listener = std::net::TcpListener::bind(cfg.addr)
+        .with_context(|| format!("cannot listen on {} for HTTP", cfg.addr))?;
+    set_timeouts(&listener, cfg.timeout).with_context(|| {
+        format!(
+            "cannot set the timeouts of HTTP connections on {}",
+            cfg.addr
+        )
+    })?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {}: {e}", cfg.addr))?;
     let addr = server
         .server_addr()
         .to_ip()
@@ -115,6 +130,37 @@ pub fn start(
         });
     }
     Ok(addr)
+}
+
+/// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO` on the listening socket: on Linux every
+/// connection it accepts inherits them, so a read from a client that stalls (half a
+/// request, half a body) and a write to one that stops reading fail after `timeout`
+/// and free their thread.
+fn set_timeouts(listener: &std::net::TcpListener, timeout: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        // Below a million: fits every target's suseconds_t. Never 0 with 0 seconds,
+        // which would mean no timeout.
+        tv_usec: timeout.subsec_micros().max(1) as libc::suseconds_t,
+    };
+    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: setsockopt(2) on a socket this function borrows, with a pointer to a
+        // timeval that lives across the call and its exact size.
+        let r = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Shared {

@@ -17,8 +17,9 @@
 //! | `/api/frame/N` | GET | the image of recent sample N |
 //! | `/metrics` | GET | Prometheus text, without a token, with `--metrics` only |
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, ErrorKind, Read};
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
@@ -153,7 +154,8 @@ pub(super) fn handle(sh: &Shared, mut req: Request) {
         Route::Frame(sample) => frame(sh, sample),
         Route::Status => call(sh, status_request(), None),
         _ => match body_request(sh, route, &mut req) {
-            Ok((r, frame)) => call(sh, r, frame),
+            // The body was read whole: nothing of it is left to drain.
+            Ok((r, frame)) => return respond(req, call(sh, r, frame)),
             Err(reply) => reply,
         },
     };
@@ -274,11 +276,38 @@ fn read_body(sh: &Shared, req: &mut Request, limit: u64) -> Result<Vec<u8>, Repl
     if req.body_length().is_some_and(|n| n as u64 > limit) {
         return Err(too_large());
     }
+    // The connection's read timeout bounds each read; this deadline bounds a body that
+    // trickles in a byte at a time.
+    let timeout = sh.cfg.timeout * super::BODY_TIMEOUTS;
+    let deadline = Instant::now() + timeout;
+    let too_slow = || {
+        sh.counters.too_slow.fetch_add(1, Ordering::Relaxed);
+        error(
+            408,
+            &format!(
+                "the body did not arrive in time (nothing for {:?}, or not all within {timeout:?})",
+                sh.cfg.timeout
+            ),
+        )
+        .with_header(header("Connection", "close"))
+    };
     let mut body = Vec::new();
-    req.as_reader()
-        .take(limit + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| error(400, &format!("cannot read the body: {e}")))?;
+    let mut reader = req.as_reader().take(limit + 1);
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(too_slow());
+            }
+            Err(e) => return Err(error(400, &format!("cannot read the body: {e}"))),
+        }
+        if Instant::now() > deadline {
+            return Err(too_slow());
+        }
+    }
     if body.len() as u64 > limit {
         return Err(too_large());
     }
@@ -388,8 +417,23 @@ fn json_reply(code: u16, v: &Value) -> Reply {
         .with_header(header("Content-Type", "application/json"))
 }
 
-/// Sends a reply with the headers every reply has; a client gone is not an error.
+/// Sends a reply to a request whose body may be unread. tiny_http reads what is left
+/// of a body when the request is dropped, to reuse the connection: a client trickling
+/// it would hold the worker that long (each read is bounded by `--http-timeout`, not
+/// the whole), so such a request is answered and dropped on a thread of its own.
 fn send(req: Request, reply: Reply) {
+    let body = req
+        .body_length()
+        .map_or_else(|| header_of(&req, "Transfer-Encoding").is_some(), |n| n > 0);
+    if body {
+        std::thread::spawn(move || respond(req, reply));
+    } else {
+        respond(req, reply);
+    }
+}
+
+/// Sends a reply with the headers every reply has; a client gone is not an error.
+fn respond(req: Request, reply: Reply) {
     let reply = reply
         .with_header(header("Cache-Control", "no-store"))
         .with_header(header("X-Content-Type-Options", "nosniff"));
