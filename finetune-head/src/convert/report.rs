@@ -79,6 +79,13 @@ impl std::fmt::Display for Report {
                 "\nint8           {} convolutions quantized, {} batch norms and {} constant nodes folded, calibrated on {} samples",
                 s.quantized_convs, s.folded_batch_norms, s.folded_constants, s.calibration_samples
             )?;
+            if s.chained_convs > 0 {
+                write!(
+                    f,
+                    "\n               {} of them keep their output i8 (read only by int8 convolutions)",
+                    s.chained_convs
+                )?;
+            }
             for (why, layers) in crate::quantize::kept_by_reason(&s.kept_f32) {
                 write!(
                     f,

@@ -12,6 +12,13 @@
 //!   Mul → Add`: activations i8 with a per-tensor scale from the calibration range,
 //!   weights i8 per output channel, both symmetric (zero point 0), the i32 product
 //!   scaled and biased per channel in f32;
+//! - where only int8 convolutions read a quantized convolution's output (directly, or
+//!   through one `Relu`: a ResNet block's first convolution, a MobileNetV2 block's
+//!   projection when no residual follows), that convolution is a `QLinearConv` with i8
+//!   output instead, and the `Relu` runs on i8: tract fuses the requantization into the
+//!   integer product's epilogue (one scale, the clamp, the `Relu` as a max with 0, the
+//!   cast), so the activation never goes to f32 and back. tract fuses only a scalar
+//!   requantization scale, so these convolutions' weights are quantized per tensor;
 //! - depthwise and grouped convolutions, the first convolution, and everything else stay
 //!   f32.
 //!
@@ -42,12 +49,15 @@ use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 
 mod constants;
+mod equalize;
 mod fold;
 mod onnx;
 
 pub use constants::fold_constants;
 pub use fold::{fold_batch_norms, fold_qdq};
-use onnx::{drop_unused_initializers, f32_tensor, floats, group, i8_tensor, node, producers};
+use onnx::{
+    drop_unused_initializers, f32_tensor, floats, group, i8_tensor, i32_tensor, node, producers,
+};
 
 /// What quantization did to the graph.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -57,8 +67,12 @@ pub struct Summary {
     pub folded_constants: usize,
     /// Batch normalizations folded into the convolution before them.
     pub folded_batch_norms: usize,
-    /// Convolutions now running on integers (`ConvInteger`).
+    /// Convolutions now running on integers (`ConvInteger`, or `QLinearConv` where
+    /// chained).
     pub quantized_convs: usize,
+    /// Of those, the ones whose output stays i8 because only int8 convolutions read it
+    /// (`QLinearConv`, requantized in the integer product's epilogue).
+    pub chained_convs: usize,
     /// Every convolution left in f32, in graph order: its name and why.
     pub kept_f32: Vec<(String, String)>,
     /// Samples the activation ranges were taken from.
@@ -174,6 +188,101 @@ pub fn i8_params(lo: f32, hi: f32) -> f32 {
     }
 }
 
+/// A quantized convolution whose output only int8 convolutions read, directly or through
+/// one `Relu`: it is written as a `QLinearConv` with i8 output, so its output never goes
+/// to f32 and back. tract fuses the requantization into the integer product (scale, clamp,
+/// the `Relu` as a max with 0, cast to i8) when the product's scale is one number, so the
+/// weights are quantized per tensor here.
+struct Chain {
+    /// The tensor the readers read (the `Relu`'s output, or the convolution's).
+    output: String,
+    /// The `Relu` between, dropped from the graph (done on i8 instead).
+    relu: Option<usize>,
+    /// The convolutions that read it.
+    readers: Vec<usize>,
+}
+
+/// The chosen convolutions whose output is read only by chosen convolutions (as their
+/// input), by index.
+fn chains(
+    graph: &tract_onnx::pb::GraphProto,
+    chosen: &HashSet<usize>,
+    embedding: &str,
+) -> HashMap<usize, Chain> {
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        for x in &n.input {
+            readers.entry(x.as_str()).or_default().push(i);
+        }
+    }
+    let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    // Read, and only as the input of chosen convolutions.
+    let only_int8 = |t: &str| {
+        t != embedding
+            && !outputs.contains(t)
+            && readers.get(t).is_some_and(|r| {
+                r.iter().all(|&j| {
+                    chosen.contains(&j) && graph.node[j].input[1..].iter().all(|x| x != t)
+                })
+            })
+    };
+    let mut chains = HashMap::new();
+    for &i in chosen {
+        let y = graph.node[i].output[0].as_str();
+        if only_int8(y) {
+            let readers = readers[y].clone();
+            chains.insert(
+                i,
+                Chain {
+                    output: y.to_string(),
+                    relu: None,
+                    readers,
+                },
+            );
+            continue;
+        }
+        if let Some([r]) = readers.get(y).map(Vec::as_slice)
+            && graph.node[*r].op_type == "Relu"
+            && !outputs.contains(y)
+            && y != embedding
+            && only_int8(&graph.node[*r].output[0])
+        {
+            let output = graph.node[*r].output[0].clone();
+            let relu = Some(*r);
+            let readers = readers[output.as_str()].clone();
+            chains.insert(
+                i,
+                Chain {
+                    output,
+                    relu,
+                    readers,
+                },
+            );
+        }
+    }
+    chains
+}
+
+/// Adds the initializers `{tensor}.q_scale` (`scale`) and `{tensor}.q_zero_point` (0, i8)
+/// and returns the scale's name.
+fn scale_and_zero(initializers: &mut Vec<TensorProto>, tensor: &str, scale: f32) -> String {
+    let name = format!("{tensor}.q_scale");
+    initializers.push(f32_tensor(&name, &[], &[scale]));
+    initializers.push(i8_tensor(&format!("{tensor}.q_zero_point"), &[], &[0]));
+    name
+}
+
+/// Symmetric i8 weights with one scale for the whole tensor.
+pub fn quantize_weights_per_tensor(w: &[f32]) -> (Vec<i8>, f32) {
+    let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let q = w
+        .iter()
+        .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, s)
+}
+
 /// Symmetric i8 weights per output channel (axis 0): the quantized weights and one scale
 /// per channel.
 pub fn quantize_weights(w: &[f32], out: usize) -> (Vec<i8>, Vec<f32>) {
@@ -244,14 +353,26 @@ pub fn quantize(
             observed.push(t.clone());
         }
     }
+    let chosen: HashSet<usize> = chosen.into_iter().collect();
+    let chains = chains(graph, &chosen, embedding);
+    // Exact in f32, so the ranges are calibrated after it.
+    equalize::equalize(&mut model, &chains)?;
     let ranges = calibrate(&model, shape, &observed, inputs)?;
 
     let graph = model.graph.as_ref().expect("checked above");
+    let inits: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let skipped: HashSet<usize> = chains.values().filter_map(|c| c.relu).collect();
     let mut nodes = Vec::with_capacity(graph.node.len() + 2 * chosen.len());
     let mut initializers = Vec::new();
     let mut quantized_inputs: HashMap<String, String> = HashMap::new();
-    let chosen: HashSet<usize> = chosen.into_iter().collect();
     for (i, n) in graph.node.iter().enumerate() {
+        if skipped.contains(&i) {
+            continue;
+        }
         if !chosen.contains(&i) {
             nodes.push(n.clone());
             continue;
@@ -259,14 +380,13 @@ pub fn quantize(
         let name = layer_name(n);
         let x = &n.input[0];
         let (x_lo, x_hi) = ranges[x];
-        let (sx, zx) = (i8_params(x_lo, x_hi), 0i8);
-        let (sx_name, zx_name) = (format!("{x}.q_scale"), format!("{x}.q_zero_point"));
+        let sx = i8_params(x_lo, x_hi);
+        let zx_name = format!("{x}.q_zero_point");
         let xq = match quantized_inputs.get(x) {
             Some(q) => q.clone(),
             None => {
                 let q = format!("{x}.q_in");
-                initializers.push(f32_tensor(&sx_name, &[], &[sx]));
-                initializers.push(i8_tensor(&zx_name, &[], &[zx]));
+                let sx_name = scale_and_zero(&mut initializers, x, sx);
                 nodes.push(node(
                     "QuantizeLinear",
                     &format!("{x}.quantize"),
@@ -281,13 +401,66 @@ pub fn quantize(
         let w = inits[n.input[1].as_str()];
         let (w_shape, w_data) = floats(w)?;
         let out = w_shape[0];
-        let (wq, sw) = quantize_weights(&w_data, out);
         let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
             Some(b) => floats(inits[b.as_str()])?.1,
             None => vec![0.0; out],
         };
         let y = &n.output[0];
         let p = |s: &str| format!("{name}.{s}");
+        if let Some(chain) = chains.get(&i) {
+            // Every reader is an int8 convolution: the output stays i8, requantized in
+            // the integer product's epilogue (see `Chain`).
+            let t = &chain.output;
+            let (t_lo, t_hi) = ranges[t];
+            let sy = i8_params(t_lo, t_hi);
+            let sy_name = scale_and_zero(&mut initializers, t, sy);
+            let (wq, sw) = quantize_weights_per_tensor(&w_data);
+            let bias_q: Vec<i32> = bias
+                .iter()
+                .map(|b| {
+                    (b / (sx * sw))
+                        .round()
+                        .clamp(i32::MIN as f32, i32::MAX as f32) as i32
+                })
+                .collect();
+            initializers.push(i8_tensor(&p("weight_q"), &w.dims, &wq));
+            initializers.push(f32_tensor(&p("weight_scale"), &[], &[sw]));
+            initializers.push(i8_tensor(&p("weight_zero_point"), &[], &[0]));
+            initializers.push(i32_tensor(&p("bias_q"), &[out as i64], &bias_q));
+            let tq = format!("{t}.q_in");
+            let conv_out = if chain.relu.is_some() {
+                format!("{t}.q_before_relu")
+            } else {
+                tq.clone()
+            };
+            nodes.push(node(
+                "QLinearConv",
+                &p("integer"),
+                &[
+                    &xq,
+                    &format!("{x}.q_scale"),
+                    &zx_name,
+                    &p("weight_q"),
+                    &p("weight_scale"),
+                    &p("weight_zero_point"),
+                    &sy_name,
+                    &format!("{t}.q_zero_point"),
+                    &p("bias_q"),
+                ],
+                &conv_out,
+                n.attribute.clone(),
+            ));
+            if chain.relu.is_some() {
+                // On i8 with zero point 0 this is a max with 0, which tract fuses into
+                // the product's epilogue with the clamp.
+                nodes.push(node("Relu", &p("relu"), &[&conv_out], &tq, Vec::new()));
+            }
+            quantized_inputs.insert(t.clone(), tq);
+            summary.quantized_convs += 1;
+            summary.chained_convs += 1;
+            continue;
+        }
+        let (wq, sw) = quantize_weights(&w_data, out);
         // ConvInteger: i8 × i8 → i32, then one f32 scale and bias per channel. tract
         // runs the integer product on its i8 kernels and has no requantization to do
         // (a QLinearConv's output requantization costs three passes over the output:
