@@ -56,10 +56,7 @@ pub fn fit(stats: &Stats, val: &Embedded, classes: usize, capacity: usize) -> Re
         anyhow::bail!("the closed-form head needs within-class statistics of every class");
     }
     let d = stats.mean.len();
-    let mut lda = Slda::alloc(d, capacity, PRIOR_STRENGTH)?;
-    lda.set_stats(&stats.mean, &stats.std, &stats.covariance, PRIOR_STRENGTH)?;
-    lda.seed_classes(&stats.class_counts, &stats.class_means, &stats.covariance)
-        .context("the closed-form head from the class statistics")?;
+    let lda = seeded(stats, capacity)?;
     let mut head = Head::alloc(Dims::linear(d, capacity), classes)?;
     lda.write_head(&mut head, 1.0)?;
     let temperature = fit_temperature(&head, val)?;
@@ -71,6 +68,34 @@ pub fn fit(stats: &Stats, val: &Embedded, classes: usize, capacity: usize) -> Re
         val_accuracy,
         val_loss,
     })
+}
+
+/// Streaming LDA seeded with `stats` and their class counts and means, as `edgetune
+/// serve` seeds it from a bundle (`Engine::set_stats`).
+fn seeded(stats: &Stats, capacity: usize) -> Result<Slda<Vec<f32>>> {
+    let mut lda = Slda::alloc(stats.mean.len(), capacity, PRIOR_STRENGTH)?;
+    lda.set_stats(&stats.mean, &stats.std, &stats.covariance, PRIOR_STRENGTH)?;
+    lda.seed_classes(&stats.class_counts, &stats.class_means, &stats.covariance)
+        .context("the closed-form head from the class statistics")?;
+    Ok(lda)
+}
+
+/// The head `edgetune serve` answers with from a bundle whose head is `head` and whose
+/// embedding statistics are `stats`, until its first label: with its default learner
+/// (`--learner slda`) the device writes its head from the statistics at start, so a
+/// gradient head that `train` kept is replaced by the closed-form one (raw logits: the
+/// device's temperature starts at 1). `None` when the device keeps the bundle's head: an
+/// MLP head, or statistics without every class's count and mean.
+pub fn device_head(head: &Head<Vec<f32>>, stats: &Stats) -> Result<Option<Head<Vec<f32>>>> {
+    let dims = head.dims();
+    let classes = head.classes();
+    if dims.hidden != 0 || classes == 0 || stats.class_counts.len() != classes {
+        return Ok(None);
+    }
+    let lda = seeded(stats, dims.capacity)?;
+    let mut out = Head::alloc(Dims::linear(dims.input, dims.capacity), classes)?;
+    lda.write_head(&mut out, 1.0)?;
+    Ok(Some(out))
 }
 
 /// The temperature that minimizes the validation cross-entropy of `head`'s logits

@@ -2,6 +2,12 @@
 //! labeled data set. Accuracy, macro-F1, per-class precision/recall/F1, the confusion
 //! matrix, and the latency of one prediction (backbone and head, one thread).
 //!
+//! The bundle's head is scored, and beside it the head `edgetune serve` answers with
+//! before its first label when that is another one: with the device's default learner
+//! (`--learner slda`) the closed-form LDA head it writes from the bundle's embedding
+//! statistics, which replaces a gradient head that `train` kept
+//! ([`closed_form::device_head`]; `--learner gradient` answers with the bundle's head).
+//!
 //! The data is read as `train` reads it ([`crate::dataset`]); with a split given by
 //! folders only `test/` is scored. Samples of a class the bundle does not know, and files
 //! that cannot be read, are skipped and listed (`--strict` refuses them).
@@ -13,8 +19,10 @@ use anyhow::{Context, Result, bail, ensure};
 use edgetune::backbone::Backbone;
 use edgetune::bundle::{BackboneFormat, Bundle, Layout};
 use edgetune::persist;
+use edgetune::stats::Stats;
 use edgetune::text::TextTokenizer;
 
+use crate::closed_form;
 use crate::dataset::{self, Input, LoadOptions, Split};
 use crate::embed::{Embedder, Job};
 use crate::report::{EvalReport, MISCLASSIFIED_PER_CLASS, Metrics, Misclassified, Skipped};
@@ -65,6 +73,17 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
     })?;
     let head = persist::decode_head(head_bytes).context("the bundle's head")?;
     let m = &bundle.manifest;
+    let stats = match &m.embedding_stats {
+        Some(s) => Some(
+            Stats::from_manifest(s, m.embedding.size, head.classes())
+                .context("the bundle's embedding statistics")?,
+        ),
+        None => None,
+    };
+    let device_head = match &stats {
+        Some(s) => closed_form::device_head(&head, s)?,
+        None => None,
+    };
     let classes = m.classes.clone();
     let features_only = m.backbone.format == BackboneFormat::None;
     let sample_len: usize = if features_only {
@@ -108,6 +127,7 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
     let (embs, _) = embedder.run(&jobs, "embedding")?;
     let mut probs = vec![0.0f32; head.dims().capacity];
     let (mut truth, mut pred, mut p_truth) = (Vec::new(), Vec::new(), Vec::new());
+    let mut device_correct = 0usize;
     let mut misclassified = Vec::new();
     for (item, e) in items.iter().zip(embs) {
         let e = match e {
@@ -127,6 +147,9 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
             .iter()
             .position(|c| *c == item.label)
             .expect("checked above");
+        if let Some(d) = &device_head {
+            device_correct += usize::from(d.predict(&e, &mut probs)?.class == y);
+        }
         let p = head.predict(&e, &mut probs)?;
         let wrong_of_y = misclassified
             .iter()
@@ -196,7 +219,9 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
     }
     times.sort_by(f64::total_cmp);
     metrics.latency_us = times.get(times.len() / 2).copied();
+    let device_head_accuracy = device_head.map(|_| device_correct as f64 / truth.len() as f64);
     Ok(EvalReport {
+        device_head_accuracy,
         bundle: opts.bundle.display().to_string(),
         data: opts.data.display().to_string(),
         classes,

@@ -409,4 +409,13 @@ fn a_head_trained_on_text_classifies_held_out_sentences_on_the_device() {
         held.len()
     );
     assert!(accuracy >= 0.8, "device accuracy {accuracy}");
+    // The device answers with the closed-form head it writes from the bundle's statistics
+    // (whichever head `train` kept): `eval` scores that head too, and the two agree.
+    println!(
+        "kept head {:?}: eval {} on the bundle's head, {:?} on the device's",
+        report.head.as_ref().map(|h| h.kept.as_str()),
+        host.metrics.accuracy,
+        host.device_head_accuracy
+    );
+    assert_eq!(Some(accuracy), host.device_head_accuracy, "{host}");
 }

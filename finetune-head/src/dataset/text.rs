@@ -239,3 +239,78 @@ fn read_folders(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgetune_testkit as testkit;
+
+    fn tokenizer() -> TextTokenizer {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/text/tokenizer.json");
+        TextTokenizer::from_json(&fs::read_to_string(file).unwrap(), 64).unwrap()
+    }
+
+    fn read(data: &Path) -> (Result<Loaded>, Vec<Skipped>) {
+        let mut skipped = Vec::new();
+        let loaded = read_text(data, &tokenizer(), &LoadOptions::default(), &mut skipped);
+        (loaded, skipped)
+    }
+
+    #[test]
+    fn a_quoted_text_spans_lines_and_an_unclosed_quote_is_skipped() {
+        let csv = "text,label\n\"turn on\nthe lights\",lights\nplay music,music\n\
+                   \"stop, \"\"now\"\"\nplease\",timer\nx,\"open\n";
+        let data = testkit::file("text-csv-lines", "t.csv", csv.as_bytes());
+        let (loaded, skipped) = read(&data);
+        let loaded = loaded.unwrap();
+        let rows: Vec<_> = loaded
+            .items
+            .iter()
+            .map(|i| match &i.input {
+                Input::Text { text, .. } => (i.origin.rsplit(':').next().unwrap(), text.as_str()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("2", "turn on\nthe lights"),
+                ("4", "play music"),
+                ("5", "stop, \"now\"\nplease"),
+            ]
+        );
+        // The line break is whitespace to the tokenizer.
+        assert_eq!(
+            tokenizer().encode("turn on\nthe lights").unwrap().ids,
+            tokenizer().encode("turn on the lights").unwrap().ids
+        );
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].path.ends_with("t.csv:7"), "{skipped:?}");
+        assert!(skipped[0].reason.contains("column 2"), "{skipped:?}");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_a_clear_error() {
+        // A class folder's file: skipped and listed.
+        let dir = testkit::scratch("text-utf8-folders");
+        testkit::file("text-utf8-folders", "a/ok.txt", b"turn on the lights\n");
+        testkit::file("text-utf8-folders", "b/bad.txt", b"caf\xe9 music\n");
+        let (loaded, skipped) = read(&dir);
+        assert_eq!(loaded.unwrap().items.len(), 1);
+        assert!(skipped[0].path.ends_with("bad.txt"), "{skipped:?}");
+        assert!(skipped[0].reason.contains("not UTF-8 text"), "{skipped:?}");
+        // A table or a JSON lines file: an error naming the file and the line.
+        for (name, bytes) in [
+            ("t.csv", &b"text,label\nok,a\ncaf\xe9,b\n"[..]),
+            (
+                "t.jsonl",
+                &b"{\"text\": \"ok\", \"label\": \"a\"}\n{\"text\": \"caf\xe9\"}\n"[..],
+            ),
+        ] {
+            let data = testkit::file("text-utf8-files", name, bytes);
+            let e = format!("{:#}", read(&data).0.unwrap_err());
+            assert!(e.contains(name) && e.contains("cannot read line"), "{e}");
+            assert!(e.contains("UTF-8"), "{e}");
+        }
+    }
+}

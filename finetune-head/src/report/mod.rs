@@ -427,6 +427,12 @@ pub struct EvalReport {
     /// [`MISCLASSIFIED_PER_CLASS`]), in data order.
     #[serde(default)]
     pub misclassified: Vec<Misclassified>,
+    /// The accuracy on the same samples of the head `edgetune serve` answers with before
+    /// its first label, when it writes one from the bundle's statistics (its default
+    /// learner, [`crate::closed_form::device_head`]): equal to `accuracy` when `train`
+    /// kept the closed-form head, and not when it kept a gradient head.
+    #[serde(default)]
+    pub device_head_accuracy: Option<f64>,
 }
 
 /// Misclassified samples kept per true class in an [`EvalReport`].

@@ -354,6 +354,7 @@ fn eval_json_has_top_level_accuracy() {
             path: "x.gif".into(),
             reason: "unsupported".into(),
         }],
+        device_head_accuracy: Some(0.5),
         misclassified: vec![Misclassified {
             origin: "d.csv:3".into(),
             text: Some("play some jazz".into()),
@@ -421,10 +422,18 @@ fn display_summaries() {
         metrics,
         skipped: vec![],
         misclassified: vec![],
+        device_head_accuracy: None,
     };
     let text = e.to_string();
     assert!(
         text.contains("accuracy 40.00% (2/5)") && text.contains("confusion"),
+        "{text}"
+    );
+    assert!(!text.contains("closed-form"), "{text}");
+    e.device_head_accuracy = Some(0.5);
+    let text = e.to_string();
+    assert!(
+        text.contains("device   accuracy 50.00% with the closed-form head"),
         "{text}"
     );
     // Edge cases: no classes, NaN, ragged matrix, many classes.

@@ -218,6 +218,14 @@ impl EvalReport {
             Some(l) => writeln!(f, ", latency {} µs/sample", num(l, 1))?,
             None => writeln!(f)?,
         }
+        if let Some(a) = self.device_head_accuracy {
+            writeln!(
+                f,
+                "device   accuracy {} with the closed-form head edgetune serve writes from \
+                 the bundle's statistics (its default --learner slda)",
+                pct(a, 2)
+            )?;
+        }
         if m.per_class.is_empty() {
             return Ok(());
         }
