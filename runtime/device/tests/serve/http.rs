@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -410,7 +410,17 @@ fn pages_see_predictions_labels_and_rollbacks_live() {
     )
     .unwrap();
     let mut events = BufReader::new(events);
+    // The stream is open once its first comment arrives: a prediction before that
+    // would not be in it.
+    let mut line = String::new();
+    while line.trim() != ": hello" {
+        line.clear();
+        assert!(events.read_line(&mut line).unwrap() > 0, "the stream ended");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut next_event = || loop {
+        // Keep-alive comments come every few seconds: bound the whole wait.
+        assert!(Instant::now() < deadline, "no event within 60 s");
         let mut line = String::new();
         assert!(events.read_line(&mut line).unwrap() > 0, "the stream ended");
         if let Some(kind) = line.strip_prefix("event: ") {
@@ -467,5 +477,54 @@ fn pages_see_predictions_labels_and_rollbacks_live() {
     let s = web.status();
     assert_eq!(s["classes"].as_array().unwrap().len(), 2, "{s}");
     assert_eq!(s["origin"], format!("rollback to state {}", v["copy_of"]));
+    web.terminate();
+}
+
+/// Ten idle seconds stopped the server for good (issue #16): with `--http-timeout`
+/// on the listening socket an idle `accept` times out, and tiny_http 0.12.0 ended its
+/// accept thread on that. And a request claiming 2^64−1 bytes of body made it allocate
+/// them when it drained the body nobody read. (Both fixed in third_party/tiny_http.)
+#[test]
+fn an_idle_server_still_accepts_and_huge_claimed_bodies_cost_nothing() {
+    let (_dir, model, state, mut rng) = case("http-idle", 3, 34);
+    let web = Web::start(&model, &state, &["--http-timeout", "1"]);
+    web.learn(&sample(0, &mut rng), "a");
+    // Idle for more than two timeouts.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(web.status()["labels"], 1, "the server stopped accepting");
+    let auth = format!("Bearer {}", web.token);
+    for (method, path) in [("POST", "/api/predict"), ("GET", "/api/status")] {
+        for length in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999",
+        ] {
+            let mut c = TcpStream::connect(web.addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            write!(
+                c,
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {length}\r\n\r\n0123"
+            )
+            .unwrap();
+            let mut out = Vec::new();
+            // The server answers, or drops the connection after its timeout: either way
+            // it lives on.
+            let _ = c.read_to_end(&mut out);
+            let out = String::from_utf8_lossy(&out);
+            assert!(
+                out.is_empty() || out.starts_with("HTTP/1.1 "),
+                "{method} {path} with Content-Length {length}: {out}"
+            );
+        }
+    }
+    assert_eq!(web.status()["labels"], 1);
+    let pid = web.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 256 * 1024, "peak resident memory {peak_kb} kB");
     web.terminate();
 }

@@ -11,7 +11,10 @@
 //! the watched directory, the socket and learning go on. And it holds them for a
 //! bounded time: every connection has a read and a write timeout (`--http-timeout`,
 //! set on the listening socket, whose connections inherit it: tiny_http has no hook
-//! for them), and a body must arrive whole within [`BODY_TIMEOUTS`] of them.
+//! for them), and a body must arrive whole within [`BODY_TIMEOUTS`] of them. The
+//! listener's own timeout makes an idle `accept` fail every `--http-timeout`: the
+//! patched tiny_http (third_party/tiny_http/PATCHED.md) accepts on after that, where
+//! 0.12.0 stopped serving.
 //!
 //! `access.rs` holds the token, `routes.rs` the API, `live.rs` what the page shows live,
 //! `metrics.rs` the Prometheus text, `page.html` and `login.html` the pages.
