@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Linux boards, under qemu-user (issue #6): for each ARM target,
-#   1. the tests of what depends on the target, run under qemu with the ARM build: every
-#      test of `edgetune-core` and `edgetune` (head, learning, persistence, flash,
-#      bundles, the backbone), the device engine, and of `edgetune serve` end to end the
-#      power cuts, learning and allocations (EDGETUNE_QEMU_ALL=1: every test of the three
-#      crates, as the host runs them);
+#   1. the tests of what depends on the target, run under qemu with the ARM build: the
+#      libraries' tests, the integration tests of `edgetune-core` and `edgetune`
+#      (persistence, flash, bundles, the backbone) but the learning-quality suite, the
+#      device engine, and the device program predicting with the int8 bundle
+#      (EDGETUNE_QEMU_ALL=1: every test of the three crates, as the host runs them);
 #   2. parity with the host: `examples/parity.rs` computes the same embeddings (MobileNet
 #      test model, f32 and int8 bundles) and learns the same heads on x86_64 and on the
 #      target, and `parity compare` checks them (heads bit-identical; f32 embeddings
@@ -34,38 +34,50 @@ for t in $targets; do
   # aarch64 is also the Jetson's: its build includes ONNX Runtime's CUDA and TensorRT
   # providers (compiled, not run: no GPU here; no test loads ONNX Runtime).
   case $t in
-    aarch64-unknown-linux-gnu) runner="qemu-aarch64 -L /usr/aarch64-linux-gnu" gpu=,cuda,tensorrt ;;
-    armv7-unknown-linux-gnueabihf) runner="qemu-arm -L /usr/arm-linux-gnueabihf" gpu= ;;
+    aarch64-unknown-linux-gnu) runner="env TRACT_CPU_AARCH64_KIND=a72 qemu-aarch64 -L /usr/aarch64-linux-gnu" gpu=,cuda,tensorrt ;;
+    armv7-unknown-linux-gnueabihf) runner="env TRACT_CPU_ARM32_NEON=true qemu-arm -L /usr/arm-linux-gnueabihf" gpu= ;;
     *) echo "cross: no qemu runner known for $t" >&2; exit 1 ;;
   esac
-  echo "== edgetune's tests under qemu for $t"
-  # The serve tests start the binary themselves: it needs the same emulator. Under
-  # emulation the crash test kills 60 times rather than 200 (CI time; the host run
-  # keeps 200, and EDGETUNE_KILLS overrides).
-  # The core, the model side and the device program; the parity example gets edgetune's
-  # features as that test build has them (no rebuild of edgetune in between).
+  echo "== edgetune's tests under qemu for $t (cross.sh at ${SECONDS} s)"
+  # The core, the model side and the device program.
   device_features="${gpu//,/,edgetune-device/}"
   device_features="${device_features#,}"
   crates=(-p edgetune-core -p edgetune -p edgetune-device --features "$device_features" --target "$t")
   if [ -n "${EDGETUNE_QEMU_ALL:-}" ]; then
+    # Under emulation the crash test kills 60 times rather than 200.
     EDGETUNE_KILLS=${EDGETUNE_KILLS:-60} EDGETUNE_TEST_RUNNER="$runner" cargo test "${crates[@]}"
   else
-    # What depends on the target (issue #19): the core's and the model side's tests
-    # (learning, persistence, flash, bundles, the backbone) and the device engine; of
-    # `serve`, the power cuts, learning and allocations. The rest of `serve` (requests,
-    # sources, admin, …) is the same program logic as on the host and runs there;
-    # EDGETUNE_QEMU_ALL=1 runs every test here too. Both runs select the same crates and
-    # features, so nothing is built twice.
+    # What depends on the target (issues #6, #19; CI time): the code that computes, on
+    # this target's instructions. The libraries' own tests; the core's and the model
+    # side's integration tests (persistence, flash, bundles, the backbone) but their
+    # learning-quality suite (runtime/core/tests/learning.rs: 90 s of qemu, and the
+    # parity step below checks that heads learned here are bit-identical to the host's);
+    # the device engine. Not `serve`'s tests: the program's logic is the host's, and
+    # qemu-user runs it on the host's kernel, so its files, sockets and power cuts
+    # behave as on the host, where they are tested; the program itself runs once
+    # below. EDGETUNE_QEMU_ALL=1 runs every test here; both select the same
+    # crates and features, so nothing is built twice.
     tests=(--lib --test engine)
     for f in runtime/core/tests/* runtime/tests/*; do
-      if [ -f "$f/main.rs" ] || [[ $f == *.rs ]]; then tests+=(--test "$(basename "${f%.rs}")"); fi
+      name=$(basename "${f%.rs}")
+      [ "$name" = learning ] && continue
+      if [ -f "$f/main.rs" ] || [[ $f == *.rs ]]; then tests+=(--test "$name"); fi
     done
     EDGETUNE_TEST_RUNNER="$runner" cargo test "${crates[@]}" "${tests[@]}"
-    EDGETUNE_KILLS=${EDGETUNE_KILLS:-60} EDGETUNE_TEST_RUNNER="$runner" \
-      cargo test "${crates[@]}" --test serve -- power_cuts:: learning:: allocations::
   fi
-  echo "== parity of $t with the host"
-  cargo run -q -p edgetune --features "std,tract,image,npy,log$gpu" --target "$t" \
-    --example parity -- run "$out/$t.json" "${bundles[@]}"
+  # The device program and the parity example, built with the tests' crates and
+  # features: any other selection (`cargo run -p edgetune --example parity`) unifies
+  # other features and builds tract a second time, minutes per target.
+  cargo build -q "${crates[@]}" --bin edgetune --example parity
+  bin=${CARGO_TARGET_DIR:-target}/$t/debug
+  echo "== the device program on $t (cross.sh at ${SECONDS} s)"
+  # shellcheck disable=SC2086
+  $runner "$bin/edgetune" predict --json "${bundles[@]:1}" \
+    models/torchvision/calib/00-8.png models/torchvision/calib/01-9.png >"$out/$t-predict.json"
+  n=$(grep -c '"uncertain":true' "$out/$t-predict.json" || true)
+  [ "$n" = 2 ] || { cat "$out/$t-predict.json"; echo "cross: edgetune predict on $t: expected 2 predictions" >&2; exit 1; }
+  echo "== parity of $t with the host (cross.sh at ${SECONDS} s)"
+  # shellcheck disable=SC2086
+  $runner "$bin/examples/parity" run "$out/$t.json" "${bundles[@]}"
   "$host/parity" compare "$out/host.json" "$out/$t.json"
 done
