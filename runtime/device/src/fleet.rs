@@ -227,7 +227,10 @@ fn too_big(what: &str) -> Invalid {
 
 impl FleetState {
     /// The fleet state of a learner's saved state ([`Slda::state`], room for
-    /// `capacity` classes), its classes named by `names`.
+    /// `capacity` classes), its classes named by `names`. Only classes with labels go
+    /// in: a device's own statistics (whole − bundle − others) keep a zero count for
+    /// every class it knows only from the bundle or the fleet, and sending those would
+    /// claim classes it never labeled (and add empty ones on a device without them).
     pub fn from_slda_state(
         backbone: u32,
         dim: usize,
@@ -236,15 +239,21 @@ impl FleetState {
         names: &[String],
     ) -> Result<FleetState, edgetune::Error> {
         let p = Slda::<(), edgetune::slda::Full>::state_parts(state, dim, capacity)?;
-        let k = p.classes.min(names.len());
+        let labeled: Vec<usize> = (0..p.classes.min(names.len()))
+            .filter(|&c| p.counts[c] > 0.0)
+            .collect();
         Ok(FleetState {
             backbone,
             dim,
-            classes: names[..k].to_vec(),
+            classes: labeled.iter().map(|&c| names[c].clone()).collect(),
             center: p.center.to_vec(),
             scale: p.scale.to_vec(),
-            counts: p.counts[..k].to_vec(),
-            means: p.means[..k * dim].to_vec(),
+            counts: labeled.iter().map(|&c| p.counts[c]).collect(),
+            means: labeled
+                .iter()
+                .flat_map(|&c| &p.means[c * dim..(c + 1) * dim])
+                .copied()
+                .collect(),
             scatter: p.scatter.to_vec(),
             signature: None,
         })
@@ -571,6 +580,22 @@ mod tests {
         let s = sample();
         let state = s.to_slda_state(16.0).unwrap();
         let back = FleetState::from_slda_state(s.backbone, 3, 2, &state, &s.classes).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn only_classes_with_labels_are_sent() {
+        // A device's own statistics: a class between its two knows no label of its own.
+        let s = sample();
+        let gap = FleetState {
+            classes: vec!["cat".into(), "dog".into(), "défaut 7".into()],
+            counts: vec![3.0, 0.0, 1.0],
+            means: [&s.means[..3], &[0.0; 3], &s.means[3..]].concat(),
+            ..s.clone()
+        };
+        let state = gap.to_slda_state(16.0).unwrap();
+        let names = ["cat", "dog", "défaut 7", "never"].map(String::from);
+        let back = FleetState::from_slda_state(s.backbone, 3, 3, &state, &names).unwrap();
         assert_eq!(back, s);
     }
 }
