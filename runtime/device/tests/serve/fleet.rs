@@ -240,6 +240,10 @@ fn with_trusted_keys_only_signed_fleet_states_are_merged() {
         SecretKey::generate().unwrap(),
         SecretKey::generate().unwrap(),
     );
+    // `--trust` keys are the device's for its bundle and its fleet alike: the bundle is
+    // signed too, or the device refuses to start.
+    let bytes = std::fs::read(&bundle).unwrap();
+    edgetune::trust::sign_file(&bundle, &bytes, &key).unwrap();
     let mut rng = Rng::new(4);
     let opts = Options {
         persist_interval: std::time::Duration::ZERO,
