@@ -89,6 +89,7 @@ impl Engine {
 
     /// Turns a version 3 state's fleet part (the device's own labels) into this
     /// version's (the others': whole − `base` − own), `base` being the bundle's part.
+    /// On an error nothing changed: the own labels are still there to migrate.
     pub fn migrate_fleet(&mut self, base: &[f32]) -> Result<(), Error> {
         let (d, cap) = (self.dim, self.capacity());
         let (Some(f), Some(all)) = (&mut self.fleet, &self.slda) else {
@@ -97,14 +98,13 @@ impl Engine {
         if f.own_v3.is_empty() {
             return Ok(());
         }
-        let own = std::mem::take(&mut f.own_v3);
-        if f.others_labels == 0 {
-            return Ok(());
+        if f.others_labels > 0 {
+            let mut others = all.state().to_vec();
+            Slda::<(), Full>::subtract_state(&mut others, base, d, cap)?;
+            Slda::<(), Full>::subtract_state(&mut others, &f.own_v3, d, cap)?;
+            f.others = others;
         }
-        let mut others = all.state().to_vec();
-        Slda::<(), Full>::subtract_state(&mut others, base, d, cap)?;
-        Slda::<(), Full>::subtract_state(&mut others, &own, d, cap)?;
-        f.others = others;
+        f.own_v3 = Vec::new();
         Ok(())
     }
 
