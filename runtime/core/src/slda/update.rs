@@ -258,16 +258,12 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
     /// and embedding size with room for `capacity` classes), as a device receives one
     /// from its fleet. The values are checked first: on an error nothing changed.
     pub fn merge_state(&mut self, other: &[f32], capacity: usize, map: &[usize]) -> Result<()> {
+        const BAD: &str =
+            "merged statistics have impossible counts or scales, or another class map";
         let d = self.dim;
-        check_vector("merged statistics", other, Self::state_len(d, capacity))?;
-        let ok = other
-            .iter()
-            .enumerate()
-            .all(|(i, &v)| Self::state_value_ok(d, capacity, i, v));
-        if !ok || map.len() != other[meta::CLASSES] as usize {
-            return Err(Error::Config {
-                what: "merged statistics have impossible counts or scales, or another class map",
-            });
+        Self::check_state(other, d, capacity, "merged statistics", BAD)?;
+        if map.len() != other[meta::CLASSES] as usize {
+            return Err(Error::Config { what: BAD });
         }
         if other[meta::LABELS] == 0.0 {
             return Ok(());
@@ -341,16 +337,13 @@ impl<S, K: Covariance> Slda<S, K> {
     ) -> Result<()> {
         let d = dim;
         check_vector("streaming LDA state", whole, Self::state_len(d, capacity))?;
-        check_vector("subtracted statistics", part, Self::state_len(d, capacity))?;
-        let ok = part
-            .iter()
-            .enumerate()
-            .all(|(i, &v)| Self::state_value_ok(d, capacity, i, v));
-        if !ok {
-            return Err(Error::Config {
-                what: "subtracted statistics have impossible counts or scales",
-            });
-        }
+        Self::check_state(
+            part,
+            d,
+            capacity,
+            "subtracted statistics",
+            "subtracted statistics have impossible counts or scales",
+        )?;
         if part[meta::LABELS] == 0.0 {
             return Ok(());
         }
