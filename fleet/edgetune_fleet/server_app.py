@@ -8,6 +8,11 @@ the one a single device would have from every label of the fleet. A state that d
 not decode, or comes from another backbone or bundle, is refused (logged, and left out);
 the round goes on without it.
 
+With `signing-key` (run config: the path of an Ed25519 private key as `finetune-head
+keygen` writes it, readable by its owner only) every state sent is signed, and devices
+started with `--trust KEY.pub` apply only states signed so. Without it the states go
+unsigned, which such devices refuse.
+
 Only closed-form statistics are merged. A device whose head learns by gradient steps
 (an MLP head) refuses `export`, and the round goes on without it: averaging gradient
 heads (FedAvg) is not done here.
@@ -21,7 +26,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from .state import InvalidState, Moments, decode, encode
+from .state import InvalidState, Moments, decode, encode, load_signing_key
 
 app = ServerApp()
 
@@ -50,6 +55,9 @@ def _replies(grid: Grid, messages: list[Message], timeout: float) -> dict[int, M
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
     rounds, timeout = int(cfg["rounds"]), float(cfg["round-timeout"])
+    key = load_signing_key(str(cfg["signing-key"])) if cfg.get("signing-key") else None
+    if key is None:
+        log(WARNING, "fleet states go unsigned (no signing-key): devices with --trust refuse them")
     latest = {}  # node id -> its newest state (decoded)
     summary = []
     for r in range(1, rounds + 1):
@@ -87,7 +95,7 @@ def main(grid: Grid, context: Context) -> None:
             state = others.state(own)
             if state is None:
                 continue
-            data = encode(state)
+            data = encode(state, key)
             received[node] = len(data)
             content = RecordDict({"fleet": ConfigRecord({"merge": data})})
             merges.append(Message(content, node, "train", group_id=str(r)))

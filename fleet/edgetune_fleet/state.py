@@ -10,16 +10,21 @@ the total minus its own, in O(devices) work.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 MAGIC = b"ETFLEET\0"
 VERSION = 1
 SIGNED = 1
-SIGNATURE_LEN = 64
+# The signature block: the signer's Ed25519 public key (32 bytes), then the signature (64).
+SIGNATURE_LEN = 96
 HEADER = struct.Struct("<8sHHIII")
 
 
@@ -95,9 +100,11 @@ def decode(data: bytes) -> FleetState:
     return FleetState(backbone, dim, classes, center, scale, counts, means, scatter)
 
 
-def encode(s: FleetState) -> bytes:
-    """The bytes of a fleet state (unsigned)."""
-    out = bytearray(HEADER.pack(MAGIC, VERSION, 0, s.backbone, s.dim, len(s.classes)))
+def encode(s: FleetState, key: Ed25519PrivateKey | None = None) -> bytes:
+    """The bytes of a fleet state, signed by `key` when one is given: the signature covers
+    every byte before its block, the SIGNED flag included (the device's `fleet::verify`)."""
+    flags = SIGNED if key is not None else 0
+    out = bytearray(HEADER.pack(MAGIC, VERSION, flags, s.backbone, s.dim, len(s.classes)))
     for name in s.classes:
         b = name.encode()
         out += struct.pack("<H", len(b)) + b
@@ -106,7 +113,38 @@ def encode(s: FleetState) -> bytes:
     )
     out += values.astype("<f4").tobytes()
     out += struct.pack("<I", zlib.crc32(out))
+    if key is not None:
+        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        out += public + key.sign(bytes(out))
     return bytes(out)
+
+
+class BadKey(ValueError):
+    """A signing key that cannot be used (named: the file and why)."""
+
+
+def load_signing_key(path: str) -> Ed25519PrivateKey:
+    """The Ed25519 private key in the PEM (PKCS#8) file at `path`, as `finetune-head keygen`
+    or `openssl genpkey -algorithm ed25519` write it; refused when its group or others have
+    any access to it (like ssh, and like the device's own key reader)."""
+    try:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            raise BadKey(
+                f"private key {path} is open to its group or others (mode {stat.S_IMODE(mode):04o}); "
+                f"refusing to use it: `chmod 600 {path}`"
+            )
+        with open(path, "rb") as f:
+            data = f.read(16 * 1024)
+    except OSError as e:
+        raise BadKey(f"cannot read the signing key {path}: {e}") from e
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise BadKey(f"signing key {path} is not an unencrypted PEM private key: {e}") from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BadKey(f"signing key {path} is not an Ed25519 key")
+    return key
 
 
 class Moments:

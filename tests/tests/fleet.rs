@@ -1,10 +1,17 @@
 //! A fleet as users run it: three `edgetune serve` devices on the shipped digits CNN,
 //! each with a Flower SuperNode beside it, a real `flower-superlink` (insecure, on
 //! 127.0.0.1), and the ServerApp of `fleet/` started with `flwr run`. Each device first
-//! learns other digits from its own labels (0–3, 4–6, 7–9); after one round every device
+//! learns other digits from its own labels (0–3, 4–6, 7–9).
+//!
+//! Device c is killed (SIGKILL) as the first run starts: that round goes on without it.
+//! Restarted on its state, it catches up on the next run's round. After it every device
 //! recognises every digit: accuracy on held-out digits of all classes at least 95 % of a
 //! device that learned every label itself, and on its own digits at most 2 points below
 //! that device (its own labels are not averaged away).
+//!
+//! The fleet runs signed: the ServerApp signs every state with a key of `finetune-head
+//! keygen`'s format, and the devices, started with `--trust` its public key, apply only
+//! states signed by it.
 //!
 //! Flower comes from the project's virtual environment (`scripts/setup.sh` makes
 //! `target/fleet-venv`; `EDGETUNE_FLEET_VENV` names another). Without it the test says
@@ -81,17 +88,23 @@ impl Drop for Procs {
 /// A running `edgetune serve` with its socket.
 struct Device {
     socket: PathBuf,
+    /// Its process in [`Procs`].
+    proc: usize,
 }
 
 impl Device {
-    fn start(procs: &mut Procs, bundle: &Path, dir: &Path, name: &str) -> Device {
+    fn start(procs: &mut Procs, bundle: &Path, dir: &Path, name: &str, trust: &Path) -> Device {
         let socket = dir.join(format!("{name}.sock"));
+        // A socket file left by a killed device would look like a started one.
+        let _ = std::fs::remove_file(&socket);
         let child = Command::new(edgetune())
             .args(["serve", bundle.to_str().unwrap(), "--state"])
             .arg(dir.join(format!("{name}-state")))
             .arg("--socket")
             .arg(&socket)
             .args(["--persist-interval", "0"])
+            .arg("--trust")
+            .arg(trust)
             // stdin stays open (its end stops the service); no request comes on it.
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -107,7 +120,17 @@ impl Device {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Device { socket }
+        Device {
+            socket,
+            proc: procs.0.len() - 1,
+        }
+    }
+
+    /// SIGKILL, as a power cut.
+    fn kill(&self, procs: &mut Procs) {
+        let c = &mut procs.0[self.proc];
+        c.kill().unwrap();
+        c.wait().unwrap();
     }
 
     fn ask(&self, request: Value) -> Value {
@@ -186,6 +209,61 @@ fn bundle(dir: &Path, train: &[(PathBuf, usize)]) -> PathBuf {
     path
 }
 
+/// One `flwr run` of one round with the ServerApp signing with `key`; its summary once
+/// the round is over, which must name `merged` merged devices, and its time.
+fn run_fleet(bin: &Path, dir: &Path, key: &Path, name: &str, merged: usize) -> (Value, Duration) {
+    let summary = dir.join(format!("{name}.json"));
+    let run_config = format!(
+        "min-nodes=3 node-wait=60.0 summary-path=\"{}\" signing-key=\"{}\"",
+        summary.display(),
+        key.display()
+    );
+    let t = Instant::now();
+    let mut run = Command::new(bin.join("flwr"))
+        .args([
+            "run",
+            repo().join("fleet").to_str().unwrap(),
+            "fleet",
+            "--stream",
+            "--run-config",
+            &run_config,
+        ])
+        .env("FLWR_HOME", dir.join("flwr-home"))
+        .env("PATH", path_with(bin))
+        .stdout(std::fs::File::create(dir.join(format!("flwr-{name}.log"))).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // The ServerApp writes the summary when the round is over.
+    let rounds: Value = loop {
+        let done = std::fs::read(&summary)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        if let Some(s) = done {
+            break s;
+        }
+        if t.elapsed() > ROUND_LIMIT {
+            let _ = run.kill();
+            let logs: Vec<String> = ["superlink", "supernode-a", &format!("flwr-{name}")]
+                .iter()
+                .map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default())
+                .collect();
+            panic!(
+                "{name}: no round completed in {ROUND_LIMIT:?}; logs:\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let time = t.elapsed();
+    let _ = run.kill();
+    let _ = run.wait();
+    let m = rounds[0]["merged"].as_object().unwrap();
+    assert_eq!(m.len(), merged, "{name}: {rounds}");
+    assert!(m.values().all(|v| v == "merged"), "{name}: {rounds}");
+    (rounds, time)
+}
+
 /// `PATH` with the venv's `bin` first: Flower starts its own programs by name.
 fn path_with(bin: &Path) -> std::ffi::OsString {
     let mut paths = vec![bin.to_path_buf()];
@@ -226,12 +304,17 @@ fn three_devices_learn_each_others_digits_through_flower() {
     let (train, test) = digits(&dir);
     let model = bundle(&dir, &train);
     let mut procs = Procs(Vec::new());
+    // One key signs the bundle (which `--trust` requires too) and the fleet states.
+    let key = dir.join("fleet.key");
+    let secret = edgetune::trust::SecretKey::generate().unwrap();
+    let public = edgetune::trust::write_keypair(&key, &secret).unwrap();
+    edgetune::trust::sign_file(&model, &std::fs::read(&model).unwrap(), &secret).unwrap();
 
     let parts: [(&str, &[usize]); 3] = [("a", &[0, 1, 2, 3]), ("b", &[4, 5, 6]), ("c", &[7, 8, 9])];
-    let central = Device::start(&mut procs, &model, &dir, "central");
+    let central = Device::start(&mut procs, &model, &dir, "central", &public);
     let mut devices = Vec::new();
     for (name, digits) in parts {
-        let d = Device::start(&mut procs, &model, &dir, name);
+        let d = Device::start(&mut procs, &model, &dir, name, &public);
         let mut labels = Vec::new();
         for &digit in digits {
             labels.extend(
@@ -306,56 +389,27 @@ fn three_devices_learn_each_others_digits_through_flower() {
             ],
         );
     }
-    let summary = dir.join("summary.json");
-    let run_config = format!(
-        "min-nodes=3 node-wait=60.0 summary-path=\"{}\"",
-        summary.display()
-    );
     println!(
         "devices learned their digits in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let t = Instant::now();
-    let mut run = Command::new(bin.join("flwr"))
-        .args([
-            "run",
-            repo().join("fleet").to_str().unwrap(),
-            "fleet",
-            "--stream",
-            "--run-config",
-            &run_config,
-        ])
-        .env("FLWR_HOME", &home)
-        .env("PATH", path_with(&bin))
-        .stdout(std::fs::File::create(dir.join("flwr-run.log")).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    // The round is over when the summary names three merged devices.
-    let rounds: Value = loop {
-        let done = std::fs::read(&summary)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-        if let Some(s) = done.filter(|s| s[0]["merged"].as_object().is_some_and(|m| m.len() == 3)) {
-            break s;
-        }
-        if t.elapsed() > ROUND_LIMIT {
-            let _ = run.kill();
-            let logs: Vec<String> = ["superlink", "supernode-a", "flwr-run"]
-                .iter()
-                .map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default())
-                .collect();
-            panic!(
-                "no round completed in {ROUND_LIMIT:?}; logs:\n{}",
-                logs.join("\n----\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let round_time = t.elapsed();
-    let _ = run.kill();
-    let _ = run.wait();
-
+    // Device c dies (SIGKILL) as the run starts: the round goes on without it.
+    let (c_name, _, c, _) = &mut devices[2];
+    let c_name: &str = c_name;
+    c.kill(&mut procs);
+    let (round1, _) = run_fleet(&bin, &dir, &key, "round1", 2);
+    assert_eq!(
+        round1[0]["exported"].as_object().unwrap().len(),
+        2,
+        "{round1}"
+    );
+    println!(
+        "round 1 without device {c_name}: {:.2} s in the ServerApp",
+        round1[0]["seconds"].as_f64().unwrap()
+    );
+    // Restarted on its state, it catches up on the next round.
+    *c = Device::start(&mut procs, &model, &dir, c_name, &public);
+    let (rounds, round_time) = run_fleet(&bin, &dir, &key, "round2", 3);
     let r = &rounds[0];
     println!(
         "one round of 3 devices: {:.2} s in the ServerApp, {:.1} s from `flwr run`; bytes sent per device {}, received {}",

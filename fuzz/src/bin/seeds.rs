@@ -13,7 +13,9 @@ use edgetune_core::flash::Store;
 use edgetune_core::slda::{Diagonal, Full, Slda};
 use edgetune_core::{Config, Dims, Head, Learner, Optimizer, persist};
 use edgetune_fuzz::Ram;
-use edgetune_fuzz::state::{self, BufferImage, Counters, DeviceState, Learning, Origin, Samples};
+use edgetune_fuzz::state::{
+    self, BufferImage, Counters, DeviceState, FleetPart, Learning, Origin, Samples,
+};
 use image::{ImageFormat, RgbImage};
 use npyz::{AutoSerialize, Order, WriteOptions, WriterBuilder};
 
@@ -208,6 +210,11 @@ fn device_state() -> DeviceState {
             slda: vec![1.0, 2.0],
             calibration: (1, 1, 1.5, vec![0.0, 2.0, 0.5, 0.25]),
             prequential: (3, 4),
+        },
+        fleet: FleetPart {
+            others: vec![3.0, 4.0],
+            others_labels: 12,
+            own_v3: Vec::new(),
         },
     }
 }

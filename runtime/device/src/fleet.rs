@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | 8 | magic [`MAGIC`] (`b"ETFLEET\0"`) |
 //! | 2 | format version, u16 ([`VERSION`]; another is refused) |
-//! | 2 | flags, u16: bit 0 [`SIGNED`] (a signature follows the checksum); other bits are refused |
+//! | 2 | flags, u16: bit 0 [`SIGNED`] (a signature block follows the checksum); other bits are refused |
 //! | 4 | backbone id, u32 (a state only merges into a device with the same backbone) |
 //! | 4 | `D`, u32 |
 //! | 4 | `C`, u32 |
@@ -20,7 +20,12 @@
 //! | `4·C·D` | class means (standardized), f32 |
 //! | `4·D(D+1)/2` | within-class scatter (standardized), upper triangle row after row, f32 |
 //! | 4 | CRC-32 (ISO-HDLC) of everything before it |
-//! | 64 | with [`SIGNED`]: an Ed25519 signature of everything before it |
+//! | 96 | with [`SIGNED`]: the signer's Ed25519 public key (32 bytes), then its signature (64) of everything before the block |
+//!
+//! The signature covers the header with its flag, so removing it makes an unsigned
+//! state, which a device with trusted keys refuses ([`verify`]). The signer's public key
+//! travels so that a refusal can say "untrusted key X" rather than only "does not
+//! verify"; trust comes from the device's `--trust` keys, never from the state.
 //!
 //! The scatter is symmetric, so only its upper triangle travels: at `D = 1280` a state
 //! is 3.3 MB instead of 6.6 MB. The Python side (`fleet/edgetune_fleet/state.py`) reads
@@ -30,15 +35,17 @@ use std::fmt;
 
 use crc::{CRC_32_ISO_HDLC, Crc};
 use edgetune::slda::{Slda, StateParts};
+use edgetune::trust::{self, KeyId, PublicKey, SecretKey, Signature, TrustError};
 
 /// The first eight bytes of a fleet state.
 pub const MAGIC: [u8; 8] = *b"ETFLEET\0";
 /// The format version this build reads and writes.
 pub const VERSION: u16 = 1;
-/// Flag: a 64-byte signature follows the checksum.
+/// Flag: a signature block follows the checksum.
 pub const SIGNED: u16 = 1;
-/// Length of the signature that [`SIGNED`] announces.
-pub const SIGNATURE_LEN: usize = 64;
+/// Length of the signature block that [`SIGNED`] announces: the signer's public key and
+/// the signature ([`Signature::to_bytes`]).
+pub const SIGNATURE_LEN: usize = Signature::LEN;
 /// Longest class name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 const HEADER_LEN: usize = 8 + 2 + 2 + 4 + 4 + 4;
@@ -63,7 +70,7 @@ pub struct FleetState {
     pub means: Vec<f32>,
     /// The whole `D × D` within-class scatter.
     pub scatter: Vec<f32>,
-    /// The signature, when the state is signed (not verified here).
+    /// The signature block, when the state is signed (not verified here: [`verify`]).
     pub signature: Option<[u8; SIGNATURE_LEN]>,
 }
 
@@ -108,6 +115,68 @@ impl fmt::Display for Invalid {
 }
 
 impl std::error::Error for Invalid {}
+
+/// Why a fleet state is not applied on a device that requires trusted signatures.
+#[derive(Debug)]
+pub enum Unverified {
+    /// The state carries no signature.
+    Unsigned,
+    /// Its signature does not verify: tampered, signed by an untrusted key, or not a
+    /// signature at all ([`TrustError`] says which).
+    Trust(TrustError),
+    /// Its header is not a fleet state's, so there is no signature to look for.
+    Invalid(Invalid),
+}
+
+impl fmt::Display for Unverified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unverified::Unsigned => write!(
+                f,
+                "unsigned: it carries no signature and this device applies only fleet states signed by a trusted key (--trust)"
+            ),
+            Unverified::Trust(e) => write!(f, "{e}"),
+            Unverified::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Unverified {}
+
+/// Checks the signature of the fleet state `bytes` against the `trusted` keys before
+/// anything else of it is read; returns the signer's id. The signature covers every byte
+/// before its block, checksum and flags included, so a changed byte anywhere is
+/// [`TrustError::Tampered`].
+pub fn verify(bytes: &[u8], trusted: &[PublicKey]) -> Result<KeyId, Unverified> {
+    let short = || {
+        Unverified::Invalid(Invalid::Truncated {
+            needed: HEADER_LEN + 4,
+            found: bytes.len(),
+        })
+    };
+    let header = bytes.get(..HEADER_LEN).ok_or_else(short)?;
+    if header[..8] != MAGIC {
+        return Err(Unverified::Invalid(Invalid::BadMagic));
+    }
+    let version = u16::from_le_bytes([header[8], header[9]]);
+    if version != VERSION {
+        return Err(Unverified::Invalid(Invalid::Version(version)));
+    }
+    if u16::from_le_bytes([header[10], header[11]]) & SIGNED == 0 {
+        return Err(Unverified::Unsigned);
+    }
+    let at = bytes
+        .len()
+        .checked_sub(SIGNATURE_LEN)
+        .filter(|&n| n >= HEADER_LEN + 4)
+        .ok_or(Unverified::Invalid(Invalid::Truncated {
+            needed: HEADER_LEN + 4 + SIGNATURE_LEN,
+            found: bytes.len(),
+        }))?;
+    let (signed, block) = bytes.split_at(at);
+    let sig = Signature::from_bytes(block).map_err(Unverified::Trust)?;
+    trust::verify(signed, &sig, trusted).map_err(Unverified::Trust)
+}
 
 /// A little-endian reader over bytes whose length was checked.
 struct Reader<'a> {
@@ -158,7 +227,10 @@ fn too_big(what: &str) -> Invalid {
 
 impl FleetState {
     /// The fleet state of a learner's saved state ([`Slda::state`], room for
-    /// `capacity` classes), its classes named by `names`.
+    /// `capacity` classes), its classes named by `names`. Only classes with labels go
+    /// in: a device's own statistics (whole − bundle − others) keep a zero count for
+    /// every class it knows only from the bundle or the fleet, and sending those would
+    /// claim classes it never labeled (and add empty ones on a device without them).
     pub fn from_slda_state(
         backbone: u32,
         dim: usize,
@@ -167,15 +239,21 @@ impl FleetState {
         names: &[String],
     ) -> Result<FleetState, edgetune::Error> {
         let p = Slda::<(), edgetune::slda::Full>::state_parts(state, dim, capacity)?;
-        let k = p.classes.min(names.len());
+        let labeled: Vec<usize> = (0..p.classes.min(names.len()))
+            .filter(|&c| p.counts[c] > 0.0)
+            .collect();
         Ok(FleetState {
             backbone,
             dim,
-            classes: names[..k].to_vec(),
+            classes: labeled.iter().map(|&c| names[c].clone()).collect(),
             center: p.center.to_vec(),
             scale: p.scale.to_vec(),
-            counts: p.counts[..k].to_vec(),
-            means: p.means[..k * dim].to_vec(),
+            counts: labeled.iter().map(|&c| p.counts[c]).collect(),
+            means: labeled
+                .iter()
+                .flat_map(|&c| &p.means[c * dim..(c + 1) * dim])
+                .copied()
+                .collect(),
             scatter: p.scatter.to_vec(),
             signature: None,
         })
@@ -206,11 +284,24 @@ impl FleetState {
 
     /// The bytes of this state (the module docs), unsigned.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_flags(0)
+    }
+
+    /// The bytes of this state signed by `key` (what the fleet's server sends).
+    pub fn encode_signed(&self, key: &SecretKey) -> Vec<u8> {
+        let mut out = self.encode_flags(SIGNED);
+        let sig = trust::sign(&out, key);
+        out.extend_from_slice(&sig.to_bytes());
+        out
+    }
+
+    fn encode_flags(&self, flags: u16) -> Vec<u8> {
         let d = self.dim;
-        let mut out = Vec::with_capacity(HEADER_LEN + 4 * (d * (d + 1) / 2 + 4 * d) + 64);
+        let mut out =
+            Vec::with_capacity(HEADER_LEN + 4 * (d * (d + 1) / 2 + 4 * d) + SIGNATURE_LEN);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&self.backbone.to_le_bytes());
         out.extend_from_slice(&(d as u32).to_le_bytes());
         out.extend_from_slice(&(self.classes.len() as u32).to_le_bytes());
@@ -411,15 +502,48 @@ mod tests {
     }
 
     #[test]
-    fn a_signature_is_carried() {
-        let mut bytes = sample().encode();
-        bytes[10] = SIGNED as u8;
-        let crc_at = bytes.len() - 4;
-        let crc = CRC32.checksum(&bytes[..crc_at]);
-        bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
-        bytes.extend_from_slice(&[7; SIGNATURE_LEN]);
+    fn a_signature_is_carried_and_verified() {
+        let key = SecretKey::generate().unwrap();
+        let other = SecretKey::generate().unwrap();
+        let trusted = [key.public()];
+        let bytes = sample().encode_signed(&key);
         let s = FleetState::decode(&bytes).unwrap();
-        assert_eq!(s.signature, Some([7; SIGNATURE_LEN]));
+        assert_eq!(
+            s.signature.unwrap()[..],
+            bytes[bytes.len() - SIGNATURE_LEN..]
+        );
+        assert_eq!(
+            FleetState {
+                signature: None,
+                ..s
+            },
+            sample()
+        );
+        assert_eq!(verify(&bytes, &trusted).unwrap(), key.public().id());
+
+        let e = verify(&sample().encode(), &trusted).unwrap_err();
+        assert!(matches!(e, Unverified::Unsigned), "{e}");
+        let e = verify(&sample().encode_signed(&other), &trusted).unwrap_err();
+        assert!(
+            matches!(e, Unverified::Trust(TrustError::Untrusted { .. })),
+            "{e}"
+        );
+        // Any changed byte, the flag and the signer's key included.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(verify(&b, &trusted).is_err(), "byte {i}");
+        }
+        let mut b = bytes.clone();
+        b[30] ^= 1;
+        let e = verify(&b, &trusted).unwrap_err();
+        assert!(
+            matches!(e, Unverified::Trust(TrustError::Tampered { .. })),
+            "{e}"
+        );
+        for n in 0..bytes.len() {
+            assert!(verify(&bytes[..n], &trusted).is_err(), "{n} bytes");
+        }
     }
 
     #[test]
@@ -456,6 +580,22 @@ mod tests {
         let s = sample();
         let state = s.to_slda_state(16.0).unwrap();
         let back = FleetState::from_slda_state(s.backbone, 3, 2, &state, &s.classes).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn only_classes_with_labels_are_sent() {
+        // A device's own statistics: a class between its two knows no label of its own.
+        let s = sample();
+        let gap = FleetState {
+            classes: vec!["cat".into(), "dog".into(), "défaut 7".into()],
+            counts: vec![3.0, 0.0, 1.0],
+            means: [&s.means[..3], &[0.0; 3], &s.means[3..]].concat(),
+            ..s.clone()
+        };
+        let state = gap.to_slda_state(16.0).unwrap();
+        let names = ["cat", "dog", "défaut 7", "never"].map(String::from);
+        let back = FleetState::from_slda_state(s.backbone, 3, 3, &state, &names).unwrap();
         assert_eq!(back, s);
     }
 }

@@ -10,7 +10,7 @@
 //! | 2 | format version, u16 ([`VERSION`]) |
 //! | 8 | sequence number, u64 (must match the file name) |
 //! | 4 | payload length, u32 |
-//! | payload length | postcard: a [`DeviceState`], then (version 2) its [`Learning`], then (version 3) its [`FleetPart`] |
+//! | payload length | postcard: a [`DeviceState`], then (version 2) its [`Learning`], then (version 3) its [`FleetPart`] (version 3: the own labels' statistics, 4: the others') |
 //! | 4 | CRC-32 (ISO-HDLC) of everything before it, u32 |
 //!
 //! A state is written to `state-N.tmp`, flushed to disk, renamed to `state-N.bin`, and
@@ -41,8 +41,9 @@ pub const MAGIC: [u8; 8] = *b"ETSTATE\0";
 /// The state format version this build writes. Version 1 (before the closed-form
 /// learner) is still read: its [`Learning`] is empty, and the engine rebuilds the class
 /// statistics from the replay buffer. Version 2 (before fleets) is read with an empty
-/// [`FleetPart`].
-pub const VERSION: u16 = 3;
+/// [`FleetPart`]. Version 3 kept the device's own labels' statistics where version 4
+/// keeps the other devices' ([`FleetPart::own_v3`]).
+pub const VERSION: u16 = 4;
 const HEADER_LEN: usize = 8 + 2 + 8 + 4;
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
@@ -78,22 +79,34 @@ pub struct DeviceState {
     /// after the rest of the payload).
     #[serde(skip)]
     pub learning: Learning,
-    /// The device's own labels apart from its fleet's (version 3; written after the
+    /// The other devices' labels as the fleet last sent them (version 3; written after the
     /// learning part).
     #[serde(skip)]
     pub fleet: FleetPart,
 }
 
-/// What version 3 added: the closed-form statistics of the device's own labels, apart
-/// from what its fleet sent ([`crate::engine::Engine::merge_fleet`]).
+/// The fleet part of a state: the statistics of the other devices' labels as the fleet
+/// last sent them ([`crate::engine::Engine::merge_fleet`]). The device's own labels are
+/// the whole minus the bundle's part minus this, derived when the fleet asks for them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetPart {
-    /// [`edgetune::slda::Slda::state`] of the device's own labels; empty for none (a
-    /// state from before version 3: its labels stay in the whole but are not sent to a
-    /// fleet).
-    pub local: Vec<f32>,
+    /// [`edgetune::slda::Slda::state`] of the other devices' labels, in this device's
+    /// class order; empty when nothing was merged (version 4).
+    pub others: Vec<f32>,
     /// Labels of the other devices in the last fleet state merged.
     pub others_labels: u64,
+    /// A version 3 state's own labels' statistics (it kept those instead of the
+    /// others'); the engine turns them into `others` once it has the bundle's part
+    /// ([`crate::engine::Engine::migrate_fleet`]). Never written.
+    #[serde(skip)]
+    pub own_v3: Vec<f32>,
+}
+
+/// Version 3's fleet part: the device's own labels' statistics.
+#[derive(Deserialize)]
+struct FleetPartV3 {
+    own: Vec<f32>,
+    others_labels: u64,
 }
 
 /// What version 2 added: the closed-form learner and the calibration.
@@ -290,9 +303,19 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, DeviceState), Invalid> {
         if version == 2 {
             rest
         } else {
-            let (fleet, rest) = postcard::take_from_bytes(rest).map_err(bad)?;
-            state.fleet = fleet;
-            rest
+            if version == 3 {
+                let (v3, rest): (FleetPartV3, _) = postcard::take_from_bytes(rest).map_err(bad)?;
+                state.fleet = FleetPart {
+                    others: Vec::new(),
+                    others_labels: v3.others_labels,
+                    own_v3: v3.own,
+                };
+                rest
+            } else {
+                let (fleet, rest) = postcard::take_from_bytes(rest).map_err(bad)?;
+                state.fleet = fleet;
+                rest
+            }
         }
     };
     if !rest.is_empty() {
@@ -550,6 +573,22 @@ mod tests {
         assert_eq!(decode(&older(&s, 2, tail)).unwrap(), (3, s));
     }
 
+    #[test]
+    fn version_3_states_load_with_their_own_labels_apart() {
+        // Version 3 wrote the own labels' statistics where version 4 writes the
+        // others': the same bytes, read into `own_v3`.
+        let s = sample();
+        let mut bytes = encode(3, &s);
+        bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
+        let crc_at = bytes.len() - 4;
+        let crc = CRC32.checksum(&bytes[..crc_at]);
+        bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        let (_, v3) = decode(&bytes).unwrap();
+        assert_eq!(v3.fleet.own_v3, s.fleet.others);
+        assert!(v3.fleet.others.is_empty());
+        assert_eq!(v3.fleet.others_labels, 12);
+    }
+
     /// `s` as state 3 in format `version`: its payload without its last `tail` bytes.
     fn older(s: &DeviceState, version: u16, tail: usize) -> Vec<u8> {
         let mut bytes = encode(3, s);
@@ -587,8 +626,9 @@ mod tests {
                 prequential: (3, 4),
             },
             fleet: FleetPart {
-                local: vec![3.0, 4.0],
+                others: vec![3.0, 4.0],
                 others_labels: 12,
+                own_v3: Vec::new(),
             },
         }
     }

@@ -222,6 +222,28 @@ impl<S, K: Covariance> Slda<S, K> {
         }
     }
 
+    /// Checks a whole saved state of this shape before anything of it is used: its
+    /// length (an error naming `what`) and every value ([`Slda::state_value_ok`]; an
+    /// error saying `impossible`).
+    pub(crate) fn check_state(
+        state: &[f32],
+        dim: usize,
+        capacity: usize,
+        what: &'static str,
+        impossible: &'static str,
+    ) -> Result<()> {
+        check_vector(what, state, Self::state_len(dim, capacity))?;
+        let ok = state
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| Self::state_value_ok(dim, capacity, i, v));
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Config { what: impossible })
+        }
+    }
+
     /// The offset of entry `(i, i)` of a `d × d` part.
     const fn diag(d: usize, i: usize) -> usize {
         if K::FULL { i * d + i } else { i }
@@ -475,17 +497,13 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
     /// its prior covariance, if given, stays). The values are checked: on an error
     /// nothing changed.
     pub fn restore(&mut self, state: &[f32]) -> Result<()> {
-        let (d, cap) = (self.dim, self.capacity);
-        check_vector("streaming LDA state", state, Self::state_len(d, cap))?;
-        let ok = state
-            .iter()
-            .enumerate()
-            .all(|(i, &v)| Self::state_value_ok(d, cap, i, v));
-        if !ok {
-            return Err(Error::Config {
-                what: "a streaming LDA state with impossible counts or scales",
-            });
-        }
+        Self::check_state(
+            state,
+            self.dim,
+            self.capacity,
+            "streaming LDA state",
+            "a streaming LDA state with impossible counts or scales",
+        )?;
         self.restore_checked(&mut state.iter().copied());
         Ok(())
     }

@@ -348,3 +348,55 @@ fn a_class_without_labels_is_never_predicted() {
     }
     assert!(l.learn(&train[0].0, 4).is_err());
 }
+
+#[test]
+fn subtracting_a_merged_part_leaves_the_rest() {
+    subtract::<Full>();
+    subtract::<Diagonal>();
+}
+
+fn subtract<K: Covariance>() {
+    let (d, cap) = (5, 4);
+    let train = data(d, 3, 90, 11);
+    let (center, scale) = ([5.0; 5], [0.5; 5]);
+    let [mut a, mut b, mut whole] = [(); 3].map(|_| alloc::<K>(d, cap, 8.0));
+    for l in [&mut a, &mut b, &mut whole] {
+        l.set_standardization(&center, &scale).unwrap();
+    }
+    // Class 2 is only in `b`'s part, class 0 in both.
+    for (i, (x, y)) in train.iter().enumerate() {
+        if *y != 2 && i % 2 == 0 {
+            a.learn(x, *y).unwrap();
+        } else if *y != 1 {
+            b.learn(x, (*y).min(1) * 2).unwrap();
+        }
+        if *y != 2 && i % 2 == 0 {
+            whole.learn(x, *y).unwrap();
+        } else if *y != 1 {
+            whole.learn(x, (*y).min(1) * 2).unwrap();
+        }
+    }
+    let mut rest = whole.state().to_vec();
+    Slda::<(), K>::subtract_state(&mut rest, b.state(), d, cap).unwrap();
+    let want = a.state();
+    assert_eq!(
+        rest[..META],
+        {
+            let mut m = want[..META].to_vec();
+            m[meta::CLASSES] = whole.classes() as f32;
+            m[meta::SINCE_REFRESH] = rest[meta::SINCE_REFRESH];
+            m
+        }[..]
+    );
+    for (i, (x, y)) in rest.iter().zip(want).enumerate().skip(META) {
+        assert!(
+            (x - y).abs() < 1e-3 * (1.0 + y.abs()),
+            "value {i}: {x} vs {y}"
+        );
+    }
+    // Taking away what is not there is refused and changes nothing.
+    let before = rest.clone();
+    let e = Slda::<(), K>::subtract_state(&mut rest, b.state(), d, cap);
+    assert!(e.is_err());
+    assert_eq!(rest, before);
+}

@@ -258,16 +258,12 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
     /// and embedding size with room for `capacity` classes), as a device receives one
     /// from its fleet. The values are checked first: on an error nothing changed.
     pub fn merge_state(&mut self, other: &[f32], capacity: usize, map: &[usize]) -> Result<()> {
+        const BAD: &str =
+            "merged statistics have impossible counts or scales, or another class map";
         let d = self.dim;
-        check_vector("merged statistics", other, Self::state_len(d, capacity))?;
-        let ok = other
-            .iter()
-            .enumerate()
-            .all(|(i, &v)| Self::state_value_ok(d, capacity, i, v));
-        if !ok || map.len() != other[meta::CLASSES] as usize {
-            return Err(Error::Config {
-                what: "merged statistics have impossible counts or scales, or another class map",
-            });
+        Self::check_state(other, d, capacity, "merged statistics", BAD)?;
+        if map.len() != other[meta::CLASSES] as usize {
+            return Err(Error::Config { what: BAD });
         }
         if other[meta::LABELS] == 0.0 {
             return Ok(());
@@ -319,6 +315,92 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
             head[lm.counts + c] = n;
         }
         self.refresh();
+        Ok(())
+    }
+}
+
+impl<S, K: Covariance> Slda<S, K> {
+    /// Removes from the saved state `whole` ([`Slda::state`]) the labels of the saved
+    /// state `part` (same embedding size, both with room for `capacity` classes, class
+    /// `c` of `part` being class `c` of `whole`), as if `whole` had never seen them: the
+    /// inverse of [`Slda::merge_state`]. Sufficient statistics subtract, so a device
+    /// derives its own labels' statistics as whole − the rest instead of keeping them
+    /// twice. Counts stay whole numbers; means and scatter are exact up to rounding (done
+    /// in f64). The class count of `whole` stays. Everything is checked first: `part`
+    /// with more labels of a class than `whole`, another standardization or impossible
+    /// values is an error, and then nothing changed.
+    pub fn subtract_state(
+        whole: &mut [f32],
+        part: &[f32],
+        dim: usize,
+        capacity: usize,
+    ) -> Result<()> {
+        let d = dim;
+        check_vector("streaming LDA state", whole, Self::state_len(d, capacity))?;
+        Self::check_state(
+            part,
+            d,
+            capacity,
+            "subtracted statistics",
+            "subtracted statistics have impossible counts or scales",
+        )?;
+        if part[meta::LABELS] == 0.0 {
+            return Ok(());
+        }
+        let l = super::layout(d, capacity, K::FULL);
+        let fits = whole[l.center..l.counts] == part[l.center..l.counts]
+            && part[meta::LABELS] <= whole[meta::LABELS]
+            && part[meta::CLASSES] <= whole[meta::CLASSES]
+            && (0..capacity).all(|c| part[l.counts + c] <= whole[l.counts + c]);
+        if !fits {
+            return Err(Error::Config {
+                what: "subtracted statistics are not part of the whole (more labels of a class, or another standardization)",
+            });
+        }
+        whole[meta::LABELS] -= part[meta::LABELS];
+        for i in 0..square(d, K::FULL) {
+            whole[l.scatter + i] =
+                (whole[l.scatter + i] as f64 - part[l.scatter + i] as f64) as f32;
+        }
+        for c in 0..part[meta::CLASSES] as usize {
+            let nb = part[l.counts + c] as f64;
+            if nb == 0.0 {
+                continue;
+            }
+            let n = whole[l.counts + c] as f64;
+            let na = n - nb;
+            whole[l.counts + c] = na as f32;
+            let (m, mb) = (
+                l.means + c * d,
+                &part[l.means + c * d..l.means + (c + 1) * d],
+            );
+            for i in 0..d {
+                // n·μ = na·μa + nb·μb.
+                whole[m + i] = if na > 0.0 {
+                    ((n * whole[m + i] as f64 - nb * mb[i] as f64) / na) as f32
+                } else {
+                    0.0
+                };
+            }
+            if na == 0.0 {
+                continue;
+            }
+            // The merge added (na·nb/n) δδᵀ with δ = μb − μa.
+            let k = na * nb / n;
+            for i in 0..d {
+                let di = mb[i] as f64 - whole[m + i] as f64;
+                if K::FULL {
+                    for j in 0..d {
+                        let dj = mb[j] as f64 - whole[m + j] as f64;
+                        let at = l.scatter + i * d + j;
+                        whole[at] = (whole[at] as f64 - k * di * dj) as f32;
+                    }
+                } else {
+                    let at = l.scatter + i;
+                    whole[at] = (whole[at] as f64 - k * di * di) as f32;
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -1,25 +1,32 @@
-//! The engine in a fleet. The closed-form learner's statistics are kept as three parts
-//! whose sum writes the head: the bundle's (the same on every device), the device's
-//! own labels ([`Engine::fleet_local`], what it exports) and the sum of the other
-//! devices' labels as the fleet last sent them ([`Engine::merge_fleet`] replaces that
-//! part, never adds to it). So a device never counts its own labels twice however many
-//! rounds it takes part in, merging the same fleet state twice changes nothing, and its
-//! own recent labels are never averaged away: they stay in the sum with their full
-//! counts, whatever the fleet sends.
+//! The engine in a fleet. The closed-form learner's statistics are the sum of three
+//! parts: the bundle's (the same on every device), the device's own labels, and the
+//! other devices' labels as the fleet last sent them. Only the whole (which writes the
+//! head) and the others' part are kept: sufficient statistics subtract, so the device's
+//! own labels are whole − bundle − others ([`Engine::fleet_own`]), derived when the fleet
+//! asks for them instead of learned twice. A merge ([`Engine::merge_fleet`]) replaces
+//! the others' part, never adds to it: a device never counts its own labels twice
+//! however many rounds it takes part in, merging the same fleet state twice changes
+//! nothing, and its own recent labels are never averaged away: they stay in the sum with
+//! their full counts, whatever the fleet sends.
 
 use super::{Engine, EngineError};
 use edgetune::error::Error;
-use edgetune::slda::Slda;
+use edgetune::slda::{Full, Slda};
 
-/// The parts of the statistics a device keeps for its fleet.
-#[derive(Debug, Clone)]
+/// The part of the statistics a device keeps for its fleet.
+#[derive(Debug, Clone, Default)]
 pub(super) struct Fleet {
-    /// The device's own labels only.
-    pub(super) local: Slda<Vec<f32>>,
-    /// Labels of the other devices as last merged (their statistics are in the whole;
-    /// the next merge replaces them, so they need not be kept apart).
+    /// The other devices' labels as last merged ([`Slda::state`] at the engine's
+    /// capacity, in this device's class order); empty before the first merge.
+    pub(super) others: Vec<f32>,
+    /// Labels in `others`.
     pub(super) others_labels: u64,
+    /// A version 3 state's own labels, until [`Engine::migrate_fleet`] turns them into
+    /// `others`.
+    pub(super) own_v3: Vec<f32>,
 }
+
+const NOT_CLOSED_FORM: &str = "this device's head learns by gradient steps (an MLP head, or host classes without statistics); a fleet merges closed-form statistics only";
 
 /// What merging a fleet state did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,10 +54,26 @@ fn identity(n: usize) -> Vec<usize> {
 }
 
 impl Engine {
-    /// The device's own labels' statistics (a saved [`Slda`] state at the engine's
-    /// capacity); `None` when the gradient head learns, which a fleet does not merge.
-    pub fn fleet_local(&self) -> Option<&[f32]> {
-        self.fleet.as_ref().map(|f| f.local.state())
+    /// The statistics of the device's own labels (a saved [`Slda`] state at the engine's
+    /// capacity): the whole minus `base`, the bundle's part (the statistics of a fresh
+    /// engine of this bundle), minus the others' part. `None` when the gradient head
+    /// learns, which a fleet does not merge.
+    pub fn fleet_own(&self, base: &[f32]) -> Result<Option<Vec<f32>>, Error> {
+        let (Some(f), Some(all)) = (&self.fleet, &self.slda) else {
+            return Ok(None);
+        };
+        if !f.own_v3.is_empty() {
+            return Err(Error::Config {
+                what: "the fleet part of a version 3 state is not migrated yet (Engine::migrate_fleet)",
+            });
+        }
+        let (d, cap) = (self.dim, self.capacity());
+        let mut own = all.state().to_vec();
+        Slda::<(), Full>::subtract_state(&mut own, base, d, cap)?;
+        if !f.others.is_empty() {
+            Slda::<(), Full>::subtract_state(&mut own, &f.others, d, cap)?;
+        }
+        Ok(Some(own))
     }
 
     /// Labels of the other devices as last merged.
@@ -58,44 +81,61 @@ impl Engine {
         self.fleet.as_ref().map_or(0, |f| f.others_labels)
     }
 
-    /// Labels of the device's own.
-    pub fn fleet_local_labels(&self) -> u64 {
-        self.fleet.as_ref().map_or(0, |f| f.local.labels())
+    /// Whether the fleet part is a version 3 state's, which [`Engine::migrate_fleet`]
+    /// turns into this version's.
+    pub fn fleet_needs_migration(&self) -> bool {
+        self.fleet.as_ref().is_some_and(|f| !f.own_v3.is_empty())
     }
 
-    /// Learns a label of the device's own into its local part (`x` raw, `class` a class
-    /// index of the head, already learned by the whole).
-    pub(super) fn learn_local(&mut self, class: usize) -> Result<(), Error> {
+    /// Turns a version 3 state's fleet part (the device's own labels) into this
+    /// version's (the others': whole − `base` − own), `base` being the bundle's part.
+    /// On an error nothing changed: the own labels are still there to migrate.
+    pub fn migrate_fleet(&mut self, base: &[f32]) -> Result<(), Error> {
+        let (d, cap) = (self.dim, self.capacity());
         let (Some(f), Some(all)) = (&mut self.fleet, &self.slda) else {
             return Ok(());
         };
-        if !f.local.standardized() && all.standardized() {
-            f.local.set_standardization(all.center(), all.scale())?;
+        if f.own_v3.is_empty() {
+            return Ok(());
         }
-        f.local.learn(&self.x, class)?;
+        if f.others_labels > 0 {
+            let mut others = all.state().to_vec();
+            Slda::<(), Full>::subtract_state(&mut others, base, d, cap)?;
+            Slda::<(), Full>::subtract_state(&mut others, &f.own_v3, d, cap)?;
+            f.others = others;
+        }
+        f.own_v3 = Vec::new();
         Ok(())
     }
 
     /// Replaces the other devices' part with `others` (a saved state at the engine's
-    /// capacity, in this device's class order) and writes the head from bundle + own +
-    /// others, `base` being the bundle's part (the statistics of a fresh engine of this
-    /// bundle). Classes the others have and this device has not are added. The guard
-    /// may refuse; on a refusal or an error nothing changed.
-    pub fn merge_fleet(&mut self, base: &[f32], others: &[f32]) -> Result<Merged, EngineError> {
+    /// capacity, in this device's class order) and writes the head from the whole
+    /// without the old others' part and with the new one. Classes the others have and
+    /// this device has not are added. The guard may refuse; on a refusal or an error
+    /// nothing changed.
+    pub fn merge_fleet(&mut self, others: &[f32]) -> Result<Merged, EngineError> {
         let (Some(f), Some(all)) = (&self.fleet, &self.slda) else {
             return Err(Error::Config {
-                what: "this device's head learns by gradient steps (an MLP head, or host classes without statistics); a fleet merges closed-form statistics only",
+                what: NOT_CLOSED_FORM,
             }
             .into());
         };
+        if !f.own_v3.is_empty() {
+            return Err(Error::Config {
+                what: "the fleet part of a version 3 state is not migrated yet (Engine::migrate_fleet)",
+            }
+            .into());
+        }
         let cap = self.capacity();
         let mut sum = all.clone();
-        sum.restore(base)?;
-        let own = f.local.classes();
-        sum.merge_state(f.local.state(), cap, &identity(own))?;
+        if !f.others.is_empty() {
+            let mut rest = all.state().to_vec();
+            Slda::<(), Full>::subtract_state(&mut rest, &f.others, self.dim, cap)?;
+            sum.restore(&rest)?;
+        }
         let mut others_labels = 0;
         if !others.is_empty() {
-            let p = Slda::<(), edgetune::slda::Full>::state_parts(others, self.dim, cap)?;
+            let p = Slda::<(), Full>::state_parts(others, self.dim, cap)?;
             others_labels = p.labels as u64;
             sum.merge_state(others, cap, &identity(p.classes))?;
         }
@@ -129,6 +169,11 @@ impl Engine {
         }
         self.guard_accuracy = after;
         if let Some(f) = &mut self.fleet {
+            f.others = if others_labels > 0 {
+                others.to_vec()
+            } else {
+                Vec::new()
+            };
             f.others_labels = others_labels;
         }
         Ok(Merged::Applied {
@@ -137,29 +182,23 @@ impl Engine {
         })
     }
 
-    /// The fleet part of a restored state (`local` empty: no own labels yet);
-    /// `stats` sets the local part's units and prior as the whole's.
-    pub(super) fn restore_fleet(
-        &mut self,
-        local: &[f32],
-        others_labels: u64,
-        stats: Option<&edgetune::stats::Stats>,
-    ) -> Result<(), String> {
-        let prior = self.cfg.prior_strength;
+    /// The fleet part of a restored state.
+    pub(super) fn restore_fleet(&mut self, part: &crate::state::FleetPart) -> Result<(), String> {
+        let (d, cap) = (self.dim, self.capacity());
         let Some(f) = &mut self.fleet else {
             return Ok(());
         };
-        if let Some(stats) = stats {
-            f.local
-                .set_stats(&stats.mean, &stats.std, &stats.covariance, prior)
-                .map_err(|e| format!("the bundle's embedding statistics: {e}"))?;
+        for (what, v) in [
+            ("the other devices' statistics", &part.others),
+            ("its own labels' statistics", &part.own_v3),
+        ] {
+            if !v.is_empty() {
+                Slda::<(), Full>::state_parts(v, d, cap).map_err(|e| format!("{what}: {e}"))?;
+            }
         }
-        if !local.is_empty() {
-            f.local
-                .restore(local)
-                .map_err(|e| format!("its own labels' statistics: {e}"))?;
-        }
-        f.others_labels = others_labels;
+        f.others = part.others.clone();
+        f.others_labels = part.others_labels;
+        f.own_v3 = part.own_v3.clone();
         Ok(())
     }
 }

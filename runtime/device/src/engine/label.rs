@@ -139,11 +139,7 @@ impl Engine {
             }
             .into());
         };
-        if let Some(f) = &self.fleet {
-            f.local.check(&self.x, class)?;
-        }
         let added = slda.learn(&self.x, class)?;
-        self.learn_local(class)?;
         if added {
             self.live.head_mut().add_class()?;
         }

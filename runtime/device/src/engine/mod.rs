@@ -27,8 +27,8 @@
 //!
 //! The engine's flows have their files: `predict.rs` (a prediction and the recent
 //! samples), `label.rs` (a label checked, measured and learned, and the guard), `seed.rs`
-//! (the bundle's statistics and exemplars), `fleet.rs` (the device's own labels apart
-//! from its fleet's, and a fleet state merged) and `restore.rs` (to and from a
+//! (the bundle's statistics and exemplars), `fleet.rs` (the other devices' labels apart
+//! from the device's own, and a fleet state merged) and `restore.rs` (to and from a
 //! [`DeviceState`](crate::state::DeviceState)).
 
 mod fleet;
@@ -183,7 +183,7 @@ pub struct Engine {
     counters: Counters,
     /// The closed-form learner, when it writes the head.
     slda: Option<Slda<Vec<f32>>>,
-    /// With it, the device's own labels apart, for its fleet.
+    /// With it, the other devices' labels as the fleet last sent them.
     fleet: Option<fleet::Fleet>,
     temperature: Temperature<Vec<f32>>,
     /// Per recent slot: the logits predicted, at temperature `recent_t`, over
@@ -244,10 +244,7 @@ impl Engine {
                 _ => None,
             },
             fleet: match cfg.learner {
-                LearnerKind::Slda if dims.hidden == 0 => Some(fleet::Fleet {
-                    local: Slda::alloc(dims.input, dims.capacity, cfg.prior_strength)?,
-                    others_labels: 0,
-                }),
+                LearnerKind::Slda if dims.hidden == 0 => Some(fleet::Fleet::default()),
                 _ => None,
             },
             temperature: Temperature::new(

@@ -98,7 +98,7 @@ impl Engine {
                 }
             }
         }
-        self.restore_fleet(&fleet.local, fleet.others_labels, stats)?;
+        self.restore_fleet(fleet)?;
         self.settle_learner();
         self.write_slda_head().map_err(|e| e.to_string())?;
         Ok(())
@@ -140,10 +140,14 @@ impl Engine {
             guard_accuracy: self.guard_accuracy,
             latency_us: latency_us.to_vec(),
             origin,
-            fleet: FleetPart {
-                local: self.fleet_local().map_or(Vec::new(), <[f32]>::to_vec),
-                others_labels: self.fleet_others_labels(),
-            },
+            fleet: self
+                .fleet
+                .as_ref()
+                .map_or_else(FleetPart::default, |f| FleetPart {
+                    others: f.others.clone(),
+                    others_labels: f.others_labels,
+                    own_v3: f.own_v3.clone(),
+                }),
             learning: {
                 let (rows, next, t, values) = self.temperature.parts();
                 Learning {

@@ -21,15 +21,6 @@ impl Engine {
             &stats.covariance,
             self.cfg.prior_strength,
         )?;
-        if let Some(f) = &mut self.fleet {
-            // The device's own labels in the same units, with the same prior.
-            f.local.set_stats(
-                &stats.mean,
-                &stats.std,
-                &stats.covariance,
-                self.cfg.prior_strength,
-            )?;
-        }
         let classes = self.live.head().classes();
         if !stats.class_counts.is_empty() && stats.class_counts.len() == classes {
             slda.seed_classes(&stats.class_counts, &stats.class_means, &stats.covariance)?;

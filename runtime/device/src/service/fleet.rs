@@ -6,24 +6,30 @@
 //! only the fleet knows is added. A state that does not decode, or was learned on
 //! another backbone, is refused with the reason and nothing changes. A merge is written
 //! to the state directory before it is answered.
+//!
+//! A device started with `--trust` keys applies only fleet states signed by one of them
+//! ([`fleet::verify`], checked before anything else of the state is read): an unsigned,
+//! tampered or untrusted state is refused by that name, and a list with one such state
+//! is refused as a whole.
 
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use edgetune::slda::Slda;
+use edgetune::slda::{Full, Slda};
 use serde_json::{Value, json};
 
 use super::label::check_name;
 use super::{Service, ms};
 use crate::engine::{Engine, Merged};
-use crate::fleet::FleetState;
+use crate::fleet::{self, FleetState};
 
 impl Service {
     /// The fleet state of the device's own labels.
     pub fn export(&self) -> anyhow::Result<Value> {
-        let Some(local) = self.engine.fleet_local() else {
+        let base = self.bundle_statistics()?;
+        let Some(own) = self.engine.fleet_own(&base)? else {
             bail!(
                 "this device's head learns by gradient steps (an MLP head, or host classes without statistics); a fleet shares closed-form statistics only"
             );
@@ -32,7 +38,7 @@ impl Service {
             self.model.id,
             self.engine.dim(),
             self.engine.capacity(),
-            local,
+            &own,
             &self.names,
         )?;
         let bytes = state.encode();
@@ -68,6 +74,11 @@ impl Service {
             let bytes = STANDARD
                 .decode(text.trim())
                 .with_context(|| format!("{} is not base64", name(i)))?;
+            if !self.opts.trusted.is_empty() {
+                let signer = fleet::verify(&bytes, &self.opts.trusted)
+                    .map_err(|e| anyhow!("{} is refused: {e}", name(i)))?;
+                log::info!("{} is signed by trusted key {signer}", name(i));
+            }
             let s =
                 FleetState::decode(&bytes).map_err(|e| anyhow!("{} is refused: {e}", name(i)))?;
             if s.backbone != self.model.id {
@@ -90,13 +101,13 @@ impl Service {
         }
         let t = Instant::now();
         let (names, others) = self.sum_states(&states)?;
-        let base = self.bundle_statistics()?;
-        let outcome = self.engine.merge_fleet(&base, &others)?;
+        let outcome = self.engine.merge_fleet(&others)?;
         let merge = t.elapsed();
+        let own = self.own_labels()?;
         let mut answer = json!({
             "merged": states.len(),
             "fleet_labels": self.engine.fleet_others_labels(),
-            "own_labels": self.engine.fleet_local_labels(),
+            "own_labels": own,
         });
         match outcome {
             Merged::Applied { classes, guard } => {
@@ -170,14 +181,30 @@ impl Service {
         Ok((names, sum.state().to_vec()))
     }
 
+    /// Labels of the device's own: the whole's minus the bundle's minus the others'.
+    fn own_labels(&self) -> anyhow::Result<u64> {
+        let base = self.bundle_statistics()?;
+        let base = Slda::<(), Full>::state_parts(&base, self.engine.dim(), self.engine.capacity())?;
+        let whole = self.engine.slda().map_or(0, |s| s.labels());
+        Ok(whole.saturating_sub(base.labels as u64 + self.engine.fleet_others_labels()))
+    }
+
     /// The closed-form statistics the bundle gives (those of a device that learned
     /// nothing yet): the part of the sum that every device of the fleet has.
     fn bundle_statistics(&self) -> anyhow::Result<Vec<f32>> {
-        let mut fresh = Engine::new(self.model.head.clone(), self.opts.engine)?;
-        self.model.seed(&mut fresh)?;
-        fresh
-            .slda()
-            .map(|s| s.state().to_vec())
-            .ok_or_else(|| anyhow!("the bundle's head has no closed-form statistics"))
+        bundle_statistics(&self.model, self.opts.engine)
     }
+}
+
+/// The closed-form statistics `model` gives a fresh engine of `cfg`.
+pub(super) fn bundle_statistics(
+    model: &super::model::Model,
+    cfg: crate::engine::EngineConfig,
+) -> anyhow::Result<Vec<f32>> {
+    let mut fresh = Engine::new(model.head.clone(), cfg)?;
+    model.seed(&mut fresh)?;
+    fresh
+        .slda()
+        .map(|s| s.state().to_vec())
+        .ok_or_else(|| anyhow!("the bundle's head has no closed-form statistics"))
 }

@@ -89,7 +89,8 @@ pub struct Options {
     pub onnx: Option<(std::path::PathBuf, edgetune::backbone::OrtOptions)>,
     /// Largest input file read, in bytes; `None` for [`Model::default_input_limit`].
     pub max_input_bytes: Option<u64>,
-    /// Load only a bundle signed by one of these keys ([`Bundle::read_trusted`]); empty:
+    /// Load only a bundle signed by one of these keys ([`Bundle::read_trusted`]), and
+    /// merge only fleet states signed by one of them ([`crate::fleet::verify`]); empty:
     /// signatures are not checked.
     ///
     /// [`Bundle::read_trusted`]: edgetune::bundle::Bundle::read_trusted
@@ -363,6 +364,12 @@ fn resume(
         .map_err(|e| anyhow::anyhow!("state {}: {e}", l.path.display()))?;
     if l.state.head.is_none() {
         model.seed(&mut engine)?;
+    }
+    if engine.fleet_needs_migration() {
+        let base = fleet::bundle_statistics(model, cfg)?;
+        engine
+            .migrate_fleet(&base)
+            .map_err(|e| anyhow::anyhow!("state {}: its fleet part: {e}", l.path.display()))?;
     }
     engine.start_ids_at(l.state.counters.next_sample.div_ceil(RUN_IDS) * RUN_IDS);
     let names = if l.state.head.is_some() {

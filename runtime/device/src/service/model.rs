@@ -38,7 +38,7 @@ impl Model {
     pub fn open(path: &Path, opts: &Options) -> anyhow::Result<Model> {
         let bundle = if opts.trusted.is_empty() {
             log::info!(
-                "not verifying the signature of bundle {} (no --trust key given)",
+                "not verifying the signature of bundle {} nor of fleet states (no --trust key given)",
                 path.display()
             );
             Bundle::read(path)

@@ -229,3 +229,206 @@ fn a_bad_fleet_state_is_refused_by_name_and_changes_nothing() {
     assert_eq!(before.2, after.2, "the head is unchanged");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn with_trusted_keys_only_signed_fleet_states_are_merged() {
+    use edgetune::trust::SecretKey;
+    use edgetune_device::fleet::FleetState;
+    let dir = tmp("fleet-signed");
+    let bundle = fleet_bundle(&dir, D);
+    let (key, stranger) = (
+        SecretKey::generate().unwrap(),
+        SecretKey::generate().unwrap(),
+    );
+    // `--trust` keys are the device's for its bundle and its fleet alike: the bundle is
+    // signed too, or the device refuses to start.
+    let bytes = std::fs::read(&bundle).unwrap();
+    edgetune::trust::sign_file(&bundle, &bytes, &key).unwrap();
+    let mut rng = Rng::new(4);
+    let opts = Options {
+        persist_interval: std::time::Duration::ZERO,
+        trusted: vec![key.public()],
+        ..Options::default()
+    };
+    let mut a = Service::open(&bundle, &dir.join("a"), opts).unwrap().0;
+    let mut b = open(&bundle, &dir.join("b"));
+    learn(&mut a, &[0], 3, &mut rng);
+    learn(&mut b, &[1], 3, &mut rng);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let unsigned = b64.decode(export(&mut b)).unwrap();
+    let state = FleetState::decode(&unsigned).unwrap();
+    let signed = state.encode_signed(&key);
+    // A changed count with its checksum made right again: only the signature tells.
+    let mut tampered = signed.clone();
+    let crc_at = tampered.len() - edgetune_device::fleet::SIGNATURE_LEN - 4;
+    let count_at = crc_at - 4 * (D * (D + 1) / 2 + D) - 4;
+    tampered[count_at..count_at + 4].copy_from_slice(&30.0f32.to_le_bytes());
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&tampered[..crc_at]);
+    tampered[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    assert!(
+        FleetState::decode(&tampered).is_ok(),
+        "only the signature is wrong"
+    );
+    let id = key.public().id().to_string();
+    let cases = [
+        (unsigned.clone(), vec!["unsigned".to_string()]),
+        (tampered, vec!["tampered".into(), id.clone()]),
+        (
+            state.encode_signed(&stranger),
+            vec!["untrusted".into(), stranger.public().id().to_string()],
+        ),
+    ];
+    let probe = point(0, &mut Rng::new(3));
+    let before = (a.seq(), a.classes().to_vec(), logits(&a, &probe));
+    for (bytes, why) in &cases {
+        for merge in [
+            json!(b64.encode(bytes)),
+            json!([b64.encode(&signed), b64.encode(bytes)]),
+        ] {
+            let answer = a.handle_line(&json!({ "merge": merge }).to_string());
+            let e = answer["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{why:?}: {answer}"));
+            for w in why {
+                assert!(e.contains(w.as_str()), "{why:?}: {e}");
+            }
+        }
+    }
+    let after = (a.seq(), a.classes().to_vec(), logits(&a, &probe));
+    assert_eq!(before.0, after.0, "nothing written");
+    assert_eq!(before.1, after.1, "no class added");
+    assert_eq!(before.2, after.2, "the head is unchanged");
+
+    // Signed by the trusted key: merged, the class of the other device added.
+    let answer = ask(&mut a, json!({ "merge": b64.encode(&signed) }));
+    assert_eq!(answer["result"], "merged", "{answer}");
+    assert_eq!(a.classes(), ["c0", "c1"]);
+    // A device without trusted keys merges unsigned and signed states alike.
+    let mut c = open(&bundle, &dir.join("c"));
+    for s in [&unsigned, &signed] {
+        let answer = ask(&mut c, json!({ "merge": b64.encode(s) }));
+        assert_eq!(answer["result"], "merged", "{answer}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_version_3_state_keeps_its_own_labels_apart() {
+    use edgetune::slda::{Full, Slda};
+    use edgetune_device::state;
+    let dir = tmp("fleet-v3");
+    let bundle = fleet_bundle(&dir, D);
+    let mut rng = Rng::new(6);
+    let [mut a, mut b, mut central] = ["a", "b", "central"].map(|n| open(&bundle, &dir.join(n)));
+    for (dev, classes) in [(&mut a, [0, 1]), (&mut b, [2, 3])] {
+        let mut r = rng.clone();
+        learn(dev, &classes, 4, &mut r);
+        learn(&mut central, &classes, 4, &mut rng);
+    }
+    round(&mut [&mut a, &mut b]);
+    let exported = ask(&mut a, json!({ "export": true }));
+    let (seq, cap) = (a.seq(), a.engine().capacity());
+    drop(a);
+    // What version 3 wrote: the own labels' statistics (whole − others) in the fleet
+    // part, where version 4 writes the others'.
+    let path = dir.join("a").join(state::file_name(seq));
+    let (_, mut s) = state::decode(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(!s.fleet.others.is_empty());
+    let mut own = s.learning.slda.clone();
+    Slda::<(), Full>::subtract_state(&mut own, &s.fleet.others, D, cap).unwrap();
+    s.fleet.others = own;
+    let mut bytes = state::encode(seq + 1, &s);
+    bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
+    let crc_at = bytes.len() - 4;
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&bytes[..crc_at]);
+    bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.join("a").join(state::file_name(seq + 1)), bytes).unwrap();
+
+    let mut a = open(&bundle, &dir.join("a"));
+    assert_eq!(a.seq(), seq + 1, "the version 3 state is the one loaded");
+    same_head(&a, &central, "device a from a version 3 state");
+    let again = ask(&mut a, json!({ "export": true }));
+    assert_eq!(again["labels"], exported["labels"], "{again}");
+    assert_eq!(again["classes"], exported["classes"], "{again}");
+    // Its fleet part is migrated: the next rounds stay exact.
+    round(&mut [&mut a, &mut b]);
+    same_head(&a, &central, "after a round");
+    drop(a);
+    let a = open(&bundle, &dir.join("a"));
+    same_head(&a, &central, "restarted");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The whole's labels and the fleet part's (the others') in the newest state of `state`.
+fn newest_labels(state: &Path, capacity: usize) -> (u64, u64) {
+    use edgetune::slda::{Full, Slda};
+    use edgetune_device::state;
+    let seq = std::fs::read_dir(state)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_prefix("state-")?
+                .strip_suffix(".bin")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .expect("a state on disk");
+    let bytes = std::fs::read(state.join(state::file_name(seq))).unwrap();
+    let (_, s) = state::decode(&bytes).unwrap_or_else(|e| panic!("state {seq}: {e}"));
+    let whole = Slda::<(), Full>::state_parts(&s.learning.slda, D, capacity).unwrap();
+    (whole.labels as u64, s.fleet.others_labels)
+}
+
+/// `serve` killed (SIGKILL) at random moments while it merges a fleet state and writes
+/// the result: the newest state on disk is always a whole one, from before a merge or
+/// after it, never half of one: the whole holds the device's own labels plus exactly the
+/// labels of the others' part it records, and the device's export is its own labels.
+#[test]
+fn killed_while_merging_it_keeps_a_whole_state() {
+    const KILLS: usize = 24;
+    let dir = tmp("fleet-kill");
+    let bundle = fleet_bundle(&dir, D);
+    let mut rng = Rng::new(8);
+    // Two fleet states of other devices, of 6 and 10 labels.
+    let mut fleet = Vec::new();
+    for (name, classes, n) in [("x", [2, 3], 3), ("y", [3, 4], 5)] {
+        let mut s = open(&bundle, &dir.join(name));
+        learn(&mut s, &classes, n, &mut rng);
+        fleet.push((export(&mut s), 2 * n as u64));
+    }
+    let state = dir.join("device");
+    let own = 8;
+    let capacity = {
+        let mut s = open(&bundle, &state);
+        learn(&mut s, &[0, 1], 4, &mut rng);
+        s.engine().capacity()
+    };
+    assert_eq!(newest_labels(&state, capacity), (own, 0));
+    let mut merged = 0;
+    for k in 0..KILLS {
+        let mut s = crate::Serve::start(&bundle, &state, &["--persist-interval", "0"]);
+        let (others, n) = &fleet[k % 2];
+        s.send(&json!({ "merge": others }).to_string());
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(60_000) as u64));
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+        let (whole, others_labels) = newest_labels(&state, capacity);
+        assert!(
+            [0, 6, 10].contains(&others_labels),
+            "kill {k}: {others_labels} labels of others"
+        );
+        assert_eq!(whole, own + others_labels, "kill {k}: a torn merge");
+        merged += usize::from(others_labels == *n);
+    }
+    println!("{KILLS} kills while merging: {merged} after the merge was written");
+    // The device goes on from whatever the last kill left: its own labels apart.
+    let mut s = open(&bundle, &state);
+    assert_eq!(ask(&mut s, json!({ "export": true }))["labels"], own);
+    assert_eq!(
+        ask(&mut s, json!({ "merge": fleet[1].0 }))["result"],
+        "merged"
+    );
+    assert_eq!(newest_labels(&state, capacity), (own + 10, 10));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -104,8 +104,9 @@ pub struct ServeArgs {
 #[derive(Args)]
 pub struct BackboneArgs {
     /// Load the bundle only if it is signed by this public key (`finetune-head keygen`'s
-    /// KEY.pub; the signature is BUNDLE.sig, from `finetune-head sign`). Repeat to trust
-    /// several keys. Without it, signatures are not checked.
+    /// KEY.pub; the signature is BUNDLE.sig, from `finetune-head sign`), and merge only
+    /// fleet states signed by it (the fleet's ServerApp signs with its `signing-key`).
+    /// Repeat to trust several keys. Without it, signatures are not checked.
     #[arg(long = "trust", value_name = "PUBKEY")]
     pub trust: Vec<PathBuf>,
     /// Backbone threads.
