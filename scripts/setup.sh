@@ -44,6 +44,7 @@ want qemu-aarch64 qemu-user
 want qemu-arm qemu-user
 want qemu-system-arm qemu-system-arm
 # The labeling page's browser test (tests/tests/browser.rs) drives headless Chromium.
+want chromium chromium
 # The fleet's Flower venv (below) needs venv's pip bootstrap.
 python3 -c 'import ensurepip' 2>/dev/null || packages="$packages python3-venv"
 if [ -n "$packages" ]; then

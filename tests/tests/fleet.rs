@@ -45,25 +45,6 @@ fn venv_bin() -> Option<PathBuf> {
     bin.join("flower-superlink").exists().then_some(bin)
 }
 
-/// The `edgetune` program cargo built next to this test (`EDGETUNE_BIN` names another).
-fn edgetune() -> PathBuf {
-    if let Some(bin) = std::env::var_os("EDGETUNE_BIN") {
-        return bin.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("edgetune");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p edgetune-device`",
-        bin.display()
-    );
-    bin
-}
-
 /// A free TCP port on 127.0.0.1.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -97,7 +78,7 @@ impl Device {
         let socket = dir.join(format!("{name}.sock"));
         // A socket file left by a killed device would look like a started one.
         let _ = std::fs::remove_file(&socket);
-        let child = Command::new(edgetune())
+        let child = Command::new(testkit::edgetune())
             .args(["serve", bundle.to_str().unwrap(), "--state"])
             .arg(dir.join(format!("{name}-state")))
             .arg("--socket")

@@ -18,22 +18,6 @@ fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
 
-/// The `edgetune` program cargo built next to this test (target/<profile>/edgetune).
-fn edgetune() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("edgetune"))
-        .unwrap();
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p edgetune-device` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
-
 struct Serve {
     child: Child,
     out: BufReader<std::process::ChildStdout>,
@@ -41,7 +25,7 @@ struct Serve {
 
 impl Serve {
     fn start(bundle: &Path, state: &Path) -> Serve {
-        let mut child = Command::new(edgetune())
+        let mut child = Command::new(testkit::edgetune())
             .args([
                 "serve",
                 bundle.to_str().unwrap(),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::{case, edgetune, sample};
+pub use edgetune_testkit::http::request;
 
 /// A running `serve --http 0` (a free port), with the address it listens on.
 pub struct Web {
@@ -23,40 +24,16 @@ pub struct Web {
 impl Web {
     /// Starts `serve MODEL --state STATE --no-stdin --http 127.0.0.1:0 EXTRA…`; `None`
     /// with its error output when it stops before listening.
-    // The child is waited for in `terminate`, or here when it stops early.
-    #[allow(clippy::zombie_processes)]
     pub fn try_start(model: &Path, state: &Path, extra: &[&str]) -> Result<Web, String> {
-        let mut child = edgetune()
-            .args(["serve", model.to_str().unwrap(), "--state"])
+        let mut cmd = edgetune();
+        cmd.args(["serve", model.to_str().unwrap(), "--state"])
             .arg(state)
             .args(["--no-stdin", "--http", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("edgetune runs");
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut log = String::new();
-        loop {
-            let mut line = String::new();
-            if err.read_line(&mut line).unwrap_or(0) == 0 {
-                let _ = child.wait();
-                return Err(log);
-            }
-            log.push_str(&line);
-            if let Some(rest) = line.split("API on http://").nth(1) {
-                let addr = rest.trim().trim_end_matches('/').parse().unwrap();
-                // Keep draining its log so that it never blocks on a full pipe.
-                std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-                let token = std::fs::read_to_string(state.join("http-token")).unwrap();
-                return Ok(Web {
-                    child,
-                    addr,
-                    token: token.trim().to_string(),
-                });
-            }
-        }
+            .stdout(Stdio::null());
+        let (child, addr, token) = edgetune_testkit::http::serve(cmd, state)?;
+        Ok(Web { child, addr, token })
     }
 
     pub fn start(model: &Path, state: &Path, extra: &[&str]) -> Web {
@@ -114,39 +91,6 @@ impl Web {
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
         assert!(self.child.wait().unwrap().success());
     }
-}
-
-/// One HTTP/1.1 request on a new connection; the status and the body.
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) before reading all of a large body.
-    let _ = s.write_all(body);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let out = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {out:?}"));
-    (code, body.to_string())
 }
 
 /// The counters a refused request must not change.
