@@ -52,12 +52,28 @@ fn fleet_bundle(dir: &Path, dim: usize) -> PathBuf {
     path
 }
 
+/// Opens a device in this process. Reopening one just dropped can find its lock still
+/// held for a moment: the other tests of this binary start `edgetune` processes, and a
+/// child forked in that instant holds a copy of the lock's descriptor until it execs
+/// (the lock belongs to the open file, which both copies share). A restarted device is
+/// a new process and never meets this; here it is waited out, up to 10 s.
 fn open(bundle: &Path, state: &Path) -> Service {
-    let opts = Options {
+    let opts = || Options {
         persist_interval: std::time::Duration::ZERO,
         ..Options::default()
     };
-    Service::open(bundle, state, opts).unwrap().0
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Service::open(bundle, state, opts()) {
+            Ok((s, _)) => return s,
+            Err(e)
+                if format!("{e:#}").contains("in use") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening {}: {e:#}", state.display()),
+        }
+    }
 }
 
 fn ask(s: &mut Service, req: Value) -> Value {
