@@ -26,6 +26,9 @@ pub(super) struct Fleet {
     pub(super) own_v3: Vec<f32>,
 }
 
+/// A version 3 state's fleet part must be migrated before the fleet reads or replaces it.
+const NOT_MIGRATED: &str =
+    "the fleet part of a version 3 state is not migrated yet (Engine::migrate_fleet)";
 const NOT_CLOSED_FORM: &str = "this device's head learns by gradient steps (an MLP head, or host classes without statistics); a fleet merges closed-form statistics only";
 
 /// What merging a fleet state did.
@@ -63,9 +66,7 @@ impl Engine {
             return Ok(None);
         };
         if !f.own_v3.is_empty() {
-            return Err(Error::Config {
-                what: "the fleet part of a version 3 state is not migrated yet (Engine::migrate_fleet)",
-            });
+            return Err(Error::Config { what: NOT_MIGRATED });
         }
         let (d, cap) = (self.dim, self.capacity());
         let mut own = all.state().to_vec();
@@ -121,10 +122,7 @@ impl Engine {
             .into());
         };
         if !f.own_v3.is_empty() {
-            return Err(Error::Config {
-                what: "the fleet part of a version 3 state is not migrated yet (Engine::migrate_fleet)",
-            }
-            .into());
+            return Err(Error::Config { what: NOT_MIGRATED }.into());
         }
         let cap = self.capacity();
         let mut sum = all.clone();

@@ -260,6 +260,26 @@ fn bad_input_over_http_gets_a_clear_error_and_loses_nothing() {
             web.ask("POST", "/api/label", b"{\"lable\": \"a\"}"),
             "unknown field",
         ),
+        // Not UTF-8 (a Latin-1 class name, a text in another encoding): refused whole.
+        (
+            400,
+            web.ask(
+                "POST",
+                "/api/label",
+                b"{\"label\": \"caf\xe9\", \"sample\": 1}",
+            ),
+            "not UTF-8",
+        ),
+        (
+            400,
+            web.ask("POST", "/api/predict", b"{\"text\": \"\xff\xfe\"}"),
+            "not UTF-8",
+        ),
+        (
+            400,
+            web.ask("POST", "/api/request", b"{\"status\": true, \"\xc3\": 1}"),
+            "not UTF-8",
+        ),
         (
             400,
             web.post("/api/label", &json!({ "label": "a", "sample": 123456 })),
