@@ -39,6 +39,20 @@ host=target/debug/examples
 bundles=("$out/mobilenet-f32.bundle" "$out/mobilenet-int8.bundle")
 "$host/parity" run "$out/host.json" "${bundles[@]}"
 
+# Appends `--test NAME` to `tests` for each integration test in the given directories but
+# the learning-quality suite (runtime/core/tests/learning.rs: 90 s of qemu; the parity
+# step checks that heads learned on the target are bit-identical to the host's).
+add_tests() {
+  local dir f name
+  for dir in "$@"; do
+    for f in "$dir"/*; do
+      name=$(basename "${f%.rs}")
+      [ "$name" = learning ] && continue
+      if [ -f "$f/main.rs" ] || [[ $f == *.rs ]]; then tests+=(--test "$name"); fi
+    done
+  done
+}
+
 for t in $targets; do
   mode=full
   case $t in *:light) t=${t%:light} mode=light ;; esac
@@ -56,10 +70,7 @@ for t in $targets; do
   if [ "$mode" = light ]; then
     echo "== $t, light: the core's tests under qemu (cross.sh at ${SECONDS} s)"
     tests=(--lib)
-    for f in runtime/core/tests/*.rs; do
-      name=$(basename "${f%.rs}")
-      [ "$name" = learning ] || tests+=(--test "$name")
-    done
+    add_tests runtime/core/tests
     cargo test -p edgetune-core --target "$t" "${tests[@]}"
     echo "== $t, light: the rest type-checked (cross.sh at ${SECONDS} s)"
     cargo check "${crates[@]}" --lib --bin edgetune --example parity
@@ -72,20 +83,14 @@ for t in $targets; do
   else
     # What depends on the target (issues #6, #19; CI time): the code that computes, on
     # this target's instructions. The libraries' own tests; the core's and the model
-    # side's integration tests (persistence, flash, bundles, the backbone) but their
-    # learning-quality suite (runtime/core/tests/learning.rs: 90 s of qemu, and the
-    # parity step below checks that heads learned here are bit-identical to the host's);
-    # the device engine. Not `serve`'s tests: the program's logic is the host's, and
+    # side's integration tests (persistence, flash, bundles, the backbone) but the
+    # learning-quality suite; the device engine. Not `serve`'s tests: the program's logic is the host's, and
     # qemu-user runs it on the host's kernel, so its files, sockets and power cuts
     # behave as on the host, where they are tested; the program itself runs once
     # below. EDGETUNE_QEMU_ALL=1 runs every test here; both select the same
     # crates and features, so nothing is built twice.
     tests=(--lib --test engine)
-    for f in runtime/core/tests/* runtime/tests/*; do
-      name=$(basename "${f%.rs}")
-      [ "$name" = learning ] && continue
-      if [ -f "$f/main.rs" ] || [[ $f == *.rs ]]; then tests+=(--test "$name"); fi
-    done
+    add_tests runtime/core/tests runtime/tests
     EDGETUNE_TEST_RUNNER="$runner" cargo test "${crates[@]}" "${tests[@]}"
   fi
   # The device program and the parity example, built with the tests' crates and
