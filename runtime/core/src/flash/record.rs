@@ -111,6 +111,10 @@ impl<F: NorFlash> Record<'_, '_, F> {
                 if i == max - 1 && b > last_max {
                     break;
                 }
+                // As `persist::decode_into`: the writer never spends a byte on nothing.
+                if i > 0 && b == 0 {
+                    return Err(Fault::Bad(persist::OVERLONG));
+                }
                 return Ok(out);
             }
         }

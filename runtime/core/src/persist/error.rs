@@ -181,6 +181,12 @@ impl fmt::Display for EncodeError {
 
 impl core::error::Error for EncodeError {}
 
+/// An integer in more bytes than it needs (postcard reads 16 as `90 00`; the writer never
+/// writes it so): refused, so that every record accepted re-encodes to its own bytes.
+pub(crate) const OVERLONG: DecodeError = DecodeError::BadPayload {
+    what: "an integer stored in more bytes than it needs",
+};
+
 /// A learner value that is finite but impossible (a negative count, a zero scale).
 pub(crate) const IMPOSSIBLE: DecodeError = DecodeError::BadPayload {
     what: "impossible learner statistics (a count that is not whole, a scale that is not positive)",

@@ -10,7 +10,7 @@
 //! | 1 | learner code (below); 0 too when no learner state is stored |
 //! | 4 × 4 | input, hidden, capacity, classes, u32 each |
 //! | 4 | payload length, u32 |
-//! | payload length | postcard: step (u32), generator state (u64), parameters (sequence of f32, [`Dims::param_len`] values), learner state (sequence of f32, empty for code 0) |
+//! | payload length | postcard: step (u32), generator state (u64), parameters (sequence of f32, [`Dims::param_len`] values), learner state (sequence of f32, empty for code 0); every integer (step, generator, lengths) in its fewest bytes |
 //! | 4 | CRC-32 (ISO-HDLC) of everything before it, u32 |
 //!
 //! The learner state ([`LearnerState`]), by its code:
@@ -69,8 +69,8 @@ use crate::head::{Dims, Head, Storage};
 use crate::learn::Learner;
 use crate::slda::{Covariance, Slda};
 
-pub(crate) use error::IMPOSSIBLE;
 pub use error::{DecodeError, EncodeError};
+pub(crate) use error::{IMPOSSIBLE, OVERLONG};
 pub(crate) use format::{COUNTERS, CRC_LEN, counters_ok, varint_len};
 use format::{CRC32, RawHeader, leb128, payload_len};
 pub use format::{
@@ -433,6 +433,11 @@ pub fn decode_into<H: Storage, L: LearnerState>(
     let code = header.optimizer;
     // Dry run: every count, every value, no trailing bytes.
     let (step, rng) = run::<L>(payload, (code, stored), n_params, n_opt, None, None)?;
+    // postcard reads an integer in more bytes than it needs (16 as `90 00`); the writer
+    // never does, so such a record is not one of ours, and would re-encode differently.
+    if payload_len(step, rng, n_params, n_opt) != Some(header.payload_len) {
+        return Err(OVERLONG);
+    }
     // Restore the learner from matching state; a file saved without a learner holds
     // step 0 and generator 0, which resets a plain-SGD learner instead.
     let restore = |l: &L| code == l.code() && (code != 0 || (step, rng) != (0, 0));

@@ -264,3 +264,31 @@ fn lengths_are_exact_for_large_varints() {
         5 + 10 + 2 + 1600 + 2 + 1600
     );
 }
+
+/// Found by the `persist` fuzz target: postcard accepts an integer in more bytes than it
+/// needs (the generator state 16 as `90 00`), so a record the writer never makes decoded
+/// and re-encoded one byte shorter.
+#[test]
+fn integers_in_more_bytes_than_needed_are_refused() {
+    let dims = Dims::linear(2, 2);
+    let (head, _) = trained(dims, None);
+    let good = encode_vec(&head, None);
+    let (mut dst, _) = fresh(dims, None);
+    // Payload: step 0, rng 0, len 6, ...; rng becomes `80 00`, the payload one byte longer.
+    let mut long = good[..HEADER_LEN + 1].to_vec();
+    long.extend_from_slice(&[0x80, 0x00]);
+    long.extend_from_slice(&good[HEADER_LEN + 2..]);
+    let n = u32::from_le_bytes(long[24..28].try_into().unwrap()) + 1;
+    long[24..28].copy_from_slice(&n.to_le_bytes());
+    fix_crc(&mut long);
+    assert_eq!(
+        decode_into(&long, &mut dst, None::<&mut Learner<Vecs>>),
+        Err(DecodeError::BadPayload {
+            what: "an integer stored in more bytes than it needs"
+        })
+    );
+    assert!(decode_head(&long).is_err());
+    assert!(dst.params().iter().all(|v| *v == 0.5) && dst.classes() == 0);
+    // The same record with its integers in the fewest bytes decodes.
+    assert!(decode_into(&good, &mut dst, None::<&mut Learner<Vecs>>).is_ok());
+}
