@@ -18,6 +18,10 @@
 //!   read. A warning is logged when an image model's array looks normalized already
 //!   (values all within `[0, 1]`, or negative ones).
 //!
+//! For a text encoder, [`load_text`] reads sentences instead, tokenized with the bundle's
+//! tokenizer: a `.txt` file (one sentence per non-empty line), or labeled text in any form
+//! `train` reads (CSV/TSV, JSON lines, a folder of class folders; the labels are not used).
+//!
 //! Files are taken in the order of their names (byte order), so the same directory gives
 //! the same samples in the same order; the directory is not searched recursively, and
 //! other files, subdirectories and hidden files (names starting with `.`) are skipped.
@@ -30,6 +34,56 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use edgetune::bundle::InputSpec;
 use edgetune::npy::read_npy;
+
+/// Calibration sentences for a text encoder, as token ids of `tok` (see the [module
+/// documentation](self)), at most `count` of them, in the file's order. Errors if there is
+/// none, `count` is `Some(0)`, or the file cannot be read.
+pub fn load_text(
+    path: &Path,
+    tok: &edgetune::text::TextTokenizer,
+    count: Option<usize>,
+) -> anyhow::Result<Vec<Vec<i64>>> {
+    if count == Some(0) {
+        bail!("the sample count must be at least 1");
+    }
+    let is_txt = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+    let mut ids = Vec::new();
+    if is_txt && path.is_file() {
+        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            if !line.trim().is_empty() {
+                let tokens = tok
+                    .encode(line)
+                    .with_context(|| format!("{}:{}", path.display(), n + 1))?;
+                ids.push(tokens.ids);
+            }
+        }
+    } else {
+        let mut skipped = Vec::new();
+        let opts = crate::dataset::LoadOptions::default();
+        let loaded = crate::dataset::read_text(path, tok, &opts, &mut skipped)?;
+        ids.extend(
+            loaded
+                .items
+                .into_iter()
+                .filter_map(|item| match item.input {
+                    crate::dataset::Input::Text { ids, .. } => Some(ids),
+                    _ => None,
+                }),
+        );
+    }
+    if let Some(c) = count {
+        ids.truncate(c);
+    }
+    if ids.is_empty() {
+        bail!("{} holds no sentence", path.display());
+    }
+    Ok(ids)
+}
 
 /// Extensions of the image files [`load_dir`] reads (lowercase).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];

@@ -91,11 +91,13 @@ enum Command {
         /// Quantize the backbone: int8 (post-training, static, per-channel weights).
         #[arg(long, value_enum, requires = "calib")]
         quantize: Option<QuantizeTo>,
-        /// Calibration samples: images (.png, .jpg) or .npy tensors of raw input values,
-        /// unlabeled, from the backbone's domain. They give the embedding statistics the
-        /// device's learner starts from (mean, spread, covariance); with --quantize they
-        /// also calibrate int8, and the last fifth is held out to measure it against f32.
-        #[arg(long, value_name = "DIR")]
+        /// Calibration samples: a folder of images (.png, .jpg) or .npy tensors of raw
+        /// input values, unlabeled, from the backbone's domain; for a text encoder,
+        /// sentences (a .txt file, one per line, or labeled text as train reads it; needs
+        /// --tokenizer). They give the embedding statistics the device's learner starts
+        /// from (mean, spread, covariance); with --quantize they also calibrate int8, and
+        /// the last fifth is held out to measure it against f32.
+        #[arg(long, value_name = "DIR|FILE")]
         calib: Option<PathBuf>,
         /// Use at most N calibration samples (default: all in DIR).
         #[arg(long, value_name = "N", requires = "calib")]

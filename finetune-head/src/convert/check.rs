@@ -1,6 +1,7 @@
 //! The conversion's self-check: the written backbone loaded the way a device loads it,
 //! its embedding of a probe input compared with tract's run of the ONNX graph; and the
-//! embedding statistics of the calibration samples, through that same loader.
+//! embedding statistics of the calibration samples (tensors or sentences), through that
+//! same loader.
 
 use anyhow::{Context, Result};
 use edgetune::backbone::Backbone;
@@ -8,10 +9,10 @@ use edgetune::bundle::Bundle;
 use edgetune::rng::Rng;
 use edgetune::stats::EmbeddingStats;
 use tract_onnx::pb::ModelProto;
-use tract_onnx::prelude::*;
 
-use super::graph::Reference;
+use super::graph::{Reference, TextReference};
 use super::input::Input;
+use super::int8::Samples;
 
 /// A deterministic probe input in [0, 1).
 fn probe(len: usize) -> Vec<f32> {
@@ -20,13 +21,12 @@ fn probe(len: usize) -> Vec<f32> {
 }
 
 /// Largest absolute difference between `device`'s embedding of a probe input and
-/// tract's run of the graph `bundle` was made from, cut at its embedding: `proto` for a
-/// text encoder, `source` (the quantized graph for int8) for a tensor input.
+/// tract's run of `source`, the graph `bundle` was made from (the quantized one for
+/// int8), cut at its embedding.
 pub(super) fn parity(
     device: &Backbone,
     bundle: &Bundle,
     input: &Input,
-    proto: &ModelProto,
     source: &ModelProto,
 ) -> Result<f32> {
     let m = &bundle.manifest;
@@ -40,26 +40,7 @@ pub(super) fn parity(
                 .map(|i| 1 + (i as i64 * 7) % 20)
                 .collect();
             device.embed_tokens(&ids, &mut got)?;
-            let mut model = tract_onnx::onnx()
-                .with_ignore_value_info(true)
-                .model_for_proto_model(proto)?;
-            for (i, f) in input.facts.iter().enumerate() {
-                model.set_input_fact(i, f.clone())?;
-            }
-            model.select_outputs_by_name([tensor])?;
-            let plan = model.into_optimized()?.into_runnable()?;
-            let out = plan.run(t.tensors(&ids, pad_id)?)?;
-            let seq_out: Vec<f32> = out[0]
-                .to_plain_array_view::<f32>()?
-                .iter()
-                .copied()
-                .collect();
-            let mut want = vec![0.0f32; size];
-            match m.pooling {
-                Some(p) => edgetune::backbone::pool(p, &seq_out, size, ids.len(), &mut want),
-                None => want.copy_from_slice(&seq_out),
-            }
-            want
+            TextReference::new(source, input, tensor, m.pooling, pad_id, size)?.embed(&ids)?
         }
         None => {
             let raw = probe(device.input_len());
@@ -80,14 +61,26 @@ pub(super) fn parity(
 /// device's loader.
 pub(super) fn embedding_stats(
     device: &Backbone,
-    samples: &[Vec<f32>],
+    samples: &Samples,
     size: usize,
 ) -> Result<Option<EmbeddingStats>> {
     let mut x = vec![0.0f32; samples.len() * size];
-    for (raw, out) in samples.iter().zip(x.chunks_exact_mut(size)) {
-        device
-            .embed(raw, out)
-            .context("embedding a calibration sample")?;
+    let mut out = x.chunks_exact_mut(size);
+    match samples {
+        Samples::Tensors(s) => {
+            for (raw, out) in s.iter().zip(&mut out) {
+                device
+                    .embed(raw, out)
+                    .context("embedding a calibration sample")?;
+            }
+        }
+        Samples::Tokens(s) => {
+            for (ids, out) in s.iter().zip(&mut out) {
+                device
+                    .embed_tokens(ids, out)
+                    .context("embedding a calibration sentence")?;
+            }
+        }
     }
     Ok(edgetune::stats::Stats::estimate(&x, size, None).map(|s| s.to_manifest()))
 }

@@ -1,10 +1,13 @@
 //! The backbone graph: the ONNX model cut at the embedding, typed and decluttered with
-//! tract, written as NNEF; and [`Reference`], tract's run of an ONNX graph that the
-//! written backbone is checked against.
+//! tract, written as NNEF; and [`Reference`] (and `TextReference` for a text encoder),
+//! tract's run of an ONNX graph that the written backbone is checked against.
 
 use anyhow::{Context, Result, ensure};
+use edgetune::bundle::Pooling;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
+
+use super::input::Input;
 
 /// The ONNX graph cut at `tensor`, typed and decluttered for `shape`, and the size of the
 /// embedding there.
@@ -123,4 +126,58 @@ pub fn reference_embedding(
     input: &[f32],
 ) -> Result<Vec<f32>> {
     Reference::new(proto, shape, tensor)?.embed(input)
+}
+
+/// tract's run of a text encoder's ONNX graph cut at `tensor`, on token ids padded as the
+/// device pads them, pooled as the device pools (a sequence output) or as it is.
+pub(super) struct TextReference<'a> {
+    plan: Arc<TypedRunnableModel>,
+    input: &'a Input,
+    pooling: Option<Pooling>,
+    pad_id: i64,
+    size: usize,
+}
+
+impl<'a> TextReference<'a> {
+    pub(super) fn new(
+        proto: &ModelProto,
+        input: &'a Input,
+        tensor: &str,
+        pooling: Option<Pooling>,
+        pad_id: i64,
+        size: usize,
+    ) -> Result<Self> {
+        let mut model = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .model_for_proto_model(proto)?;
+        for (i, f) in input.facts.iter().enumerate() {
+            model.set_input_fact(i, f.clone())?;
+        }
+        model.select_outputs_by_name([tensor])?;
+        let plan = model.into_optimized()?.into_runnable()?;
+        Ok(TextReference {
+            plan,
+            input,
+            pooling,
+            pad_id,
+            size,
+        })
+    }
+
+    /// The embedding of one sentence's token ids.
+    pub(super) fn embed(&self, ids: &[i64]) -> Result<Vec<f32>> {
+        let text = self.input.text.as_ref().context("not a text encoder")?;
+        let out = self.plan.run(text.tensors(ids, self.pad_id)?)?;
+        let seq_out: Vec<f32> = out[0]
+            .to_plain_array_view::<f32>()?
+            .iter()
+            .copied()
+            .collect();
+        let mut want = vec![0.0f32; self.size];
+        match self.pooling {
+            Some(p) => edgetune::backbone::pool(p, &seq_out, self.size, ids.len(), &mut want),
+            None => want.copy_from_slice(&seq_out),
+        }
+        Ok(want)
+    }
 }

@@ -233,9 +233,6 @@ impl Input {
             Some(t) => t.facts(),
             None => vec![f32::fact(&shape).into()],
         };
-        if text.is_some() && opts.int8.is_some() {
-            bail!("int8 quantization of text encoders (their MatMuls) is not supported yet");
-        }
         let layout = match (opts.layout, shape.len()) {
             _ if text.is_some() => Layout::Tokens,
             (Some(l), _) => l,

@@ -1,30 +1,66 @@
-//! The int8 stage: calibration samples (given, or read from a directory), the backbone
-//! quantized on all but a held-out fifth of them ([`crate::quantize`]), and the int8
-//! embeddings measured against f32 ones on the held-out samples.
+//! The int8 stage: calibration samples (given, read from a directory, or a text
+//! encoder's sentences), the backbone quantized on all but a held-out fifth of them
+//! ([`crate::quantize`]), and the int8 embeddings measured against f32 ones on the
+//! held-out samples.
 
 use std::borrow::Cow;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use edgetune::backbone::Backbone;
-use edgetune::bundle::{InputSpec, Quantization};
+use edgetune::bundle::{InputSpec, Pooling, Quantization, TokenizerSpec};
+use edgetune::text::TextTokenizer;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-use super::graph::{Reference, backbone_graph, write_nnef};
+use super::graph::{Reference, TextReference, backbone_graph, write_nnef};
 use super::input::Input;
 use super::{Int8, Int8Report, Options};
 use crate::detect::Classifier;
 
-/// Calibration samples (for int8, and for the embedding statistics), when asked for.
-pub(super) fn samples<'a>(opts: &'a Options, input: &Input) -> Result<Option<Cow<'a, [Vec<f32>]>>> {
+/// Calibration samples: raw input tensors, or a text encoder's sentences as token ids.
+pub(super) enum Samples<'a> {
+    /// Raw inputs (as the device passes them), each the input's number of values.
+    Tensors(Cow<'a, [Vec<f32>]>),
+    /// Token ids, one sequence per sentence, unpadded.
+    Tokens(Vec<Vec<i64>>),
+}
+
+impl Samples<'_> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Samples::Tensors(s) => s.len(),
+            Samples::Tokens(s) => s.len(),
+        }
+    }
+}
+
+/// Calibration samples (for int8, and for the embedding statistics), when asked for. A
+/// text encoder's are sentences, tokenized with its `tokenizer`.
+pub(super) fn samples<'a>(
+    opts: &'a Options,
+    input: &Input,
+    tokenizer: Option<&TokenizerSpec>,
+) -> Result<Option<Samples<'a>>> {
     Ok(match opts.int8.as_ref().or(opts.stats.as_ref()) {
         None => None,
-        Some(Int8::Samples(s)) => Some(Cow::Borrowed(s.as_slice())),
+        Some(Int8::Samples(_)) if input.text.is_some() => {
+            bail!("a text encoder calibrates on sentences (a text file), not on tensors")
+        }
+        Some(Int8::Samples(s)) => Some(Samples::Tensors(Cow::Borrowed(s.as_slice()))),
+        Some(Int8::Dir { path, count }) if input.text.is_some() => {
+            let Some(spec) = tokenizer else {
+                bail!(
+                    "a text encoder calibrates on sentences, which need its tokenizer: pass \
+                     --tokenizer tokenizer.json"
+                );
+            };
+            let tok = TextTokenizer::from_json(&spec.json, spec.max_length)?;
+            let ids = crate::calib::load_text(path, &tok, *count).with_context(|| {
+                format!("reading calibration sentences from {}", path.display())
+            })?;
+            Some(Samples::Tokens(ids))
+        }
         Some(Int8::Dir { path, count }) => {
-            ensure!(
-                input.text.is_none(),
-                "calibration samples of a text encoder are not supported"
-            );
             let spec = InputSpec {
                 name: input.name.clone(),
                 shape: input.shape.clone(),
@@ -33,9 +69,26 @@ pub(super) fn samples<'a>(opts: &'a Options, input: &Input) -> Result<Option<Cow
             };
             let loaded = crate::calib::load_dir(path, &spec, *count)
                 .with_context(|| format!("reading calibration samples from {}", path.display()))?;
-            Some(Cow::Owned(loaded))
+            Some(Samples::Tensors(Cow::Owned(loaded)))
         }
     })
+}
+
+/// Held-out samples, to measure int8 against f32.
+enum Held {
+    /// Raw, and preprocessed.
+    Tensors(Vec<(Vec<f32>, Vec<f32>)>),
+    /// Token ids.
+    Tokens(Vec<Vec<i64>>),
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        match self {
+            Held::Tensors(h) => h.len(),
+            Held::Tokens(h) => h.len(),
+        }
+    }
 }
 
 /// A quantized backbone, before it is measured.
@@ -44,30 +97,83 @@ pub(super) struct Quantized {
     pub proto: ModelProto,
     /// What quantization did.
     pub summary: crate::quantize::Summary,
-    /// The held-out samples: raw, and preprocessed.
-    held: Vec<(Vec<f32>, Vec<f32>)>,
+    /// The held-out samples.
+    held: Held,
     /// Bytes of the f32 NNEF backbone.
     f32_backbone_bytes: usize,
 }
 
 /// Quantizes the backbone cut at `tensor` on all but the last fifth of `samples`
-/// (preprocessed as the device does), and returns its graph (`typed` is the f32 one).
+/// (preprocessed as the device does; token ids padded with `pad_id`), and returns its
+/// graph (`typed` is the f32 one).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn quantize(
     proto: &ModelProto,
     tensor: &str,
     input: &Input,
     opts: &Options,
-    samples: &[Vec<f32>],
+    samples: &Samples,
+    pad_id: i64,
     typed: &TypedModel,
     size: usize,
 ) -> Result<(TypedModel, Quantized)> {
-    let shape = &input.shape;
     let n = samples.len();
     ensure!(
         n >= 2,
         "int8 needs at least 2 calibration samples (one is held out to measure), got {n}"
     );
-    let inputs = samples
+    let holdout = (n / 5).max(1);
+    let (inputs, held) = match samples {
+        Samples::Tensors(s) => {
+            let x = preprocessed(input, opts, s)?;
+            let model_inputs = x
+                .iter()
+                .map(|x| Ok(tvec![Tensor::from_shape(&input.shape, x)?.into_tvalue()]))
+                .collect::<Result<Vec<_>>>()?;
+            let held = s[n - holdout..]
+                .iter()
+                .cloned()
+                .zip(x[n - holdout..].iter().cloned())
+                .collect();
+            (model_inputs, Held::Tensors(held))
+        }
+        Samples::Tokens(ids) => {
+            let text = input
+                .text
+                .as_ref()
+                .context("token samples for a tensor input")?;
+            let model_inputs = ids
+                .iter()
+                .map(|i| text.tensors(i, pad_id))
+                .collect::<Result<Vec<_>>>()?;
+            (model_inputs, Held::Tokens(ids[n - holdout..].to_vec()))
+        }
+    };
+    let calib = &inputs[..n - holdout];
+    let (quantized, summary) = crate::quantize::quantize_inputs(proto, tensor, &input.facts, calib)
+        .context("quantizing the backbone to int8")?;
+    let (qtyped, qsize, _) = backbone_graph(&quantized, &input.facts, tensor, input.text.is_some())
+        .context("importing the quantized graph")?;
+    ensure!(
+        qsize == size,
+        "the quantized embedding has {qsize} values, not {size}"
+    );
+    let f32_backbone_bytes = write_nnef(typed)?.len();
+    Ok((
+        qtyped,
+        Quantized {
+            proto: quantized,
+            summary,
+            held,
+            f32_backbone_bytes,
+        },
+    ))
+}
+
+/// Raw tensor samples checked and preprocessed as the device does.
+fn preprocessed(input: &Input, opts: &Options, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+    let shape = &input.shape;
+    samples
         .iter()
         .enumerate()
         .map(|(k, raw)| {
@@ -84,32 +190,7 @@ pub(super) fn quantize(
             opts.preprocess.apply(input.layout, shape, raw, &mut x);
             Ok(x)
         })
-        .collect::<Result<Vec<_>>>()?;
-    let holdout = (n / 5).max(1);
-    let (calib, held) = inputs.split_at(n - holdout);
-    let (quantized, summary) = crate::quantize::quantize(proto, tensor, shape, calib)
-        .context("quantizing the backbone to int8")?;
-    let (qtyped, qsize, _) = backbone_graph(&quantized, &input.facts, tensor, false)
-        .context("importing the quantized graph")?;
-    ensure!(
-        qsize == size,
-        "the quantized embedding has {qsize} values, not {size}"
-    );
-    let f32_backbone_bytes = write_nnef(typed)?.len();
-    let held: Vec<(Vec<f32>, Vec<f32>)> = samples[n - holdout..]
-        .iter()
-        .cloned()
-        .zip(held.iter().cloned())
-        .collect();
-    Ok((
-        qtyped,
-        Quantized {
-            proto: quantized,
-            summary,
-            held,
-            f32_backbone_bytes,
-        },
-    ))
+        .collect()
 }
 
 /// The manifest's record of a backbone quantized here, or that arrived quantized in QDQ
@@ -128,11 +209,21 @@ pub(super) fn quantization(int8: Option<&Quantized>, qdq_folded: usize) -> Quant
     }
 }
 
-/// The int8 backbone (as `device` loads it) against the f32 graph (`f32_ref`) on the
-/// held-out samples; the mean cosine goes into `quantization` too.
+/// The f32 graph an int8 backbone is measured against: `proto` cut at `tensor`, for a
+/// text encoder pooled as the device pools (`pooling`, `pad_id`).
+pub(super) struct F32Graph<'a> {
+    pub proto: &'a ModelProto,
+    pub input: &'a Input,
+    pub tensor: &'a str,
+    pub pooling: Option<Pooling>,
+    pub pad_id: i64,
+}
+
+/// The int8 backbone (as `device` loads it) against the f32 graph on the held-out
+/// samples; the mean cosine goes into `quantization` too.
 pub(super) fn measure(
     q: Quantized,
-    f32_ref: &Reference,
+    f32_graph: &F32Graph,
     device: &Backbone,
     classifier: Option<&Classifier>,
     size: usize,
@@ -146,14 +237,39 @@ pub(super) fn measure(
     } = q;
     let (mut cos_sum, mut cos_min, mut agree) = (0.0f64, f32::INFINITY, 0usize);
     let mut b = vec![0.0f32; size];
-    for (raw, x) in &held {
-        let a = f32_ref.embed(x)?;
-        device.embed(raw, &mut b)?;
-        let c = cosine(&a, &b);
+    let F32Graph {
+        proto,
+        input,
+        tensor,
+        pooling,
+        pad_id,
+    } = *f32_graph;
+    let pairs: Vec<(Vec<f32>, Vec<f32>)> = match &held {
+        Held::Tensors(h) => {
+            let reference = Reference::new(proto, &input.shape, tensor)?;
+            h.iter()
+                .map(|(raw, x)| {
+                    device.embed(raw, &mut b)?;
+                    Ok((reference.embed(x)?, b.clone()))
+                })
+                .collect::<Result<_>>()?
+        }
+        Held::Tokens(h) => {
+            let reference = TextReference::new(proto, input, tensor, pooling, pad_id, size)?;
+            h.iter()
+                .map(|ids| {
+                    device.embed_tokens(ids, &mut b)?;
+                    Ok((reference.embed(ids)?, b.clone()))
+                })
+                .collect::<Result<_>>()?
+        }
+    };
+    for (a, b) in &pairs {
+        let c = cosine(a, b);
         cos_sum += c as f64;
         cos_min = cos_min.min(c);
         if let Some(cl) = classifier {
-            agree += usize::from(cl.top1(&a) == cl.top1(&b));
+            agree += usize::from(cl.top1(a) == cl.top1(b));
         }
     }
     let cosine_mean = (cos_sum / held.len() as f64) as f32;

@@ -76,7 +76,8 @@ pub enum Int8 {
     /// Raw input samples (as the device passes them: e.g. pixels 0–255, RGB), each with
     /// the input's number of values.
     Samples(Vec<Vec<f32>>),
-    /// Images or .npy tensors in a directory ([`crate::calib::load_dir`]), at most
+    /// Images or .npy tensors in a directory ([`crate::calib::load_dir`]); for a text
+    /// encoder, sentences in a file or folder ([`crate::calib::load_text`]). At most
     /// `count` of them.
     Dir {
         /// The directory.
@@ -115,11 +116,13 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
     };
 
     // Calibration samples (for int8, and for the embedding statistics).
-    let samples = int8::samples(opts, &input)?;
+    let samples = int8::samples(opts, &input, tokenizer.as_ref().map(|(spec, _)| spec))?;
+    let pad_id = tokenizer.as_ref().map_or(opts.pad_id, |(_, pad)| *pad);
     // int8: calibrate on the first samples, quantize, and keep the rest to measure.
-    let (typed, backbone, int8) = match (&opts.int8, samples.as_deref()) {
+    let (typed, backbone, int8) = match (&opts.int8, &samples) {
         (Some(_), Some(samples)) => {
-            let (qtyped, q) = int8::quantize(&proto, &tensor, &input, opts, samples, &typed, size)?;
+            let (qtyped, q) =
+                int8::quantize(&proto, &tensor, &input, opts, samples, pad_id, &typed, size)?;
             let nnef = graph::write_nnef(&qtyped)?;
             (qtyped, nnef, Some(q))
         }
@@ -154,10 +157,10 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
     let device =
         Backbone::from_bundle(&bundle).context("loading the written backbone as a device would")?;
     let source = int8.as_ref().map_or(&proto, |q| &q.proto);
-    let parity_max_abs = check::parity(&device, &bundle, &input, &proto, source)?;
+    let parity_max_abs = check::parity(&device, &bundle, &input, source)?;
 
     // The embedding statistics of the calibration samples, through the device's loader.
-    if let Some(samples) = samples.filter(|s| s.len() >= 2 && input.text.is_none()) {
+    if let Some(samples) = samples.filter(|s| s.len() >= 2) {
         bundle.manifest.embedding_stats = check::embedding_stats(&device, &samples, size)?;
     }
 
@@ -165,10 +168,16 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
     let int8 = match int8 {
         None => None,
         Some(q) => {
-            let f32_ref = Reference::new(&proto, &input.shape, &tensor)?;
+            let f32_graph = int8::F32Graph {
+                proto: &proto,
+                input: &input,
+                tensor: &tensor,
+                pooling,
+                pad_id: bundle.manifest.text.as_ref().map_or(0, |t| t.pad_id),
+            };
             Some(int8::measure(
                 q,
-                &f32_ref,
+                &f32_graph,
                 &device,
                 classifier.as_ref(),
                 size,

@@ -76,8 +76,12 @@ impl std::fmt::Display for Report {
             let s = &q.summary;
             write!(
                 f,
-                "\nint8           {} convolutions quantized, {} batch norms and {} constant nodes folded, calibrated on {} samples",
-                s.quantized_convs, s.folded_batch_norms, s.folded_constants, s.calibration_samples
+                "\nint8           {} convolutions and {} matrix products quantized, {} batch norms and {} constant nodes folded, calibrated on {} samples",
+                s.quantized_convs,
+                s.quantized_matmuls,
+                s.folded_batch_norms,
+                s.folded_constants,
+                s.calibration_samples
             )?;
             if s.chained_convs > 0 {
                 write!(

@@ -49,6 +49,7 @@ pub use clean::{Cleaned, class_names, clean, split};
 use folders::{read_class_folders, read_labeled_folder};
 use table::read_csv;
 pub use text::ids_hash;
+pub(crate) use text::read_text;
 
 /// A content hash (SHA-256).
 pub type Hash = [u8; 32];

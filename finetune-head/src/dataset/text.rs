@@ -39,7 +39,7 @@ pub fn ids_hash(ids: &[i64]) -> super::Hash {
 }
 
 /// Reads labeled text at `data` (a file or a folder), tokenized with `tok`.
-pub(super) fn read_text(
+pub(crate) fn read_text(
     data: &Path,
     tok: &TextTokenizer,
     opts: &LoadOptions,

@@ -19,8 +19,11 @@
 //!   integer product's epilogue (one scale, the clamp, the `Relu` as a max with 0, the
 //!   cast), so the activation never goes to f32 and back. tract fuses only a scalar
 //!   requantization scale, so these convolutions' weights are quantized per tensor;
-//! - depthwise and grouped convolutions, the first convolution, and everything else stay
-//!   f32.
+//! - every `MatMul` whose second operand is a constant matrix (a text encoder's
+//!   projections and feed-forward layers) becomes `QuantizeLinear → MatMulInteger → Cast
+//!   → Mul`, the same scheme with per-column weight scales (`matmul.rs`);
+//! - depthwise and grouped convolutions, the first convolution, products of two
+//!   activations, `Gemm`, and everything else stay f32.
 //!
 //! Why `ConvInteger` and not `QLinearConv`, measured on the 224×224 MobileNet-style test
 //! model (scripts/icount.sh, runtime/examples/profile.rs): tract 0.23.9 lowers a
@@ -44,19 +47,21 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result, bail, ensure};
-use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 
 mod constants;
 mod equalize;
 mod fold;
+mod matmul;
 mod onnx;
 
 pub use constants::fold_constants;
 pub use fold::{fold_batch_norms, fold_qdq};
+pub use matmul::quantize_columns;
 use onnx::{
-    drop_unused_initializers, f32_tensor, floats, group, i8_tensor, i32_tensor, node, producers,
+    cast_to_f32, drop_unused_initializers, f32_tensor, floats, group, i8_tensor, i32_tensor, node,
+    producers,
 };
 
 /// What quantization did to the graph.
@@ -73,7 +78,11 @@ pub struct Summary {
     /// Of those, the ones whose output stays i8 because only int8 convolutions read it
     /// (`QLinearConv`, requantized in the integer product's epilogue).
     pub chained_convs: usize,
-    /// Every convolution left in f32, in graph order: its name and why.
+    /// Matrix products with constant weights now running on integers (`MatMulInteger`:
+    /// a text encoder's projections and feed-forward layers).
+    pub quantized_matmuls: usize,
+    /// Every convolution and matrix product left in f32, in graph order: its name and
+    /// why.
     pub kept_f32: Vec<(String, String)>,
     /// Samples the activation ranges were taken from.
     pub calibration_samples: usize,
@@ -139,25 +148,28 @@ fn ancestors(model: &ModelProto, target: &str) -> HashSet<usize> {
     seen
 }
 
-/// Activation range `[lo, hi]` of each tensor, over the calibration inputs.
+/// Activation range `[lo, hi]` of each tensor, over the calibration inputs (the model's
+/// inputs as `facts` describe them).
 fn calibrate(
     model: &ModelProto,
-    shape: &[usize],
+    facts: &[InferenceFact],
     tensors: &[String],
-    inputs: &[Vec<f32>],
+    inputs: &[TVec<TValue>],
 ) -> Result<HashMap<String, (f32, f32)>> {
     let mut m = tract_onnx::onnx()
         .with_ignore_value_info(true)
         .model_for_proto_model(model)
         .context("tract cannot import the model to calibrate it")?;
-    m.set_input_fact(0, f32::fact(shape).into())?;
+    for (i, fact) in facts.iter().enumerate() {
+        m.set_input_fact(i, fact.clone())?;
+    }
     m.select_outputs_by_name(tensors.iter().map(String::as_str))
         .context("observing the quantized layers' inputs and outputs")?;
     let plan = m.into_optimized()?.into_runnable()?;
     let mut ranges: HashMap<String, (f32, f32)> = HashMap::new();
     for (k, input) in inputs.iter().enumerate() {
         let out = plan
-            .run(tvec![Tensor::from_shape(shape, input)?.into_tvalue()])
+            .run(input.clone())
             .with_context(|| format!("running calibration sample {k}"))?;
         for (name, t) in tensors.iter().zip(out.iter()) {
             let v = t.to_plain_array_view::<f32>()?;
@@ -301,13 +313,29 @@ pub fn quantize_weights(w: &[f32], out: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-/// Quantizes the convolutions `embedding` depends on (see the module docs), calibrating
-/// activation ranges on `inputs` (already preprocessed model inputs of `shape`).
+/// Quantizes the convolutions and weight products `embedding` depends on (see the module
+/// docs), calibrating activation ranges on `inputs` (already preprocessed inputs of a
+/// model with one input of `shape`).
 pub fn quantize(
     model: &ModelProto,
     embedding: &str,
     shape: &[usize],
     inputs: &[Vec<f32>],
+) -> Result<(ModelProto, Summary)> {
+    let inputs = inputs
+        .iter()
+        .map(|x| Ok(tvec![Tensor::from_shape(shape, x)?.into_tvalue()]))
+        .collect::<Result<Vec<_>>>()?;
+    quantize_inputs(model, embedding, &[f32::fact(shape).into()], &inputs)
+}
+
+/// [`quantize`] for a model of any inputs (a text encoder's token ids and mask): `facts`
+/// describes them, each calibration sample gives them all.
+pub fn quantize_inputs(
+    model: &ModelProto,
+    embedding: &str,
+    facts: &[InferenceFact],
+    inputs: &[TVec<TValue>],
 ) -> Result<(ModelProto, Summary)> {
     ensure!(!inputs.is_empty(), "no calibration samples");
     let mut model = model.clone();
@@ -325,20 +353,29 @@ pub fn quantize(
         .collect();
     let graph_inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
     let needed = ancestors(&model, embedding);
-    let mut chosen = Vec::new();
+    let (mut chosen, mut products) = (Vec::new(), HashSet::new());
     for (i, n) in graph.node.iter().enumerate() {
-        if n.op_type != "Conv" || !needed.contains(&i) {
+        if !needed.contains(&i) {
             continue;
         }
-        match keep_f32(n, &inits, &graph_inputs) {
+        let kept = match n.op_type.as_str() {
+            "Conv" => keep_f32(n, &inits, &graph_inputs),
+            "MatMul" => matmul::keep_f32(n, &inits),
+            "Gemm" => Some("Gemm (not quantized yet)"),
+            _ => continue,
+        };
+        match kept {
             Some(why) => summary.kept_f32.push((layer_name(n), why.to_string())),
+            None if n.op_type == "MatMul" => {
+                products.insert(i);
+            }
             None => chosen.push(i),
         }
     }
-    if chosen.is_empty() {
+    if chosen.is_empty() && products.is_empty() {
         bail!(
             "nothing to quantize: the backbone has no ordinary convolution past the first layer \
-             (kept in f32: {})",
+             and no matrix product with constant weights (kept in f32: {})",
             kept_by_reason(&summary.kept_f32)
                 .iter()
                 .map(|(why, layers)| format!("{} {why}", layers.len()))
@@ -347,7 +384,7 @@ pub fn quantize(
         );
     }
     let mut observed: Vec<String> = Vec::new();
-    for &i in &chosen {
+    for &i in chosen.iter().chain(&products) {
         let t = &graph.node[i].input[0];
         if !observed.contains(t) {
             observed.push(t.clone());
@@ -357,7 +394,7 @@ pub fn quantize(
     let chains = chains(graph, &chosen, embedding);
     // Exact in f32, so the ranges are calibrated after it.
     equalize::equalize(&mut model, &chains)?;
-    let ranges = calibrate(&model, shape, &observed, inputs)?;
+    let ranges = calibrate(&model, facts, &observed, inputs)?;
 
     let graph = model.graph.as_ref().expect("checked above");
     let inits: HashMap<&str, &TensorProto> = graph
@@ -373,7 +410,7 @@ pub fn quantize(
         if skipped.contains(&i) {
             continue;
         }
-        if !chosen.contains(&i) {
+        if !chosen.contains(&i) && !products.contains(&i) {
             nodes.push(n.clone());
             continue;
         }
@@ -399,6 +436,12 @@ pub fn quantize(
             }
         };
         let w = inits[n.input[1].as_str()];
+        if products.contains(&i) {
+            let xq = (xq.as_str(), sx, zx_name.as_str());
+            matmul::rewrite(n, &name, xq, w, &mut nodes, &mut initializers)?;
+            summary.quantized_matmuls += 1;
+            continue;
+        }
         let (w_shape, w_data) = floats(w)?;
         let out = w_shape[0];
         let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
@@ -484,14 +527,7 @@ pub fn quantize(
             &acc,
             n.attribute.clone(),
         ));
-        let mut cast = node("Cast", &p("to_f32"), &[&acc], &accf, Vec::new());
-        cast.attribute.push(AttributeProto {
-            name: "to".into(),
-            r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-            i: DataType::Float as i64,
-            ..Default::default()
-        });
-        nodes.push(cast);
+        nodes.push(cast_to_f32(&p("to_f32"), &acc, &accf));
         nodes.push(node(
             "Mul",
             &p("scale"),

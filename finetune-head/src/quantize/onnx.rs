@@ -129,3 +129,14 @@ pub(super) fn node(
         ..Default::default()
     }
 }
+
+/// A `Cast` of `input` to f32.
+pub(super) fn cast_to_f32(name: &str, input: &str, output: &str) -> NodeProto {
+    let to = AttributeProto {
+        name: "to".into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+        i: DataType::Float as i64,
+        ..Default::default()
+    };
+    node("Cast", name, &[input], output, vec![to])
+}

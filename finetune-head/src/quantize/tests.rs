@@ -59,3 +59,12 @@ fn chains_are_convolutions_read_only_by_int8_convolutions() {
     // A reader that is not chosen (kept f32) breaks the chain.
     assert!(!chains(&graph, &[0, 3, 5, 6].into(), "emb").contains_key(&0));
 }
+
+#[test]
+fn matrix_weights_are_symmetric_per_column() {
+    // [k = 2, n = 3]: columns (1, -2), (0.5, 0), (0, 0).
+    let w = [1.0, 0.5, 0.0, -2.0, 0.0, 0.0];
+    let (q, s) = quantize_columns(&w, 2, 3);
+    assert_eq!(s, vec![2.0 / 127.0, 0.5 / 127.0, 1.0]);
+    assert_eq!(q, vec![64, 127, 0, -127, 0, 0]);
+}

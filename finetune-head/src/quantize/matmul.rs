@@ -1,0 +1,84 @@
+//! Matrix products with constant weights in int8: a `MatMul` whose second operand is a
+//! 2-D initializer (a text encoder's query, key, value and output projections and its
+//! feed-forward layers; any linear layer an exporter writes as `MatMul` then `Add`).
+//! Each becomes `QuantizeLinear → MatMulInteger → Cast → Mul`: activations i8 with a
+//! per-tensor scale from calibration (one `QuantizeLinear` shared by the products that
+//! read the same tensor, as a layer's query, key and value do), weights i8 per output
+//! column, both symmetric, and the i32 product scaled back per column in f32. tract
+//! imports `MatMulInteger` as an integer einsum and runs it on its i8 kernels. The bias
+//! `Add` after it stays as the exporter wrote it.
+//!
+//! Products of two activations (attention scores, the mix of values) have no constant
+//! side to quantize ahead of time and stay f32.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, ensure};
+use tract_onnx::pb::{NodeProto, TensorProto};
+
+use super::onnx::{cast_to_f32, f32_tensor, floats, i8_tensor, node};
+
+/// Why a `MatMul` stays f32, or `None` if it is quantized.
+pub(super) fn keep_f32(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> Option<&'static str> {
+    match n.input.get(1).and_then(|w| inits.get(w.as_str())) {
+        None => Some("a product of two activations (no constant weights)"),
+        Some(w) if w.dims.len() != 2 => Some("weights that are not one matrix"),
+        Some(_) => None,
+    }
+}
+
+/// Symmetric i8 weights of a `[k, n]` matrix, one scale per output column.
+pub fn quantize_columns(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
+    let scales: Vec<f32> = (0..n)
+        .map(|c| {
+            let max = (0..k).fold(0.0f32, |m, r| m.max(w[r * n + c].abs()));
+            if max > 0.0 { max / 127.0 } else { 1.0 }
+        })
+        .collect();
+    let q = w
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v / scales[i % n]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, scales)
+}
+
+/// Writes the int8 form of the product `n` (named `name`), whose input is already
+/// quantized as `xq` with scale `sx` and the i8 zero point `zx`.
+pub(super) fn rewrite(
+    n: &NodeProto,
+    name: &str,
+    (xq, sx, zx): (&str, f32, &str),
+    w: &TensorProto,
+    nodes: &mut Vec<NodeProto>,
+    initializers: &mut Vec<TensorProto>,
+) -> Result<()> {
+    let (shape, data) = floats(w)?;
+    ensure!(shape.len() == 2, "{name}: weights of rank {}", shape.len());
+    let (k, cols) = (shape[0], shape[1]);
+    let (wq, sw) = quantize_columns(&data, k, cols);
+    let p = |s: &str| format!("{name}.{s}");
+    initializers.push(i8_tensor(&p("weight_q"), &w.dims, &wq));
+    initializers.push(i8_tensor(&p("weight_zero_point"), &[], &[0]));
+    let scale: Vec<f32> = sw.iter().map(|s| s * sx).collect();
+    initializers.push(f32_tensor(&p("output_scale"), &[cols as i64], &scale));
+    let y = &n.output[0];
+    let acc = format!("{y}.i32");
+    let accf = format!("{y}.i32_as_f32");
+    nodes.push(node(
+        "MatMulInteger",
+        &p("integer"),
+        &[xq, &p("weight_q"), zx, &p("weight_zero_point")],
+        &acc,
+        Vec::new(),
+    ));
+    nodes.push(cast_to_f32(&p("to_f32"), &acc, &accf));
+    nodes.push(node(
+        "Mul",
+        &p("scale"),
+        &[&accf, &p("output_scale")],
+        y,
+        Vec::new(),
+    ));
+    Ok(())
+}
