@@ -3,11 +3,12 @@
 //! UTF-8).
 //!
 //! Asserts: a line that parses has a normal form (the request serialized as JSON) that
-//! parses to the same request, its `"tensor"` values as the service uses them (`f32`:
-//! serde_json's float parsing is within an ulp of `f64`, not always exact, so
-//! `2e-60` reads as `2.0000000000000002e-60`, whose text reads as yet another `f64`;
-//! `fuzz/corpus/request/tensor-ulp`); a line that does not parse gets an answer that is
-//! a JSON object with an `"error"` string; checking what a request asks never panics.
+//! parses to the same request, its `"tensor"` values compared as the service uses them
+//! (`f32`); a line that does not parse gets an answer that is a JSON object with an
+//! `"error"` string; checking what a request asks never panics. Numbers read back
+//! exactly since serde_json's `float_roundtrip` (without it `2e-60` read as
+//! `2.0000000000000002e-60`, `fuzz/corpus/request/tensor-ulp`, and a 60-digit id changed
+//! when echoed, `fuzz/corpus/request/long-integer-id`).
 #![no_main]
 
 use edgetune_fuzz::request::Request;

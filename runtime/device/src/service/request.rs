@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// One request line, parsed (see the module docs). Serializing gives its normal form,
-/// which parses back to the same request, its `tensor` values the same as the `f32` the
-/// service uses (serde_json parses a float to within an ulp of `f64`, not always exactly);
-/// the `request` fuzz target checks it.
+/// which parses back to the same request (serde_json's `float_roundtrip`: every number,
+/// an `id` as much as a `tensor` value, reads back exactly); the `request` fuzz target
+/// checks it.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Request {
@@ -102,6 +102,31 @@ impl Request {
             _ => bail!(
                 "\"rollback\" is true (back to the state before the newest) or a state number"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `request` fuzz target: a 60-digit `id` was read as a float whose own
+    /// text read back as another float (so the echoed id changed); and `2e-60` as
+    /// `2.0000000000000002e-60`. Numbers now read back from their normal form exactly.
+    #[test]
+    fn a_request_reads_back_from_its_normal_form_exactly() {
+        for line in [
+            r#"{"id": 444444444444444444444444444444444444444444444444444444444444, "status": true}"#,
+            r#"[444444444444444444444444444444444444444444444444444444444444]"#,
+            r#"{"tensor": [2e-60, 0.1, 3.4028235e38]}"#,
+        ] {
+            let request = Request::parse(line).unwrap();
+            let normal = serde_json::to_string(&request).unwrap();
+            assert_eq!(
+                Request::parse(&normal).unwrap(),
+                request,
+                "{line} -> {normal}"
+            );
         }
     }
 }
