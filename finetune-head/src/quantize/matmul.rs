@@ -20,7 +20,11 @@ use super::onnx::{cast_to_f32, f32_tensor, floats, i8_tensor, node};
 
 /// Why a `MatMul` stays f32, or `None` if it is quantized.
 pub(super) fn keep_f32(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> Option<&'static str> {
-    match n.input.get(1).and_then(|w| inits.get(w.as_str())) {
+    let constant = |i: usize| n.input.get(i).and_then(|t| inits.get(t.as_str()));
+    match constant(1) {
+        None if constant(0).is_some() => {
+            Some("constant weights as the first operand (not quantized yet)")
+        }
         None => Some("a product of two activations (no constant weights)"),
         Some(w) if w.dims.len() != 2 => Some("weights that are not one matrix"),
         Some(_) => None,
