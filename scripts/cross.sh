@@ -63,9 +63,11 @@ for t in $targets; do
     armv7-unknown-linux-gnueabihf) runner="env TRACT_CPU_ARM32_NEON=true qemu-arm -L /usr/arm-linux-gnueabihf" gpu= ;;
     *) echo "cross: no qemu runner known for $t" >&2; exit 1 ;;
   esac
-  # The core, the model side and the device program.
-  device_features="${gpu//,/,edgetune-device/}"
-  device_features="${device_features#,}"
+  # The core, the model side and the device program: with `text` in full mode (the
+  # tokenizer's tests on the target), without it in light mode (so that the device's
+  # build without the tokenizer, as README "Boards" gives it, is type-checked).
+  device_features="edgetune-device/text${gpu//,/,edgetune-device/}"
+  [ "$mode" = light ] && device_features="${gpu//,/,edgetune-device/}"
   crates=(-p edgetune-core -p edgetune -p edgetune-device --features "$device_features" --target "$t")
   if [ "$mode" = light ]; then
     echo "== $t, light: the core's tests under qemu (cross.sh at ${SECONDS} s)"

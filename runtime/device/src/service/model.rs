@@ -14,6 +14,7 @@ use edgetune::bundle::{BackboneFormat, Bundle, Layout, Manifest};
 use edgetune::head::{Dims, Head};
 use edgetune::persist;
 use edgetune::stats::Stats;
+#[cfg(feature = "text")]
 use edgetune::text::{TextError, TextTokenizer};
 
 /// The model side of a bundle: its manifest, backbone and head.
@@ -28,6 +29,7 @@ pub struct Model {
     /// The bundle's embedding statistics, decoded ([`edgetune::stats`]).
     pub stats: Option<Stats>,
     /// The tokenizer of a text-encoder bundle converted with one.
+    #[cfg(feature = "text")]
     tokenizer: Option<TextTokenizer>,
     pub(super) input_len: usize,
     pub(super) max_input_bytes: u64,
@@ -64,12 +66,20 @@ impl Model {
             None => None,
         };
         let backbone = load_backbone(&bundle, opts)?;
-        let tokenizer = match manifest.text.as_ref().and_then(|t| t.tokenizer.as_ref()) {
-            Some(_) => {
-                Some(TextTokenizer::from_manifest(&manifest).context("the bundle's tokenizer")?)
-            }
-            None => None,
+        let has_tokenizer = manifest
+            .text
+            .as_ref()
+            .is_some_and(|t| t.tokenizer.is_some());
+        #[cfg(feature = "text")]
+        let tokenizer = if has_tokenizer {
+            Some(TextTokenizer::from_manifest(&manifest).context("the bundle's tokenizer")?)
+        } else {
+            None
         };
+        #[cfg(not(feature = "text"))]
+        if has_tokenizer {
+            log::warn!("{NO_TEXT}: requests with \"text\" are refused");
+        }
         let input_len = manifest.input.shape.iter().product();
         Ok(Model {
             id: state::backbone_id(&bundle),
@@ -77,6 +87,7 @@ impl Model {
             manifest,
             backbone,
             head,
+            #[cfg(feature = "text")]
             tokenizer,
             input_len,
             max_input_bytes: opts
@@ -136,9 +147,10 @@ impl Model {
         )
     }
 
-    /// The ids of `text` by the bundle's tokenizer (truncated to the sequence length, with
-    /// a flag saying so), for [`Model::embed_tokens`].
-    pub fn tokenize(&self, text: &str) -> anyhow::Result<edgetune::text::Tokens> {
+    /// The ids of `text` by the bundle's tokenizer, for [`Model::embed_tokens`], and
+    /// whether they were cut to the sequence length.
+    #[cfg(feature = "text")]
+    pub fn tokenize(&self, text: &str) -> anyhow::Result<(Vec<i64>, bool)> {
         let tokenizer = match &self.tokenizer {
             Some(t) => t,
             None if self.manifest.input.layout == Layout::Tokens => {
@@ -146,9 +158,22 @@ impl Model {
             }
             None => return Err(TextError::NotText(self.manifest.input.layout).into()),
         };
-        Ok(tokenizer.encode(text)?)
+        let tokens = tokenizer.encode(text)?;
+        Ok((tokens.ids, tokens.truncated))
+    }
+
+    /// Without the `text` feature: refused, naming the feature.
+    #[cfg(not(feature = "text"))]
+    pub fn tokenize(&self, _text: &str) -> anyhow::Result<(Vec<i64>, bool)> {
+        bail!("{NO_TEXT}: send token ids ({{\"tokens\": [...]}}) instead")
     }
 }
+
+/// Why a device program built without the `text` feature (the tokenizer, 0.6 MB of
+/// code) does not take text.
+#[cfg(not(feature = "text"))]
+const NO_TEXT: &str = "this edgetune was built without text support \
+    (`cargo build -p edgetune-device --features text`)";
 
 /// The bundle's backbone as `opts` say: ONNX Runtime on the ONNX model given with
 /// `--onnx`, else the bundle's tract graph on `opts.threads` threads; `None` for a bundle

@@ -52,13 +52,13 @@ impl Service {
     ) -> anyhow::Result<Duration> {
         if let Some(text) = &req.text {
             // Tokenizing counts as the input's time, the rest as the backbone's.
-            let tokens = self.model.tokenize(text)?;
+            let (ids, cut) = self.model.tokenize(text)?;
             let t = Instant::now();
-            self.model.embed_tokens(&tokens.ids, emb)?;
-            if tokens.truncated {
+            self.model.embed_tokens(&ids, emb)?;
+            if cut {
                 *truncated = Some(format!(
                     "the text was cut to its first {} tokens, the model's sequence length",
-                    tokens.ids.len()
+                    ids.len()
                 ));
             }
             return Ok(t.elapsed());
