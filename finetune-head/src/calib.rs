@@ -20,7 +20,8 @@
 //!
 //! For a text encoder, [`load_text`] reads sentences instead, tokenized with the bundle's
 //! tokenizer: a `.txt` file (one sentence per non-empty line), or labeled text in any form
-//! `train` reads (CSV/TSV, JSON lines, a folder of class folders; the labels are not used).
+//! `train` reads (CSV/TSV, JSON lines, a folder of class folders; the labels are not used;
+//! rows `train` would skip are skipped, with a warning giving their number and the first).
 //!
 //! Files are taken in the order of their names (byte order), so the same directory gives
 //! the same samples in the same order; the directory is not searched recursively, and
@@ -66,6 +67,16 @@ pub fn load_text(
         let mut skipped = Vec::new();
         let opts = crate::dataset::LoadOptions::default();
         let loaded = crate::dataset::read_text(path, tok, &opts, &mut skipped)?;
+        if !skipped.is_empty() {
+            let first = &skipped[0];
+            log::warn!(
+                "calibration: {} of the texts in {} skipped (the first, {}: {})",
+                skipped.len(),
+                path.display(),
+                first.path,
+                first.reason
+            );
+        }
         ids.extend(
             loaded
                 .items

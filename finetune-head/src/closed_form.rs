@@ -13,11 +13,11 @@ use edgetune::stats::{CovarianceKind, Stats};
 use edgetune::{Dims, Head};
 use serde::{Deserialize, Serialize};
 
-use crate::train::{Embedded, Fitted, score};
+// `edgetune serve`'s default prior strength: with the host's statistics as both prior
+// and scatter it does not change the covariance.
+use edgetune_device::engine::{Engine, EngineConfig, PRIOR_STRENGTH};
 
-/// Prior strength in pseudo-samples, as `edgetune serve`'s default; with the host's
-/// statistics as both prior and scatter it does not change the covariance.
-const PRIOR_STRENGTH: f32 = 16.0;
+use crate::train::{Embedded, Fitted, score};
 
 /// The closed-form head and how it did on validation.
 #[derive(Debug, Clone)]
@@ -85,17 +85,20 @@ fn seeded(stats: &Stats, capacity: usize) -> Result<Slda<Vec<f32>>> {
 /// (`--learner slda`) the device writes its head from the statistics at start, so a
 /// gradient head that `train` kept is replaced by the closed-form one (raw logits: the
 /// device's temperature starts at 1). `None` when the device keeps the bundle's head: an
-/// MLP head, or statistics without every class's count and mean.
+/// MLP head, or statistics without every class's count and mean. Computed by the
+/// device's own engine, seeded as `serve` seeds it, so the two cannot differ.
 pub fn device_head(head: &Head<Vec<f32>>, stats: &Stats) -> Result<Option<Head<Vec<f32>>>> {
-    let dims = head.dims();
-    let classes = head.classes();
-    if dims.hidden != 0 || classes == 0 || stats.class_counts.len() != classes {
+    if head.classes() == 0 {
         return Ok(None);
     }
-    let lda = seeded(stats, dims.capacity)?;
-    let mut out = Head::alloc(Dims::linear(dims.input, dims.capacity), classes)?;
-    lda.write_head(&mut out, 1.0)?;
-    Ok(Some(out))
+    let mut engine = Engine::new(head.clone(), EngineConfig::DEFAULT)?;
+    engine
+        .set_stats(stats)
+        .context("the closed-form head from the class statistics")?;
+    let written = engine
+        .slda()
+        .is_some_and(|lda| lda.classes() >= head.classes());
+    Ok(written.then(|| engine.online().head().clone()))
 }
 
 /// The temperature that minimizes the validation cross-entropy of `head`'s logits

@@ -17,23 +17,12 @@ pub(super) fn backbone_graph(
     tensor: &str,
     text: bool,
 ) -> Result<(TypedModel, usize, bool)> {
-    let mut model = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .model_for_proto_model(proto)
-        .context("tract cannot import the model")?;
-    for (i, fact) in facts.iter().enumerate() {
-        model
-            .set_input_fact(i, fact.clone())
-            .context("setting the input shape")?;
-    }
+    let model = graph_at(proto, facts, &[tensor])?;
     let shape = facts
         .first()
         .and_then(|f| f.shape.as_concrete_finite().ok().flatten())
         .map(|s| s.to_vec())
         .unwrap_or_default();
-    model
-        .select_outputs_by_name([tensor])
-        .with_context(|| format!("cutting the graph at {tensor:?}"))?;
     let typed = model
         .into_typed()
         .and_then(|m| m.into_decluttered())
@@ -81,6 +70,43 @@ pub(super) fn write_nnef(typed: &TypedModel) -> Result<Vec<u8>> {
     Ok(nnef)
 }
 
+/// tract's import of an ONNX graph with its inputs as `facts` describe them and `outputs`
+/// (any of its tensors) as its outputs: what the backbone, the references and the int8
+/// calibration each build on.
+pub(crate) fn graph_at(
+    proto: &ModelProto,
+    facts: &[InferenceFact],
+    outputs: &[&str],
+) -> Result<InferenceModel> {
+    let mut model = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_proto_model(proto)
+        .context("tract cannot import the model")?;
+    for (i, fact) in facts.iter().enumerate() {
+        model
+            .set_input_fact(i, fact.clone())
+            .context("setting the input shape")?;
+    }
+    model
+        .select_outputs_by_name(outputs.iter().copied())
+        .with_context(|| match outputs {
+            [one] => format!("cutting the graph at {one:?}"),
+            _ => format!("cutting the graph at {outputs:?}"),
+        })?;
+    Ok(model)
+}
+
+/// [`graph_at`], optimized and planned to run.
+pub(crate) fn plan_at(
+    proto: &ModelProto,
+    facts: &[InferenceFact],
+    outputs: &[&str],
+) -> Result<Arc<TypedRunnableModel>> {
+    graph_at(proto, facts, outputs)?
+        .into_optimized()?
+        .into_runnable()
+}
+
 fn run(plan: &Arc<TypedRunnableModel>, shape: &[usize], input: &[f32]) -> Result<Vec<f32>> {
     let out = plan.run(tvec![Tensor::from_shape(shape, input)?.into_tvalue()])?;
     Ok(out[0]
@@ -99,12 +125,7 @@ pub struct Reference {
 impl Reference {
     /// Plans `proto` cut at `tensor` for inputs of `shape`.
     pub fn new(proto: &ModelProto, shape: &[usize], tensor: &str) -> Result<Self> {
-        let mut model = tract_onnx::onnx()
-            .with_ignore_value_info(true)
-            .model_for_proto_model(proto)?;
-        model.set_input_fact(0, f32::fact(shape).into())?;
-        model.select_outputs_by_name([tensor])?;
-        let plan = model.into_optimized()?.into_runnable()?;
+        let plan = plan_at(proto, &[f32::fact(shape).into()], &[tensor])?;
         Ok(Reference {
             plan,
             shape: shape.to_vec(),
@@ -147,14 +168,7 @@ impl<'a> TextReference<'a> {
         pad_id: i64,
         size: usize,
     ) -> Result<Self> {
-        let mut model = tract_onnx::onnx()
-            .with_ignore_value_info(true)
-            .model_for_proto_model(proto)?;
-        for (i, f) in input.facts.iter().enumerate() {
-            model.set_input_fact(i, f.clone())?;
-        }
-        model.select_outputs_by_name([tensor])?;
-        let plan = model.into_optimized()?.into_runnable()?;
+        let plan = plan_at(proto, &input.facts, &[tensor])?;
         Ok(TextReference {
             plan,
             input,

@@ -31,6 +31,7 @@ mod manifest;
 mod report;
 mod tokenizer;
 
+pub(crate) use graph::plan_at;
 pub use graph::{Reference, reference_embedding};
 pub use report::{Int8Report, Report};
 

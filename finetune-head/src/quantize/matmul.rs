@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use anyhow::{Result, ensure};
 use tract_onnx::pb::{NodeProto, TensorProto};
 
-use super::onnx::{cast_to_f32, f32_tensor, floats, i8_tensor, node};
+use super::onnx::{floats, integer_product};
 
 /// Why a `MatMul` stays f32, or `None` if it is quantized.
 pub(super) fn keep_f32(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> Option<&'static str> {
@@ -61,28 +61,17 @@ pub(super) fn rewrite(
     ensure!(shape.len() == 2, "{name}: weights of rank {}", shape.len());
     let (k, cols) = (shape[0], shape[1]);
     let (wq, sw) = quantize_columns(&data, k, cols);
-    let p = |s: &str| format!("{name}.{s}");
-    initializers.push(i8_tensor(&p("weight_q"), &w.dims, &wq));
-    initializers.push(i8_tensor(&p("weight_zero_point"), &[], &[0]));
     let scale: Vec<f32> = sw.iter().map(|s| s * sx).collect();
-    initializers.push(f32_tensor(&p("output_scale"), &[cols as i64], &scale));
-    let y = &n.output[0];
-    let acc = format!("{y}.i32");
-    let accf = format!("{y}.i32_as_f32");
-    nodes.push(node(
+    integer_product(
         "MatMulInteger",
-        &p("integer"),
-        &[xq, &p("weight_q"), zx, &p("weight_zero_point")],
-        &acc,
+        name,
+        (xq, zx),
+        (&w.dims, &wq),
+        (&[cols as i64], &scale),
         Vec::new(),
-    ));
-    nodes.push(cast_to_f32(&p("to_f32"), &acc, &accf));
-    nodes.push(node(
-        "Mul",
-        &p("scale"),
-        &[&accf, &p("output_scale")],
-        y,
-        Vec::new(),
-    ));
+        &n.output[0],
+        nodes,
+        initializers,
+    );
     Ok(())
 }

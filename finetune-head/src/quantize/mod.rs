@@ -60,8 +60,8 @@ pub use constants::fold_constants;
 pub use fold::{fold_batch_norms, fold_qdq};
 pub use matmul::quantize_columns;
 use onnx::{
-    cast_to_f32, drop_unused_initializers, f32_tensor, floats, group, i8_tensor, i32_tensor, node,
-    producers,
+    drop_unused_initializers, f32_tensor, floats, group, i8_tensor, i32_tensor, integer_product,
+    node, producers,
 };
 
 /// What quantization did to the graph.
@@ -156,16 +156,9 @@ fn calibrate(
     tensors: &[String],
     inputs: &[TVec<TValue>],
 ) -> Result<HashMap<String, (f32, f32)>> {
-    let mut m = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .model_for_proto_model(model)
-        .context("tract cannot import the model to calibrate it")?;
-    for (i, fact) in facts.iter().enumerate() {
-        m.set_input_fact(i, fact.clone())?;
-    }
-    m.select_outputs_by_name(tensors.iter().map(String::as_str))
+    let outputs: Vec<&str> = tensors.iter().map(String::as_str).collect();
+    let plan = crate::convert::plan_at(model, facts, &outputs)
         .context("observing the quantized layers' inputs and outputs")?;
-    let plan = m.into_optimized()?.into_runnable()?;
     let mut ranges: HashMap<String, (f32, f32)> = HashMap::new();
     for (k, input) in inputs.iter().enumerate() {
         let out = plan
@@ -508,33 +501,20 @@ pub fn quantize_inputs(
         // runs the integer product on its i8 kernels and has no requantization to do
         // (a QLinearConv's output requantization costs three passes over the output:
         // scale, clamp, cast).
-        initializers.push(i8_tensor(&p("weight_q"), &w.dims, &wq));
-        initializers.push(i8_tensor(&p("weight_zero_point"), &[], &[0]));
         let scale: Vec<f32> = sw.iter().map(|s| s * sx).collect();
-        initializers.push(f32_tensor(
-            &p("output_scale"),
-            &[1, out as i64, 1, 1],
-            &scale,
-        ));
         initializers.push(f32_tensor(&p("output_bias"), &[1, out as i64, 1, 1], &bias));
-        let acc = format!("{y}.i32");
-        let accf = format!("{y}.i32_as_f32");
         let scaled = format!("{y}.scaled");
-        nodes.push(node(
+        integer_product(
             "ConvInteger",
-            &p("integer"),
-            &[&xq, &p("weight_q"), &zx_name, &p("weight_zero_point")],
-            &acc,
+            &name,
+            (&xq, &zx_name),
+            (&w.dims, &wq),
+            (&[1, out as i64, 1, 1], &scale),
             n.attribute.clone(),
-        ));
-        nodes.push(cast_to_f32(&p("to_f32"), &acc, &accf));
-        nodes.push(node(
-            "Mul",
-            &p("scale"),
-            &[&accf, &p("output_scale")],
             &scaled,
-            Vec::new(),
-        ));
+            &mut nodes,
+            &mut initializers,
+        );
         nodes.push(node(
             "Add",
             &p("bias"),

@@ -131,7 +131,7 @@ pub(super) fn node(
 }
 
 /// A `Cast` of `input` to f32.
-pub(super) fn cast_to_f32(name: &str, input: &str, output: &str) -> NodeProto {
+fn cast_to_f32(name: &str, input: &str, output: &str) -> NodeProto {
     let to = AttributeProto {
         name: "to".into(),
         r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
@@ -139,4 +139,44 @@ pub(super) fn cast_to_f32(name: &str, input: &str, output: &str) -> NodeProto {
         ..Default::default()
     };
     node("Cast", name, &[input], output, vec![to])
+}
+
+/// An integer product and its way back to f32, as both rewrites write it: `op`
+/// (`ConvInteger` or `MatMulInteger`, with `attrs`) of the quantized input `xq` (zero
+/// point `zx`) and the i8 weights `wq` (shape `w_dims`, zero point 0) into i32, `Cast` to
+/// f32, `Mul` by `scale` (the input's scale times each output channel's weight scale,
+/// shaped `scale_dims` to broadcast) into `y`. Names are `name.*` and `y.*`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn integer_product(
+    op: &str,
+    name: &str,
+    (xq, zx): (&str, &str),
+    (w_dims, wq): (&[i64], &[i8]),
+    (scale_dims, scale): (&[i64], &[f32]),
+    attrs: Vec<AttributeProto>,
+    y: &str,
+    nodes: &mut Vec<NodeProto>,
+    initializers: &mut Vec<TensorProto>,
+) {
+    let p = |s: &str| format!("{name}.{s}");
+    initializers.push(i8_tensor(&p("weight_q"), w_dims, wq));
+    initializers.push(i8_tensor(&p("weight_zero_point"), &[], &[0]));
+    initializers.push(f32_tensor(&p("output_scale"), scale_dims, scale));
+    let acc = format!("{y}.i32");
+    let accf = format!("{y}.i32_as_f32");
+    nodes.push(node(
+        op,
+        &p("integer"),
+        &[xq, &p("weight_q"), zx, &p("weight_zero_point")],
+        &acc,
+        attrs,
+    ));
+    nodes.push(cast_to_f32(&p("to_f32"), &acc, &accf));
+    nodes.push(node(
+        "Mul",
+        &p("scale"),
+        &[&accf, &p("output_scale")],
+        y,
+        Vec::new(),
+    ));
 }
