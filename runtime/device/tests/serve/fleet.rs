@@ -396,13 +396,16 @@ fn newest_labels(state: &Path, capacity: usize) -> (u64, u64) {
     (whole.labels as u64, s.fleet.others_labels)
 }
 
-/// `serve` killed (SIGKILL) at random moments while it merges a fleet state and writes
-/// the result: the newest state on disk is always a whole one, from before a merge or
-/// after it, never half of one: the whole holds the device's own labels plus exactly the
-/// labels of the others' part it records, and the device's export is its own labels.
+/// `serve` killed (SIGKILL) while it starts, merges a fleet state and writes the result:
+/// the newest state on disk is always a whole one, from before a merge or after it, never
+/// half of one: the whole holds the device's own labels plus exactly the labels of the
+/// others' part it records, and the device's export is its own labels. The kills sweep
+/// evenly from the program's start to past the merge's answer (timed first on a copy of
+/// the state), so they land while the state is read, while the merge is computed and
+/// while it is written, not mostly after it.
 #[test]
 fn killed_while_merging_it_keeps_a_whole_state() {
-    const KILLS: usize = 24;
+    const KILLS: u32 = 48;
     let dir = tmp("fleet-kill");
     let bundle = fleet_bundle(&dir, D);
     let mut rng = Rng::new(8);
@@ -421,12 +424,35 @@ fn killed_while_merging_it_keeps_a_whole_state() {
         s.engine().capacity()
     };
     assert_eq!(newest_labels(&state, capacity), (own, 0));
-    let mut merged = 0;
+    // From the program's start to the merge's answer (written by then), the fastest of
+    // three on copies of the state.
+    let window = (0..3)
+        .map(|i| {
+            let copy = dir.join(format!("probe{i}"));
+            std::fs::create_dir_all(&copy).unwrap();
+            for f in std::fs::read_dir(&state).unwrap() {
+                let f = f.unwrap().path();
+                if f.is_file() {
+                    std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+                }
+            }
+            let t = std::time::Instant::now();
+            let mut s = crate::Serve::start(&bundle, &copy, &["--persist-interval", "0"]);
+            s.send(&json!({ "merge": fleet[0].0 }).to_string());
+            assert_eq!(s.answer().unwrap()["result"], "merged");
+            t.elapsed()
+        })
+        .min()
+        .unwrap();
+    let (mut before, mut after) = (0, 0);
     for k in 0..KILLS {
+        let t = std::time::Instant::now();
         let mut s = crate::Serve::start(&bundle, &state, &["--persist-interval", "0"]);
-        let (others, n) = &fleet[k % 2];
+        let (others, n) = &fleet[k as usize % 2];
         s.send(&json!({ "merge": others }).to_string());
-        std::thread::sleep(std::time::Duration::from_micros(rng.below(60_000) as u64));
+        // Kill k at k/KILLS of 1.5 windows after the start.
+        let at = window * 3 * k / (2 * KILLS);
+        std::thread::sleep(at.saturating_sub(t.elapsed()));
         s.child.kill().unwrap();
         s.child.wait().unwrap();
         let (whole, others_labels) = newest_labels(&state, capacity);
@@ -435,9 +461,17 @@ fn killed_while_merging_it_keeps_a_whole_state() {
             "kill {k}: {others_labels} labels of others"
         );
         assert_eq!(whole, own + others_labels, "kill {k}: a torn merge");
-        merged += usize::from(others_labels == *n);
+        if others_labels == *n {
+            after += 1;
+        } else {
+            before += 1;
+        }
     }
-    println!("{KILLS} kills while merging: {merged} after the merge was written");
+    println!(
+        "{KILLS} kills over {:.1} ms from start (a merge answered after {:.1} ms): {before} before the merge was written, {after} after",
+        window.as_secs_f64() * 1.5e3,
+        window.as_secs_f64() * 1e3
+    );
     // The device goes on from whatever the last kill left: its own labels apart.
     let mut s = open(&bundle, &state);
     assert_eq!(ask(&mut s, json!({ "export": true }))["labels"], own);
