@@ -13,6 +13,11 @@
 //! keygen`'s format, and the devices, started with `--trust` its public key, apply only
 //! states signed by it.
 //!
+//! Other runs, by hand (`-- --nocapture` prints the accuracies): `EDGETUNE_FLEET_BACKBONE=
+//! digits-cnn-b` puts the second backbone under the fleet (`models/digits-cnn-b`, digits
+//! 5–9, PyTorch's exporter), `EDGETUNE_FLEET_LABELS=N` gives each device N labels per
+//! digit (20 by default).
+//!
 //! Flower comes from the project's virtual environment (`scripts/setup.sh` makes
 //! `target/fleet-venv`; `EDGETUNE_FLEET_VENV` names another). Without it the test says
 //! so and passes, except in CI (`CI` set), where it fails.
@@ -29,6 +34,7 @@ use finetune_head::data::read_csv;
 use image::GrayImage;
 use serde_json::{Value, json};
 
+/// Labels per digit on each device, unless `EDGETUNE_FLEET_LABELS` says.
 const LABELS_PER_DIGIT: usize = 20;
 const ROUND_LIMIT: Duration = Duration::from_secs(150);
 
@@ -183,8 +189,12 @@ fn bundle(dir: &Path, train: &[(PathBuf, usize)]) -> PathBuf {
         }),
         ..Default::default()
     };
-    let onnx = repo().join("models/digits-cnn/digits-cnn-0to4.onnx");
-    let (bundle, _) = finetune_head::convert::convert(&onnx, &opts).unwrap();
+    let onnx = match std::env::var("EDGETUNE_FLEET_BACKBONE").as_deref() {
+        Ok("digits-cnn-b") => "models/digits-cnn-b/digits-cnn-b-5to9.onnx",
+        Ok("digits-cnn") | Err(_) => "models/digits-cnn/digits-cnn-0to4.onnx",
+        Ok(other) => panic!("EDGETUNE_FLEET_BACKBONE={other}: digits-cnn or digits-cnn-b"),
+    };
+    let (bundle, _) = finetune_head::convert::convert(&repo().join(onnx), &opts).unwrap();
     let path = dir.join("digits-cnn.etb");
     bundle.write(&path).unwrap();
     path
@@ -291,6 +301,9 @@ fn three_devices_learn_each_others_digits_through_flower() {
     let public = edgetune::trust::write_keypair(&key, &secret).unwrap();
     edgetune::trust::sign_file(&model, &std::fs::read(&model).unwrap(), &secret).unwrap();
 
+    let per_digit = std::env::var("EDGETUNE_FLEET_LABELS")
+        .map(|n| n.parse().expect("EDGETUNE_FLEET_LABELS: a number"))
+        .unwrap_or(LABELS_PER_DIGIT);
     let parts: [(&str, &[usize]); 3] = [("a", &[0, 1, 2, 3]), ("b", &[4, 5, 6]), ("c", &[7, 8, 9])];
     let central = Device::start(&mut procs, &model, &dir, "central", &public);
     let mut devices = Vec::new();
@@ -302,7 +315,7 @@ fn three_devices_learn_each_others_digits_through_flower() {
                 train
                     .iter()
                     .filter(|(_, y)| *y == digit)
-                    .take(LABELS_PER_DIGIT)
+                    .take(per_digit)
                     .cloned(),
             );
         }
