@@ -13,9 +13,12 @@ keygen` writes it, readable by its owner only) every state sent is signed, and d
 started with `--trust KEY.pub` apply only states signed so. Without it the states go
 unsigned, which such devices refuse.
 
-Only closed-form statistics are merged. A device whose head learns by gradient steps
-(an MLP head) refuses `export`, and the round goes on without it: averaging gradient
-heads (FedAvg) is not done here.
+A device whose head learns by gradient steps (an MLP head, `--learner gradient`) exports
+its head and its labels per class instead; those devices get the average of the *other*
+such devices' heads (FedAvg: each class's output row weighted by the labels each device
+has of it, the hidden layer by all its labels), which they mix with their own by the
+same weights and rehearse their own samples after. A fleet may hold devices of both
+kinds: each kind is summed apart and gets its own kind back.
 """
 
 import json
@@ -26,7 +29,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from .state import InvalidState, Moments, decode, encode, load_signing_key
+from .state import HeadState, HeadSum, InvalidState, Moments, decode, encode, load_signing_key
 
 app = ServerApp()
 
@@ -75,24 +78,30 @@ def main(grid: Grid, context: Context) -> None:
                 continue
             sent[node] = len(data)
         states = {n: s for n, s in latest.items() if s.labels > 0}
-        total, refused = None, []
+        # Statistics (False) and gradient heads (True) are summed apart.
+        totals: dict[bool, Moments | HeadSum] = {}
+        refused = []
         for node, s in states.items():
-            total = total or Moments(s)
+            kind = isinstance(s, HeadState)
+            total = totals.get(kind) or (HeadSum(s) if kind else Moments(s))
             why = total.fits(s)
             if why:
                 log(WARNING, "round %d: device %s's state is left out: %s", r, node, why)
                 refused.append(node)
                 continue
             total.add(s)
+            totals[kind] = total
         for node in refused:
             del states[node]
         merges, received = [], {}
         for node in exports:
+            if node not in latest:
+                continue
+            total = totals.get(isinstance(latest[node], HeadState))
             if total is None:
-                break
+                continue
             others = total.minus(states[node]) if node in states else total
-            own = latest[node].classes if node in latest else []
-            state = others.state(own)
+            state = others.state(latest[node].classes)
             if state is None:
                 continue
             data = encode(state, key)

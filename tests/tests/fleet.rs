@@ -16,7 +16,9 @@
 //! Other runs, by hand (`-- --nocapture` prints the accuracies): `EDGETUNE_FLEET_BACKBONE=
 //! digits-cnn-b` puts the second backbone under the fleet (`models/digits-cnn-b`, digits
 //! 5–9, PyTorch's exporter), `EDGETUNE_FLEET_LABELS=N` gives each device N labels per
-//! digit (20 by default).
+//! digit (20 by default), `EDGETUNE_FLEET_LEARNER=gradient` makes the devices learn by
+//! gradient steps, so that the fleet averages their heads (FedAvg) instead of summing
+//! statistics (`EDGETUNE_FLEET_REHEARSAL=N`: their `--fleet-rehearsal`).
 //!
 //! Flower comes from the project's virtual environment (`scripts/setup.sh` makes
 //! `target/fleet-venv`; `EDGETUNE_FLEET_VENV` names another). Without it the test says
@@ -34,6 +36,18 @@ use finetune_head::data::read_csv;
 use image::GrayImage;
 use serde_json::{Value, json};
 
+/// The devices' learner: `slda`, unless `EDGETUNE_FLEET_LEARNER` says `gradient`.
+fn learner() -> String {
+    std::env::var("EDGETUNE_FLEET_LEARNER").unwrap_or_else(|_| "slda".into())
+}
+
+/// `--fleet-rehearsal N` when `EDGETUNE_FLEET_REHEARSAL` says N.
+fn rehearsal() -> Vec<String> {
+    std::env::var("EDGETUNE_FLEET_REHEARSAL")
+        .map(|n| vec!["--fleet-rehearsal".to_string(), n])
+        .unwrap_or_default()
+}
+
 /// Labels per digit on each device, unless `EDGETUNE_FLEET_LABELS` says.
 const LABELS_PER_DIGIT: usize = 20;
 const ROUND_LIMIT: Duration = Duration::from_secs(150);
@@ -49,6 +63,17 @@ fn venv_bin() -> Option<PathBuf> {
         .unwrap_or_else(|| repo().join("target/fleet-venv"));
     let bin = venv.join("bin");
     bin.join("flower-superlink").exists().then_some(bin)
+}
+
+/// Says that a test is skipped for want of the Flower venv; fails in CI (`CI` set).
+fn skipped() {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI: the Flower venv is missing (scripts/setup.sh makes target/fleet-venv)"
+    );
+    eprintln!(
+        "skipped: no Flower venv at target/fleet-venv (run scripts/setup.sh, or set EDGETUNE_FLEET_VENV)"
+    );
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -90,6 +115,8 @@ impl Device {
             .arg("--socket")
             .arg(&socket)
             .args(["--persist-interval", "0"])
+            .args(["--learner", &learner()])
+            .args(rehearsal())
             .arg("--trust")
             .arg(trust)
             // stdin stays open (its end stops the service); no request comes on it.
@@ -281,14 +308,7 @@ fn flower(procs: &mut Procs, bin: &Path, dir: &Path, name: &str, args: &[&str]) 
 #[test]
 fn three_devices_learn_each_others_digits_through_flower() {
     let Some(bin) = venv_bin() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI: the Flower venv is missing (scripts/setup.sh makes target/fleet-venv)"
-        );
-        eprintln!(
-            "skipped: no Flower venv at target/fleet-venv (run scripts/setup.sh, or set EDGETUNE_FLEET_VENV)"
-        );
-        return;
+        return skipped();
     };
     let t0 = Instant::now();
     let dir = testkit::scratch("fleet-flower");
@@ -440,5 +460,74 @@ fn three_devices_learn_each_others_digits_through_flower() {
         );
     }
     drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ServerApp's FedAvg (`fleet/edgetune_fleet/state.py`, `HeadSum`) on head states the
+/// device's encoder wrote: the average of two devices' heads weighted by labels per
+/// class (the hidden layer by all labels), and "the total minus one device" giving back
+/// the other's head, read by the device's decoder.
+#[test]
+fn the_server_averages_gradient_heads_as_the_device_reads_them() {
+    use edgetune_device::fleet::HeadState;
+    let Some(bin) = venv_bin() else {
+        return skipped();
+    };
+    let dir = testkit::scratch("fleet-fedavg");
+    let (d, h) = (3, 2);
+    let state = |classes: &[&str], counts: &[f32], v: f32| HeadState {
+        backbone: 7,
+        dim: d,
+        classes: classes.iter().map(|c| c.to_string()).collect(),
+        hidden: h,
+        origin: 0xabcd,
+        counts: counts.to_vec(),
+        hidden_params: vec![v; h * d + h],
+        weights: (0..classes.len() * h).map(|i| v + i as f32).collect(),
+        biases: vec![-v; classes.len()],
+        means: vec![2.0 * v; classes.len() * d],
+        signature: None,
+    };
+    let a = state(&["cat", "dog"], &[3.0, 1.0], 1.0);
+    let b = state(&["dog", "owl"], &[3.0, 4.0], 2.0);
+    std::fs::write(dir.join("a"), a.encode()).unwrap();
+    std::fs::write(dir.join("b"), b.encode()).unwrap();
+    let script = r#"
+import sys
+from edgetune_fleet.state import HeadSum, decode, encode
+a, b = (decode(open(f"{sys.argv[1]}/{n}", "rb").read()) for n in "ab")
+total = HeadSum(a)
+total.add(a)
+total.add(b)
+open(f"{sys.argv[1]}/avg", "wb").write(encode(total.state(["cat"])))
+open(f"{sys.argv[1]}/a-again", "wb").write(encode(total.minus(b).state(a.classes)))
+"#;
+    let out = Command::new(bin.join("python"))
+        .args(["-c", script, dir.to_str().unwrap()])
+        .current_dir(repo().join("fleet"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let avg = HeadState::decode(&std::fs::read(dir.join("avg")).unwrap()).unwrap();
+    assert_eq!(avg.classes, ["cat", "dog", "owl"]);
+    assert_eq!(avg.counts, [3.0, 4.0, 4.0]);
+    // Hidden layer: (4 × 1 + 7 × 2) / 11; dog's row: (1 × a's + 3 × b's) / 4.
+    assert!(
+        avg.hidden_params
+            .iter()
+            .all(|&v| (v - 18.0 / 11.0).abs() < 1e-6)
+    );
+    let dog = [(3.0 + 3.0 * 2.0) / 4.0, (4.0 + 3.0 * 3.0) / 4.0];
+    assert_eq!(avg.weights[2..4], dog);
+    assert_eq!(avg.weights[..2], a.weights[..2], "cat: a's alone");
+    assert_eq!(avg.weights[4..], b.weights[2..], "owl: b's alone");
+    assert_eq!(avg.biases, [-1.0, -1.75, -2.0]);
+    assert_eq!(avg.means[3..6], [3.5; 3]);
+    let again = HeadState::decode(&std::fs::read(dir.join("a-again")).unwrap()).unwrap();
+    assert_eq!(again, a, "the total minus b is a");
     let _ = std::fs::remove_dir_all(&dir);
 }

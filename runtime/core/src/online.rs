@@ -289,4 +289,30 @@ impl<S: Storage, const N: usize> Online<S, N> {
             loss,
         })
     }
+
+    /// Gradient steps on the replay buffer and `extra` labeled samples (e.g. the means of
+    /// classes this device has no sample of): `steps` steps, each on a class-balanced
+    /// batch of [`MAX_REPLAY`] buffer samples drawn by the replay sampler plus every
+    /// `extra` sample. After the head was written from outside (a fleet's average of
+    /// heads), this pulls it toward what the device's own samples say and teaches it to
+    /// tell them from the extra classes. Returns the last batch's mean loss (0 when
+    /// there is nothing to rehearse). On an error the head may have taken some of the
+    /// steps (the caller keeps a copy to roll back to).
+    pub fn rehearse(&mut self, steps: usize, extra: &[(&[f32], usize)]) -> Result<f32> {
+        if self.buffer.is_empty() && extra.is_empty() {
+            return Ok(0.0);
+        }
+        let mut idx = [0usize; MAX_REPLAY];
+        let mut loss = 0.0;
+        for _ in 0..steps {
+            let k = self.buffer.sample_indices(&mut self.rng, &mut idx);
+            let buffer = &self.buffer;
+            let batch = idx[..k]
+                .iter()
+                .filter_map(|&i| buffer.get(i))
+                .chain(extra.iter().copied());
+            loss = self.learner.step_batch(&mut self.head, batch)?;
+        }
+        Ok(loss)
+    }
 }

@@ -1,7 +1,9 @@
 //! A fleet state: the closed-form learner's statistics of some labels (one device's
 //! own, or the sum of several devices'), with class names, as devices and the fleet's
 //! server exchange them. Never samples: per class a count and a mean, and the pooled
-//! within-class scatter, all in the bundle's standardized units.
+//! within-class scatter, all in the bundle's standardized units. Devices whose head
+//! learns by gradient steps exchange their head's parameters instead ([`HeadState`],
+//! flag [`HEAD`]: the same header, another body), which the server averages (FedAvg).
 //!
 //! Bytes (little-endian; `D` the embedding size, `C` the classes):
 //!
@@ -9,7 +11,7 @@
 //! | --- | --- |
 //! | 8 | magic [`MAGIC`] (`b"ETFLEET\0"`) |
 //! | 2 | format version, u16 ([`VERSION`]; another is refused) |
-//! | 2 | flags, u16: bit 0 [`SIGNED`] (a signature block follows the checksum); other bits are refused |
+//! | 2 | flags, u16: bit 0 [`SIGNED`] (a signature block follows the checksum), bit 1 [`HEAD`] (the body below is a [`HeadState`]'s); other bits are refused |
 //! | 4 | backbone id, u32 (a state only merges into a device with the same backbone) |
 //! | 4 | `D`, u32 |
 //! | 4 | `C`, u32 |
@@ -34,6 +36,7 @@
 use std::fmt;
 
 use crc::{CRC_32_ISO_HDLC, Crc};
+use edgetune::head::Head;
 use edgetune::slda::{Slda, StateParts};
 use edgetune::trust::{self, KeyId, PublicKey, SecretKey, Signature, TrustError};
 
@@ -43,6 +46,8 @@ pub const MAGIC: [u8; 8] = *b"ETFLEET\0";
 pub const VERSION: u16 = 1;
 /// Flag: a signature block follows the checksum.
 pub const SIGNED: u16 = 1;
+/// Flag: the state holds a gradient head's parameters ([`HeadState`]), not statistics.
+pub const HEAD: u16 = 2;
 /// Length of the signature block that [`SIGNED`] announces: the signer's public key and
 /// the signature ([`Signature::to_bytes`]).
 pub const SIGNATURE_LEN: usize = Signature::LEN;
@@ -225,6 +230,380 @@ fn too_big(what: &str) -> Invalid {
     Invalid::Contents(format!("its {what} are impossibly large"))
 }
 
+impl Reader<'_> {
+    /// Refuses bytes left after the last field (`after` names it).
+    fn end(&self, after: &str) -> Result<(), Invalid> {
+        if self.at != self.bytes.len() {
+            return Err(Invalid::Contents(format!(
+                "{} bytes after {after}",
+                self.bytes.len() - self.at
+            )));
+        }
+        Ok(())
+    }
+
+    /// `n` whole, non-negative label counts.
+    fn counts(&mut self, n: usize) -> Result<Vec<f32>, Invalid> {
+        let counts = self.f32s(n, "counts")?;
+        if counts.iter().any(|&n| n < 0.0 || n.trunc() != n) {
+            return Err(Invalid::Contents(
+                "a class count is negative or not whole".into(),
+            ));
+        }
+        Ok(counts)
+    }
+}
+
+const HEAD_NOT_STATISTICS: &str =
+    "it holds a gradient head's parameters (FedAvg), not closed-form statistics";
+const STATISTICS_NOT_HEAD: &str =
+    "it holds closed-form statistics, not a gradient head's parameters (FedAvg)";
+
+/// What both kinds of state start with, after the magic, version and flags.
+struct Header {
+    backbone: u32,
+    dim: usize,
+    classes: Vec<String>,
+}
+
+/// The header's bytes (magic to class names) of a state with `flags`.
+fn header_bytes(flags: u16, backbone: u32, dim: usize, classes: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&backbone.to_le_bytes());
+    out.extend_from_slice(&(dim as u32).to_le_bytes());
+    out.extend_from_slice(&(classes.len() as u32).to_le_bytes());
+    for name in classes {
+        let b = &name.as_bytes()[..name.len().min(MAX_NAME_BYTES)];
+        out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// `out` (a whole state with the [`SIGNED`] flag) with its signature block by `key`.
+fn sign(mut out: Vec<u8>, key: &SecretKey) -> Vec<u8> {
+    let sig = trust::sign(&out, key);
+    out.extend_from_slice(&sig.to_bytes());
+    out
+}
+
+/// `out` with its CRC-32 appended.
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
+    let crc = CRC32.checksum(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Either kind of fleet state, as [`decode`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// Closed-form statistics ([`FleetState`]).
+    Statistics(FleetState),
+    /// A gradient head's parameters ([`HeadState`], flag [`HEAD`]).
+    Head(HeadState),
+}
+
+/// Decodes and checks a fleet state of either kind (the module docs): the envelope
+/// (magic, version, flags, checksum, signature block), the header, then the body its
+/// flags announce.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, Invalid> {
+    if bytes.len() < HEADER_LEN + 4 {
+        return Err(Invalid::Truncated {
+            needed: HEADER_LEN + 4,
+            found: bytes.len(),
+        });
+    }
+    if bytes[..8] != MAGIC {
+        return Err(Invalid::BadMagic);
+    }
+    let mut r = Reader { bytes, at: 8 };
+    let version = r.u16()?;
+    if version != VERSION {
+        return Err(Invalid::Version(version));
+    }
+    let flags = r.u16()?;
+    if flags & !(SIGNED | HEAD) != 0 {
+        return Err(Invalid::Flags(flags));
+    }
+    let (body, signature) = if flags & SIGNED != 0 {
+        let n = bytes
+            .len()
+            .checked_sub(SIGNATURE_LEN)
+            .ok_or(Invalid::Truncated {
+                needed: HEADER_LEN + 4 + SIGNATURE_LEN,
+                found: bytes.len(),
+            })?;
+        let mut sig = [0; SIGNATURE_LEN];
+        sig.copy_from_slice(&bytes[n..]);
+        (&bytes[..n], Some(sig))
+    } else {
+        (bytes, None)
+    };
+    if body.len() < HEADER_LEN + 4 {
+        return Err(Invalid::Truncated {
+            needed: HEADER_LEN + 4,
+            found: body.len(),
+        });
+    }
+    let (data, tail) = body.split_at(body.len() - 4);
+    let parsed = parse(flags, data);
+    if CRC32.checksum(data) != u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) {
+        // A cut-off state lands here too: name it by its length when it is short.
+        return Err(match parsed {
+            Err(e @ Invalid::Truncated { .. }) => e,
+            _ => Invalid::Checksum,
+        });
+    }
+    Ok(match parsed? {
+        Decoded::Statistics(mut s) => {
+            s.signature = signature;
+            Decoded::Statistics(s)
+        }
+        Decoded::Head(mut s) => {
+            s.signature = signature;
+            Decoded::Head(s)
+        }
+    })
+}
+
+/// The header and body of `data` (everything before the checksum).
+fn parse(flags: u16, data: &[u8]) -> Result<Decoded, Invalid> {
+    let mut r = Reader {
+        bytes: data,
+        at: 12,
+    };
+    let backbone = r.u32()?;
+    let dim = r.u32()? as usize;
+    let k = r.u32()? as usize;
+    if dim == 0 {
+        return Err(Invalid::Contents("its embedding size is 0".into()));
+    }
+    // Every class takes at least its 2-byte name length and 4-byte count.
+    if k.saturating_mul(6) > data.len() {
+        return Err(too_big("classes"));
+    }
+    let mut classes = Vec::with_capacity(k);
+    for c in 0..k {
+        let n = r.u16()? as usize;
+        if n > MAX_NAME_BYTES {
+            return Err(Invalid::Contents(format!(
+                "class {c}'s name is {n} bytes long, more than {MAX_NAME_BYTES}"
+            )));
+        }
+        let name = std::str::from_utf8(r.take(n)?)
+            .map_err(|_| Invalid::Contents(format!("class {c}'s name is not UTF-8")))?;
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
+            return Err(Invalid::Contents(format!(
+                "class {c}'s name {name:?} is empty or holds control characters"
+            )));
+        }
+        if classes.iter().any(|x| x == name) {
+            return Err(Invalid::Contents(format!("class {name:?} appears twice")));
+        }
+        classes.push(name.to_string());
+    }
+    let header = Header {
+        backbone,
+        dim,
+        classes,
+    };
+    if flags & HEAD != 0 {
+        HeadState::parse(header, r).map(Decoded::Head)
+    } else {
+        FleetState::parse(header, r).map(Decoded::Statistics)
+    }
+}
+
+/// A gradient head's parameters and the labels per class it learned from, as devices
+/// whose head learns by gradient steps (an MLP head, `--learner gradient`) and the
+/// fleet's server exchange them: the server averages them (FedAvg), each class's output
+/// row weighted by its labels, the hidden layer by all labels. Flag [`HEAD`]; after the
+/// class names:
+///
+/// | bytes | field |
+/// | --- | --- |
+/// | 4 | `H`, u32: hidden units (0: a linear head) |
+/// | 4 | origin, u32: CRC-32 of the bundle's head parameters ([`head_origin`]): heads average only when they started from the same one |
+/// | `4·C` | labels per class, f32 (whole numbers) |
+/// | `4·(H·D + H)` | the hidden layer's weights (unit after unit) and biases |
+/// | `4·C·F` | the output layer's weights, class after class (`F` = `H`, or `D` for a linear head) |
+/// | `4·C` | the output layer's biases |
+/// | `4·C·D` | per class, the mean of the device's samples of it (its replay buffer's; zeros without any) |
+///
+/// The means are what a device that never saw a class rehearses it with after a merge
+/// (a head trained on some classes only has never learned to tell them from the others).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadState {
+    /// Identity of the backbone ([`crate::state::backbone_id`]).
+    pub backbone: u32,
+    /// Embedding size `D`.
+    pub dim: usize,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Hidden units `H` (0: a linear head).
+    pub hidden: usize,
+    /// [`head_origin`] of the bundle's head.
+    pub origin: u32,
+    /// Labels per class.
+    pub counts: Vec<f32>,
+    /// The hidden layer's weights (`H × D`) then biases (`H`); empty for a linear head.
+    pub hidden_params: Vec<f32>,
+    /// The output layer's weights, `C × F`.
+    pub weights: Vec<f32>,
+    /// The output layer's biases, `C`.
+    pub biases: Vec<f32>,
+    /// Per class, the mean of the samples it was learned from, `C × D`.
+    pub means: Vec<f32>,
+    /// The signature block, when the state is signed (not verified here: [`verify`]).
+    pub signature: Option<[u8; SIGNATURE_LEN]>,
+}
+
+/// The identity of a bundle's head ([`HeadState::origin`]): the CRC-32 of its
+/// parameters' bytes. Averaging heads is meaningful only between heads that started
+/// from the same parameters (the same hidden units in the same places).
+pub fn head_origin(params: &[f32]) -> u32 {
+    let mut digest = CRC32.digest();
+    for v in params {
+        digest.update(&v.to_le_bytes());
+    }
+    digest.finalize()
+}
+
+impl HeadState {
+    /// The state of `head`'s active classes, named by `names`, which learned from
+    /// `counts` labels each (a device's own), their samples' means `means` (`D` values
+    /// per class, at least the active classes').
+    pub fn from_head(
+        backbone: u32,
+        origin: u32,
+        head: &Head<Vec<f32>>,
+        counts: &[u32],
+        means: &[f32],
+        names: &[String],
+    ) -> HeadState {
+        let dims = head.dims();
+        let (d, h, k) = (dims.input, dims.hidden, head.classes().min(names.len()));
+        let p = head.params();
+        let f = dims.feature_width();
+        let out = h * d + h;
+        HeadState {
+            backbone,
+            dim: d,
+            classes: names[..k].to_vec(),
+            hidden: h,
+            origin,
+            counts: (0..k)
+                .map(|c| counts.get(c).copied().unwrap_or(0) as f32)
+                .collect(),
+            hidden_params: p[..out].to_vec(),
+            weights: (0..k)
+                .flat_map(|c| head.class_weights(c))
+                .copied()
+                .collect(),
+            biases: p[out + dims.capacity * f..][..k].to_vec(),
+            means: means[..k * d].to_vec(),
+            signature: None,
+        }
+    }
+
+    /// Labels in the state.
+    pub fn labels(&self) -> f32 {
+        self.counts.iter().sum()
+    }
+
+    /// Values per output row: `H`, or `D` for a linear head.
+    pub fn feature_width(&self) -> usize {
+        if self.hidden == 0 {
+            self.dim
+        } else {
+            self.hidden
+        }
+    }
+
+    /// Decodes and checks bytes (the module docs, [`HeadState`]); a statistics state is
+    /// refused by that name.
+    pub fn decode(bytes: &[u8]) -> Result<HeadState, Invalid> {
+        match decode(bytes)? {
+            Decoded::Head(s) => Ok(s),
+            Decoded::Statistics(_) => Err(Invalid::Contents(STATISTICS_NOT_HEAD.into())),
+        }
+    }
+
+    /// The bytes of this state, unsigned.
+    pub fn encode(&self) -> Vec<u8> {
+        self.encode_flags(HEAD)
+    }
+
+    /// The bytes of this state signed by `key`.
+    pub fn encode_signed(&self, key: &SecretKey) -> Vec<u8> {
+        sign(self.encode_flags(HEAD | SIGNED), key)
+    }
+
+    /// The bytes of this state as it was decoded, its signature block kept.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.signature {
+            Some(sig) => [self.encode_flags(HEAD | SIGNED).as_slice(), sig].concat(),
+            None => self.encode(),
+        }
+    }
+
+    fn encode_flags(&self, flags: u16) -> Vec<u8> {
+        let mut out = header_bytes(flags, self.backbone, self.dim, &self.classes);
+        out.extend_from_slice(&(self.hidden as u32).to_le_bytes());
+        out.extend_from_slice(&self.origin.to_le_bytes());
+        for v in self
+            .counts
+            .iter()
+            .chain(&self.hidden_params)
+            .chain(&self.weights)
+            .chain(&self.biases)
+            .chain(&self.means)
+        {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        seal(out)
+    }
+
+    fn parse(header: Header, mut r: Reader<'_>) -> Result<HeadState, Invalid> {
+        let Header {
+            backbone,
+            dim,
+            classes,
+        } = header;
+        let k = classes.len();
+        let hidden = r.u32()? as usize;
+        let origin = r.u32()?;
+        let counts = r.counts(k)?;
+        let n = hidden
+            .checked_mul(dim)
+            .and_then(|n| n.checked_add(hidden))
+            .ok_or_else(|| too_big("hidden layer values"))?;
+        let hidden_params = r.f32s(n, "hidden layer values")?;
+        let f = if hidden == 0 { dim } else { hidden };
+        let n = k.checked_mul(f).ok_or_else(|| too_big("output weights"))?;
+        let weights = r.f32s(n, "output weights")?;
+        let biases = r.f32s(k, "output biases")?;
+        let means = r.f32s(k.checked_mul(dim).ok_or_else(|| too_big("means"))?, "means")?;
+        r.end("its means")?;
+        Ok(HeadState {
+            backbone,
+            dim,
+            classes,
+            hidden,
+            origin,
+            counts,
+            hidden_params,
+            weights,
+            biases,
+            means,
+            signature: None,
+        })
+    }
+}
+
 impl FleetState {
     /// The fleet state of a learner's saved state ([`Slda::state`], room for
     /// `capacity` classes), its classes named by `names`. Only classes with labels go
@@ -289,27 +668,22 @@ impl FleetState {
 
     /// The bytes of this state signed by `key` (what the fleet's server sends).
     pub fn encode_signed(&self, key: &SecretKey) -> Vec<u8> {
-        let mut out = self.encode_flags(SIGNED);
-        let sig = trust::sign(&out, key);
-        out.extend_from_slice(&sig.to_bytes());
-        out
+        sign(self.encode_flags(SIGNED), key)
+    }
+
+    /// The bytes of this state as it was decoded: signed when it carries a signature
+    /// block (kept as it is, not checked: [`verify`]), else unsigned. What decodes
+    /// re-encodes to the same bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.signature {
+            Some(sig) => [self.encode_flags(SIGNED).as_slice(), sig].concat(),
+            None => self.encode(),
+        }
     }
 
     fn encode_flags(&self, flags: u16) -> Vec<u8> {
         let d = self.dim;
-        let mut out =
-            Vec::with_capacity(HEADER_LEN + 4 * (d * (d + 1) / 2 + 4 * d) + SIGNATURE_LEN);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&flags.to_le_bytes());
-        out.extend_from_slice(&self.backbone.to_le_bytes());
-        out.extend_from_slice(&(d as u32).to_le_bytes());
-        out.extend_from_slice(&(self.classes.len() as u32).to_le_bytes());
-        for name in &self.classes {
-            let b = &name.as_bytes()[..name.len().min(MAX_NAME_BYTES)];
-            out.extend_from_slice(&(b.len() as u16).to_le_bytes());
-            out.extend_from_slice(b);
-        }
+        let mut out = header_bytes(flags, self.backbone, d, &self.classes);
         let upper = (0..d).flat_map(|i| self.scatter[i * d + i..(i + 1) * d].iter());
         for v in self
             .center
@@ -321,101 +695,27 @@ impl FleetState {
         {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        let crc = CRC32.checksum(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        seal(out)
     }
 
     /// Decodes and checks bytes (see the module docs): every length, the checksum,
-    /// names, finite values, whole non-negative counts, positive scales.
+    /// names, finite values, whole non-negative counts, positive scales. A gradient
+    /// head's state ([`HEAD`]) is refused by that name: [`decode`] reads either.
     pub fn decode(bytes: &[u8]) -> Result<FleetState, Invalid> {
-        if bytes.len() < HEADER_LEN + 4 {
-            return Err(Invalid::Truncated {
-                needed: HEADER_LEN + 4,
-                found: bytes.len(),
-            });
-        }
-        if bytes[..8] != MAGIC {
-            return Err(Invalid::BadMagic);
-        }
-        let mut r = Reader { bytes, at: 8 };
-        let version = r.u16()?;
-        if version != VERSION {
-            return Err(Invalid::Version(version));
-        }
-        let flags = r.u16()?;
-        if flags & !SIGNED != 0 {
-            return Err(Invalid::Flags(flags));
-        }
-        let (body, signature) = if flags & SIGNED != 0 {
-            let n = bytes
-                .len()
-                .checked_sub(SIGNATURE_LEN)
-                .ok_or(Invalid::Truncated {
-                    needed: HEADER_LEN + 4 + SIGNATURE_LEN,
-                    found: bytes.len(),
-                })?;
-            let mut sig = [0; SIGNATURE_LEN];
-            sig.copy_from_slice(&bytes[n..]);
-            (&bytes[..n], Some(sig))
-        } else {
-            (bytes, None)
-        };
-        if body.len() < HEADER_LEN + 4 {
-            return Err(Invalid::Truncated {
-                needed: HEADER_LEN + 4,
-                found: body.len(),
-            });
-        }
-        let (data, tail) = body.split_at(body.len() - 4);
-        if CRC32.checksum(data) != u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) {
-            // A cut-off state lands here too: name it by its length when it is short.
-            return Err(Self::short(data).unwrap_or(Invalid::Checksum));
-        }
-        let mut state = Self::parse(data)?;
-        state.signature = signature;
-        Ok(state)
-    }
-
-    /// When `data` is shorter than its header says, that (a cut-off state).
-    fn short(data: &[u8]) -> Option<Invalid> {
-        match Self::parse(data) {
-            Err(e @ Invalid::Truncated { .. }) => Some(e),
-            _ => None,
+        match decode(bytes)? {
+            Decoded::Statistics(s) => Ok(s),
+            Decoded::Head(_) => Err(Invalid::Contents(HEAD_NOT_STATISTICS.into())),
         }
     }
 
-    /// The fields of `data` (everything before the checksum).
-    fn parse(data: &[u8]) -> Result<FleetState, Invalid> {
-        let mut r = Reader {
-            bytes: data,
-            at: 12,
-        };
-        let backbone = r.u32()?;
-        let dim = r.u32()? as usize;
-        let k = r.u32()? as usize;
-        if dim == 0 {
-            return Err(Invalid::Contents("its embedding size is 0".into()));
-        }
-        // Every class takes at least its 2-byte name length and 4-byte count.
-        if k.saturating_mul(6) > data.len() {
-            return Err(too_big("classes"));
-        }
-        let mut classes = Vec::with_capacity(k);
-        for c in 0..k {
-            let n = r.u16()? as usize;
-            let name = std::str::from_utf8(r.take(n)?)
-                .map_err(|_| Invalid::Contents(format!("class {c}'s name is not UTF-8")))?;
-            if name.trim().is_empty() || name.chars().any(char::is_control) {
-                return Err(Invalid::Contents(format!(
-                    "class {c}'s name {name:?} is empty or holds control characters"
-                )));
-            }
-            if classes.iter().any(|x| x == name) {
-                return Err(Invalid::Contents(format!("class {name:?} appears twice")));
-            }
-            classes.push(name.to_string());
-        }
+    /// The fields of `data` (everything before the checksum) after its header.
+    fn parse(header: Header, mut r: Reader<'_>) -> Result<FleetState, Invalid> {
+        let Header {
+            backbone,
+            dim,
+            classes,
+        } = header;
+        let k = classes.len();
         let center = r.f32s(dim, "center values")?;
         let scale = r.f32s(dim, "scale values")?;
         if scale.iter().any(|&s| s <= 0.0) {
@@ -423,24 +723,14 @@ impl FleetState {
                 "a standardization scale is not > 0".into(),
             ));
         }
-        let counts = r.f32s(k, "counts")?;
-        if counts.iter().any(|&n| n < 0.0 || n.trunc() != n) {
-            return Err(Invalid::Contents(
-                "a class count is negative or not whole".into(),
-            ));
-        }
+        let counts = r.counts(k)?;
         let means = r.f32s(k.checked_mul(dim).ok_or_else(|| too_big("means"))?, "means")?;
         let tri = dim
             .checked_mul(dim + 1)
             .map(|n| n / 2)
             .ok_or_else(|| too_big("scatter values"))?;
         let upper = r.f32s(tri, "scatter values")?;
-        if r.at != data.len() {
-            return Err(Invalid::Contents(format!(
-                "{} bytes after its scatter",
-                data.len() - r.at
-            )));
-        }
+        r.end("its scatter")?;
         let mut scatter = vec![0.0; dim * dim];
         let mut it = upper.into_iter();
         for i in 0..dim {
@@ -573,6 +863,117 @@ mod tests {
         assert_eq!(FleetState::decode(&b), Err(Invalid::Flags(4)));
         let e = FleetState::decode(b"ETSTATE\0 something else entirely").unwrap_err();
         assert_eq!(e, Invalid::BadMagic);
+    }
+
+    #[test]
+    fn a_name_longer_than_the_limit_is_refused() {
+        // Such a name used to decode, and re-encode cut short (seen writing the fleet
+        // fuzz target, whose normal form is the bytes themselves).
+        let at_limit = "a".repeat(MAX_NAME_BYTES);
+        let s = FleetState {
+            classes: vec!["cat".into(), at_limit],
+            ..sample()
+        };
+        let bytes = s.encode();
+        assert_eq!(FleetState::decode(&bytes).unwrap(), s);
+        let name_at = HEADER_LEN + 2 + 3;
+        let mut longer = bytes[..bytes.len() - 4].to_vec();
+        longer[name_at..name_at + 2].copy_from_slice(&(MAX_NAME_BYTES as u16 + 1).to_le_bytes());
+        longer.insert(name_at + 2, b'a');
+        let crc = CRC32.checksum(&longer);
+        longer.extend_from_slice(&crc.to_le_bytes());
+        let e = FleetState::decode(&longer).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "class 1's name is 257 bytes long, more than 256"
+        );
+    }
+
+    #[test]
+    fn what_decodes_re_encodes_to_the_same_bytes() {
+        let key = SecretKey::generate().unwrap();
+        for bytes in [sample().encode(), sample().encode_signed(&key)] {
+            assert_eq!(FleetState::decode(&bytes).unwrap().to_bytes(), bytes);
+        }
+    }
+
+    fn head_sample(hidden: usize) -> HeadState {
+        let (d, k) = (3, 2);
+        let f = if hidden == 0 { d } else { hidden };
+        HeadState {
+            backbone: 0xdead_beef,
+            dim: d,
+            classes: vec!["cat".into(), "défaut 7".into()],
+            hidden,
+            origin: 0x0123_4567,
+            counts: vec![4.0, 0.0],
+            hidden_params: (0..hidden * d + hidden).map(|i| i as f32 * 0.5).collect(),
+            weights: (0..k * f).map(|i| 1.0 - i as f32).collect(),
+            biases: vec![0.25, -0.25],
+            means: vec![0.5, 0.0, -0.5, 1.0, 2.0, 3.0],
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn a_head_state_round_trips_signed_or_not() {
+        let key = SecretKey::generate().unwrap();
+        for s in [head_sample(0), head_sample(2)] {
+            let bytes = s.encode();
+            assert_eq!(HeadState::decode(&bytes).unwrap(), s);
+            assert_eq!(decode(&bytes).unwrap(), Decoded::Head(s.clone()));
+            let values = 2 + s.hidden_params.len() + 2 * s.feature_width() + 2 + 6;
+            let n = 24 + 2 + 3 + 2 + 9 + 8 + 4 * values + 4;
+            assert_eq!(bytes.len(), n);
+            let signed = s.encode_signed(&key);
+            assert_eq!(verify(&signed, &[key.public()]).unwrap(), key.public().id());
+            let back = HeadState::decode(&signed).unwrap();
+            assert_eq!(back.to_bytes(), signed);
+            for i in 0..bytes.len() {
+                let mut b = bytes.clone();
+                b[i] ^= 0x10;
+                assert!(decode(&b).is_err(), "byte {i}");
+            }
+            for n in 0..bytes.len() {
+                assert!(decode(&bytes[..n]).is_err(), "{n} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn each_kind_refuses_the_other_by_name() {
+        let e = FleetState::decode(&head_sample(2).encode()).unwrap_err();
+        assert_eq!(e.to_string(), HEAD_NOT_STATISTICS);
+        let e = HeadState::decode(&sample().encode()).unwrap_err();
+        assert_eq!(e.to_string(), STATISTICS_NOT_HEAD);
+    }
+
+    #[test]
+    fn a_head_state_is_the_heads_active_classes() {
+        let dims = edgetune::Dims::mlp(3, 2, 4);
+        let mut head = Head::alloc(dims, 2).unwrap();
+        head.init(7);
+        let names = ["cat", "dog", "owl"].map(String::from);
+        let means: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let s = HeadState::from_head(
+            1,
+            head_origin(head.params()),
+            &head,
+            &[5, 1, 9],
+            &means,
+            &names,
+        );
+        assert_eq!(s.means, means[..6]);
+        assert_eq!(s.classes, ["cat", "dog"]);
+        assert_eq!(s.counts, [5.0, 1.0]);
+        assert_eq!(s.hidden_params, head.params()[..8]);
+        assert_eq!(s.weights[2..4], *head.class_weights(1));
+        // The output biases follow the capacity's 4 rows of weights.
+        assert_eq!(s.biases, head.params()[8 + 4 * 2..][..2]);
+        assert_ne!(head_origin(head.params()), {
+            head.init(8);
+            head_origin(head.params())
+        });
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! however many rounds it takes part in, merging the same fleet state twice changes
 //! nothing, and its own recent labels are never averaged away: they stay in the sum with
 //! their full counts, whatever the fleet sends.
+//!
+//! A gradient head has no such sum. Its fleet averages heads (FedAvg,
+//! [`Engine::merge_head`]): the others' average is mixed into this device's head, each
+//! class weighted by each side's labels of it, and the device's replay buffer (its own
+//! samples) is rehearsed after, with the others' class means for their classes. That is an average, not a sum: merging the same state
+//! twice moves the head twice.
 
 use super::{Engine, EngineError};
 use edgetune::error::Error;
@@ -29,7 +35,50 @@ pub(super) struct Fleet {
 /// A version 3 state's fleet part must be migrated before the fleet reads or replaces it.
 const NOT_MIGRATED: &str =
     "the fleet part of a version 3 state is not migrated yet (Engine::migrate_fleet)";
-const NOT_CLOSED_FORM: &str = "this device's head learns by gradient steps (an MLP head, or host classes without statistics); a fleet merges closed-form statistics only";
+const NOT_CLOSED_FORM: &str = "this device's head learns by gradient steps (an MLP head, or host classes without statistics): its fleet averages heads (Engine::merge_head), not statistics";
+
+const CLOSED_FORM_NOT_HEAD: &str = "this device's head is written from closed-form statistics; a fleet averages gradient heads only between devices whose heads learn by gradient steps";
+
+/// `dst` ← the average of `dst` (weight `mine`) and `theirs` (weight `labels`); `dst`
+/// stays when the others have no labels.
+fn mix(dst: &mut [f32], mine: f32, theirs: &[f32], labels: f32) {
+    if labels <= 0.0 {
+        return;
+    }
+    let (a, b) = (mine / (mine + labels), labels / (mine + labels));
+    for (d, &t) in dst.iter_mut().zip(theirs) {
+        *d = a * *d + b * t;
+    }
+}
+
+/// The other devices' heads averaged (FedAvg), in this device's class order, for
+/// [`Engine::merge_head`] (the service matches their classes by name).
+#[derive(Debug, Clone)]
+pub struct OthersHead<'a> {
+    /// Their hidden layer (weights, then biases; empty for a linear head).
+    pub hidden: &'a [f32],
+    /// Labels their hidden layer learned from (all of theirs).
+    pub labels: f32,
+    /// Their output rows, each for a class of this device.
+    pub rows: Vec<OthersRow<'a>>,
+    /// Classes this device has after the merge: new ones are added at the end.
+    pub classes: usize,
+}
+
+/// One class's output row of the other devices' average.
+#[derive(Debug, Clone, Copy)]
+pub struct OthersRow<'a> {
+    /// The class, in this device's order.
+    pub class: usize,
+    /// Their labels of it.
+    pub labels: f32,
+    /// Its output weights.
+    pub weights: &'a [f32],
+    /// Its output bias.
+    pub bias: f32,
+    /// The mean of their samples of it (`D` values; empty when not known).
+    pub mean: &'a [f32],
+}
 
 /// What merging a fleet state did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,7 +109,7 @@ impl Engine {
     /// The statistics of the device's own labels (a saved [`Slda`] state at the engine's
     /// capacity): the whole minus `base`, the bundle's part (the statistics of a fresh
     /// engine of this bundle), minus the others' part. `None` when the gradient head
-    /// learns, which a fleet does not merge.
+    /// learns (its fleet averages heads: [`Engine::merge_head`]).
     pub fn fleet_own(&self, base: &[f32]) -> Result<Option<Vec<f32>>, Error> {
         let (Some(f), Some(all)) = (&self.fleet, &self.slda) else {
             return Ok(None);
@@ -178,6 +227,110 @@ impl Engine {
             classes: (before.0, self.classes()),
             guard: before.1.zip(after),
         })
+    }
+
+    /// Mixes the other devices' heads (`others`, their FedAvg average, in this device's
+    /// class order) into the gradient head: each output row is the average of this
+    /// device's and theirs weighted by each side's labels of that class, the hidden layer
+    /// by all labels; a row or layer the others have no label for stays this device's.
+    /// Classes up to `others.classes` are added. Then [`EngineConfig::fleet_rehearsal`]
+    /// gradient steps on the replay buffer, with the others' class means for the classes
+    /// the buffer has no sample of ([`Online::rehearse`]), pull the head back toward this
+    /// device's own samples (its personal corrections are not averaged away) and teach it
+    /// to tell them from the others' classes, which no device has learned apart yet. The
+    /// guard may refuse. On a refusal or an error nothing changed.
+    ///
+    /// [`Online::rehearse`]: edgetune::online::Online::rehearse
+    ///
+    /// [`EngineConfig::fleet_rehearsal`]: super::EngineConfig::fleet_rehearsal
+    pub fn merge_head(&mut self, others: &OthersHead<'_>) -> Result<Merged, EngineError> {
+        if self.slda.is_some() {
+            return Err(Error::Config {
+                what: CLOSED_FORM_NOT_HEAD,
+            }
+            .into());
+        }
+        let dims = self.live.head().dims();
+        let (f, hidden_len) = (dims.feature_width(), dims.hidden * (dims.input + 1));
+        let fits = others.hidden.len() == hidden_len
+            && others.classes <= dims.capacity
+            && others.classes >= self.classes()
+            && others
+                .rows
+                .iter()
+                .all(|r| r.class < others.classes && r.weights.len() == f);
+        if !fits {
+            return Err(Error::Config {
+                what: "the other devices' head does not fit this head's dimensions",
+            }
+            .into());
+        }
+        let before = (self.classes(), self.guard_accuracy);
+        self.spare.copy_from(&self.live)?;
+        if let Err(e) = self.mix_head(others) {
+            self.live.copy_from(&self.spare)?;
+            return Err(e.into());
+        }
+        let after = self.measure_guard();
+        let refused = match (before.1, after) {
+            (Some(b), Some(a)) => {
+                self.guard_labels.len() >= self.cfg.guard_min && a < b - self.cfg.guard_margin
+            }
+            _ => false,
+        };
+        if refused {
+            self.live.copy_from(&self.spare)?;
+            self.guard_accuracy = before.1;
+            let (b, a) = (before.1.unwrap_or(0.0), after.unwrap_or(0.0));
+            return Ok(Merged::Refused {
+                before: b,
+                after: a,
+            });
+        }
+        self.guard_accuracy = after;
+        Ok(Merged::Applied {
+            classes: (before.0, self.classes()),
+            guard: before.1.zip(after),
+        })
+    }
+
+    /// [`Engine::merge_head`]'s change of the head, checked dimensions given.
+    fn mix_head(&mut self, others: &OthersHead<'_>) -> Result<(), Error> {
+        for _ in self.classes()..others.classes {
+            self.live.head_mut().add_class()?;
+        }
+        let own = &self.counters.labels_per_class;
+        let own_labels: f32 = own.iter().map(|&n| n as f32).sum();
+        let dims = self.live.head().dims();
+        let (f, hidden_len, cap) = (
+            dims.feature_width(),
+            dims.hidden * (dims.input + 1),
+            dims.capacity,
+        );
+        let p = self.live.head_mut().params_mut();
+        mix(
+            &mut p[..hidden_len],
+            own_labels,
+            others.hidden,
+            others.labels,
+        );
+        for row in &others.rows {
+            let mine = own.get(row.class).map_or(0.0, |&n| n as f32);
+            let at = hidden_len + row.class * f;
+            mix(&mut p[at..at + f], mine, row.weights, row.labels);
+            let b = hidden_len + cap * f + row.class;
+            mix(&mut p[b..b + 1], mine, &[row.bias], row.labels);
+        }
+        // The others' classes this device has no sample of, at their samples' means.
+        let buffer = self.live.buffer();
+        let extra: Vec<(&[f32], usize)> = others
+            .rows
+            .iter()
+            .filter(|r| r.mean.len() == dims.input && buffer.count(r.class) == 0)
+            .map(|r| (r.mean, r.class))
+            .collect();
+        self.live.rehearse(self.cfg.fleet_rehearsal, &extra)?;
+        Ok(())
     }
 
     /// The fleet part of a restored state.

@@ -7,6 +7,12 @@
 //! another backbone, is refused with the reason and nothing changes. A merge is written
 //! to the state directory before it is answered.
 //!
+//! A device whose head learns by gradient steps (an MLP head, `--learner gradient`)
+//! exports its head and its own labels per class instead ([`HeadState`]), and merges the
+//! other devices' heads (their average, or a list averaged here, weighted by labels:
+//! FedAvg) into its own by [`Engine::merge_head`]. The two kinds never mix: a state of
+//! the other kind is refused by that name.
+//!
 //! A device started with `--trust` keys applies only fleet states signed by one of them
 //! ([`fleet::verify`], checked before anything else of the state is read): an unsigned,
 //! tampered or untrusted state is refused by that name, and a list with one such state
@@ -22,17 +28,34 @@ use serde_json::{Value, json};
 
 use super::label::check_name;
 use super::{Service, ms};
-use crate::engine::{Engine, Merged};
-use crate::fleet::{self, FleetState};
+use crate::engine::{Engine, LearnerKind, Merged, OthersHead, OthersRow};
+use crate::fleet::{self, Decoded, FleetState, HeadState, head_origin};
 
 impl Service {
-    /// The fleet state of the device's own labels.
+    /// The fleet state of the device's own labels: their statistics, or with a head that
+    /// learns by gradient steps the head and its own labels per class.
     pub fn export(&self) -> anyhow::Result<Value> {
+        if self.engine.learner_kind() == LearnerKind::Gradient {
+            let online = self.engine.online();
+            let state = HeadState::from_head(
+                self.model.id,
+                head_origin(self.model.head.params()),
+                online.head(),
+                &self.engine.counters().labels_per_class,
+                &buffer_means(online.buffer(), self.engine.capacity()),
+                &self.names,
+            );
+            let bytes = state.encode();
+            return Ok(json!({
+                "fleet": STANDARD.encode(&bytes),
+                "bytes": bytes.len(),
+                "classes": state.classes,
+                "labels": state.labels() as u64,
+            }));
+        }
         let base = self.bundle_statistics()?;
         let Some(own) = self.engine.fleet_own(&base)? else {
-            bail!(
-                "this device's head learns by gradient steps (an MLP head, or host classes without statistics); a fleet shares closed-form statistics only"
-            );
+            bail!("this device has no closed-form statistics to export");
         };
         let state = FleetState::from_slda_state(
             self.model.id,
@@ -79,34 +102,76 @@ impl Service {
                     .map_err(|e| anyhow!("{} is refused: {e}", name(i)))?;
                 log::info!("{} is signed by trusted key {signer}", name(i));
             }
-            let s =
-                FleetState::decode(&bytes).map_err(|e| anyhow!("{} is refused: {e}", name(i)))?;
-            if s.backbone != self.model.id {
+            let s = fleet::decode(&bytes).map_err(|e| anyhow!("{} is refused: {e}", name(i)))?;
+            let (backbone, dim) = match &s {
+                Decoded::Statistics(s) => (s.backbone, s.dim),
+                Decoded::Head(s) => (s.backbone, s.dim),
+            };
+            if backbone != self.model.id {
                 bail!(
                     "{} was learned on another backbone ({:#010x}, this bundle's is {:#010x})",
                     name(i),
-                    s.backbone,
+                    backbone,
                     self.model.id
                 );
             }
-            if s.dim != self.engine.dim() {
+            if dim != self.engine.dim() {
                 bail!(
                     "{} has {}-value embeddings, this bundle's have {}",
                     name(i),
-                    s.dim,
+                    dim,
                     self.engine.dim()
                 );
             }
             states.push(s);
         }
+        let gradient = self.engine.learner_kind() == LearnerKind::Gradient;
         let t = Instant::now();
-        let (names, others) = self.sum_states(&states)?;
-        let outcome = self.engine.merge_fleet(&others)?;
+        let (names, outcome, fleet_labels) = if gradient {
+            let heads = states
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| match s {
+                    Decoded::Head(h) => Ok(h),
+                    Decoded::Statistics(_) => Err(anyhow!(
+                        "{} is refused: it holds closed-form statistics, and this device's head learns by gradient steps (the fleet averages such heads: FedAvg)",
+                        name(i)
+                    )),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let avg = self.average_heads(&heads, &name)?;
+            let outcome = self.engine.merge_head(&avg.others())?;
+            (avg.names, outcome, avg.labels as u64)
+        } else {
+            let stats = states
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| match s {
+                    Decoded::Statistics(s) => Ok(s),
+                    Decoded::Head(_) => Err(anyhow!(
+                        "{} is refused: it holds a gradient head's parameters, and this device's head is written from closed-form statistics",
+                        name(i)
+                    )),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (names, others) = self.sum_states(&stats)?;
+            let outcome = self.engine.merge_fleet(&others)?;
+            (names, outcome, self.engine.fleet_others_labels())
+        };
         let merge = t.elapsed();
-        let own = self.own_labels()?;
+        let own = if gradient {
+            self.engine
+                .counters()
+                .labels_per_class
+                .iter()
+                .map(|&n| u64::from(n))
+                .sum()
+        } else {
+            self.own_labels()?
+        };
         let mut answer = json!({
-            "merged": states.len(),
-            "fleet_labels": self.engine.fleet_others_labels(),
+            "merged": texts.len(),
+            "fleet_labels": fleet_labels,
             "own_labels": own,
         });
         match outcome {
@@ -181,6 +246,97 @@ impl Service {
         Ok((names, sum.state().to_vec()))
     }
 
+    /// The weighted average (FedAvg) of the other devices' `heads`, classes matched by
+    /// name to this device's (new ones appended): each class's output row weighted by
+    /// the labels each state has of it, the hidden layer by all their labels.
+    fn average_heads(
+        &self,
+        heads: &[HeadState],
+        name: &dyn Fn(usize) -> String,
+    ) -> anyhow::Result<Average> {
+        let dims = self.engine.online().head().dims();
+        let origin = head_origin(self.model.head.params());
+        let f = dims.feature_width();
+        let mut names = self.names.clone();
+        names.truncate(self.engine.classes());
+        let hidden_len = dims.hidden * (dims.input + 1);
+        let d = dims.input;
+        let mut hidden = vec![0.0f64; hidden_len];
+        let mut labels = 0.0f64;
+        // Per class of `names`: labels, Σ labels × row, Σ labels × bias, Σ labels × mean.
+        let mut rows: Vec<(f64, Vec<f64>, f64, Vec<f64>)> = Vec::new();
+        for (i, h) in heads.iter().enumerate() {
+            if h.hidden != dims.hidden {
+                bail!(
+                    "{} is refused: its head has {} hidden units, this bundle's has {}",
+                    name(i),
+                    h.hidden,
+                    dims.hidden
+                );
+            }
+            if h.origin != origin {
+                bail!(
+                    "{} is refused: its head started from another bundle's (origin {:#010x}, this bundle's is {:#010x}); heads average only from the same start",
+                    name(i),
+                    h.origin,
+                    origin
+                );
+            }
+            let n = f64::from(h.labels());
+            labels += n;
+            for (a, &b) in hidden.iter_mut().zip(&h.hidden_params) {
+                *a += n * f64::from(b);
+            }
+            for (k, class) in h.classes.iter().enumerate() {
+                let c = match names.iter().position(|x| x == class) {
+                    Some(c) => c,
+                    None => {
+                        check_name(class).with_context(|| format!("fleet class {class:?}"))?;
+                        if names.len() >= dims.capacity {
+                            bail!(
+                                "cannot add the fleet's class {class:?}: the head holds at most {} classes, all taken",
+                                dims.capacity
+                            );
+                        }
+                        names.push(class.clone());
+                        names.len() - 1
+                    }
+                };
+                if rows.len() <= c {
+                    rows.resize(c + 1, (0.0, vec![0.0; f], 0.0, vec![0.0; d]));
+                }
+                let n = f64::from(h.counts[k]);
+                let row = &mut rows[c];
+                row.0 += n;
+                for (a, &b) in row.1.iter_mut().zip(&h.weights[k * f..(k + 1) * f]) {
+                    *a += n * f64::from(b);
+                }
+                row.2 += n * f64::from(h.biases[k]);
+                for (a, &b) in row.3.iter_mut().zip(&h.means[k * d..(k + 1) * d]) {
+                    *a += n * f64::from(b);
+                }
+            }
+        }
+        let mean = |sum: f64, n: f64| if n > 0.0 { (sum / n) as f32 } else { 0.0 };
+        Ok(Average {
+            hidden: hidden.iter().map(|&v| mean(v, labels)).collect(),
+            labels,
+            rows: rows
+                .into_iter()
+                .enumerate()
+                .filter(|(_, r)| r.0 > 0.0)
+                .map(|(c, (n, w, b, m))| AverageRow {
+                    class: c,
+                    labels: n as f32,
+                    weights: w.iter().map(|&v| mean(v, n)).collect(),
+                    bias: mean(b, n),
+                    mean: m.iter().map(|&v| mean(v, n)).collect(),
+                })
+                .collect(),
+            names,
+        })
+    }
+
     /// Labels of the device's own: the whole's minus the bundle's minus the others'.
     fn own_labels(&self) -> anyhow::Result<u64> {
         let base = self.bundle_statistics()?;
@@ -194,6 +350,75 @@ impl Service {
     fn bundle_statistics(&self) -> anyhow::Result<Vec<f32>> {
         bundle_statistics(&self.model, self.opts.engine)
     }
+}
+
+/// The other devices' heads averaged ([`Service::average_heads`]).
+struct Average {
+    /// This device's class names, then the classes the fleet adds.
+    names: Vec<String>,
+    hidden: Vec<f32>,
+    labels: f64,
+    /// The classes (this device's order) with labels.
+    rows: Vec<AverageRow>,
+}
+
+/// [`OthersRow`]'s values.
+struct AverageRow {
+    class: usize,
+    labels: f32,
+    weights: Vec<f32>,
+    bias: f32,
+    mean: Vec<f32>,
+}
+
+impl Average {
+    fn others(&self) -> OthersHead<'_> {
+        OthersHead {
+            hidden: &self.hidden,
+            labels: self.labels as f32,
+            rows: self
+                .rows
+                .iter()
+                .map(|r| OthersRow {
+                    class: r.class,
+                    labels: r.labels,
+                    weights: &r.weights,
+                    bias: r.bias,
+                    mean: &r.mean,
+                })
+                .collect(),
+            classes: self.names.len(),
+        }
+    }
+}
+
+/// Per class (up to `classes`), the mean of the buffer's samples of it, `D` values each
+/// (zeros for a class it holds none of).
+fn buffer_means<S: edgetune::head::Storage, const N: usize>(
+    buffer: &edgetune::buffer::SampleBuffer<S, N>,
+    classes: usize,
+) -> Vec<f32> {
+    let d = buffer.dim();
+    let mut sum = vec![0.0f64; classes * d];
+    let mut n = vec![0usize; classes];
+    for i in 0..buffer.len() {
+        if let Some((x, c)) = buffer.get(i).filter(|&(_, c)| c < classes) {
+            n[c] += 1;
+            for (s, &v) in sum[c * d..(c + 1) * d].iter_mut().zip(x) {
+                *s += f64::from(v);
+            }
+        }
+    }
+    sum.iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            if n[i / d] > 0 {
+                (s / n[i / d] as f64) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// The closed-form statistics `model` gives a fresh engine of `cfg`.

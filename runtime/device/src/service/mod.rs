@@ -15,8 +15,8 @@
 //! | `{"label": "cat", "sample": 12}` | learns that sample 12 is a cat (`sample` left out: the most recent); a name the head does not know adds a class; a number is a class index |
 //! | `{"status": true}` | the service's status, as `edgetune status --json` |
 //! | `{"flush": true}` | writes the state now if anything is unwritten |
-//! | `{"export": true}` | the statistics of the device's own labels as a fleet state (`"fleet"`: base64, see [`crate::fleet`]) |
-//! | `{"merge": "BASE64"}` | the fleet's sum of the other devices' labels (a fleet state, or a list of them, summed): replaces what the last merge gave, classes matched by name; written before the answer |
+//! | `{"export": true}` | the statistics of the device's own labels as a fleet state (`"fleet"`: base64, see [`crate::fleet`]); with a gradient head, the head and its own labels per class |
+//! | `{"merge": "BASE64"}` | the fleet's sum of the other devices' labels (a fleet state, or a list of them, summed): replaces what the last merge gave, classes matched by name; with a gradient head, the others' average head, mixed in by labels (FedAvg); written before the answer |
 //! | `{"rollback": true}` or `{"rollback": 12}` | makes the state before the newest (or state 12) the newest again, as a new state that copies it; the one rolled back from is pinned |
 //!
 //! Any request may carry an `"id"`, echoed in its answer. A prediction answers with the

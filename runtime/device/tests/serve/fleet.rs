@@ -9,6 +9,8 @@ use base64::Engine as _;
 use edgetune::bundle::{Bundle, Provenance};
 use edgetune::rng::Rng;
 use edgetune::stats::Stats;
+use edgetune_device::engine::{EngineConfig, LearnerKind};
+use edgetune_device::fleet::HeadState;
 use edgetune_device::service::{Options, Service};
 use serde_json::{Value, json};
 
@@ -58,8 +60,14 @@ fn fleet_bundle(dir: &Path, dim: usize) -> PathBuf {
 /// (the lock belongs to the open file, which both copies share). A restarted device is
 /// a new process and never meets this; here it is waited out, up to 10 s.
 fn open(bundle: &Path, state: &Path) -> Service {
+    open_with(bundle, state, EngineConfig::default())
+}
+
+/// [`open`] with another learning configuration.
+fn open_with(bundle: &Path, state: &Path, engine: EngineConfig) -> Service {
     let opts = || Options {
         persist_interval: std::time::Duration::ZERO,
+        engine,
         ..Options::default()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -480,5 +488,157 @@ fn killed_while_merging_it_keeps_a_whole_state() {
         "merged"
     );
     assert_eq!(newest_labels(&state, capacity), (own + 10, 10));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A features-only bundle whose head is an MLP (`D` → 16 → up to 8 classes) with no
+/// classes yet, initialized from `seed`: devices of it learn by gradient steps.
+fn mlp_bundle(dir: &Path, seed: u64) -> PathBuf {
+    use edgetune::{Dims, Head, persist};
+    let mut head = Head::alloc(Dims::mlp(D, 16, 8), 0).unwrap();
+    head.init(seed);
+    let mut b = Bundle::features_only(
+        D,
+        Vec::<String>::new(),
+        Provenance::new("synthetic", "fleet"),
+    );
+    b.head = Some(persist::encode_to_vec(&head, None::<&edgetune::Learner<Vec<f32>>>).unwrap());
+    let path = dir.join(format!("mlp-{seed}.etb"));
+    b.write(&path).unwrap();
+    path
+}
+
+/// Share of `n` fresh samples of each class in `classes` that `s` predicts right.
+fn accuracy(s: &mut Service, classes: &[usize], n: usize) -> f64 {
+    let mut rng = Rng::new(1234);
+    let mut right = 0;
+    for _ in 0..n {
+        for &c in classes {
+            let p = ask(s, json!({ "tensor": point(c, &mut rng) }));
+            right += usize::from(p["top"][0]["class"] == format!("c{c}"));
+        }
+    }
+    right as f64 / (n * classes.len()) as f64
+}
+
+fn head_state(s: &mut Service) -> HeadState {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(export(s))
+        .unwrap();
+    HeadState::decode(&bytes).unwrap()
+}
+
+#[test]
+fn gradient_heads_average_by_labels_and_keep_their_own() {
+    let dir = tmp("fleet-heads");
+    let bundle = mlp_bundle(&dir, 1);
+    let gradient = EngineConfig {
+        learner: LearnerKind::Gradient,
+        ..EngineConfig::default()
+    };
+    let exact = EngineConfig {
+        fleet_rehearsal: 0,
+        ..gradient
+    };
+    let mut rng = Rng::new(8);
+    let [mut a, mut b, mut c] = ["a", "b", "c"].map(|n| open_with(&bundle, &dir.join(n), gradient));
+    let mut mix = open_with(&bundle, &dir.join("mix"), exact);
+    let parts: [&[usize]; 3] = [&[0, 1], &[2, 3], &[4, 5]];
+    for (dev, classes) in [&mut a, &mut b, &mut c].into_iter().zip(parts) {
+        learn(dev, classes, 8, &mut rng);
+    }
+    learn(&mut mix, &[0, 1], 8, &mut Rng::new(8));
+    let own_before: Vec<f64> = [&mut a, &mut b, &mut c]
+        .into_iter()
+        .zip(parts)
+        .map(|(d, classes)| accuracy(d, classes, 10))
+        .collect();
+
+    // The exact mix, without rehearsal: the hidden layer weighted by all labels (16
+    // each), each class's row by its labels: c0 and c1 stay mix's, c2 and c3 are b's.
+    let (m, sb) = (head_state(&mut mix), head_state(&mut b));
+    assert_eq!((m.labels(), sb.labels()), (16.0, 16.0));
+    let answer = ask(&mut mix, json!({ "merge": export(&mut b) }));
+    assert_eq!(answer["result"], "merged", "{answer}");
+    assert_eq!(answer["added"], json!(["c2", "c3"]), "{answer}");
+    let after = head_state(&mut mix);
+    assert_eq!(after.classes, ["c0", "c1", "c2", "c3"]);
+    assert_eq!(after.counts, [8.0, 8.0, 0.0, 0.0], "its own labels only");
+    for (i, v) in after.hidden_params.iter().enumerate() {
+        let want = 0.5 * (m.hidden_params[i] + sb.hidden_params[i]);
+        assert!((v - want).abs() < 1e-6, "hidden value {i}: {v} vs {want}");
+    }
+    let f = after.feature_width();
+    assert_eq!(after.weights[..2 * f], m.weights[..]);
+    assert_eq!(after.weights[2 * f..], sb.weights[..]);
+    assert_eq!(after.biases[2..], sb.biases[..]);
+
+    // Rounds (each device merges the others' heads, as the ServerApp sends them): every
+    // device knows every class, and its own stay recognized. Without the rehearsal on
+    // the others' class means (fleet_rehearsal 0) a device took the others' rows as they
+    // are, rows that never learned to say "not mine": 33 % on all six classes, 0 % on
+    // its own.
+    round(&mut [&mut a, &mut b, &mut c]);
+    round(&mut [&mut a, &mut b, &mut c]);
+    let all: Vec<usize> = (0..6).collect();
+    for ((d, classes), before) in [&mut a, &mut b, &mut c]
+        .into_iter()
+        .zip(parts)
+        .zip(&own_before)
+    {
+        assert_eq!(d.classes().len(), 6, "{:?}", d.classes());
+        let (all, own) = (accuracy(d, &all, 10), accuracy(d, classes, 10));
+        println!("device of {classes:?}: all six classes {all:.2}, own {before:.2} -> {own:.2}");
+        assert!(all >= 0.9, "device of {classes:?}: {all} on all classes");
+        assert!(
+            own >= before - 0.05,
+            "device of {classes:?}: own {before} -> {own}"
+        );
+    }
+
+    // What was merged is on disk.
+    let probe = point(3, &mut Rng::new(3));
+    let before = logits(&a, &probe);
+    drop(a);
+    let a = open_with(&bundle, &dir.join("a"), gradient);
+    assert_eq!(logits(&a, &probe), before, "restarted");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_state_of_the_other_kind_or_another_start_is_refused_by_name() {
+    let dir = tmp("fleet-heads-refused");
+    let bundle = mlp_bundle(&dir, 1);
+    let other_start = mlp_bundle(&dir, 2);
+    let stats = fleet_bundle(&dir, D);
+    let gradient = EngineConfig {
+        learner: LearnerKind::Gradient,
+        ..EngineConfig::default()
+    };
+    let mut rng = Rng::new(9);
+    let mut a = open_with(&bundle, &dir.join("a"), gradient);
+    let mut other = open_with(&other_start, &dir.join("other"), gradient);
+    let mut closed = open(&stats, &dir.join("closed"));
+    for d in [&mut a, &mut other, &mut closed] {
+        learn(d, &[0, 1], 3, &mut rng);
+    }
+    let probe = point(0, &mut Rng::new(3));
+    let before = (a.seq(), logits(&a, &probe));
+    for (state, why) in [
+        (export(&mut closed), "it holds closed-form statistics"),
+        (export(&mut other), "started from another bundle's"),
+    ] {
+        let answer = a.handle_line(&json!({ "merge": state }).to_string());
+        let e = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"));
+        assert!(e.contains(why), "{why}: {e}");
+    }
+    assert_eq!((a.seq(), logits(&a, &probe)), before, "nothing changed");
+    let answer = closed.handle_line(&json!({ "merge": export(&mut a) }).to_string());
+    let e = answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(e.contains("it holds a gradient head's parameters"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

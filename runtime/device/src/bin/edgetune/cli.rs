@@ -217,6 +217,11 @@ pub struct LearnArgs {
     /// probability is below this.
     #[arg(long, default_value_t = EngineConfig::DEFAULT.uncertain_margin)]
     pub uncertain_margin: f32,
+    /// With `--learner gradient` in a fleet: gradient steps on the replay buffer and
+    /// the fleet's class means after the head took the fleet's average of heads, so
+    /// that this device's own samples pull it back toward them (0: keep the average).
+    #[arg(long, default_value_t = EngineConfig::DEFAULT.fleet_rehearsal)]
+    pub fleet_rehearsal: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -253,6 +258,10 @@ impl LearnArgs {
         }
         cfg.guard_margin = self.guard_margin;
         cfg.uncertain_margin = self.uncertain_margin;
+        if self.fleet_rehearsal > 10_000 {
+            bail!("--fleet-rehearsal is a number of steps from 0 to 10000");
+        }
+        cfg.fleet_rehearsal = self.fleet_rehearsal;
         Ok(cfg)
     }
 }
