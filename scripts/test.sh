@@ -65,7 +65,7 @@ bash scripts/soak.sh 60
 
 # Coverage-guided fuzzing, briefly, of every decoder (fuzz/; none needs tract). It ends
 # with a line per target: executions, coverage, executions per second. At most 20 s a
-# target: the image decoder's 9-megapixel seed makes it slow under the sanitizer.
+# target, a bound for a slow machine (each takes a few seconds here).
 step "fuzz: every target, 10000 runs or 20 s each"
 EDGETUNE_FUZZ_MAX_SECONDS=20 bash scripts/fuzz.sh 10000
 

@@ -9,16 +9,18 @@
 //! checksums are fuzzed too). The seeds (`fuzz/corpus/`, written by
 //! `scripts/fuzz.sh seeds`) carry the byte.
 
-// edgetune-device's state file and request line, compiled here from the crate's own
-// source files: the device crate needs tract, which built with the sanitizer took 20
-// minutes, while these two modules need only serde, postcard, anyhow and `edgetune`'s
-// bundle module. So they must keep using nothing else of their crate: CI's fuzz build
-// fails if they do.
+// edgetune-device's state file, request line and fleet state, compiled here from the
+// crate's own source files: the device crate needs tract, which built with the sanitizer
+// took 20 minutes, while these modules need only serde, postcard, anyhow, crc and
+// `edgetune`'s bundle, slda and trust modules. So they must keep using nothing else of
+// their crate: CI's fuzz build fails if they do.
 #[allow(dead_code)] // what only the service calls (`Request::rollback_to`)
 #[path = "../../runtime/device/src/service/request.rs"]
 pub mod request;
 #[path = "../../runtime/device/src/state.rs"]
 pub mod state;
+#[path = "../../runtime/device/src/fleet.rs"]
+pub mod fleet;
 
 use crc::{CRC_32_ISO_HDLC, Crc};
 use edgetune_core::persist::{self, Header, LearnerState};

@@ -12,7 +12,9 @@ use edgetune::bundle::{Bundle, Provenance};
 use edgetune_core::flash::Store;
 use edgetune_core::slda::{Diagonal, Full, Slda};
 use edgetune_core::{Config, Dims, Head, Learner, Optimizer, persist};
+use edgetune::trust::SecretKey;
 use edgetune_fuzz::Ram;
+use edgetune_fuzz::fleet::FleetState;
 use edgetune_fuzz::state::{
     self, BufferImage, Counters, DeviceState, FleetPart, Learning, Origin, Samples,
 };
@@ -70,6 +72,23 @@ fn main() {
     for (name, control, bytes) in images() {
         add("image", name, control, &bytes);
     }
+    for (name, bytes) in fleet_states() {
+        add("fleet", name, 1, &bytes);
+    }
+    // Sentences: the tricky strings whose ids the Python library gave
+    // (`models/text/expected_ids.json`), at 64 tokens (control 0) and at 8 (2); and the
+    // shipped tokenizer file itself (1).
+    let expected: serde_json::Value =
+        serde_json::from_str(include_str!("../../../models/text/expected_ids.json"))
+            .expect("models/text/expected_ids.json");
+    let cases = expected["cases"].as_array().expect("its cases");
+    for (i, case) in cases.iter().enumerate() {
+        let text = case["text"].as_str().expect("a case's text");
+        add("text", format!("sentence-{i}"), 0, text.as_bytes());
+        add("text", format!("sentence-{i}-short"), 2, text.as_bytes());
+    }
+    let shipped = include_str!("../../../models/text/tokenizer.json");
+    add("text", "tokenizer-json".into(), 1, shipped.as_bytes());
     for (i, line) in REQUESTS.iter().enumerate() {
         // The request target has no control byte: the whole input is the line.
         seeds.push(("request", format!("line-{i}"), line.as_bytes().to_vec()));
@@ -81,6 +100,41 @@ fn main() {
         fs::write(dir.join(name), bytes).expect("writing a seed");
     }
     println!("{} seeds in {}", seeds.len(), root.display());
+}
+
+/// Fleet states as a device exports them and as the server sends them (signed by a key
+/// made for the run: the signed seed differs from run to run).
+fn fleet_states() -> Vec<(String, Vec<u8>)> {
+    let d = 4;
+    let mut scatter = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            scatter[i * d + j] = if i == j { 3.0 } else { 0.25 * (i + j) as f32 };
+        }
+    }
+    let state = FleetState {
+        backbone: 0x5eed_f1ee,
+        dim: d,
+        classes: vec!["cat".into(), "défaut 7".into(), "owl".into()],
+        center: vec![0.1, -0.2, 0.3, 0.0],
+        scale: vec![1.0, 2.0, 0.5, 1.5],
+        counts: vec![3.0, 1.0, 5.0],
+        means: (0..3 * d).map(|i| i as f32 * 0.25 - 1.0).collect(),
+        scatter,
+        signature: None,
+    };
+    let key = SecretKey::generate().expect("a key for the signed seed");
+    let one = FleetState {
+        classes: vec!["cat".into()],
+        counts: vec![1.0],
+        means: state.means[..d].to_vec(),
+        ..state.clone()
+    };
+    vec![
+        ("three-classes".into(), state.encode()),
+        ("signed".into(), state.encode_signed(&key)),
+        ("one-class".into(), one.encode()),
+    ]
 }
 
 fn provenance() -> Provenance {

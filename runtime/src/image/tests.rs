@@ -313,3 +313,23 @@ fn more_pixels_than_the_limit_are_refused_before_decoding() {
         "the image is too large to decode (10752×18761 pixels)"
     );
 }
+
+/// JPEGs on which zune-jpeg 0.5.15's IDCTs panicked (a row written past the end of a
+/// component's output; found by the image fuzz target): each decodes or is refused, as
+/// patched in third_party/zune-jpeg (PATCHED.md).
+#[test]
+fn jpegs_that_panicked_the_decoder_are_decoded_or_refused() {
+    for (name, bytes) in [
+        // AVX2, the second row of each pair (a chroma component sampled 4×1)
+        ("zune-avx2-store", &include_bytes!("testdata/zune-avx2-store.jpg")[..]),
+        // `idct_int_1x1`, every architecture
+        ("zune-1x1-rows", include_bytes!("testdata/zune-1x1-rows.jpg")),
+        // AVX2, the DC-only shortcut
+        ("zune-avx2-dc-rows", include_bytes!("testdata/zune-avx2-dc-rows.jpg")),
+    ] {
+        match decode(bytes, &input(Layout::Nchw, &[1, 3, 8, 8])) {
+            Ok(t) => assert_eq!(t.len(), 3 * 8 * 8, "{name}"),
+            Err(e) => assert!(matches!(e, InputError::Decode { .. }), "{name}: {e}"),
+        }
+    }
+}
