@@ -80,6 +80,13 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Reads a `tokenizer.json` text, for sequences of at most `max_length` tokens.
     pub fn from_json(json: &str, max_length: usize) -> Result<Self, TextError> {
+        // The JSON is checked first: `tokenizers` 0.22.2 panics (`expect("Helper")` in
+        // its decoders' deserializer) instead of failing on some malformed files, such as
+        // a control character in a string of the "decoder" field (found by the text
+        // fuzz target, fuzz/corpus/text/decoder-control-character).
+        serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| {
+            TextError::Tokenizer(format!("not a Hugging Face tokenizer.json file: {e}"))
+        })?;
         let mut inner = Tokenizer::from_str(json).map_err(|e| {
             TextError::Tokenizer(format!("not a Hugging Face tokenizer.json file: {e}"))
         })?;

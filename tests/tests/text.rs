@@ -188,6 +188,20 @@ fn a_tokenizer_that_is_not_a_tokenizer_file_is_refused() {
     );
 }
 
+#[test]
+fn a_tokenizer_file_that_panicked_the_library_is_refused() {
+    // tokenizers 0.22.2 panicked on this file (a control character in a string of its
+    // "decoder" field; found by the text fuzz target, whose input starts with a control
+    // byte) instead of returning an error.
+    let input = include_bytes!("../../fuzz/corpus/text/decoder-control-character");
+    let json = String::from_utf8_lossy(&input[1..]);
+    let e = TextTokenizer::from_json(&json, 64).unwrap_err();
+    assert!(
+        e.to_string().contains("not a Hugging Face tokenizer.json"),
+        "{e}"
+    );
+}
+
 /// Converts the test encoder with `vocab` rows (and the tokenizer); the error in full.
 fn convert_text(dir: &str, vocab: usize, tokenizer: Option<&Path>) -> Result<PathBuf, String> {
     let model = testkit::file(dir, "bert.onnx", &testmodels::bert(&bert(vocab)));

@@ -321,11 +321,20 @@ fn more_pixels_than_the_limit_are_refused_before_decoding() {
 fn jpegs_that_panicked_the_decoder_are_decoded_or_refused() {
     for (name, bytes) in [
         // AVX2, the second row of each pair (a chroma component sampled 4×1)
-        ("zune-avx2-store", &include_bytes!("testdata/zune-avx2-store.jpg")[..]),
+        (
+            "zune-avx2-store",
+            &include_bytes!("testdata/zune-avx2-store.jpg")[..],
+        ),
         // `idct_int_1x1`, every architecture
-        ("zune-1x1-rows", include_bytes!("testdata/zune-1x1-rows.jpg")),
+        (
+            "zune-1x1-rows",
+            include_bytes!("testdata/zune-1x1-rows.jpg"),
+        ),
         // AVX2, the DC-only shortcut
-        ("zune-avx2-dc-rows", include_bytes!("testdata/zune-avx2-dc-rows.jpg")),
+        (
+            "zune-avx2-dc-rows",
+            include_bytes!("testdata/zune-avx2-dc-rows.jpg"),
+        ),
     ] {
         match decode(bytes, &input(Layout::Nchw, &[1, 3, 8, 8])) {
             Ok(t) => assert_eq!(t.len(), 3 * 8 * 8, "{name}"),
