@@ -306,6 +306,30 @@ pub enum Decoded {
     Head(HeadState),
 }
 
+impl Decoded {
+    /// The closed-form statistics, or why a device whose head is written from them
+    /// refuses this state.
+    pub fn into_statistics(self) -> Result<FleetState, &'static str> {
+        match self {
+            Decoded::Statistics(s) => Ok(s),
+            Decoded::Head(_) => Err(
+                "it holds a gradient head's parameters, and this device's head is written from closed-form statistics",
+            ),
+        }
+    }
+
+    /// The gradient head's parameters, or why a device whose head learns by gradient
+    /// steps refuses this state.
+    pub fn into_head(self) -> Result<HeadState, &'static str> {
+        match self {
+            Decoded::Head(h) => Ok(h),
+            Decoded::Statistics(_) => Err(
+                "it holds closed-form statistics, and this device's head learns by gradient steps (the fleet averages such heads: FedAvg)",
+            ),
+        }
+    }
+}
+
 /// Decodes and checks a fleet state of either kind (the module docs): the envelope
 /// (magic, version, flags, checksum, signature block), the header, then the body its
 /// flags announce.

@@ -88,8 +88,9 @@ impl Dims {
         }
     }
 
-    /// Offset of the output layer's weights (`W` or `W2`).
-    pub(super) const fn out_offset(&self) -> usize {
+    /// Offset of the output layer's weights (`W` or `W2`) in the parameters: the length
+    /// of the hidden layer's weights and biases, 0 for a linear head.
+    pub const fn out_offset(&self) -> usize {
         if self.hidden == 0 {
             0
         } else {

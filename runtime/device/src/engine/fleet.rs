@@ -197,22 +197,14 @@ impl Engine {
         let old = self.slda.replace(sum);
         let written = self.write_slda_head();
         let after = self.measure_guard();
-        let refused = match (before.1, after) {
-            (Some(b), Some(a)) => {
-                self.guard_labels.len() >= self.cfg.guard_min && a < b - self.cfg.guard_margin
-            }
-            _ => false,
-        };
-        if written.is_err() || refused {
+        let refused = self.guard_refuses(before.1, after);
+        if written.is_err() || refused.is_some() {
             self.slda = old;
             self.live.copy_from(&self.spare)?;
             self.guard_accuracy = before.1;
             written?;
-            let (b, a) = (before.1.unwrap_or(0.0), after.unwrap_or(0.0));
-            return Ok(Merged::Refused {
-                before: b,
-                after: a,
-            });
+            let (before, after) = refused.unwrap_or_default();
+            return Ok(Merged::Refused { before, after });
         }
         self.guard_accuracy = after;
         if let Some(f) = &mut self.fleet {
@@ -251,7 +243,7 @@ impl Engine {
             .into());
         }
         let dims = self.live.head().dims();
-        let (f, hidden_len) = (dims.feature_width(), dims.hidden * (dims.input + 1));
+        let (f, hidden_len) = (dims.feature_width(), dims.out_offset());
         let fits = others.hidden.len() == hidden_len
             && others.classes <= dims.capacity
             && others.classes >= self.classes()
@@ -272,19 +264,12 @@ impl Engine {
             return Err(e.into());
         }
         let after = self.measure_guard();
-        let refused = match (before.1, after) {
-            (Some(b), Some(a)) => {
-                self.guard_labels.len() >= self.cfg.guard_min && a < b - self.cfg.guard_margin
-            }
-            _ => false,
-        };
-        if refused {
+        if let Some((before_acc, after_acc)) = self.guard_refuses(before.1, after) {
             self.live.copy_from(&self.spare)?;
             self.guard_accuracy = before.1;
-            let (b, a) = (before.1.unwrap_or(0.0), after.unwrap_or(0.0));
             return Ok(Merged::Refused {
-                before: b,
-                after: a,
+                before: before_acc,
+                after: after_acc,
             });
         }
         self.guard_accuracy = after;
@@ -302,11 +287,7 @@ impl Engine {
         let own = &self.counters.labels_per_class;
         let own_labels: f32 = own.iter().map(|&n| n as f32).sum();
         let dims = self.live.head().dims();
-        let (f, hidden_len, cap) = (
-            dims.feature_width(),
-            dims.hidden * (dims.input + 1),
-            dims.capacity,
-        );
+        let (f, hidden_len, cap) = (dims.feature_width(), dims.out_offset(), dims.capacity);
         let p = self.live.head_mut().params_mut();
         mix(
             &mut p[..hidden_len],

@@ -168,16 +168,10 @@ impl Engine {
         let before = self.guard_accuracy;
         let after = self.measure_guard();
         self.count_label(class);
-        if let (Some(b), Some(a)) = (before, after)
-            && self.guard_labels.len() >= self.cfg.guard_min
-            && a < b - self.cfg.guard_margin
-        {
+        if let Some((before, after)) = self.guard_refuses(before, after) {
             self.live.copy_from(&self.spare)?;
             self.counters.refused += 1;
-            return Ok(Outcome::Refused {
-                before: b,
-                after: a,
-            });
+            return Ok(Outcome::Refused { before, after });
         }
         self.guard_accuracy = after;
         self.counters.updates += 1;
@@ -191,6 +185,23 @@ impl Engine {
     fn count_label(&mut self, class: usize) {
         self.counters.labels += 1;
         self.counters.labels_per_class[class] += 1;
+    }
+
+    /// The guard's verdict on a change that took its accuracy from `before` to `after`:
+    /// `Some((before, after))` when it refuses it, i.e. the accuracy fell by more than
+    /// [`EngineConfig::guard_margin`] and the guard holds at least
+    /// [`EngineConfig::guard_min`] samples. A label and a fleet merge are judged alike.
+    ///
+    /// [`EngineConfig::guard_margin`]: super::EngineConfig::guard_margin
+    /// [`EngineConfig::guard_min`]: super::EngineConfig::guard_min
+    pub(super) fn guard_refuses(
+        &self,
+        before: Option<f32>,
+        after: Option<f32>,
+    ) -> Option<(f32, f32)> {
+        let (b, a) = before.zip(after)?;
+        (self.guard_labels.len() >= self.cfg.guard_min && a < b - self.cfg.guard_margin)
+            .then_some((b, a))
     }
 
     /// Accuracy of the head on the guard samples; `None` without any.

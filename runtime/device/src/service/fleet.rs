@@ -128,32 +128,12 @@ impl Service {
         let gradient = self.engine.learner_kind() == LearnerKind::Gradient;
         let t = Instant::now();
         let (names, outcome, fleet_labels) = if gradient {
-            let heads = states
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| match s {
-                    Decoded::Head(h) => Ok(h),
-                    Decoded::Statistics(_) => Err(anyhow!(
-                        "{} is refused: it holds closed-form statistics, and this device's head learns by gradient steps (the fleet averages such heads: FedAvg)",
-                        name(i)
-                    )),
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let heads = of_kind(states, Decoded::into_head, &name)?;
             let avg = self.average_heads(&heads, &name)?;
             let outcome = self.engine.merge_head(&avg.others())?;
             (avg.names, outcome, avg.labels as u64)
         } else {
-            let stats = states
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| match s {
-                    Decoded::Statistics(s) => Ok(s),
-                    Decoded::Head(_) => Err(anyhow!(
-                        "{} is refused: it holds a gradient head's parameters, and this device's head is written from closed-form statistics",
-                        name(i)
-                    )),
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let stats = of_kind(states, Decoded::into_statistics, &name)?;
             let (names, others) = self.sum_states(&stats)?;
             let outcome = self.engine.merge_fleet(&others)?;
             (names, outcome, self.engine.fleet_others_labels())
@@ -259,7 +239,7 @@ impl Service {
         let f = dims.feature_width();
         let mut names = self.names.clone();
         names.truncate(self.engine.classes());
-        let hidden_len = dims.hidden * (dims.input + 1);
+        let hidden_len = dims.out_offset();
         let d = dims.input;
         let mut hidden = vec![0.0f64; hidden_len];
         let mut labels = 0.0f64;
@@ -432,4 +412,18 @@ pub(super) fn bundle_statistics(
         .slda()
         .map(|s| s.state().to_vec())
         .ok_or_else(|| anyhow!("the bundle's head has no closed-form statistics"))
+}
+
+/// The states as one kind, taken by `pick`; the first of the other kind is refused, named
+/// by `name`.
+fn of_kind<T>(
+    states: Vec<Decoded>,
+    pick: fn(Decoded) -> Result<T, &'static str>,
+    name: &dyn Fn(usize) -> String,
+) -> anyhow::Result<Vec<T>> {
+    states
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| pick(s).map_err(|why| anyhow!("{} is refused: {why}", name(i))))
+        .collect()
 }
