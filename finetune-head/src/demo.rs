@@ -289,7 +289,9 @@ fn on_the_host(opts: &Options, data: &Data) -> Result<Host> {
     let eval = crate::eval::run(&eopts).context("eval")?;
     Ok(Host {
         backbone_bytes: (int8.f32_backbone_bytes, creport.backbone_bytes),
-        int8_cosine: int8.cosine_mean,
+        int8_cosine: int8
+            .cosine_mean
+            .context("the int8 report has no cosine to f32 (no held-out samples)")?,
         train: treport,
         bundle: trained,
         eval,

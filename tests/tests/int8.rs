@@ -41,7 +41,10 @@ fn mobilenet_int8_is_small_and_close_to_f32() {
         "parity {}",
         report.parity_max_abs
     );
-    assert!(q.cosine_min >= 0.99, "cosine to f32: {q:?}");
+    assert!(
+        q.cosine_min.is_some_and(|c| c >= 0.99),
+        "cosine to f32: {q:?}"
+    );
     assert!(q.top1_agreement.is_some());
     // Smaller than f32 (a tiny test model is dominated by the f32 depthwise and stem
     // weights and by the graph text; the 224×224 figure is in the benchmark).
@@ -52,7 +55,7 @@ fn mobilenet_int8_is_small_and_close_to_f32() {
             cosine_to_f32,
         } => {
             assert_eq!(calibration_samples, 16);
-            assert_eq!(cosine_to_f32, Some(q.cosine_mean));
+            assert_eq!(cosine_to_f32, q.cosine_mean);
         }
         other => panic!("manifest says {other:?}"),
     }
@@ -86,7 +89,7 @@ fn resnet_int8_quantizes_its_3x3_convolutions() {
     let q = report.int8.unwrap();
     assert!(q.summary.quantized_convs >= 4, "{q:?}");
     assert_eq!(q.holdout_samples, 2);
-    assert!(q.cosine_min >= 0.99, "{q:?}");
+    assert!(q.cosine_min.is_some_and(|c| c >= 0.99), "{q:?}");
     assert_eq!(q.top1_agreement, Some(1.0), "{q:?}");
 }
 
@@ -112,7 +115,9 @@ fn int8_needs_usable_samples() {
 }
 
 /// models/qdq/mobilenet-32-qdq.onnx: the small MobileNet-style test model quantized by
-/// ONNX Runtime's `quantize_static` in QDQ form (models/qdq/make_qdq.py).
+/// ONNX Runtime's `quantize_static` in QDQ form (models/qdq/make_qdq.py). It is taken
+/// back to f32 and quantized again with its own quantizers' ranges, onto the integer path
+/// `--quantize int8` uses, with no calibration samples.
 #[test]
 fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
     let model = PathBuf::from(concat!(
@@ -126,8 +131,22 @@ fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
     };
     let (bundle, report) = convert(&model, &opts).unwrap();
     println!("{report}");
-    // Every ordinary convolution is now a QLinearConv (depthwise ones stay sandwiches).
-    assert_eq!(report.qdq_folded, 17, "{report}");
+    let qdq = report.qdq.as_ref().expect("a QDQ model");
+    assert_eq!((qdq.pairs, qdq.left), (32, 0), "{report}");
+    // The exporter dropped the Relus before quantizers that clamp at 0: put back.
+    assert!(qdq.clips > 0, "{report}");
+    let q = report
+        .int8
+        .as_ref()
+        .expect("quantized with the model's ranges");
+    assert_eq!(
+        (q.summary.qdq_ranges, q.summary.calibration_samples),
+        (32, 0)
+    );
+    // Every ordinary convolution but the stem; the depthwise ones stay f32.
+    assert_eq!(q.summary.quantized_convs, 16, "{report}");
+    assert!(q.summary.chained_convs > 0, "{report}");
+    assert_eq!((q.holdout_samples, q.cosine_min), (0, None));
     assert!(
         report.parity_max_abs <= 1e-4,
         "parity {}",
@@ -142,17 +161,19 @@ fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
     ));
     let nnef = String::from_utf8_lossy(&bundle.backbone).into_owned();
     assert!(nnef.contains("tract_core_qconv") || nnef.contains("tract_core_einsum_q"));
-    for op in ["edgetune_quantize_linear_u8", "edgetune_dequantize_linear"] {
-        assert!(nnef.contains(op), "{op} missing from the NNEF");
-    }
+    // i8 activations, as --quantize int8 writes them; no u8 and no dequantized weights.
+    assert!(nnef.contains("edgetune_quantize_linear_i8"));
+    assert!(!nnef.contains("edgetune_quantize_linear_u8"));
 
-    // The folded graph computes what ONNX Runtime's QDQ graph computes, up to a few
-    // quantization steps: compare embeddings with tract's run of the unfolded file.
+    // It computes what ONNX Runtime's QDQ graph computes, up to a few quantization
+    // steps: compare embeddings with tract's run of the QDQ file as it is (its
+    // embedding before the quantizer that the bundle's Clip stands for).
+    assert_eq!(report.embedding, "embedding.qdq_clip");
     let backbone = Backbone::from_bundle(&bundle).unwrap();
     let bytes = std::fs::read(&model).unwrap();
     let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(bytes.as_slice()).unwrap();
     let reference =
-        finetune_head::convert::Reference::new(&proto, &[1, 3, 32, 32], &report.embedding).unwrap();
+        finetune_head::convert::Reference::new(&proto, &[1, 3, 32, 32], "embedding").unwrap();
     for raw in testmodels::images(3, 32, 8) {
         let mut got = vec![0.0; report.embedding_size];
         backbone.embed(&raw, &mut got).unwrap();

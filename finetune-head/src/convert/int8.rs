@@ -16,6 +16,7 @@ use super::graph::{Reference, TextReference, backbone_graph, write_nnef};
 use super::input::Input;
 use super::{Int8, Int8Report, Options};
 use crate::detect::Classifier;
+use crate::quantize::{Qdq, Ranges};
 
 /// Calibration samples: raw input tensors, or a text encoder's sentences as token ids.
 pub(super) enum Samples<'a> {
@@ -105,24 +106,32 @@ pub(super) struct Quantized {
 
 /// Quantizes the backbone cut at `tensor` on all but the last fifth of `samples`
 /// (preprocessed as the device does; token ids padded with `pad_id`), and returns its
-/// graph (`typed` is the f32 one).
+/// graph (`typed` is the f32 one). A model that arrived in QDQ form (`qdq`: its
+/// quantizers' ranges) needs no samples: those given are all held out, to measure.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn quantize(
     proto: &ModelProto,
     tensor: &str,
     input: &Input,
     opts: &Options,
-    samples: &Samples,
+    samples: Option<&Samples>,
+    qdq: Option<&Qdq>,
     pad_id: i64,
     typed: &TypedModel,
     size: usize,
 ) -> Result<(TypedModel, Quantized)> {
+    let none = Samples::Tensors(Cow::Borrowed(&[]));
+    let samples = samples.unwrap_or(&none);
     let n = samples.len();
-    ensure!(
-        n >= 2,
-        "int8 needs at least 2 calibration samples (one is held out to measure), got {n}"
-    );
-    let holdout = (n / 5).max(1);
+    let holdout = if qdq.is_some() {
+        n
+    } else {
+        ensure!(
+            n >= 2,
+            "int8 needs at least 2 calibration samples (one is held out to measure), got {n}"
+        );
+        (n / 5).max(1)
+    };
     let (inputs, held) = match samples {
         Samples::Tensors(s) => {
             let x = preprocessed(input, opts, s)?;
@@ -149,8 +158,14 @@ pub(super) fn quantize(
             (model_inputs, Held::Tokens(ids[n - holdout..].to_vec()))
         }
     };
-    let calib = &inputs[..n - holdout];
-    let (quantized, summary) = crate::quantize::quantize_inputs(proto, tensor, &input.facts, calib)
+    let ranges = match qdq {
+        Some(q) => Ranges::Qdq(q),
+        None => Ranges::Calibrate {
+            facts: &input.facts,
+            inputs: &inputs[..n - holdout],
+        },
+    };
+    let (quantized, summary) = crate::quantize::quantize_with(proto, tensor, ranges)
         .context("quantizing the backbone to int8")?;
     let (qtyped, qsize, _) = backbone_graph(&quantized, &input.facts, tensor, input.text.is_some())
         .context("importing the quantized graph")?;
@@ -193,14 +208,10 @@ fn preprocessed(input: &Input, opts: &Options, samples: &[Vec<f32>]) -> Result<V
         .collect()
 }
 
-/// The manifest's record of a backbone quantized here, or that arrived quantized in QDQ
-/// form (`qdq_folded` convolutions).
-pub(super) fn quantization(int8: Option<&Quantized>, qdq_folded: usize) -> Quantization {
+/// The manifest's record of a backbone quantized here (calibrated, or with a QDQ
+/// model's ranges).
+pub(super) fn quantization(int8: Option<&Quantized>) -> Quantization {
     match int8 {
-        None if qdq_folded > 0 => Quantization::Int8 {
-            calibration_samples: 0,
-            cosine_to_f32: None,
-        },
         None => Quantization::F32,
         Some(q) => Quantization::Int8 {
             calibration_samples: q.summary.calibration_samples,
@@ -272,16 +283,20 @@ pub(super) fn measure(
             agree += usize::from(cl.top1(a) == cl.top1(b));
         }
     }
-    let cosine_mean = (cos_sum / held.len() as f64) as f32;
+    // None without held-out samples (a QDQ model converted without --calib).
+    let measured = !pairs.is_empty();
+    let cosine_mean = measured.then_some((cos_sum / pairs.len() as f64) as f32);
     if let Quantization::Int8 { cosine_to_f32, .. } = quantization {
-        *cosine_to_f32 = Some(cosine_mean);
+        *cosine_to_f32 = cosine_mean;
     }
     Ok(Int8Report {
         summary,
         holdout_samples: held.len(),
         cosine_mean,
-        cosine_min: cos_min,
-        top1_agreement: classifier.map(|_| agree as f32 / held.len() as f32),
+        cosine_min: measured.then_some(cos_min),
+        top1_agreement: classifier
+            .filter(|_| measured)
+            .map(|_| agree as f32 / pairs.len() as f32),
         f32_backbone_bytes,
     })
 }

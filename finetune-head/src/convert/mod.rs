@@ -97,8 +97,9 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
             path.display()
         )
     })?;
-    // A model quantized in QDQ form: its sandwiches become integer convolutions.
-    let qdq_folded = crate::quantize::fold_qdq(&mut proto)?;
+    // A model quantized in QDQ form: back to f32, its quantizers' ranges kept to quantize
+    // it again on edgetune's integer path (below), with no calibration samples needed.
+    let qdq = crate::quantize::strip_qdq(&mut proto)?;
     let Embedding { tensor, classifier } = find_embedding(&proto, opts.embedding.as_deref())?;
     let input = input::Input::of(&proto, opts)?;
     let tokenizer = match &opts.tokenizer {
@@ -120,10 +121,21 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
     let samples = int8::samples(opts, &input, tokenizer.as_ref().map(|(spec, _)| spec))?;
     let pad_id = tokenizer.as_ref().map_or(opts.pad_id, |(_, pad)| *pad);
     // int8: calibrate on the first samples, quantize, and keep the rest to measure.
-    let (typed, backbone, int8) = match (&opts.int8, &samples) {
-        (Some(_), Some(samples)) => {
-            let (qtyped, q) =
-                int8::quantize(&proto, &tensor, &input, opts, samples, pad_id, &typed, size)?;
+    // A QDQ model with --quantize int8 is calibrated again, on the samples given.
+    let qdq_ranges = qdq.as_ref().filter(|_| opts.int8.is_none());
+    let (typed, backbone, int8) = match (&opts.int8, &samples, qdq_ranges) {
+        (Some(_), Some(_), _) | (None, _, Some(_)) => {
+            let (qtyped, q) = int8::quantize(
+                &proto,
+                &tensor,
+                &input,
+                opts,
+                samples.as_ref(),
+                qdq_ranges,
+                pad_id,
+                &typed,
+                size,
+            )?;
             let nnef = graph::write_nnef(&qtyped)?;
             (qtyped, nnef, Some(q))
         }
@@ -138,7 +150,7 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         tensor: tensor.clone(),
         size,
         pooling,
-        quantization: int8::quantization(int8.as_ref(), qdq_folded),
+        quantization: int8::quantization(int8.as_ref()),
     };
     let mut bundle = Bundle {
         manifest: manifest::manifest(path, &bytes, opts, &input, cut, classes),
@@ -195,7 +207,7 @@ pub fn convert(path: &Path, opts: &Options) -> Result<(Bundle, Report)> {
         backbone_bytes: bundle.backbone.len(),
         parity_max_abs,
         int8,
-        qdq_folded,
+        qdq,
     };
     Ok((bundle, report))
 }

@@ -8,10 +8,11 @@ pub struct Int8Report {
     pub summary: crate::quantize::Summary,
     /// Held-out samples compared.
     pub holdout_samples: usize,
-    /// Mean cosine similarity of int8 to f32 embeddings.
-    pub cosine_mean: f32,
+    /// Mean cosine similarity of int8 to f32 embeddings (none without held-out samples:
+    /// a QDQ model converted without `--calib`).
+    pub cosine_mean: Option<f32>,
     /// Lowest cosine similarity.
-    pub cosine_min: f32,
+    pub cosine_min: Option<f32>,
     /// Share of held-out samples where the original classifier's top-1 class is the same
     /// on both embeddings (when the model has a classifier).
     pub top1_agreement: Option<f32>,
@@ -39,8 +40,9 @@ pub struct Report {
     pub parity_max_abs: f32,
     /// The int8 quantization, when asked for.
     pub int8: Option<Int8Report>,
-    /// Convolutions of a model that arrived quantized in QDQ form, now `QLinearConv`.
-    pub qdq_folded: usize,
+    /// What was taken out of a model that arrived quantized in QDQ form (its ranges then
+    /// quantize it: `int8`).
+    pub qdq: Option<crate::quantize::Qdq>,
 }
 
 impl std::fmt::Display for Report {
@@ -65,23 +67,30 @@ impl std::fmt::Display for Report {
             "parity         max |bundle - onnx| = {:.2e} on a probe input",
             self.parity_max_abs
         )?;
-        if self.qdq_folded > 0 {
+        if let Some(q) = &self.qdq {
             write!(
                 f,
-                "\nqdq            {} DequantizeLinear → Conv → QuantizeLinear folded into QLinearConv",
-                self.qdq_folded
+                "\nqdq            a QDQ model: {} quantizer pairs and {} quantized constants taken back to f32 ({} Clip from 0 put back where a quantizer clamped at 0), {} quantize/dequantize nodes left as they were",
+                q.pairs, q.constants, q.clips, q.left
             )?;
         }
         if let Some(q) = &self.int8 {
             let s = &q.summary;
             write!(
                 f,
-                "\nint8           {} convolutions and {} matrix products quantized, {} batch norms and {} constant nodes folded, calibrated on {} samples",
+                "\nint8           {} convolutions and {} matrix products quantized, {} batch norms and {} constant nodes folded, {}",
                 s.quantized_convs,
                 s.quantized_matmuls,
                 s.folded_batch_norms,
                 s.folded_constants,
-                s.calibration_samples
+                if s.qdq_ranges > 0 {
+                    format!(
+                        "activation ranges from the model's {} quantizers",
+                        s.qdq_ranges
+                    )
+                } else {
+                    format!("calibrated on {} samples", s.calibration_samples)
+                }
             )?;
             if s.chained_convs > 0 {
                 write!(
@@ -105,11 +114,17 @@ impl std::fmt::Display for Report {
                 self.backbone_bytes as f64 / q.f32_backbone_bytes.max(1) as f64,
                 q.f32_backbone_bytes
             )?;
-            write!(
-                f,
-                "\n               cosine to f32 on {} held-out samples: mean {:.4}, min {:.4}",
-                q.holdout_samples, q.cosine_mean, q.cosine_min
-            )?;
+            match (q.cosine_mean, q.cosine_min) {
+                (Some(mean), Some(min)) => write!(
+                    f,
+                    "\n               cosine to f32 on {} held-out samples: mean {mean:.4}, min {min:.4}",
+                    q.holdout_samples
+                )?,
+                _ => write!(
+                    f,
+                    "\n               not measured against f32 (no samples: --calib DIR measures it)"
+                )?,
+            }
             if let Some(a) = q.top1_agreement {
                 write!(
                     f,

@@ -5,7 +5,7 @@
 //! [`super::Chain`]), so an output channel with small weights would keep few levels. Its
 //! output channel `c` is divided by `s_c` and the readers' input channel `c` multiplied by
 //! it, which leaves the f32 graph's result unchanged (a `Relu` between commutes with a
-//! positive scale), and `s_c = sqrt(r1_c / r2_c)` gives channel `c` the same range on both
+//! positive scale; a chain through a `Clip` is left out), and `s_c = sqrt(r1_c / r2_c)` gives channel `c` the same range on both
 //! sides (`r1_c`: the largest weight of output channel `c`, `r2_c`: of the readers' input
 //! channel `c`).
 
@@ -29,6 +29,12 @@ struct Weights {
 /// rescaled.
 pub(super) fn equalize(model: &mut ModelProto, chains: &HashMap<usize, Chain>) -> Result<usize> {
     let graph = model.graph.as_mut().context("the model has no graph")?;
+    // A `Clip`'s upper bound does not commute with a rescaling: those chains stay as they are.
+    let chains: HashMap<usize, &Chain> = chains
+        .iter()
+        .filter(|(_, c)| !c.bounded)
+        .map(|(&i, c)| (i, c))
+        .collect();
     let mut weights: HashMap<usize, Weights> = HashMap::new();
     {
         let init = |name: &str| graph.initializer.iter().find(|t| t.name == name);

@@ -39,10 +39,15 @@
 //! then imports, cuts and writes as NNEF like an f32 one; the quantize and dequantize
 //! operators travel through edgetune's own NNEF registry ([`edgetune::nnef`]).
 //!
+//! A model that arrives quantized in QDQ form is taken back to f32 first (`qdq.rs`), and
+//! its quantizers' ranges replace calibration ([`Ranges::Qdq`]): it runs on this same
+//! integer path.
+//!
 //! Here the quantization of convolutions (which stay f32, calibration, scales, the
-//! rewrite); `constants.rs` and `fold.rs` hold the rewrites done before it (batch norms into
-//! convolutions, a QDQ model's sandwiches into `QLinearConv`), `onnx.rs` the graph and
-//! tensor helpers both use.
+//! rewrite); `constants.rs` and `fold.rs` hold the rewrites done before it (constants
+//! folded, batch norms into convolutions), `qdq.rs` a QDQ model's quantizers taken out,
+//! `matmul.rs` the weight products, `equalize.rs` the equalization of chained
+//! convolutions, `onnx.rs` the graph and tensor helpers they use.
 
 use std::collections::{HashMap, HashSet};
 
@@ -55,14 +60,16 @@ mod equalize;
 mod fold;
 mod matmul;
 mod onnx;
+mod qdq;
 
 pub use constants::fold_constants;
-pub use fold::{fold_batch_norms, fold_qdq};
+pub use fold::fold_batch_norms;
 pub use matmul::quantize_columns;
 use onnx::{
     drop_unused_initializers, f32_tensor, floats, group, i8_tensor, i32_tensor, integer_product,
     node, producers,
 };
+pub use qdq::{Qdq, strip_qdq};
 
 /// What quantization did to the graph.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -86,6 +93,8 @@ pub struct Summary {
     pub kept_f32: Vec<(String, String)>,
     /// Samples the activation ranges were taken from.
     pub calibration_samples: usize,
+    /// Or: the QDQ model's quantizers they were taken from ([`Ranges::Qdq`]).
+    pub qdq_ranges: usize,
 }
 
 /// Why a convolution stays f32, or `None` if it is quantized.
@@ -201,8 +210,12 @@ pub fn i8_params(lo: f32, hi: f32) -> f32 {
 struct Chain {
     /// The tensor the readers read (the `Relu`'s output, or the convolution's).
     output: String,
-    /// The `Relu` between, dropped from the graph (done on i8 instead).
+    /// The `Relu` (or `Clip` from 0) between, dropped from the graph (a `Relu` on i8
+    /// instead).
     relu: Option<usize>,
+    /// That node is a `Clip`: its upper bound does not commute with equalization's
+    /// rescaling.
+    bounded: bool,
     /// The convolutions that read it.
     readers: Vec<usize>,
 }
@@ -221,6 +234,11 @@ fn chains(
         }
     }
     let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let inits: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
     // Read, and only as the input of chosen convolutions.
     let only_int8 = |t: &str| {
         t != embedding
@@ -241,31 +259,58 @@ fn chains(
                 Chain {
                     output: y.to_string(),
                     relu: None,
+                    bounded: false,
                     readers,
                 },
             );
             continue;
         }
         if let Some([r]) = readers.get(y).map(Vec::as_slice)
-            && graph.node[*r].op_type == "Relu"
+            && relu_like(&graph.node[*r], &inits)
             && !outputs.contains(y)
             && y != embedding
             && only_int8(&graph.node[*r].output[0])
         {
             let output = graph.node[*r].output[0].clone();
             let relu = Some(*r);
+            let bounded = graph.node[*r].op_type == "Clip";
             let readers = readers[output.as_str()].clone();
             chains.insert(
                 i,
                 Chain {
                     output,
                     relu,
+                    bounded,
                     readers,
                 },
             );
         }
     }
     chains
+}
+
+/// A `Relu`, or a `Clip` whose lower bound is a constant 0: on i8 with zero point 0 both
+/// are a max with 0, since the int8 range of its output (calibrated after it, or a QDQ
+/// model's quantizer) already saturates where its upper bound would.
+fn relu_like(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> bool {
+    match n.op_type.as_str() {
+        "Relu" => true,
+        "Clip" => {
+            let min = match n.input.get(1).filter(|m| !m.is_empty()) {
+                Some(m) => inits
+                    .get(m.as_str())
+                    .and_then(|t| floats(t).ok())
+                    .map(|t| t.1),
+                None => n
+                    .attribute
+                    .iter()
+                    .find(|a| a.name == "min")
+                    .map(|a| vec![a.f]),
+            };
+            min.is_some_and(|v| v == [0.0])
+        }
+        _ => false,
+    }
 }
 
 /// Adds the initializers `{tensor}.q_scale` (`scale`) and `{tensor}.q_zero_point` (0, i8)
@@ -330,14 +375,42 @@ pub fn quantize_inputs(
     facts: &[InferenceFact],
     inputs: &[TVec<TValue>],
 ) -> Result<(ModelProto, Summary)> {
-    ensure!(!inputs.is_empty(), "no calibration samples");
+    quantize_with(model, embedding, Ranges::Calibrate { facts, inputs })
+}
+
+/// Where the activation ranges come from.
+pub enum Ranges<'a> {
+    /// Calibration: the model run on samples (`facts` describes its inputs, each sample
+    /// gives them all).
+    Calibrate {
+        facts: &'a [InferenceFact],
+        inputs: &'a [TVec<TValue>],
+    },
+    /// A QDQ model's quantizers ([`strip_qdq`]). A layer whose input had none stays f32,
+    /// and no equalization is done (it would change the ranges).
+    Qdq(&'a Qdq),
+}
+
+/// Quantizes the convolutions and weight products `embedding` depends on (see the module
+/// docs), with activation ranges from `ranges`.
+pub fn quantize_with(
+    model: &ModelProto,
+    embedding: &str,
+    ranges: Ranges,
+) -> Result<(ModelProto, Summary)> {
     let mut model = model.clone();
     let mut summary = Summary {
         folded_constants: fold_constants(&mut model)?,
         folded_batch_norms: fold_batch_norms(&mut model)?,
-        calibration_samples: inputs.len(),
         ..Summary::default()
     };
+    match ranges {
+        Ranges::Calibrate { inputs, .. } => {
+            ensure!(!inputs.is_empty(), "no calibration samples");
+            summary.calibration_samples = inputs.len();
+        }
+        Ranges::Qdq(qdq) => summary.qdq_ranges = qdq.pairs,
+    }
     let graph = model.graph.as_ref().context("the model has no graph")?;
     let inits: HashMap<&str, &TensorProto> = graph
         .initializer
@@ -357,6 +430,12 @@ pub fn quantize_inputs(
             "Gemm" => Some("Gemm (not quantized yet)"),
             _ => continue,
         };
+        let kept = kept.or_else(|| match &ranges {
+            Ranges::Qdq(q) if !q.ranges.contains_key(n.input[0].as_str()) => {
+                Some("its input has no quantizer in the QDQ model")
+            }
+            _ => None,
+        });
         match kept {
             Some(why) => summary.kept_f32.push((layer_name(n), why.to_string())),
             None if n.op_type == "MatMul" => {
@@ -385,9 +464,14 @@ pub fn quantize_inputs(
     }
     let chosen: HashSet<usize> = chosen.into_iter().collect();
     let chains = chains(graph, &chosen, embedding);
-    // Exact in f32, so the ranges are calibrated after it.
-    equalize::equalize(&mut model, &chains)?;
-    let ranges = calibrate(&model, facts, &observed, inputs)?;
+    let ranges = match ranges {
+        Ranges::Calibrate { facts, inputs } => {
+            // Exact in f32, so the ranges are calibrated after it.
+            equalize::equalize(&mut model, &chains)?;
+            calibrate(&model, facts, &observed, inputs)?
+        }
+        Ranges::Qdq(q) => q.ranges.clone(),
+    };
 
     let graph = model.graph.as_ref().expect("checked above");
     let inits: HashMap<&str, &TensorProto> = graph

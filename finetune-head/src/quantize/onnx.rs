@@ -109,10 +109,6 @@ pub(super) fn i8_tensor(name: &str, dims: &[i64], v: &[i8]) -> TensorProto {
     raw_tensor(name, DataType::Int8, dims, raw)
 }
 
-pub(super) fn u8_tensor(name: &str, dims: &[i64], v: &[u8]) -> TensorProto {
-    raw_tensor(name, DataType::Uint8, dims, v.to_vec())
-}
-
 pub(super) fn node(
     op: &str,
     name: &str,

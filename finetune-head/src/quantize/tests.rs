@@ -68,3 +68,129 @@ fn matrix_weights_are_symmetric_per_column() {
     assert_eq!(s, vec![2.0 / 127.0, 0.5 / 127.0, 1.0]);
     assert_eq!(q, vec![64, 127, 0, -127, 0, 0]);
 }
+
+/// x → Q/DQ (u8, zero point 128) → Conv (weights DQ per channel) → Q/DQ (u8, zero point
+/// 0) → Add, twice, to the output.
+fn qdq_model(q_scale: f32) -> ModelProto {
+    use tract_onnx::pb::{AttributeProto, GraphProto, ValueInfoProto};
+    let u8_scalar = |name: &str, v: u8| TensorProto {
+        name: name.into(),
+        data_type: tract_onnx::pb::tensor_proto::DataType::Uint8 as i32,
+        raw_data: vec![v],
+        ..Default::default()
+    };
+    let axis = AttributeProto {
+        name: "axis".into(),
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+        i: 0,
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        node: vec![
+            node(
+                "DequantizeLinear",
+                "dqw",
+                &["w_q", "w_s", "w_z"],
+                "w",
+                vec![axis],
+            ),
+            node(
+                "QuantizeLinear",
+                "qx",
+                &["x", "x_s", "x_z"],
+                "x_q",
+                Vec::new(),
+            ),
+            node(
+                "DequantizeLinear",
+                "dqx",
+                &["x_q", "x_s", "x_z"],
+                "x_dq",
+                Vec::new(),
+            ),
+            node("Conv", "conv", &["x_dq", "w"], "y", Vec::new()),
+            node(
+                "QuantizeLinear",
+                "qy",
+                &["y", "y_s", "y_z"],
+                "y_q",
+                Vec::new(),
+            ),
+            node(
+                "DequantizeLinear",
+                "dqy",
+                &["y_q", "y_s", "y_z"],
+                "y_dq",
+                Vec::new(),
+            ),
+            node("Add", "add", &["y_dq", "y_dq"], "out", Vec::new()),
+        ],
+        initializer: vec![
+            i8_tensor("w_q", &[2, 1, 1, 1], &[10, -20]),
+            f32_tensor("w_s", &[2], &[0.5, 0.25]),
+            i8_tensor("w_z", &[2], &[0, 0]),
+            f32_tensor("x_s", &[], &[0.1]),
+            u8_scalar("x_z", 128),
+            f32_tensor("y_s", &[], &[q_scale]),
+            u8_scalar("y_z", 0),
+        ],
+        output: vec![ValueInfoProto {
+            name: "out".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    ModelProto {
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_qdq_model_goes_back_to_f32_with_its_quantizers_ranges() {
+    let mut model = qdq_model(0.02);
+    let qdq = strip_qdq(&mut model).unwrap().unwrap();
+    assert_eq!(
+        (qdq.pairs, qdq.constants, qdq.clips, qdq.left),
+        (2, 1, 1, 0)
+    );
+    // u8 with zero point 128 at scale 0.1: [-12.8, 12.7]; zero point 0: [0, 5.1].
+    let (lo, hi) = qdq.ranges["x"];
+    assert!(
+        (lo + 12.8).abs() < 1e-5 && (hi - 12.7).abs() < 1e-5,
+        "{lo} {hi}"
+    );
+    let (lo, hi) = qdq.ranges["y.qdq_clip"];
+    assert!(lo == 0.0 && (hi - 5.1).abs() < 1e-5, "{lo} {hi}");
+    let graph = model.graph.as_ref().unwrap();
+    let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+    assert_eq!(ops, ["Conv", "Clip", "Add"]);
+    // The convolution reads the model's input; the Add reads the clipped output.
+    assert_eq!(graph.node[0].input, ["x", "w"]);
+    assert_eq!(graph.node[2].input, ["y.qdq_clip", "y.qdq_clip"]);
+    // The weights, dequantized per output channel.
+    let w = graph.initializer.iter().find(|t| t.name == "w").unwrap();
+    assert_eq!(floats(w).unwrap(), (vec![2, 1, 1, 1], vec![5.0, -5.0]));
+    // And the Clip counts as a Relu where a chain drops it.
+    let inits: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    assert!(relu_like(&graph.node[1], &inits));
+}
+
+#[test]
+fn a_model_without_quantizers_is_left_alone_and_a_bad_scale_is_named() {
+    let mut model = qdq_model(0.02);
+    strip_qdq(&mut model).unwrap();
+    let before = model.clone();
+    assert_eq!(strip_qdq(&mut model).unwrap(), None);
+    assert_eq!(model, before);
+
+    let e = strip_qdq(&mut qdq_model(0.0)).unwrap_err().to_string();
+    assert!(
+        e.contains("\"qy\"") && e.contains("not a positive number"),
+        "{e}"
+    );
+}

@@ -117,7 +117,7 @@ pub fn backbone_rows(
                 tract_allocs,
                 ort,
                 agreement,
-                int8_cosine: report.int8.as_ref().map(|r| r.cosine_min),
+                int8_cosine: report.int8.as_ref().and_then(|r| r.cosine_min),
                 embedding: n,
             });
         }
