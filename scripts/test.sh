@@ -57,6 +57,12 @@ cargo check -p edgetune-core --features defmt --target thumbv7em-none-eabihf
 step "workspace tests"
 cargo test --workspace
 
+# The fleet again with gradient learners: FedAvg of the devices' heads, weighted by labels
+# per class, instead of summed statistics (issue #15). --workspace keeps the features the
+# workspace build unified, so nothing is built again.
+step "fleet with gradient learners (Flower, FedAvg)"
+EDGETUNE_FLEET_LEARNER=gradient cargo test --workspace --test fleet -- three_devices
+
 # `serve` for 60 s on its socket with every kind of request: memory flat, no descriptor
 # leak, state files within --keep, every acknowledged label kept (scripts/soak.sh 3600
 # for an hour).

@@ -13,12 +13,13 @@
 //! keygen`'s format, and the devices, started with `--trust` its public key, apply only
 //! states signed by it.
 //!
-//! Other runs, by hand (`-- --nocapture` prints the accuracies): `EDGETUNE_FLEET_BACKBONE=
+//! Other runs (`-- --nocapture` prints the accuracies): `EDGETUNE_FLEET_BACKBONE=
 //! digits-cnn-b` puts the second backbone under the fleet (`models/digits-cnn-b`, digits
 //! 5–9, PyTorch's exporter), `EDGETUNE_FLEET_LABELS=N` gives each device N labels per
 //! digit (20 by default), `EDGETUNE_FLEET_LEARNER=gradient` makes the devices learn by
 //! gradient steps, so that the fleet averages their heads (FedAvg) instead of summing
-//! statistics (`EDGETUNE_FLEET_REHEARSAL=N`: their `--fleet-rehearsal`).
+//! statistics (`EDGETUNE_FLEET_REHEARSAL=N`: their `--fleet-rehearsal`); CI runs that one
+//! too (`scripts/test.sh`).
 //!
 //! Flower comes from the project's virtual environment (`scripts/setup.sh` makes
 //! `target/fleet-venv`; `EDGETUNE_FLEET_VENV` names another). Without it the test says
