@@ -299,18 +299,86 @@ impl<S: Storage, const N: usize> Online<S, N> {
     /// there is nothing to rehearse). On an error the head may have taken some of the
     /// steps (the caller keeps a copy to roll back to).
     pub fn rehearse(&mut self, steps: usize, extra: &[(&[f32], usize)]) -> Result<f32> {
+        self.rehearse_with(steps, extra, 1, None)
+    }
+
+    /// [`Online::rehearse`] with each `extra` sample taken as a class's mean and given
+    /// the spread of this device's own classes: in every step it is drawn `draws` times
+    /// as `mean + (a − b)/√2` for two buffer samples `a`, `b` of one class picked at
+    /// random (their difference, scaled so, has the class's covariance around 0). A
+    /// class the device knows only by its mean is then rehearsed as a cloud shaped like
+    /// its own classes rather than as one point, which the head would learn to keep out
+    /// of its own classes and no more. `scratch` holds at least `extra.len() × draws ×
+    /// dim` floats. When no class in the buffer has two samples, each mean is used as it
+    /// is, `draws` times.
+    pub fn rehearse_spread(
+        &mut self,
+        steps: usize,
+        extra: &[(&[f32], usize)],
+        draws: usize,
+        scratch: &mut [f32],
+    ) -> Result<f32> {
+        let d = self.head.dims().input;
+        let needed = extra.len() * draws * d;
+        if scratch.len() < needed || draws == 0 {
+            return Err(Error::Capacity {
+                what: "rehearsal scratch floats (at least one draw)",
+                requested: needed.max(d),
+                capacity: scratch.len(),
+            });
+        }
+        for (mean, _) in extra {
+            check_vector("class mean", mean, d)?;
+        }
+        self.rehearse_with(steps, extra, draws, Some(&mut scratch[..needed]))
+    }
+
+    fn rehearse_with(
+        &mut self,
+        steps: usize,
+        extra: &[(&[f32], usize)],
+        draws: usize,
+        mut scratch: Option<&mut [f32]>,
+    ) -> Result<f32> {
         if self.buffer.is_empty() && extra.is_empty() {
             return Ok(0.0);
         }
+        let d = self.head.dims().input;
+        let spread = self.buffer.classes().any(|(_, n)| n >= 2);
         let mut idx = [0usize; MAX_REPLAY];
         let mut loss = 0.0;
         for _ in 0..steps {
+            if let Some(s) = scratch.as_deref_mut() {
+                for (k, out) in s.chunks_exact_mut(d).enumerate() {
+                    let mean = extra[k / draws].0;
+                    let pair = spread
+                        .then(|| self.buffer.sample_pair(&mut self.rng))
+                        .flatten()
+                        .and_then(|(a, b)| Some((self.buffer.get(a)?.0, self.buffer.get(b)?.0)));
+                    let Some((a, b)) = pair else {
+                        out.copy_from_slice(mean);
+                        continue;
+                    };
+                    for (((o, &m), &a), &b) in out.iter_mut().zip(mean).zip(a).zip(b) {
+                        *o = m + (a - b) * core::f32::consts::FRAC_1_SQRT_2;
+                    }
+                }
+            }
             let k = self.buffer.sample_indices(&mut self.rng, &mut idx);
             let buffer = &self.buffer;
+            // The draws when there is scratch, else the means themselves.
+            let drawn = scratch.as_deref();
+            let draws_of = drawn.into_iter().flat_map(|s| {
+                s.chunks_exact(d)
+                    .enumerate()
+                    .map(|(k, x)| (x, extra[k / draws].1))
+            });
+            let means = extra.iter().copied().filter(|_| drawn.is_none());
             let batch = idx[..k]
                 .iter()
                 .filter_map(|&i| buffer.get(i))
-                .chain(extra.iter().copied());
+                .chain(draws_of)
+                .chain(means);
             loss = self.learner.step_batch(&mut self.head, batch)?;
         }
         Ok(loss)

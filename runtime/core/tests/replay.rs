@@ -5,6 +5,7 @@
 
 use edgetune_core::buffer::{Pushed, SampleBuffer};
 use edgetune_core::classes::ClassMeans;
+use edgetune_core::online::{Online, OnlineConfig};
 use edgetune_core::rng::Rng;
 use edgetune_core::{Config, Dims, Head, Learner, Optimizer};
 
@@ -248,4 +249,101 @@ fn replay_prevents_forgetting() {
     // Deterministic: the same run gives the same numbers, bit for bit.
     assert_eq!(run(), o);
     println!("two runs in {:?}", start.elapsed());
+}
+
+/// A class known only by its mean (another device's, through a fleet) is rehearsed
+/// with the spread of the device's own classes ([`Online::rehearse_spread`]): the head
+/// learns the class's region, where rehearsing the mean as one point
+/// ([`Online::rehearse`]) only keeps that point out of the device's own classes.
+#[test]
+fn a_class_known_by_its_mean_is_rehearsed_as_a_cloud() {
+    let mut data = Clusters::new(7);
+    let train: Vec<Vec<[f32; D]>> = (0..2).map(|k| data.set(k, 40)).collect();
+    let test: Vec<Vec<[f32; D]>> = (0..3).map(|k| data.set(k, TEST)).collect();
+    // The mean another device sends of its C samples.
+    let c_train = data.set(C, TRAIN);
+    let c_mean: Vec<f32> = (0..D)
+        .map(|i| c_train.iter().map(|x| x[i]).sum::<f32>() / TRAIN as f32)
+        .collect();
+    let cfg = Config {
+        lr: LR2,
+        optimizer: Optimizer::ADAM,
+        ..Config::DEFAULT
+    };
+    let mut online = Online::<_, 80>::new(
+        Head::new(DIMS, 0, vec![0.0f32; DIMS.param_len()]).unwrap(),
+        Learner::new(
+            DIMS,
+            cfg,
+            vec![0.0f32; Learner::<()>::state_len(DIMS, &cfg.optimizer)],
+        )
+        .unwrap(),
+        SampleBuffer::new(D, vec![0.0f32; SampleBuffer::<(), 80>::storage_len(D)]).unwrap(),
+        ClassMeans::new(D, 4, vec![0.0f32; ClassMeans::<()>::storage_len(D, 4)]).unwrap(),
+        OnlineConfig::DEFAULT,
+    )
+    .unwrap();
+    for (a, b) in train[A].iter().zip(&train[B]) {
+        online.learn(a, A).unwrap();
+        online.learn(b, B).unwrap();
+    }
+    online.head_mut().add_class().unwrap();
+    let extra = [(&c_mean[..], C)];
+    let mut points = online.clone();
+    points.rehearse(200, &extra).unwrap();
+    let mut scratch = vec![0.0f32; D];
+    let mut cloud = online.clone();
+    cloud.rehearse_spread(200, &extra, 1, &mut scratch).unwrap();
+    let (c_points, c_cloud) = (
+        accuracy(points.head(), &test[C], C),
+        accuracy(cloud.head(), &test[C], C),
+    );
+    let (ab_points, ab_cloud) = (
+        ab_accuracy(points.head(), &test),
+        ab_accuracy(cloud.head(), &test),
+    );
+    println!(
+        "C known by its mean: C {:.1}% as a point, {:.1}% as a cloud; A/B {:.1}% / {:.1}%",
+        100.0 * c_points,
+        100.0 * c_cloud,
+        100.0 * ab_points,
+        100.0 * ab_cloud
+    );
+    assert!(c_cloud >= 0.9, "C as a cloud: {c_cloud}");
+    assert!(c_cloud > c_points + 0.1, "{c_cloud} against {c_points}");
+    assert!(ab_cloud >= 0.9, "A/B after the cloud: {ab_cloud}");
+
+    // Too little scratch, or a mean of another length: an error, nothing changed.
+    let before = cloud.clone();
+    assert!(cloud.rehearse_spread(1, &extra, 1, &mut []).is_err());
+    assert!(cloud.rehearse_spread(1, &extra, 0, &mut scratch).is_err());
+    assert!(cloud.rehearse_spread(1, &extra, 2, &mut scratch).is_err());
+    assert!(
+        cloud
+            .rehearse_spread(1, &[(&c_mean[1..], C)], 1, &mut scratch)
+            .is_err()
+    );
+    assert_eq!(cloud.head().params(), before.head().params());
+}
+
+#[test]
+fn sample_pair_draws_two_samples_of_one_class() {
+    let mut b = SampleBuffer::<_, 8>::new(1, vec![0.0f32; 8]).unwrap();
+    let mut rng = Rng::new(3);
+    assert_eq!(b.sample_pair(&mut rng), None, "empty");
+    b.push(&[0.0], 0).unwrap();
+    b.push(&[1.0], 1).unwrap();
+    assert_eq!(b.sample_pair(&mut rng), None, "no class has two");
+    for v in 2..6 {
+        b.push(&[v as f32], 2).unwrap();
+    }
+    let mut seen = [false; 6];
+    for _ in 0..200 {
+        let (i, j) = b.sample_pair(&mut rng).unwrap();
+        assert_ne!(i, j);
+        assert_eq!((b.get(i).unwrap().1, b.get(j).unwrap().1), (2, 2));
+        seen[i] = true;
+        seen[j] = true;
+    }
+    assert_eq!(seen, [false, false, true, true, true, true]);
 }

@@ -468,6 +468,27 @@ impl<S: Storage, const N: usize> SampleBuffer<S, N> {
         out.len()
     }
 
+    /// Two distinct slots of one class, for the spread of a class around its mean: the
+    /// class drawn uniformly among those with at least two samples, then two of its
+    /// samples. `None` when no class has two. Time: O(N).
+    pub fn sample_pair(&self, rng: &mut Rng) -> Option<(usize, usize)> {
+        let pairs = self.classes.iter().filter(|c| c.count >= 2);
+        let class = pairs.clone().nth(rng.below(pairs.count()))?;
+        let a = rng.below(class.count);
+        // The second is drawn among the others, so the two differ.
+        let b = (a + 1 + rng.below(class.count - 1)) % class.count;
+        let mut slots = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.label == class.label)
+            .map(|(i, _)| i);
+        let (first, second) = if a < b { (a, b) } else { (b, a) };
+        let i = slots.nth(first)?;
+        let j = slots.nth(second - first - 1)?;
+        Some((i, j))
+    }
+
     /// The storage back, e.g. to reuse a static buffer.
     pub fn into_storage(self) -> S {
         self.storage

@@ -129,8 +129,13 @@ impl EngineConfig {
 /// Measured with `EDGETUNE_FLEET_LEARNER=gradient cargo test -p edgetune-tests --test
 /// fleet` (3 devices, digits CNN): after one round, on all ten digits 0 steps gave
 /// 42.5 % (0.59× a device that learned every label itself), 50 steps 68–72 %, 200 steps
-/// 75.0–76.7 % (1.04–1.06×).
-pub const FLEET_REHEARSAL: usize = 200;
+/// 75.0–76.7 % (1.04–1.06×), the others' classes rehearsed as their means. With their
+/// means drawn with this device's spread ([`Online::rehearse_spread`]) on the second
+/// backbone (`EDGETUNE_FLEET_BACKBONE=digits-cnn-b`), 300 steps gave 0.96–1.00× the
+/// central head, 400 steps 0.97–1.00×.
+///
+/// [`Online::rehearse_spread`]: edgetune::online::Online::rehearse_spread
+pub const FLEET_REHEARSAL: usize = 400;
 
 /// Default strength of the covariance prior (pseudo-samples): see
 /// [`EngineConfig::prior_strength`] and the learning benchmark.
