@@ -74,6 +74,7 @@ features=""
 for t in $targets; do
   case $t in
     npy | image | text) features="$features $t" ;;
+    tokenizer) features="$features text" ;;
   esac
 done
 echo "== fuzz: build ($toolchain)"
@@ -82,8 +83,8 @@ echo "== fuzz: build ($toolchain)"
   --no-default-features --features "$features" $(printf -- '--bin %s ' $targets))
 
 # AddressSanitizer keeps freed memory in quarantine to catch uses after free: 256 MB by
-# default, which counts in -rss_limit_mb. The tokenizer target (its JSON mode allocates
-# and frees a tokenizer per input) reached 517 MB that way with 25 MB live; 64 MB of
+# default, which counts in -rss_limit_mb. The tokenizer target (it allocates and frees a
+# tokenizer per input) reached 517 MB that way with 25 MB live; 64 MB of
 # quarantine keeps the limit about the program's own memory.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=64}
 summary=""

@@ -1,14 +1,11 @@
-//! The tokenizer (`edgetune::text`): a sentence a user sends (`{"text": …}`,
-//! `predict --text`), through the shipped WordPiece tokenizer
-//! (`models/text/tokenizer.json`); or, with the control byte's lowest bit set, the
-//! `tokenizer.json` text a bundle carries, which `finetune-head convert` checks
-//! (`TextTokenizer::spec`) and the device loads.
+//! The tokenizer (`edgetune::text`) on a sentence a user sends (`{"text": …}`,
+//! `predict --text`): the shipped WordPiece tokenizer (`models/text/tokenizer.json`).
+//! The input is a control byte, then the sentence. The `tokenizer.json` file itself is
+//! the `tokenizer` target's.
 //!
-//! Asserts for a sentence: a blank one is refused as empty; any other gives `[CLS] …
-//! [SEP]`, at most the sequence length (bit 1: 8 tokens, else 64), cut exactly there when
-//! it says it was truncated, every id in the vocabulary, and the same ids twice. For a
-//! tokenizer file: one that the check accepts encodes a sentence into ids of its
-//! vocabulary within the length; none panics.
+//! Asserts: a blank sentence is refused as empty; any other gives `[CLS] … [SEP]`, at
+//! most the sequence length (control bit 1: 8 tokens, else 64), cut exactly there when it
+//! says it was truncated, every id in the vocabulary, and the same ids twice.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -35,23 +32,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(bytes);
-    if control & 1 == 1 {
-        let max_length = 16;
-        let Ok(spec) = TextTokenizer::spec(&text, None, max_length, String::new()) else {
-            return;
-        };
-        let t = TextTokenizer::from_json(&text, max_length).expect("a checked tokenizer loads");
-        if let Ok(tokens) = t.encode("turn on the kitchen lights") {
-            assert!(tokens.ids.len() <= max_length, "{} ids", tokens.ids.len());
-            let vocab = spec.vocab_size as i64;
-            assert!(
-                tokens.ids.iter().all(|&id| (0..vocab).contains(&id)),
-                "an id outside the vocabulary of {vocab}: {:?}",
-                tokens.ids
-            );
-        }
-        return;
-    }
     let t = shipped(control & 2 != 0);
     let max_length = t.max_length();
     let tokens = match t.encode(&text) {

@@ -70,6 +70,60 @@ pub struct Tokens {
     pub truncated: bool,
 }
 
+/// Checks a post-processor (as `tokenizers` reads it, serialized back) for what the
+/// crate's builder checks but its reader does not: `tokenizers` 0.22.2 reads a
+/// `TemplateProcessing` whose template names a special token it does not define, or
+/// whose single-sequence template takes the second sequence, and then panics when it
+/// encodes (the first found by the tokenizer fuzz target:
+/// `fuzz/corpus/tokenizer/template-undefined-special`). A special token must also have
+/// as many ids as tokens. `Sequence` processors are checked inside.
+fn check_post_processor(p: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    match p.get("type").and_then(Value::as_str) {
+        Some("Sequence") => {
+            let inner = p.get("processors").and_then(Value::as_array);
+            inner
+                .into_iter()
+                .flatten()
+                .try_for_each(check_post_processor)
+        }
+        Some("TemplateProcessing") => {
+            let defined = p.get("special_tokens").and_then(Value::as_object);
+            for (name, token) in defined.into_iter().flatten() {
+                let len = |field| token.get(field).and_then(Value::as_array).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(format!(
+                        "its post-processor's special token {name:?} has not as many ids as tokens"
+                    ));
+                }
+            }
+            for template in ["single", "pair"] {
+                let pieces = p.get(template).and_then(Value::as_array);
+                for piece in pieces.into_iter().flatten() {
+                    let id = |kind| piece.get(kind)?.get("id")?.as_str();
+                    if let Some(id) = id("SpecialToken")
+                        && !defined.is_some_and(|d| d.contains_key(id))
+                    {
+                        return Err(format!(
+                            "its {template} template names the special token {id:?}, \
+                             which its post-processor does not define"
+                        ));
+                    }
+                    if template == "single" && id("Sequence").is_some_and(|id| id != "A") {
+                        return Err(
+                            "its single template takes a second sequence, which one text \
+                             does not have"
+                                .into(),
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A tokenizer set up for one model's sequence length.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
@@ -90,6 +144,12 @@ impl TextTokenizer {
         let mut inner = Tokenizer::from_str(json).map_err(|e| {
             TextError::Tokenizer(format!("not a Hugging Face tokenizer.json file: {e}"))
         })?;
+        if let Some(post) = inner.get_post_processor() {
+            let post = serde_json::to_value(post).map_err(|e| {
+                TextError::Tokenizer(format!("its post-processor cannot be read back: {e}"))
+            })?;
+            check_post_processor(&post).map_err(TextError::Tokenizer)?;
+        }
         inner.with_padding(None);
         let trunc = TruncationParams {
             max_length,

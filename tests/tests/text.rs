@@ -191,15 +191,64 @@ fn a_tokenizer_that_is_not_a_tokenizer_file_is_refused() {
 #[test]
 fn a_tokenizer_file_that_panicked_the_library_is_refused() {
     // tokenizers 0.22.2 panicked on this file (a control character in a string of its
-    // "decoder" field; found by the text fuzz target, whose input starts with a control
-    // byte) instead of returning an error.
-    let input = include_bytes!("../../fuzz/corpus/text/decoder-control-character");
-    let json = String::from_utf8_lossy(&input[1..]);
+    // "decoder" field; found by the fuzz target that is now `tokenizer`) instead of
+    // returning an error.
+    let input = include_bytes!("../../fuzz/corpus/tokenizer/decoder-control-character");
+    let json = String::from_utf8_lossy(input);
     let e = TextTokenizer::from_json(&json, 64).unwrap_err();
     assert!(
         e.to_string().contains("not a Hugging Face tokenizer.json"),
         "{e}"
     );
+}
+
+#[test]
+fn a_post_processor_that_panicked_the_library_is_refused() {
+    // tokenizers 0.22.2 reads these templates without its builder's checks and panicked
+    // when it encoded: the first input was found by the tokenizer fuzz target.
+    let input = include_bytes!("../../fuzz/corpus/tokenizer/template-undefined-special");
+    let e = TextTokenizer::from_json(&String::from_utf8_lossy(input), 64).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("its single template names the special token \"[SEPg\", which its post-processor does not define"),
+        "{e}"
+    );
+    let shipped: Value = serde_json::from_str(&tokenizer_json()).unwrap();
+    let edited = |edit: &dyn Fn(&mut Value)| {
+        let mut t = shipped.clone();
+        edit(&mut t["post_processor"]);
+        TextTokenizer::from_json(&t.to_string(), 64).map(|_| ())
+    };
+    type Edit<'a> = &'a dyn Fn(&mut Value);
+    let cases: [(Edit, &str); 4] = [
+        (
+            &|p| p["pair"][0]["SpecialToken"]["id"] = json!("[BOS]"),
+            "its pair template names the special token \"[BOS]\"",
+        ),
+        (
+            &|p| p["single"][1]["Sequence"]["id"] = json!("B"),
+            "its single template takes a second sequence",
+        ),
+        (
+            &|p| p["special_tokens"]["[CLS]"]["ids"] = json!([2, 3]),
+            "special token \"[CLS]\" has not as many ids as tokens",
+        ),
+        (
+            &|p| {
+                let template = p.clone();
+                *p = json!({"type": "Sequence", "processors": [template]});
+                p["processors"][0]["single"][0]["SpecialToken"]["id"] = json!("[X]");
+            },
+            "names the special token \"[X]\"",
+        ),
+    ];
+    for (edit, expected) in cases {
+        let e = edited(edit).unwrap_err();
+        assert!(e.to_string().contains(expected), "{e}");
+    }
+    // The same file unedited, and inside a Sequence, loads and encodes.
+    edited(&|_| {}).unwrap();
+    edited(&|p| *p = json!({"type": "Sequence", "processors": [p.clone()]})).unwrap();
 }
 
 /// Converts the test encoder with `vocab` rows (and the tokenizer); the error in full.

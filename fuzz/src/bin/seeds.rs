@@ -76,8 +76,7 @@ fn main() {
         add("fleet", name, 1, &bytes);
     }
     // Sentences: the tricky strings whose ids the Python library gave
-    // (`models/text/expected_ids.json`), at 64 tokens (control 0) and at 8 (2); and the
-    // shipped tokenizer file itself (1).
+    // (`models/text/expected_ids.json`), at 64 tokens (control 0) and at 8 (2).
     let expected: serde_json::Value =
         serde_json::from_str(include_str!("../../../models/text/expected_ids.json"))
             .expect("models/text/expected_ids.json");
@@ -88,7 +87,8 @@ fn main() {
         add("text", format!("sentence-{i}-short"), 2, text.as_bytes());
     }
     let shipped = include_str!("../../../models/text/tokenizer.json");
-    add("text", "tokenizer-json".into(), 1, shipped.as_bytes());
+    // The tokenizer target has no control byte: the whole input is the file.
+    seeds.push(("tokenizer", "tokenizer-json".into(), shipped.as_bytes().to_vec()));
     for (i, line) in REQUESTS.iter().enumerate() {
         // The request target has no control byte: the whole input is the line.
         seeds.push(("request", format!("line-{i}"), line.as_bytes().to_vec()));
