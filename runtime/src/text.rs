@@ -134,11 +134,12 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Reads a `tokenizer.json` text, for sequences of at most `max_length` tokens.
     pub fn from_json(json: &str, max_length: usize) -> Result<Self, TextError> {
-        // The JSON is checked first: `tokenizers` 0.22.2 panics (`expect("Helper")` in
-        // its decoders' deserializer) instead of failing on some malformed files, such as
-        // a control character in a string of the "decoder" field (found by the text
-        // fuzz target, fuzz/corpus/text/decoder-control-character).
-        serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| {
+        // The JSON is read whole first, numbers and strings included: `tokenizers` 0.22.2
+        // panics (`expect("Helper")` in its decoders' deserializer) instead of failing
+        // when the "decoder" field does not read, such as a control character in one of
+        // its strings or a number beyond f64 in it (both found by fuzzing:
+        // fuzz/corpus/tokenizer/decoder-control-character, decoder-number-out-of-range).
+        serde_json::from_str::<serde_json::Value>(json).map_err(|e| {
             TextError::Tokenizer(format!("not a Hugging Face tokenizer.json file: {e}"))
         })?;
         let mut inner = Tokenizer::from_str(json).map_err(|e| {

@@ -190,16 +190,27 @@ fn a_tokenizer_that_is_not_a_tokenizer_file_is_refused() {
 
 #[test]
 fn a_tokenizer_file_that_panicked_the_library_is_refused() {
-    // tokenizers 0.22.2 panicked on this file (a control character in a string of its
-    // "decoder" field; found by the fuzz target that is now `tokenizer`) instead of
-    // returning an error.
-    let input = include_bytes!("../../fuzz/corpus/tokenizer/decoder-control-character");
-    let json = String::from_utf8_lossy(input);
-    let e = TextTokenizer::from_json(&json, 64).unwrap_err();
-    assert!(
-        e.to_string().contains("not a Hugging Face tokenizer.json"),
-        "{e}"
-    );
+    // tokenizers 0.22.2 panicked on these files (a control character in a string of the
+    // "decoder" field, a number beyond f64 in it; found by fuzzing) instead of returning
+    // an error.
+    for (input, why) in [
+        (
+            &include_bytes!("../../fuzz/corpus/tokenizer/decoder-control-character")[..],
+            "control character",
+        ),
+        (
+            include_bytes!("../../fuzz/corpus/tokenizer/decoder-number-out-of-range"),
+            "number out of range",
+        ),
+    ] {
+        let json = String::from_utf8_lossy(input);
+        let e = TextTokenizer::from_json(&json, 64).unwrap_err();
+        assert!(
+            e.to_string().contains("not a Hugging Face tokenizer.json")
+                && e.to_string().contains(why),
+            "{e}"
+        );
+    }
 }
 
 #[test]
