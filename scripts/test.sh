@@ -71,7 +71,7 @@ bash scripts/soak.sh 60
 
 # Coverage-guided fuzzing, briefly, of every decoder (fuzz/; none needs tract). It ends
 # with a line per target: executions, coverage, executions per second. At most 20 s a
-# target, a bound for a slow machine (each takes a few seconds here but the tokenizer's).
+# target, a bound for a slow machine (each takes a few seconds here but image and text).
 # The quick build (opt-level 1, no debug information) saves 2 of its 7 minutes.
 step "fuzz: every target, 10000 runs or 20 s each"
 EDGETUNE_FUZZ_BUILD=quick EDGETUNE_FUZZ_MAX_SECONDS=20 bash scripts/fuzz.sh 10000
