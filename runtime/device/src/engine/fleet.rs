@@ -18,6 +18,9 @@
 
 use super::{Engine, EngineError};
 
+use edgetune::error::Error;
+use edgetune::slda::{Full, Slda};
+
 /// Draws per step of each class a gradient device knows only by the fleet's mean
 /// ([`Online::rehearse_spread`]). Measured on the second backbone (`digits-cnn-b`, three
 /// devices): 1 or 2 left the device with three digits at 0.92–0.94× a central head on all
@@ -25,8 +28,6 @@ use super::{Engine, EngineError};
 ///
 /// [`Online::rehearse_spread`]: edgetune::online::Online::rehearse_spread
 const REHEARSAL_DRAWS: usize = 4;
-use edgetune::error::Error;
-use edgetune::slda::{Full, Slda};
 
 /// The part of the statistics a device keeps for its fleet.
 #[derive(Debug, Clone, Default)]

@@ -131,8 +131,8 @@ impl EngineConfig {
 /// 42.5 % (0.59× a device that learned every label itself), 50 steps 68–72 %, 200 steps
 /// 75.0–76.7 % (1.04–1.06×), the others' classes rehearsed as their means. With their
 /// means drawn with this device's spread ([`Online::rehearse_spread`]) on the second
-/// backbone (`EDGETUNE_FLEET_BACKBONE=digits-cnn-b`), 300 steps gave 0.96–1.00× the
-/// central head, 400 steps 0.97–1.00×.
+/// backbone (`EDGETUNE_FLEET_BACKBONE=digits-cnn-b`), 400 steps gave 0.97–1.00× the
+/// central head, and 1.09–1.16× on the digits CNN.
 ///
 /// [`Online::rehearse_spread`]: edgetune::online::Online::rehearse_spread
 pub const FLEET_REHEARSAL: usize = 400;
