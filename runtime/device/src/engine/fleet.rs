@@ -17,7 +17,6 @@
 //! same state twice moves the head twice.
 
 use super::{Engine, EngineError};
-
 use edgetune::error::Error;
 use edgetune::slda::{Full, Slda};
 
