@@ -335,6 +335,11 @@ fn jpegs_that_panicked_the_decoder_are_decoded_or_refused() {
             "zune-avx2-dc-rows",
             include_bytes!("testdata/zune-avx2-dc-rows.jpg"),
         ),
+        // a block placed past the end of its component's output, every architecture
+        (
+            "zune-mcu-position",
+            include_bytes!("testdata/zune-mcu-position.jpg"),
+        ),
     ] {
         match decode(bytes, &input(Layout::Nchw, &[1, 3, 8, 8])) {
             Ok(t) => assert_eq!(t.len(), 3 * 8 * 8, "{name}"),

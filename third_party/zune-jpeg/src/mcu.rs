@@ -580,7 +580,12 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                                 component.width_stride * c2 + c3
                             };
 
-                            let idct_pos = channel.get_mut(idct_position..).unwrap();
+                            // edgetune patch: a block placed past the end of the
+                            // component's output (a crafted JPEG's sampling factors) is
+                            // decoded but not written, where `.unwrap()` panicked.
+                            let Some(idct_pos) = channel.get_mut(idct_position..) else {
+                                continue;
+                            };
 
                             if len <= 1 {
                                 (self.idct_1x1_func)(tmp, idct_pos, component.width_stride);
