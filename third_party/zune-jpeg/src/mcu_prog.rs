@@ -502,7 +502,12 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
 
         // Size of our output image(width*height)
         let is_hv = usize::from(self.is_interleaved);
-        let upsampler_scratch_size = is_hv * self.components[0].width_stride;
+        // edgetune patch: the HV upsampler takes twice the row of the component it
+        // upsamples as scratch (`upsample_hv` asserts it). The first component's row
+        // was taken as that size, and a crafted JPEG makes another component's row
+        // wider (panic at `upsampler/avx2.rs:184`); size it from the widest row.
+        let upsampler_scratch_size =
+            is_hv * 2 * self.components.iter().map(|x| x.width_stride).max().unwrap_or(0);
         let width = usize::from(self.info.width);
         let padded_width = calculate_padded_width(width, self.info.sample_ratio);
 
