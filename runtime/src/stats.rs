@@ -45,6 +45,16 @@ pub struct EmbeddingStats {
     /// before `covariance_upper` carry it; read, never written.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub covariance: String,
+    /// The covariance from fewer samples than half its dimensions, in place of
+    /// `covariance_upper`: a factor `F` of `rows × dim` values (base64 f32, row-major)
+    /// whose `FᵀF` is the covariance off its diagonal, `rows < (dim + 1) / 2`. Such a
+    /// covariance has rank `rows` off its diagonal, so this is all of it, smaller: for 32
+    /// calibration images of a 1,280-value embedding, 164 kB against 3.3 MB.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub covariance_factor: String,
+    /// The covariance's diagonal (base64 f32, `dim` values), with `covariance_factor`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub covariance_diagonal: String,
     /// Per-class sample counts of the head's classes (trained heads only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_counts: Vec<u64>,
@@ -66,6 +76,10 @@ pub struct Stats {
     pub kind: CovarianceKind,
     /// Covariance, `dim × dim`.
     pub covariance: Vec<f32>,
+    /// When the covariance has low rank off its diagonal (fewer rows than half the
+    /// dimensions), a factor `F` (`rows × dim`) with `FᵀF` equal to it there: the
+    /// manifest carries it instead of the matrix. Empty otherwise.
+    pub covariance_factor: Vec<f32>,
     /// Per-class counts (empty when none).
     pub class_counts: Vec<u64>,
     /// Per-class means, class after class.
@@ -109,6 +123,30 @@ fn upper_triangle(m: &[f32], dim: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Whether a covariance estimated from `rows` rows is smaller written as a factor and a
+/// diagonal (`rows·dim + dim` values) than as its upper triangle (`dim·(dim+1)/2`).
+fn factor_is_smaller(rows: usize, dim: usize) -> bool {
+    rows > 0 && rows.saturating_add(1).saturating_mul(dim) < dim.saturating_mul(dim + 1) / 2
+}
+
+/// The `dim × dim` matrix with `diagonal` on its diagonal and `FᵀF` off it, `F` the
+/// `rows × dim` matrix `factor` (sums in f64).
+fn from_factor(factor: &[f32], diagonal: &[f32], dim: usize) -> Vec<f32> {
+    let mut m = vec![0f32; dim * dim];
+    for i in 0..dim {
+        m[i * dim + i] = diagonal[i];
+        for j in i + 1..dim {
+            let v = factor
+                .chunks_exact(dim)
+                .map(|r| r[i] as f64 * r[j] as f64)
+                .sum::<f64>() as f32;
+            m[i * dim + j] = v;
+            m[j * dim + i] = v;
+        }
+    }
+    m
+}
+
 /// The symmetric `dim × dim` matrix whose upper triangle (row by row) is `upper`.
 fn symmetric(upper: &[f32], dim: usize) -> Vec<f32> {
     let mut m = vec![0f32; dim * dim];
@@ -133,6 +171,17 @@ impl Stats {
         samples: &[f32],
         dim: usize,
         labels: Option<(&[usize], usize)>,
+    ) -> Option<Stats> {
+        Self::estimate_as(samples, dim, labels, true)
+    }
+
+    /// [`Stats::estimate`], keeping the covariance as a factor where that is smaller
+    /// only if `factor` (the tests compare both ways).
+    fn estimate_as(
+        samples: &[f32],
+        dim: usize,
+        labels: Option<(&[usize], usize)>,
+        factor: bool,
     ) -> Option<Stats> {
         let n = samples.len().checked_div(dim)?;
         if n < 2 || samples.len() != n * dim {
@@ -245,6 +294,17 @@ impl Stats {
             .map(|s| ((s / (n - 1) as f64).sqrt().max(floor.sqrt())) as f32)
             .collect();
         let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        // Off its diagonal the covariance is (1 − γ)·RᵀR/dof, R the centered rows: with
+        // few rows, R scaled is the smaller way to carry it. The matrix is then the one
+        // the factor gives back, so a bundle read again holds the same numbers.
+        let (covariance, covariance_factor) = if factor && factor_is_smaller(rows, dim) {
+            let scale = ((1.0 - gamma) / dof).sqrt();
+            let factor: Vec<f32> = centered.iter().map(|&v| (v * scale) as f32).collect();
+            let diagonal: Vec<f32> = (0..dim).map(|i| cov[i * dim + i] as f32).collect();
+            (from_factor(&factor, &diagonal, dim), factor)
+        } else {
+            (f(&cov), Vec::new())
+        };
         Some(Stats {
             samples: n as u64,
             mean: f(&mean),
@@ -254,7 +314,8 @@ impl Stats {
             } else {
                 CovarianceKind::Total
             },
-            covariance: f(&cov),
+            covariance,
+            covariance_factor,
             class_counts: if labels.is_some() { counts } else { Vec::new() },
             class_means: if labels.is_some() {
                 f(&cmeans)
@@ -266,13 +327,28 @@ impl Stats {
 
     /// For the manifest.
     pub fn to_manifest(&self) -> EmbeddingStats {
+        let dim = self.mean.len();
+        let (covariance_upper, covariance_factor, covariance_diagonal) =
+            if self.covariance_factor.is_empty() {
+                let upper = encode(&upper_triangle(&self.covariance, dim));
+                (upper, String::new(), String::new())
+            } else {
+                let diagonal: Vec<f32> = (0..dim).map(|i| self.covariance[i * dim + i]).collect();
+                (
+                    String::new(),
+                    encode(&self.covariance_factor),
+                    encode(&diagonal),
+                )
+            };
         EmbeddingStats {
             samples: self.samples,
             mean: encode(&self.mean),
             std: encode(&self.std),
             covariance_kind: self.kind,
-            covariance_upper: encode(&upper_triangle(&self.covariance, self.mean.len())),
+            covariance_upper,
             covariance: String::new(),
+            covariance_factor,
+            covariance_diagonal,
             class_counts: self.class_counts.clone(),
             class_means: encode(&self.class_means),
         }
@@ -291,30 +367,55 @@ impl Stats {
                 "embedding statistics: a standard deviation is not positive".to_string(),
             ));
         }
-        let covariance = match (s.covariance_upper.is_empty(), s.covariance.is_empty()) {
-            (false, true) => {
+        let bad = |m: &str| Err(BundleError::manifest(format!("embedding statistics: {m}")));
+        let given = [
+            (!s.covariance_upper.is_empty()).then_some("covariance_upper"),
+            (!s.covariance.is_empty()).then_some("covariance"),
+            (!s.covariance_factor.is_empty() || !s.covariance_diagonal.is_empty())
+                .then_some("covariance_factor"),
+        ];
+        let mut given = given.into_iter().flatten();
+        let (Some(form), None) = (given.next(), given.next()) else {
+            return bad(
+                "the covariance must be given in one form: covariance_upper, \
+                 covariance_factor with covariance_diagonal, or covariance",
+            );
+        };
+        let mut covariance_factor = Vec::new();
+        let covariance = match form {
+            "covariance_upper" => {
                 let packed = dim.saturating_mul(dim.saturating_add(1)) / 2;
                 symmetric(
                     &decode("covariance_upper", &s.covariance_upper, packed)?,
                     dim,
                 )
             }
-            (true, false) => decode("covariance", &s.covariance, dim.saturating_mul(dim))?,
-            (false, false) => {
-                return Err(BundleError::manifest(
-                    "embedding statistics: both covariance and covariance_upper are given"
-                        .to_string(),
-                ));
-            }
-            (true, true) => {
-                return Err(BundleError::manifest(
-                    "embedding statistics: no covariance (covariance_upper)".to_string(),
-                ));
+            "covariance" => decode("covariance", &s.covariance, dim.saturating_mul(dim))?,
+            _ => {
+                // Its rows from its length (base64: 3 bytes in 4 characters), so that a
+                // factor larger than the matrix it stands for is refused before decoding.
+                let rows = (s.covariance_factor.len() / 4 * 3 / 4)
+                    .checked_div(dim)
+                    .unwrap_or(0);
+                if !factor_is_smaller(rows, dim) {
+                    return bad(&format!(
+                        "a covariance_factor of {rows} rows of {dim} values is not smaller \
+                         than the covariance's upper triangle (it is written only when it is)"
+                    ));
+                }
+                covariance_factor = decode(
+                    "covariance_factor",
+                    &s.covariance_factor,
+                    rows.saturating_mul(dim),
+                )?;
+                let diagonal = decode("covariance_diagonal", &s.covariance_diagonal, dim)?;
+                from_factor(&covariance_factor, &diagonal, dim)
             }
         };
         if (0..dim).any(|i| covariance[i * dim + i] <= 0.0) {
             return Err(BundleError::manifest(
-                "embedding statistics: a covariance has a positive diagonal".to_string(),
+                "embedding statistics: a value on the covariance's diagonal is not positive"
+                    .to_string(),
             ));
         }
         let k = s.class_counts.len();
@@ -334,6 +435,7 @@ impl Stats {
             std,
             kind: s.covariance_kind,
             covariance,
+            covariance_factor,
             class_counts: s.class_counts.clone(),
             class_means,
         })
@@ -381,6 +483,7 @@ mod tests {
         assert!(Stats::from_manifest(&none, 4, 2).is_err());
         assert!(Stats::from_manifest(&m, 5, 2).is_err());
         assert!(Stats::from_manifest(&m, 4, 3).is_err());
+        assert!(s.covariance_factor.is_empty() && m.covariance_factor.is_empty());
         let t = Stats::estimate(&x, 4, None).unwrap();
         assert_eq!(t.kind, CovarianceKind::Total);
         assert!(t.class_counts.is_empty());
@@ -391,5 +494,116 @@ mod tests {
                 assert_eq!(t.covariance[i * 4 + j], t.covariance[j * 4 + i]);
             }
         }
+    }
+
+    /// 12 samples of 64 values, correlated: a covariance of rank 11 off its diagonal.
+    fn few_samples() -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(3);
+        (0..12)
+            .flat_map(|_| {
+                let (a, b) = (rng.unit(), rng.unit());
+                (0..64)
+                    .map(|j| a * (j % 5) as f32 + b * (j % 3) as f32 + 0.1 * rng.unit())
+                    .collect::<Vec<f32>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_covariance_from_few_samples_travels_as_a_factor() {
+        let x = few_samples();
+        let s = Stats::estimate(&x, 64, None).unwrap();
+        let whole = Stats::estimate_as(&x, 64, None, false).unwrap();
+        // 12 rows of 64 and the diagonal, against the 2,080 values of the triangle.
+        assert_eq!(s.covariance_factor.len(), 12 * 64);
+        assert!(whole.covariance_factor.is_empty());
+        for (i, (a, b)) in s.covariance.iter().zip(&whole.covariance).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1e-3),
+                "covariance[{i}]: {a} as a factor, {b} whole"
+            );
+        }
+        let m = s.to_manifest();
+        assert!(m.covariance_upper.is_empty() && m.covariance.is_empty());
+        let w = whole.to_manifest();
+        assert!(
+            m.covariance_factor.len() + m.covariance_diagonal.len() < w.covariance_upper.len() / 2
+        );
+        // Read back, the same numbers: a bundle rewritten carries what it was given.
+        let back = Stats::from_manifest(&m, 64, 1).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.to_manifest(), m);
+        assert_eq!(Stats::from_manifest(&w, 64, 1).unwrap(), whole);
+    }
+
+    #[test]
+    fn a_bad_covariance_factor_is_refused() {
+        let s = Stats::estimate(&few_samples(), 64, None).unwrap();
+        let m = s.to_manifest();
+        let refused = |e: EmbeddingStats, says: &str| {
+            let err = Stats::from_manifest(&e, 64, 1).unwrap_err().to_string();
+            assert!(err.contains(says), "{err:?} does not say {says:?}");
+        };
+        refused(
+            EmbeddingStats {
+                covariance_upper: Stats::estimate_as(&few_samples(), 64, None, false)
+                    .unwrap()
+                    .to_manifest()
+                    .covariance_upper,
+                ..m.clone()
+            },
+            "in one form",
+        );
+        refused(
+            EmbeddingStats {
+                covariance_diagonal: String::new(),
+                ..m.clone()
+            },
+            "covariance_diagonal has 0 bytes",
+        );
+        refused(
+            EmbeddingStats {
+                covariance_factor: String::new(),
+                ..m.clone()
+            },
+            "a covariance_factor of 0 rows",
+        );
+        // As many rows as would make it larger than the triangle: refused unread.
+        refused(
+            EmbeddingStats {
+                covariance_factor: encode(&vec![0.5; 40 * 64]),
+                ..m.clone()
+            },
+            "a covariance_factor of 40 rows of 64 values is not smaller",
+        );
+        // A row cut short.
+        let mut short = s.covariance_factor.clone();
+        short.truncate(short.len() - 8);
+        refused(
+            EmbeddingStats {
+                covariance_factor: encode(&short),
+                ..m.clone()
+            },
+            "covariance_factor has 3040 bytes, expected 704 f32 values",
+        );
+        let mut nan = s.covariance_factor.clone();
+        nan[5] = f32::NAN;
+        refused(
+            EmbeddingStats {
+                covariance_factor: encode(&nan),
+                ..m.clone()
+            },
+            "covariance_factor holds NaN",
+        );
+        // A diagonal that is not positive.
+        let mut diagonal = vec![1.0f32; 64];
+        diagonal[9] = 0.0;
+        refused(
+            EmbeddingStats {
+                covariance_diagonal: encode(&diagonal),
+                ..m
+            },
+            "not positive",
+        );
     }
 }
