@@ -136,19 +136,42 @@ impl Preprocess {
             Layout::Features | Layout::Tokens => (shape.last().copied().unwrap_or(1).max(1), 1),
         };
         let bgr = self.channel_order == ChannelOrder::Bgr && channels == 3;
-        for (i, o) in out.iter_mut().enumerate().take(raw.len()) {
-            let c = (i / stride) % channels;
-            // Callers give RGB; a BGR model reads its channel 0 from the caller's channel 2.
-            let src = if bgr {
+        let n = out.len().min(raw.len());
+        // Callers give RGB; a BGR model reads its channel 0 from the caller's channel 2.
+        let source = |i: usize, c: usize| {
+            if bgr {
                 i - c * stride + (2 - c) * stride
             } else {
                 i
-            };
-            let v = raw[src] * self.scale;
-            *o = match (self.mean.get(c), self.std.get(c)) {
-                (Some(m), Some(s)) => (v - m) / s,
-                _ => v,
-            };
+            }
+        };
+        // One channel's values `x` into `o`: the loop over a run of them is what the
+        // compiler vectorizes (an NCHW image is runs of H·W values of one channel; value
+        // by value this was 0.23 M aarch64 instructions of a 64×64 image, 8 % of an f32
+        // ResNet18 inference on a Pi 5, scripts/iprofile.sh).
+        let run = |o: &mut [f32], x: &[f32], c: usize| match (self.mean.get(c), self.std.get(c)) {
+            (Some(&m), Some(&s)) => {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = (x * self.scale - m) / s;
+                }
+            }
+            _ => {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = x * self.scale;
+                }
+            }
+        };
+        if stride > 1 {
+            for (k, o) in out[..n].chunks_mut(stride).enumerate() {
+                let c = k % channels;
+                let start = source(k * stride, c);
+                run(o, &raw[start..start + o.len()], c);
+            }
+        } else {
+            for (i, o) in out[..n].iter_mut().enumerate() {
+                let c = i % channels;
+                run(core::slice::from_mut(o), &raw[source(i, c)..][..1], c);
+            }
         }
     }
 }

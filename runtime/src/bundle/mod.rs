@@ -512,6 +512,62 @@ mod tests {
         assert_eq!(out, [4.0, 12.0, 20.0, 8.0, 16.0, 24.0]);
     }
 
+    /// The values of the element-by-element definition, bit for bit, on every layout,
+    /// both channel orders, with and without normalization, two images in a batch.
+    #[test]
+    fn preprocess_runs_give_the_values_one_by_one() {
+        let mut rng = crate::rng::Rng::new(5);
+        let raw: Vec<f32> = (0..2 * 3 * 4 * 5).map(|_| rng.unit() * 255.0).collect();
+        for (layout, shape) in [
+            (Layout::Nchw, [2, 3, 4, 5]),
+            (Layout::Nhwc, [2, 4, 5, 3]),
+            (Layout::Features, [2, 3, 2, 10]),
+        ] {
+            for order in [ChannelOrder::Rgb, ChannelOrder::Bgr] {
+                for (mean, std) in [
+                    (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]),
+                    (vec![], vec![]),
+                ] {
+                    let p = Preprocess {
+                        scale: 1.0 / 255.0,
+                        mean,
+                        std,
+                        channel_order: order,
+                        resize: None,
+                    };
+                    let (channels, stride) = match layout {
+                        Layout::Nchw => (3, 20),
+                        Layout::Nhwc => (3, 1),
+                        _ => (10, 1),
+                    };
+                    let bgr = order == ChannelOrder::Bgr && channels == 3;
+                    let expected: Vec<f32> = (0..raw.len())
+                        .map(|i| {
+                            let c = (i / stride) % channels;
+                            let src = if bgr {
+                                i - c * stride + (2 - c) * stride
+                            } else {
+                                i
+                            };
+                            let v = raw[src] * p.scale;
+                            match (p.mean.get(c), p.std.get(c)) {
+                                (Some(m), Some(s)) => (v - m) / s,
+                                _ => v,
+                            }
+                        })
+                        .collect();
+                    let mut out = vec![0.0; raw.len()];
+                    p.apply(layout, &shape, &raw, &mut out);
+                    let same = out
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{layout:?} {order:?} {:?}", p.mean);
+                }
+            }
+        }
+    }
+
     #[test]
     fn header_len_matches_the_table() {
         assert_eq!(HEADER_LEN, 58);
