@@ -403,6 +403,14 @@ impl Stats {
                          than the covariance's upper triangle (it is written only when it is)"
                     ));
                 }
+                // What `estimate` writes; it also bounds the work of reading it back
+                // (rows · dim² / 2 products).
+                if rows > COV_ROWS {
+                    return bad(&format!(
+                        "a covariance_factor of {rows} rows, more than the {COV_ROWS} a \
+                         covariance is estimated from"
+                    ));
+                }
                 covariance_factor = decode(
                     "covariance_factor",
                     &s.covariance_factor,
@@ -576,6 +584,18 @@ mod tests {
             },
             "a covariance_factor of 40 rows of 64 values is not smaller",
         );
+        // More rows than a covariance is estimated from (the length alone says so).
+        let wide = EmbeddingStats {
+            mean: encode(&vec![0.0; 4096]),
+            std: encode(&vec![1.0; 4096]),
+            covariance_factor: encode(&vec![0.0; (COV_ROWS + 1) * 4096]),
+            covariance_diagonal: encode(&vec![1.0; 4096]),
+            ..m.clone()
+        };
+        let err = Stats::from_manifest(&wide, 4096, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1025 rows, more than the 1024"), "{err}");
         // A row cut short.
         let mut short = s.covariance_factor.clone();
         short.truncate(short.len() - 8);
