@@ -56,13 +56,9 @@ done
 for b in $boards; do
   case $b in pi4 | pi5) ;; *) echo "icount: unknown board $b (pi4, pi5)" >&2; exit 2 ;; esac
 done
-for tool in gcc qemu-aarch64 aarch64-linux-gnu-gcc unshare python3; do
-  command -v "$tool" >/dev/null || {
-    echo "icount: $tool is missing (bash scripts/setup.sh installs the cross tools and qemu-user)" >&2
-    exit 1
-  }
-done
-[ "$(id -u)" = 0 ] || { echo "icount: tools/arm-count needs root (a private mount namespace for /proc/cpuinfo)" >&2; exit 1; }
+# shellcheck source=scripts/arm-common.sh
+. scripts/arm-common.sh
+arm_prerequisites icount gcc qemu-aarch64 aarch64-linux-gnu-gcc unshare python3
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -79,8 +75,7 @@ export ARM_COUNT_DIR=$out
 
 echo "icount: building finetune-head (host) and the aarch64 examples embed, ort_embed" >&2
 cargo build --release -q -p finetune-head
-cargo build --release -q -p edgetune --features tract,ort --example embed --example ort_embed \
-  --target aarch64-unknown-linux-gnu
+arm_build_examples
 fh=$target/release/finetune-head
 embed=$target/aarch64-unknown-linux-gnu/release/examples/embed
 ort_embed=$target/aarch64-unknown-linux-gnu/release/examples/ort_embed

@@ -13,8 +13,8 @@
 # share, TOP (25) functions. Blocks outside the binary (libc's memcpy and memset, the
 # dynamic loader) are one row. Inlined code counts in the function it was inlined into:
 # tract's element-wise loops show as the op's `eval`, its matrix kernels (assembly) by
-# their own names. Needs root (tools/arm-count); builds the example like icount.sh, with
-# the same features, so the two share the build. A benchmark, run by hand.
+# their own names. Needs root (tools/arm-count); builds the example as icount.sh does
+# (scripts/arm-common.sh), so the two share the build. A benchmark, run by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -37,19 +37,14 @@ shift $((OPTIND - 1))
 [[ $top =~ ^[1-9][0-9]*$ ]] || { echo "iprofile: -n takes a positive count, got $top" >&2; exit 2; }
 case $board in pi4 | pi5) ;; *) echo "iprofile: unknown board $board (pi4, pi5)" >&2; exit 2 ;; esac
 for b in "$@"; do [ -f "$b" ] || { echo "iprofile: no bundle at $b" >&2; exit 2; }; done
-for tool in gcc qemu-aarch64 aarch64-linux-gnu-nm aarch64-linux-gnu-readelf unshare python3; do
-  command -v "$tool" >/dev/null || {
-    echo "iprofile: $tool is missing (bash scripts/setup.sh installs the cross tools and qemu-user)" >&2
-    exit 1
-  }
-done
-[ "$(id -u)" = 0 ] || { echo "iprofile: tools/arm-count needs root (a private mount namespace for /proc/cpuinfo)" >&2; exit 1; }
+# shellcheck source=scripts/arm-common.sh
+. scripts/arm-common.sh
+arm_prerequisites iprofile gcc qemu-aarch64 aarch64-linux-gnu-nm aarch64-linux-gnu-readelf unshare python3
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 echo "iprofile: building the aarch64 example embed" >&2
-cargo build --release -q -p edgetune --features tract,ort --example embed --example ort_embed \
-  --target aarch64-unknown-linux-gnu
+arm_build_examples
 embed=$target/aarch64-unknown-linux-gnu/release/examples/embed
 # The profiler, built from the repository's copy every run (arm-count would reuse one).
 gcc -shared -fPIC -O2 -o "$out/libprofile.so" tools/qemu-icount/profile.c
