@@ -132,13 +132,20 @@ fn factor_is_smaller(rows: usize, dim: usize) -> bool {
 /// The `dim × dim` matrix with `diagonal` on its diagonal and `FᵀF` off it, `F` the
 /// `rows × dim` matrix `factor` (sums in f64).
 fn from_factor(factor: &[f32], diagonal: &[f32], dim: usize) -> Vec<f32> {
+    let rows = factor.len() / dim.max(1);
+    // Column by column, so that each product below reads two contiguous columns.
+    let columns: Vec<f64> = (0..dim)
+        .flat_map(|i| factor.chunks_exact(dim).map(move |r| r[i] as f64))
+        .collect();
+    let column = |i: usize| &columns[i * rows..(i + 1) * rows];
     let mut m = vec![0f32; dim * dim];
     for i in 0..dim {
         m[i * dim + i] = diagonal[i];
         for j in i + 1..dim {
-            let v = factor
-                .chunks_exact(dim)
-                .map(|r| r[i] as f64 * r[j] as f64)
+            let v = column(i)
+                .iter()
+                .zip(column(j))
+                .map(|(a, b)| a * b)
                 .sum::<f64>() as f32;
             m[i * dim + j] = v;
             m[j * dim + i] = v;
