@@ -9,7 +9,10 @@
 #      test model, f32 and int8 bundles) and learns the same heads on x86_64 and on the
 #      target, and `parity compare` checks them (heads bit-identical; f32 embeddings
 #      within 1e-5 relative, int8 within 1e-2: tract's ARM and x86 kernels sum and
-#      rescale in another order; see the example's documentation).
+#      rescale in another order; see the example's documentation);
+#   3. on aarch64, edgetune's plan of an int8 ResNet against tract's own, bit for bit,
+#      without the dot product (a Pi 4), where runtime/src/plan.rs lowers its integer
+#      convolutions (`examples/plan_check.rs`; also on the host, where it lowers none).
 #
 #   bash scripts/cross.sh [TARGET[:light]...]
 #       (default: aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf, both in full)
@@ -35,9 +38,12 @@ echo "== parity reference on the host"
 # `cargo run -p edgetune --features …` would rebuild tract with another feature set.
 cargo test --workspace --no-run -q
 host=target/debug/examples
-"$host/arm_bundles" "$out" mobilenet > "$out/reports.txt"
+"$host/arm_bundles" "$out" mobilenet resnet > "$out/reports.txt"
 bundles=("$out/mobilenet-f32.bundle" "$out/mobilenet-int8.bundle")
 "$host/parity" run "$out/host.json" "${bundles[@]}"
+# edgetune's plan of an int8 ResNet (its 3×3 integer convolutions read in place where the
+# machine's integer kernel allows: runtime/src/plan.rs) against tract's own, bit for bit.
+"$host/plan_check" "$out/resnet-int8.bundle"
 
 # Appends `--test NAME` to `tests` for each integration test in the given directories but
 # the learning-quality suite (runtime/core/tests/learning.rs: 90 s of qemu; the parity
@@ -99,7 +105,7 @@ for t in $targets; do
   # The device program and the parity example, built with the tests' crates and
   # features: any other selection (`cargo run -p edgetune --example parity`) unifies
   # other features and builds tract a second time, minutes per target.
-  cargo build -q "${crates[@]}" --bin edgetune --example parity
+  cargo build -q "${crates[@]}" --bin edgetune --example parity --example plan_check
   bin=${CARGO_TARGET_DIR:-target}/$t/debug
   echo "== the device program on $t (cross.sh at ${SECONDS} s)"
   # shellcheck disable=SC2086
@@ -107,6 +113,11 @@ for t in $targets; do
     models/torchvision/calib/00-8.png models/torchvision/calib/01-9.png >"$out/$t-predict.json"
   n=$(grep -c '"uncertain":true' "$out/$t-predict.json" || true)
   [ "$n" = 2 ] || { cat "$out/$t-predict.json"; echo "cross: edgetune predict on $t: expected 2 predictions" >&2; exit 1; }
+  if [ "$t" = aarch64-unknown-linux-gnu ]; then
+    echo "== edgetune's int8 plan against tract's on $t without the dot product (cross.sh at ${SECONDS} s)"
+    # shellcheck disable=SC2086
+    env TRACT_DOTPROD_DISABLE=1 $runner "$bin/examples/plan_check" "$out/resnet-int8.bundle" --expect-lowered
+  fi
   echo "== parity of $t with the host (cross.sh at ${SECONDS} s)"
   # shellcheck disable=SC2086
   $runner "$bin/examples/parity" run "$out/$t.json" "${bundles[@]}"

@@ -24,10 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 20,
     };
     let bundle = Bundle::read(&path)?;
-    let plan = edgetune::nnef::framework()
-        .model_for_read(&mut &bundle.backbone[..])?
-        .into_optimized()?
-        .into_runnable()?;
+    let model = edgetune::nnef::framework().model_for_read(&mut &bundle.backbone[..])?;
+    let plan = edgetune::plan::optimize(model)?.into_runnable()?;
     let inputs: TVec<TValue> = plan
         .model()
         .input_outlets()?

@@ -160,8 +160,7 @@ impl Backbone {
         let model = crate::nnef::framework()
             .model_for_read(&mut &nnef_tar[..])
             .map_err(BackboneError::Load)?;
-        let plan = model
-            .into_optimized()
+        let plan = crate::plan::optimize(model)
             .and_then(|m| m.into_runnable())
             .map_err(BackboneError::Load)?;
         let mut backbone = Self::with_engine(Engine::Tract(plan.clone()), manifest);

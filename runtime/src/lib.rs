@@ -23,6 +23,8 @@ pub mod image;
 pub mod nnef;
 #[cfg(feature = "npy")]
 pub mod npy;
+#[cfg(feature = "tract")]
+pub mod plan;
 #[cfg(feature = "std")]
 pub mod stats;
 #[cfg(feature = "text")]

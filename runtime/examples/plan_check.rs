@@ -1,0 +1,79 @@
+//! Checks edgetune's plan of a bundle's backbone (`edgetune::plan::optimize`, with its
+//! lazy integer convolutions) against tract's own (`into_optimized`): the same outputs,
+//! bit for bit, on a fixed pseudo-random input. `scripts/cross.sh` runs it on the host and
+//! on aarch64 without the dot product (a Pi 4), where the lowering applies.
+//!
+//! `plan_check BUNDLE [--expect-lowered]`: prints how many convolutions edgetune lowered
+//! and the outputs' largest difference; fails if they differ at all, or, with
+//! `--expect-lowered`, if none was lowered.
+
+use edgetune::bundle::Bundle;
+use edgetune::rng::Rng;
+use tract_nnef::prelude::*;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .ok_or("usage: plan_check BUNDLE [--expect-lowered]")?;
+    let expect_lowered = match args.next().as_deref() {
+        None => false,
+        Some("--expect-lowered") => true,
+        Some(a) => return Err(format!("unknown argument {a:?}").into()),
+    };
+    let bundle = Bundle::read(&path)?;
+    let load = || edgetune::nnef::framework().model_for_read(&mut &bundle.backbone[..]);
+    let mut ours = load()?;
+    ours.declutter()?;
+    let lowered = edgetune::plan::lazy_integer_convolutions(&mut ours)?;
+    ours.optimize()?;
+    let ours = ours.into_runnable()?;
+    let tracts = load()?.into_optimized()?.into_runnable()?;
+    let mut rng = Rng::new(11);
+    let inputs: TVec<TValue> = ours
+        .model()
+        .input_outlets()?
+        .iter()
+        .map(|o| {
+            let fact = ours.model().outlet_fact(*o)?;
+            let shape = fact.shape.as_concrete().ok_or("symbolic input")?.to_vec();
+            let n = shape.iter().product();
+            let x: Vec<f32> = (0..n).map(|_| rng.unit() * 4.0 - 2.0).collect();
+            Ok(tract_ndarray::ArrayD::from_shape_vec(shape, x)?
+                .into_tensor()
+                .cast_to_dt(fact.datum_type)?
+                .into_owned()
+                .into())
+        })
+        .collect::<Result<_, Box<dyn std::error::Error>>>()?;
+    let a = ours.run(inputs.clone())?;
+    let b = tracts.run(inputs)?;
+    let mut largest = 0f32;
+    for (a, b) in a.iter().zip(&b) {
+        let a = a.cast_to::<f32>()?;
+        let b = b.cast_to::<f32>()?;
+        let (a, b) = (
+            a.to_plain_array_view::<f32>()?,
+            b.to_plain_array_view::<f32>()?,
+        );
+        if a.shape() != b.shape() {
+            return Err(format!("output shapes {:?} and {:?}", a.shape(), b.shape()).into());
+        }
+        for (x, y) in a.iter().zip(b.iter()) {
+            if x.to_bits() != y.to_bits() {
+                largest = largest.max((x - y).abs());
+                if largest == 0.0 {
+                    largest = f32::MIN_POSITIVE; // +0 against -0, or NaN
+                }
+            }
+        }
+    }
+    println!("plan_check: {path}: {lowered} convolutions lowered, largest difference {largest:e}");
+    if largest != 0.0 {
+        return Err("edgetune's plan and tract's differ".into());
+    }
+    if expect_lowered && lowered == 0 {
+        return Err("no convolution was lowered".into());
+    }
+    Ok(())
+}
