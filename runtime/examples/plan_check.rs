@@ -1,11 +1,13 @@
 //! Checks edgetune's plan of a bundle's backbone (`edgetune::plan::optimize`, with its
-//! lazy integer convolutions) against tract's own (`into_optimized`): the same outputs,
-//! bit for bit, on a fixed pseudo-random input. `scripts/cross.sh` runs it on the host and
-//! on aarch64 without the dot product (a Pi 4), where the lowering applies.
+//! lazy integer convolutions and its own eager im2col) against tract's own
+//! (`into_optimized`): the same outputs, bit for bit, on a fixed pseudo-random input.
+//! `scripts/cross.sh` runs it on the host and on aarch64 without the dot product (a Pi 4),
+//! where the lowering applies.
 //!
-//! `plan_check BUNDLE [--expect-lowered]`: prints how many convolutions edgetune lowered
-//! and the outputs' largest difference; fails if they differ at all, or, with
-//! `--expect-lowered`, if none was lowered.
+//! `plan_check BUNDLE [--expect-lowered] [--expect-packed]`: prints how many convolutions
+//! edgetune lowered, how many im2col it replaced, and the outputs' largest difference;
+//! fails if they differ at all, or, with `--expect-lowered` (`--expect-packed`), if none
+//! was lowered (replaced).
 
 use edgetune::bundle::Bundle;
 use edgetune::rng::Rng;
@@ -15,18 +17,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .ok_or("usage: plan_check BUNDLE [--expect-lowered]")?;
-    let expect_lowered = match args.next().as_deref() {
-        None => false,
-        Some("--expect-lowered") => true,
-        Some(a) => return Err(format!("unknown argument {a:?}").into()),
-    };
+        .ok_or("usage: plan_check BUNDLE [--expect-lowered] [--expect-packed]")?;
+    let (mut expect_lowered, mut expect_packed) = (false, false);
+    for a in args {
+        match a.as_str() {
+            "--expect-lowered" => expect_lowered = true,
+            "--expect-packed" => expect_packed = true,
+            _ => return Err(format!("unknown argument {a:?}").into()),
+        }
+    }
     let bundle = Bundle::read(&path)?;
     let load = || edgetune::nnef::framework().model_for_read(&mut &bundle.backbone[..]);
     let mut ours = load()?;
     ours.declutter()?;
     let lowered = edgetune::plan::lazy_integer_convolutions(&mut ours)?;
     ours.optimize()?;
+    let packed = edgetune::plan::pack_patches(&mut ours)?;
     let ours = ours.into_runnable()?;
     let tracts = load()?.into_optimized()?.into_runnable()?;
     let mut rng = Rng::new(11);
@@ -68,12 +74,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    println!("plan_check: {path}: {lowered} convolutions lowered, largest difference {largest:e}");
+    println!(
+        "plan_check: {path}: {lowered} convolutions lowered, {packed} im2col replaced, \
+         largest difference {largest:e}"
+    );
     if largest != 0.0 {
         return Err("edgetune's plan and tract's differ".into());
     }
     if expect_lowered && lowered == 0 {
         return Err("no convolution was lowered".into());
+    }
+    if expect_packed && packed == 0 {
+        return Err("no im2col was replaced".into());
     }
     Ok(())
 }

@@ -1,33 +1,48 @@
 //! How a backbone's graph becomes the plan tract runs: tract's own optimization, with one
-//! lowering of edgetune's in between.
+//! lowering of edgetune's in between and one op of edgetune's after it.
 //!
 //! tract 0.23.9 lowers every quantized convolution through an eager im2col: each patch
 //! is copied into a packed buffer by a per-element writer before the integer product.
 //! On a Pi 4 or Pi 5 CPU model that copy was 55 % of an int8 ResNet18 inference
 //! (2.56 M of 4.65 M aarch64 instructions, `scripts/iprofile.sh`), where its f32
 //! convolutions read their patches in place ("lazy im2col", 0.62 M for all of f32
-//! ResNet18). So a convolution of i8 activations and i8 weights with an i32 output and
-//! zero points of 0 (what `finetune-head`'s quantizer writes, `ConvInteger`) is lowered
-//! here as tract lowers an f32 one: the same product of integers, read in place. Where
-//! tract's kernel for the machine packs its inputs in a way the lazy im2col cannot
-//! write (the dot-product kernel's `PackedI8K4`), the convolution keeps tract's lowering.
+//! ResNet18). Two steps take it out:
 //!
-//! Measured (`scripts/iprofile.sh`, torchvision's ResNet18 at width 1/8, 64×64): on a
-//! Pi 4 (no dot product) 8 of its 19 int8 convolutions are lowered and one inference takes
-//! 4.09 M instructions instead of 4.79 M; the other 8 int8 3×3 convolutions requantize
-//! to i8 for the next one (`QLinearConv`) and keep tract's lowering. On a Pi 5, and on
-//! x86-64, the kernel is the dot-product one and nothing changes. The outputs are the
-//! same bit for bit (`examples/plan_check.rs`, run by `scripts/cross.sh` on aarch64).
+//! - [`lazy_integer_convolutions`], before tract's optimization: a convolution of i8
+//!   activations and i8 weights with an i32 output and zero points of 0 (what
+//!   `finetune-head`'s quantizer writes, `ConvInteger`) is lowered as tract lowers an f32
+//!   one, the same product of integers read in place. Where tract's kernel for the
+//!   machine packs its inputs in a way the lazy im2col cannot write (the dot-product
+//!   kernel's `PackedI8K4`: a Pi 5, x86-64 with VNNI), the convolution keeps tract's
+//!   lowering.
+//! - [`pack_patches`], after it: each eager im2col left (those, and the convolutions that
+//!   requantize to i8 for the next one, `QLinearConv`) becomes [`PackPatches`], which
+//!   writes the same packed bytes a run of lanes at a time rather than value by value
+//!   (`patches.rs`).
+//!
+//! Measured (`scripts/iprofile.sh`, torchvision's ResNet18 at width 1/8, 64×64, one
+//! inference): on a Pi 5, 4.65 M instructions before, 2.47 M after (16 im2col
+//! replaced, 0.33 M for all their copies); on a Pi 4, 4.79 M before, 4.09 M with the
+//! lazy lowering (8 convolutions), 3.28 M with both (8 more replaced). The lazy lowering
+//! stays first on a Pi 4: with every convolution through [`PackPatches`] instead it
+//! counted 0.2 M more. The outputs are the same bit for bit (`examples/plan_check.rs`,
+//! run by `scripts/cross.sh` on the host and on aarch64; the tests in `patches.rs`).
+
+mod patches;
+
+pub use patches::{PackPatches, pack_patches};
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::cnn::Conv;
 
 /// `model` decluttered, its integer convolutions lowered to a lazy im2col where
-/// possible, then optimized: what `TypedModel::into_optimized` does, with that step.
+/// possible, then optimized, then tract's eager im2col replaced by edgetune's where it
+/// applies: what `TypedModel::into_optimized` does, with those two steps.
 pub fn optimize(mut model: TypedModel) -> TractResult<TypedModel> {
     model.declutter()?;
     lazy_integer_convolutions(&mut model)?;
     model.optimize()?;
+    pack_patches(&mut model)?;
     Ok(model)
 }
 
