@@ -1,13 +1,13 @@
 //! Checks edgetune's plan of a bundle's backbone (`edgetune::plan::optimize`, with its
-//! lazy integer convolutions and its own eager im2col) against tract's own
-//! (`into_optimized`): the same outputs, bit for bit, on a fixed pseudo-random input.
-//! `scripts/cross.sh` runs it on the host and on aarch64 without the dot product (a Pi 4),
-//! where the lowering applies.
+//! own steps) against tract's own (`into_optimized`): the same outputs, bit for bit, on
+//! a fixed pseudo-random input. `scripts/cross.sh` runs it on the host and on aarch64
+//! without the dot product (a Pi 4).
 //!
-//! `plan_check BUNDLE [--expect-lowered] [--expect-packed]`: prints how many convolutions
-//! edgetune lowered, how many im2col it replaced, and the outputs' largest difference;
-//! fails if they differ at all, or, with `--expect-lowered` (`--expect-packed`), if none
-//! was lowered (replaced).
+//! `plan_check BUNDLE [--expect-lowered] [--expect-packed]`: prints what each of
+//! edgetune's steps did (convolutions lowered, products made over one row, im2col and
+//! packings replaced) and the outputs' largest difference; fails if they differ at all,
+//! or, with `--expect-lowered` (`--expect-packed`), if no convolution was lowered (no
+//! im2col replaced).
 
 use edgetune::bundle::Bundle;
 use edgetune::rng::Rng;
@@ -28,11 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let bundle = Bundle::read(&path)?;
     let load = || edgetune::nnef::framework().model_for_read(&mut &bundle.backbone[..]);
-    let mut ours = load()?;
-    ours.declutter()?;
-    let lowered = edgetune::plan::lazy_integer_convolutions(&mut ours)?;
-    ours.optimize()?;
-    let packed = edgetune::plan::pack_patches(&mut ours)?;
+    let (ours, steps) = edgetune::plan::optimize_steps(load()?)?;
     let ours = ours.into_runnable()?;
     let tracts = load()?.into_optimized()?.into_runnable()?;
     let mut rng = Rng::new(11);
@@ -75,16 +71,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "plan_check: {path}: {lowered} convolutions lowered, {packed} im2col replaced, \
-         largest difference {largest:e}"
+        "plan_check: {path}: {} convolutions lowered, {} products over one row, {} im2col \
+         and {} packings replaced, largest difference {largest:e}",
+        steps.lowered, steps.one_row, steps.im2col, steps.packings
     );
     if largest != 0.0 {
         return Err("edgetune's plan and tract's differ".into());
     }
-    if expect_lowered && lowered == 0 {
+    if expect_lowered && steps.lowered == 0 {
         return Err("no convolution was lowered".into());
     }
-    if expect_packed && packed == 0 {
+    if expect_packed && steps.im2col == 0 {
         return Err("no im2col was replaced".into());
     }
     Ok(())

@@ -252,7 +252,7 @@ impl Geometry {
 
 /// `L` values `S` apart from `from` into `to`: a fixed-size copy the compiler unrolls.
 #[inline(always)]
-fn copy<const L: usize, const S: usize>(from: &[u8], to: &mut [u8]) {
+pub(super) fn copy<const L: usize, const S: usize>(from: &[u8], to: &mut [u8]) {
     let from = &from[..(L - 1) * S + 1];
     let to = &mut to[..L];
     for i in 0..L {
@@ -263,7 +263,11 @@ fn copy<const L: usize, const S: usize>(from: &[u8], to: &mut [u8]) {
 /// `L` lanes of four k's (`offsets` from `src`), their values `S` apart, interleaved
 /// four by four into `to` (4·`L` bytes).
 #[inline(always)]
-fn interleave<const L: usize, const S: usize>(src: &[u8], offsets: [usize; 4], to: &mut [u8]) {
+pub(super) fn interleave<const L: usize, const S: usize>(
+    src: &[u8],
+    offsets: [usize; 4],
+    to: &mut [u8],
+) {
     let mut rows = [[0u8; L]; 4];
     for (row, o) in rows.iter_mut().zip(offsets) {
         copy::<L, S>(&src[o..], row);
@@ -490,14 +494,7 @@ impl TypedOp for PackPatches {
 /// Replaces each `Im2Col` node of an optimized `model` that [`PackPatches`] covers;
 /// returns how many.
 pub fn pack_patches(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in 0..model.nodes().len() {
-        if let Some(op) = PackPatches::for_node(model, id)? {
-            model.node_mut(id).op = Box::new(op);
-            replaced += 1;
-        }
-    }
-    Ok(replaced)
+    super::replace_ops(model, PackPatches::for_node)
 }
 
 #[cfg(test)]
@@ -641,6 +638,42 @@ mod tests {
             assert_eq!(pack_patches(&mut ours)?, 1, "input {:?}", case.input);
             let (tracts, ours) = (tracts.into_runnable()?, ours.into_runnable()?);
             for _ in 0..3 {
+                let [c, h, w] = case.input;
+                let x: TValue = random_i8(&mut rng, &[1, c, h, w]).into();
+                let a = tracts.run(tvec![x.clone()])?.remove(0);
+                let b = ours.run(tvec![x])?.remove(0);
+                assert_eq!(a.as_bytes(), b.as_bytes(), "input {:?}", case.input);
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole plan (all of edgetune's steps) against tract's, on these convolutions and
+    /// on 1×1 ones, which become matrix products over one row and packed columns where
+    /// the host's kernel packs as the Pi 5's does.
+    #[test]
+    fn edgetunes_plan_gives_tracts_outputs_bit_for_bit() -> TractResult<()> {
+        let mut rng = Rng::new(8);
+        let pointwise = |input, outputs| Case {
+            input,
+            outputs,
+            group: 1,
+            kernel: [1, 1],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [0, 0, 0, 0],
+            zero_point: 2,
+        };
+        let pointwise = [pointwise([8, 16, 16], 48), pointwise([24, 5, 3], 8)];
+        for case in CASES.iter().chain(&pointwise) {
+            let model = model(case, &mut rng)?;
+            let tracts = model.clone().into_optimized()?.into_runnable()?;
+            let (ours, steps) = crate::plan::optimize_steps(model)?;
+            if case.kernel == [1, 1] {
+                assert_eq!(steps.one_row, 1, "input {:?}", case.input);
+            }
+            let ours = ours.into_runnable()?;
+            for _ in 0..2 {
                 let [c, h, w] = case.input;
                 let x: TValue = random_i8(&mut rng, &[1, c, h, w]).into();
                 let a = tracts.run(tvec![x.clone()])?.remove(0);

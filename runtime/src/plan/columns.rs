@@ -1,0 +1,264 @@
+//! The activations of an integer matrix product packed for the dot-product kernel:
+//! edgetune's packing in place of tract's where it applies.
+//!
+//! A 1×1 convolution becomes a matrix product in tract, and so does `MatMul`: the
+//! weights are packed once, at load, but the activations at every inference, by an
+//! `OptMatMulPack` node. For the Pi 5's dot-product kernel that packing is `PackedI8K4`
+//! (4 k's of a column side by side), written by `PackedI8K4::pack_view` one byte at a
+//! time: 0.56 M of the 5.67 M aarch64 instructions of an int8 MobileNetV2 inference on
+//! the Pi 5 CPU model (`scripts/iprofile.sh`), where its integer products cost 0.38 M.
+//! [`PackColumns`] writes the same bytes eight columns at a time where the columns are
+//! contiguous (a convolution's pixels: [`super::patches`]'s interleave, table lookups on
+//! aarch64) and four k's at a time where the k's are (a `MatMul`'s rows).
+//!
+//! What it does not cover keeps tract's op: other packings (tract's plain packing is
+//! already vector code), elements wider than a byte, shapes not known at load.
+
+use tract_nnef::internal::*;
+use tract_nnef::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
+use tract_nnef::tract_core::tract_linalg::mmm::{
+    EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
+};
+use tract_nnef::tract_core::tract_linalg::pack::PackedI8K4;
+
+use super::patches::interleave;
+use tract_nnef::tract_core::ndarray::Dimension;
+
+/// The input's matrices, concrete: each `k` rows of `n` columns, `k_stride` and
+/// `n_stride` bytes apart, starting at one of `starts` (one matrix for each coordinate
+/// of the other axes, in tract's order), packed in panels of `r` columns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Layout {
+    pub starts: Vec<usize>,
+    pub k: usize,
+    pub n: usize,
+    pub k_stride: usize,
+    pub n_stride: usize,
+    pub r: usize,
+    pub align: usize,
+}
+
+impl Layout {
+    fn panel_len(&self) -> usize {
+        self.k.div_ceil(4) * 4 * self.r
+    }
+
+    /// Writes `src` into the zeroed `dst`, `PackedI8K4`'s layout: value (k, column) at
+    /// `panel·panel_len + (k/4)·4r + lane·4 + k%4`.
+    #[inline(never)]
+    pub fn pack(&self, src: &[u8], dst: &mut [u8]) {
+        let (r, ks, ns) = (self.r, self.k_stride, self.n_stride);
+        for (p, panel) in dst.chunks_exact_mut(self.panel_len()).enumerate() {
+            let first = p * r;
+            let lanes = r.min(self.n - first);
+            for (kb, block) in panel.chunks_exact_mut(4 * r).enumerate() {
+                let k0 = kb * 4;
+                let ks4 = 4.min(self.k - k0);
+                if (lanes, ks4, ns) == (8, 4, 1) {
+                    let o = [k0 * ks, (k0 + 1) * ks, (k0 + 2) * ks, (k0 + 3) * ks];
+                    interleave::<8, 1>(&src[first..], o, block);
+                } else if (ks4, ks) == (4, 1) {
+                    for (lane, to) in block.chunks_exact_mut(4).take(lanes).enumerate() {
+                        let at = (first + lane) * ns + k0;
+                        to.copy_from_slice(&src[at..at + 4]);
+                    }
+                } else {
+                    for (lane, to) in block.chunks_exact_mut(4).take(lanes).enumerate() {
+                        for (j, t) in to.iter_mut().take(ks4).enumerate() {
+                            *t = src[(first + lane) * ns + (k0 + j) * ks];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// tract's `OptMatMulPack` for one input, with edgetune's packing where it applies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PackColumns {
+    /// tract's op: its output facts are this op's.
+    pack: OptMatMulPack,
+    layout: Layout,
+    format: PackedI8K4,
+}
+
+impl PackColumns {
+    /// The op for the `OptMatMulPack` node `id`, or `None` where edgetune's packing does
+    /// not apply (see the module docs).
+    pub fn for_node(model: &TypedModel, id: usize) -> TractResult<Option<PackColumns>> {
+        let node = model.node(id);
+        let Some(pack) = node.op_as::<OptMatMulPack>() else {
+            return Ok(None);
+        };
+        let input = model.outlet_fact(node.inputs[0])?;
+        let output = model.outlet_fact(OutletId::new(id, 0))?;
+        let Some(shape) = input.shape.as_concrete() else {
+            return Ok(None);
+        };
+        let Some(packed) = output
+            .exotic_fact()
+            .and_then(|f| f.downcast_ref::<DynPackedExoticFact>())
+        else {
+            return Ok(None);
+        };
+        // Which input axes are k and the columns: tract's op maps them as 'K' and 'M'.
+        let mapping = pack.axes_mapping(&[input], &[output])?;
+        let axis = |repr: char| -> Option<usize> {
+            mapping
+                .iter_all_axes()
+                .find(|a| a.repr == repr)
+                .and_then(|a| a.inputs[0].first().copied())
+        };
+        let (Some(k_axis), Some(n_axis)) = (axis('K'), axis('M')) else {
+            return Ok(None);
+        };
+        let (k, n) = (shape[k_axis], shape[n_axis]);
+        // tract's ModePicker: one packer, or one for a single column and one for more.
+        let packer = match packed.packers.len() {
+            1 => &packed.packers[0],
+            2 => &packed.packers[(n > 1) as usize],
+            _ => return Ok(None),
+        };
+        let Some(format) = packer.downcast_ref::<PackedI8K4>() else {
+            return Ok(None);
+        };
+        if input.datum_type.size_of() != 1 || format.r == 0 || k_axis == n_axis {
+            return Ok(None);
+        }
+        // One matrix for each coordinate of the other axes, in the order tract's op
+        // visits them (`indices` over the shape with k and n set to 1).
+        let strides = Tensor::natural_strides(shape);
+        let mut others: TVec<usize> = shape.into();
+        others[k_axis] = 1;
+        others[n_axis] = 1;
+        let starts = tract_ndarray::indices(&*others)
+            .into_iter()
+            .map(|coord| {
+                coord
+                    .slice()
+                    .iter()
+                    .zip(&strides)
+                    .map(|(c, s)| c * *s as usize)
+                    .sum()
+            })
+            .collect();
+        Ok(Some(PackColumns {
+            pack: pack.clone(),
+            layout: Layout {
+                starts,
+                k,
+                n,
+                k_stride: strides[k_axis] as usize,
+                n_stride: strides[n_axis] as usize,
+                r: format.r,
+                align: format.alignment(),
+            },
+            format: format.clone(),
+        }))
+    }
+}
+
+impl Op for PackColumns {
+    fn name(&self) -> StaticName {
+        "edgetune.PackColumns".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}", self.layout)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for PackColumns {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let l = &self.layout;
+        let input = &inputs[0];
+        let bytes = input.as_bytes();
+        ensure!(
+            bytes.len() == l.starts.len() * l.k * l.n,
+            "PackColumns: {} input bytes for {:?}",
+            bytes.len(),
+            input.shape()
+        );
+        let mut values: TVec<Box<dyn MMMInputValue>> = TVec::with_capacity(l.starts.len());
+        for &start in &l.starts {
+            let mut data =
+                Tensor::zero_aligned::<u8>(&[l.n.div_ceil(l.r) * l.panel_len()], l.align)?;
+            l.pack(&bytes[start..], data.as_bytes_mut());
+            values.push(Box::new(EagerPackedInput {
+                fact: PackedExoticFact {
+                    format: Box::new(self.format.clone()) as Box<dyn MMMInputFormat>,
+                    k: l.k,
+                    mn: l.n.to_dim(),
+                },
+                packed: data.into_blob()?.into(),
+                panel_bytes: l.panel_len(),
+                mn: l.n,
+            }));
+        }
+        let shape: TVec<usize> = self.pack.output_shape(input.shape());
+        let output =
+            PackedMatrixStorage::new_batched(&shape, values).into_tensor(input.datum_type());
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for PackColumns {
+    as_op!();
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        self.pack.output_facts(inputs)
+    }
+}
+
+/// Replaces each `OptMatMulPack` node of an optimized `model` that [`PackColumns`] covers;
+/// returns how many.
+pub fn pack_columns(model: &mut TypedModel) -> TractResult<usize> {
+    super::replace_ops(model, PackColumns::for_node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Every value where `PackedI8K4` puts it (tract's `pack_view`:
+    /// `out[(k/4)·r·4 + m·4 + k%4] = src[m, k]`, panel by panel) and zeros elsewhere, for
+    /// columns contiguous (a convolution's pixels), k's contiguous (a `MatMul`'s rows),
+    /// sizes that fill no panel or block, and panel widths the host may not use.
+    #[test]
+    fn columns_are_packed_where_pack_view_puts_them() {
+        let mut rng = Rng::new(3);
+        for (k, n) in [(16, 64), (24, 40), (7, 13), (4, 8), (1, 1), (33, 9)] {
+            let src: Vec<u8> = (0..k * n).map(|_| rng.below(256) as u8).collect();
+            for columns_contiguous in [true, false] {
+                let (k_stride, n_stride) = if columns_contiguous { (n, 1) } else { (1, k) };
+                for r in [4, 8, 12] {
+                    let l = Layout {
+                        starts: vec![0],
+                        k,
+                        n,
+                        k_stride,
+                        n_stride,
+                        r,
+                        align: 16,
+                    };
+                    let mut dst = vec![0u8; n.div_ceil(r) * l.panel_len()];
+                    l.pack(&src, &mut dst);
+                    let mut expected = vec![0u8; dst.len()];
+                    for m in 0..n {
+                        for kk in 0..k {
+                            let at = m / r * l.panel_len() + kk / 4 * 4 * r + m % r * 4 + kk % 4;
+                            expected[at] = src[kk * k_stride + m * n_stride];
+                        }
+                    }
+                    assert_eq!(dst, expected, "k {k} n {n} r {r} {columns_contiguous}");
+                }
+            }
+        }
+    }
+}
