@@ -11,9 +11,9 @@
 #      within 1e-5 relative, int8 within 1e-2: tract's ARM and x86 kernels sum and
 #      rescale in another order; see the example's documentation);
 #   3. on aarch64, edgetune's plan of an int8 ResNet against tract's own, bit for bit,
-#      without the dot product (a Pi 4), where runtime/src/plan/ lowers its integer
-#      convolutions and replaces the im2col left (`examples/plan_check.rs`; also on the
-#      host, where it replaces the im2col of whatever kernel the host has).
+#      without the dot product (a Pi 4: tract's plain packing, where the host's kernel may
+#      take the dot product's), with runtime/src/plan/'s own im2col
+#      (`examples/plan_check.rs`; also on the host).
 #
 #   bash scripts/cross.sh [TARGET[:light]...]
 #       (default: aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf, both in full)
@@ -42,9 +42,8 @@ host=target/debug/examples
 "$host/arm_bundles" "$out" mobilenet resnet > "$out/reports.txt"
 bundles=("$out/mobilenet-f32.bundle" "$out/mobilenet-int8.bundle")
 "$host/parity" run "$out/host.json" "${bundles[@]}"
-# edgetune's plan of an int8 ResNet (its 3×3 integer convolutions read in place where the
-# machine's integer kernel allows, its eager im2col edgetune's: runtime/src/plan/)
-# against tract's own, bit for bit.
+# edgetune's plan of an int8 ResNet (its im2col edgetune's: runtime/src/plan/) against
+# tract's own, bit for bit.
 "$host/plan_check" "$out/resnet-int8.bundle" --expect-packed
 
 # Appends `--test NAME` to `tests` for each integration test in the given directories but
@@ -118,7 +117,7 @@ for t in $targets; do
   if [ "$t" = aarch64-unknown-linux-gnu ]; then
     echo "== edgetune's int8 plan against tract's on $t without the dot product (cross.sh at ${SECONDS} s)"
     # shellcheck disable=SC2086
-    env TRACT_DOTPROD_DISABLE=1 $runner "$bin/examples/plan_check" "$out/resnet-int8.bundle" --expect-lowered --expect-packed
+    env TRACT_DOTPROD_DISABLE=1 $runner "$bin/examples/plan_check" "$out/resnet-int8.bundle" --expect-packed
   fi
   echo "== parity of $t with the host (cross.sh at ${SECONDS} s)"
   # shellcheck disable=SC2086

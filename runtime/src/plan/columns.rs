@@ -56,7 +56,7 @@ impl Layout {
                 let ks4 = 4.min(self.k - k0);
                 if (lanes, ks4, ns) == (8, 4, 1) {
                     let o = [k0 * ks, (k0 + 1) * ks, (k0 + 2) * ks, (k0 + 3) * ks];
-                    interleave::<8, 1>(&src[first..], o, block);
+                    interleave::<8>(&src[first..], o, block);
                 } else if (ks4, ks) == (4, 1) {
                     for (lane, to) in block.chunks_exact_mut(4).take(lanes).enumerate() {
                         let at = (first + lane) * ns + k0;

@@ -5,30 +5,28 @@
 //! boards. Counted per function on a Pi 4 and Pi 5 CPU model (`scripts/iprofile.sh`),
 //! what it spent beyond the integer products, and the step that takes it out:
 //!
-//! - [`lazy_integer_convolutions`], before tract's optimization: a convolution of i8
-//!   activations and i8 weights with an i32 output and zero points of 0 (what
-//!   `finetune-head`'s quantizer writes, `ConvInteger`) is lowered as tract lowers an f32
-//!   one, its patches read in place instead of copied by an eager im2col. Where tract's
-//!   kernel for the machine packs its inputs in a way that cannot be written so (the
-//!   dot-product kernel's `PackedI8K4`: a Pi 5, x86-64 with VNNI), the convolution keeps
-//!   tract's lowering.
-//! - [`products_over_one_row`], before it too: tract makes an integer 1×1 convolution one
-//!   small matrix product per image row; this makes it one product over all the pixels.
-//! - [`pack_patches`], after it: each eager im2col left becomes [`PackPatches`], which
-//!   writes the same packed bytes a run of lanes at a time rather than value by value
-//!   (`patches.rs`). tract's was 55 % of an int8 ResNet18 inference.
+//! - [`products_over_one_row`], before tract's optimization: tract makes an integer 1×1
+//!   convolution one small matrix product per image row; this makes it one product over
+//!   all the pixels.
+//! - [`pack_patches`], after it: each eager im2col of an integer convolution becomes
+//!   [`PackPatches`], which writes the same packed bytes a run of lanes at a time rather
+//!   than value by value (`patches.rs`). tract's was 55 % of an int8 ResNet18 inference.
 //! - [`pack_columns`], after it: the dot-product kernel's packing of activations becomes
 //!   [`PackColumns`], eight columns or four k's at a time rather than byte by byte
 //!   (`columns.rs`).
 //!
 //! Measured (`scripts/iprofile.sh`, one inference, torchvision's models in
-//! `models/torchvision`, 64×64): ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M
-//! instructions to 2.47 M, on a Pi 4 from 4.79 M to 3.28 M; MobileNetV2 at width 1/4 int8
-//! on a Pi 5 from 5.74 M to 4.17 M (each step's share is in the README's "ARM cost"). On
-//! a Pi 4 the lazy lowering stays first: with every convolution through [`PackPatches`]
-//! instead, ResNet18 counted 0.2 M more. Every step gives tract's outputs bit for bit
+//! `models/torchvision`, 64×64; each step's share is in the README's "ARM cost"):
+//! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 2.40 M, on a Pi 4
+//! from 4.79 M to 3.09 M; MobileNetV2 at width 1/4 int8 on a Pi 5 from 5.74 M to 4.41 M,
+//! on a Pi 4 from 6.89 M to 5.06 M. Every step gives tract's outputs bit for bit
 //! (`examples/plan_check.rs`, run by `scripts/cross.sh` on the host and on aarch64; the
 //! tests in `patches.rs` and `columns.rs`).
+//!
+//! (Until `PackPatches`, a step here lowered the integer convolutions that allowed it
+//! through tract's lazy im2col, as tract lowers f32 ones: 4.79 M to 4.09 M for that
+//! ResNet18 on a Pi 4. With `PackPatches` for all of them it counts 0.15 M less, so that
+//! step, and the one `unsafe` call it needed, are gone.)
 
 mod columns;
 mod patches;
@@ -38,14 +36,11 @@ pub use patches::{PackPatches, pack_patches};
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::axes::Axis;
-use tract_nnef::tract_core::ops::cnn::Conv;
 use tract_nnef::tract_core::ops::einsum::EinSum;
 
 /// What [`optimize`]'s own steps did to a model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Steps {
-    /// Integer convolutions lowered to a lazy im2col ([`lazy_integer_convolutions`]).
-    pub lowered: usize,
     /// Integer products over an image's rows made one product ([`products_over_one_row`]).
     pub one_row: usize,
     /// tract's im2col replaced ([`pack_patches`]).
@@ -54,9 +49,8 @@ pub struct Steps {
     pub packings: usize,
 }
 
-/// `model` decluttered, its integer convolutions lowered to a lazy im2col where
-/// possible and its integer products over rows made one, then optimized, then tract's
-/// eager im2col and packings replaced by edgetune's where they apply: what
+/// `model` decluttered, its integer products over rows made one, then optimized, then
+/// tract's eager im2col and packings replaced by edgetune's where they apply: what
 /// `TypedModel::into_optimized` does, with those steps.
 pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     Ok(optimize_steps(model)?.0)
@@ -65,14 +59,12 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
 /// [`optimize`], saying what each of edgetune's steps did.
 pub fn optimize_steps(mut model: TypedModel) -> TractResult<(TypedModel, Steps)> {
     model.declutter()?;
-    let lowered = lazy_integer_convolutions(&mut model)?;
     // After declutter, which would split the rows again.
     let one_row = products_over_one_row(&mut model)?;
     model.optimize()?;
     let im2col = pack_patches(&mut model)?;
     let packings = pack_columns(&mut model)?;
     let steps = Steps {
-        lowered,
         one_row,
         im2col,
         packings,
@@ -87,8 +79,8 @@ pub fn optimize_steps(mut model: TypedModel) -> TractResult<(TypedModel, Steps)>
 /// scratch space and its border tiles. Returns how many.
 ///
 /// Measured (`scripts/iprofile.sh`, Pi 5): torchvision's MobileNetV2 at width 1/4, 64×64,
-/// int8, from 5.49 M to 4.17 M instructions, its 34 pointwise convolutions one product
-/// each. f32 products are left as they are: the same rewrite took f32 MobileNetV2 from
+/// int8, from 5.49 M to 4.17 M instructions (4.34–4.41 M in later runs of all the
+/// steps: libc's copies vary), its 34 pointwise convolutions one product each. f32 products are left as they are: the same rewrite took f32 MobileNetV2 from
 /// 3.28 M to 3.38 M (the reshapes' copies cost more than the products saved).
 pub fn products_over_one_row(model: &mut TypedModel) -> TractResult<usize> {
     let mut rewritten = 0;
@@ -171,96 +163,4 @@ fn replace_ops<O: TypedOp>(
         }
     }
     Ok(replaced)
-}
-
-/// Whether `fact` is a constant whose values are all 0.
-fn is_zero(fact: &TypedFact) -> bool {
-    fact.konst
-        .as_ref()
-        .and_then(|k| k.cast_to::<i32>().ok())
-        .and_then(|k| {
-            k.try_as_plain_ram()
-                .ok()
-                .and_then(|p| p.as_slice::<i32>().ok().map(|s| s.iter().all(|&v| v == 0)))
-        })
-        .unwrap_or(false)
-}
-
-/// The convolution `id` with f32 parameters (the lazy im2col's lowering takes no
-/// quantization), its name and inputs, if it qualifies (see the module docs).
-fn qualifies(model: &TypedModel, id: usize) -> TractResult<Option<(Conv, String, Vec<OutletId>)>> {
-    let node = model.node(id);
-    let Some(conv) = node.op_as::<Conv>() else {
-        return Ok(None);
-    };
-    if conv.q_params != Some(i32::datum_type()) || node.inputs.len() != 9 {
-        return Ok(None);
-    }
-    let facts = model.node_input_facts(id)?;
-    let (x, kernel, bias) = (facts[0], facts[1], facts[2]);
-    // i8, or i8 quantized around 0 (the types say what the values mean; the product
-    // of the values is the same).
-    let plain_i8 = |dt: DatumType| dt.unquantized() == i8::datum_type() && dt.zp_scale().0 == 0;
-    if !plain_i8(x.datum_type)
-        || !plain_i8(kernel.datum_type)
-        || kernel.konst.is_none()
-        || bias.konst.is_none()
-        || !is_zero(facts[3])
-        || !is_zero(facts[5])
-        || x.shape.as_concrete().is_none_or(|s| s.first() != Some(&1))
-    {
-        return Ok(None);
-    }
-    let plain = Conv {
-        q_params: None,
-        ..conv.clone()
-    };
-    Ok(Some((plain, node.name.clone(), node.inputs.clone())))
-}
-
-/// Rewrites each convolution that qualifies (see the module docs); returns how many.
-pub fn lazy_integer_convolutions(model: &mut TypedModel) -> TractResult<usize> {
-    let mut lowered = 0;
-    for id in model.eval_order()? {
-        let Some((plain, name, inputs)) = qualifies(model, id)? else {
-            continue;
-        };
-        let mut patch = TypedModelPatch::new(format!("edgetune lazy integer conv {name}"));
-        let wired = (|| -> TractResult<OutletId> {
-            let mut taps = patch.taps(model, &inputs[..3])?;
-            for (i, what) in [(0, "x"), (1, "kernel")] {
-                if patch.outlet_fact(taps[i])?.datum_type != i8::datum_type() {
-                    taps[i] = patch.wire_node(
-                        format!("{name}.{what}_i8"),
-                        tract_nnef::tract_core::ops::cast::cast(i8::datum_type()),
-                        &[taps[i]],
-                    )?[0];
-                }
-            }
-            if patch.outlet_fact(taps[2])?.datum_type != i32::datum_type() {
-                taps[2] = patch.wire_node(
-                    format!("{name}.bias_i32"),
-                    tract_nnef::tract_core::ops::cast::cast(i32::datum_type()),
-                    &[taps[2]],
-                )?[0];
-            }
-            // SAFETY: what tract's own codegen calls for a convolution with a concrete
-            // input shape and a batch of 1, both checked above.
-            let wire = unsafe { plain.wire_as_lazy_im2col(&mut patch, &name, &taps)? };
-            Ok(wire[0])
-        })();
-        // tract refuses the kernels it cannot feed lazily (see the module docs): the
-        // convolution keeps its lowering.
-        let Ok(wire) = wired else {
-            continue;
-        };
-        if patch.outlet_fact(wire)? != model.outlet_fact(OutletId::new(id, 0))? {
-            continue;
-        }
-        patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
-        patch.obliterate(id)?;
-        patch.apply(model)?;
-        lowered += 1;
-    }
-    Ok(lowered)
 }

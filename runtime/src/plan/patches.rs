@@ -8,11 +8,12 @@
 //! Here the panels are written directly: the input is first copied once into a buffer
 //! with its padding around it (so no patch asks whether it lies in the image), then the
 //! lanes of each panel that lie on one output row are copied as a run, of fixed size
-//! where it is 8, 4 or 2 lanes with a stride of 1 or 2 (the compiler unrolls those, and
-//! turns the interleaving of `PackedI8K4` into table lookups). Both packings the boards'
+//! where it is 8, 4 or 2 lanes (one load and store each; the interleaving of
+//! `PackedI8K4` becomes table lookups). With a horizontal stride of 2 each padded row is
+//! kept as its even columns then its odd ones, so that those runs are contiguous too. Both packings the boards'
 //! integer kernels take are written: tract's plain `PackedFormat` (k-major, a Pi 4) and
 //! the dot-product kernel's `PackedI8K4` (4 k's inner, a Pi 5). Measured on that
-//! ResNet18: 0.33 M instructions for its 16 im2col on a Pi 5, against 2.56 M.
+//! ResNet18: 0.35 M instructions for its 16 im2col on a Pi 5, against 2.56 M.
 //!
 //! [`PackPatches`] replaces tract's `Im2Col` node after optimization and produces the
 //! same packed tensor: the same bytes at every position the product reads (what
@@ -86,16 +87,40 @@ impl Geometry {
         self.padded_height() * self.padded_width()
     }
 
+    /// Whether each padded row is kept as its even columns then its odd ones: with a
+    /// horizontal stride of 2 the lanes of a run then read consecutive bytes, as with a
+    /// stride of 1.
+    fn split(&self) -> bool {
+        self.strides[1] == 2
+    }
+
+    /// The distance, in a (padded, maybe split) row, between the patches of two
+    /// neighbouring output pixels.
+    fn step(&self) -> usize {
+        if self.split() { 1 } else { self.strides[1] }
+    }
+
+    /// Where column `x` of a padded row is kept (see [`Geometry::split`]).
+    fn column(&self, x: usize) -> usize {
+        match (self.split(), x % 2) {
+            (false, _) => x,
+            (true, 0) => x / 2,
+            (true, _) => self.padded_width().div_ceil(2) + x / 2,
+        }
+    }
+
     /// The offsets of the k's of a group (see [`Geometry::offsets`]'s field) for this
-    /// kernel size and dilations.
+    /// kernel size and dilations. A patch's columns lie at `column(2·ox + x)`, which is
+    /// `ox + column(x)` in a split row, as `ox·stride + x` in a plain one.
     fn offsets(&self, kernel: [usize; 2], dilations: [usize; 2]) -> Vec<usize> {
         let (pw, plane) = (self.padded_width(), self.plane());
         let per_group = self.channels / self.group;
         (0..per_group)
             .flat_map(|c| {
                 (0..kernel[0]).flat_map(move |y| {
-                    (0..kernel[1])
-                        .map(move |x| c * plane + y * dilations[0] * pw + x * dilations[1])
+                    (0..kernel[1]).map(move |x| {
+                        c * plane + y * dilations[0] * pw + self.column(x * dilations[1])
+                    })
                 })
             })
             .collect()
@@ -110,10 +135,11 @@ impl Geometry {
         self.n().div_ceil(self.r)
     }
 
-    /// The input with its padding around each channel, or the input itself without any.
+    /// The input with its padding around each channel, its rows split where the stride
+    /// is 2 (see [`Geometry::split`]), or the input itself where neither applies.
     #[inline(never)]
     fn pad<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
-        if self.pads == [0; 4] {
+        if self.pads == [0; 4] && !self.split() {
             return Cow::Borrowed(input);
         }
         let (pw, plane) = (self.padded_width(), self.plane());
@@ -129,6 +155,20 @@ impl Geometry {
                 dst_row[self.pads[1]..][..self.width].copy_from_slice(row);
             }
         }
+        if self.split() {
+            let mut row = vec![0u8; pw];
+            let half = pw.div_ceil(2);
+            for dst_row in out.chunks_exact_mut(pw) {
+                row.copy_from_slice(dst_row);
+                let (even, odd) = dst_row.split_at_mut(half);
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+                    (*e, *o) = (pair[0], pair[1]);
+                }
+                if pw % 2 == 1 {
+                    even[half - 1] = row[pw - 1];
+                }
+            }
+        }
         Cow::Owned(out)
     }
 
@@ -137,7 +177,7 @@ impl Geometry {
     #[inline(never)]
     pub fn fill(&self, src: &[u8], dst: &mut [u8]) {
         let (r, n, pw) = (self.r, self.n(), self.padded_width());
-        let [sy, sx] = self.strides;
+        let (sy, step) = (self.strides[0], self.step());
         for (p, panel) in dst
             .chunks_exact_mut(self.panel_len)
             .take(self.panels())
@@ -150,7 +190,7 @@ impl Geometry {
                 let pixel = p * r + lane;
                 let (oy, ox) = (pixel / self.out_width, pixel % self.out_width);
                 let len = (self.out_width - ox).min(lanes - lane);
-                let src = &src[oy * sy * pw + ox * sx..];
+                let src = &src[oy * sy * pw + ox * step..];
                 match self.packing {
                     Packing::KMajor => self.run_k_major(src, panel, lane, len),
                     Packing::K4 => self.run_k4(src, panel, lane, len),
@@ -163,48 +203,37 @@ impl Geometry {
     /// `len` lanes from `lane`, whose first patch starts at `src[0]`, k-major.
     #[inline(never)]
     fn run_k_major(&self, src: &[u8], panel: &mut [u8], lane: usize, len: usize) {
-        let (r, sx) = (self.r, self.strides[1]);
-        match (len, sx) {
-            (8, 1) => self.run_k_major_fixed::<8, 1>(src, panel, lane),
-            (8, 2) => self.run_k_major_fixed::<8, 2>(src, panel, lane),
-            (4, 1) => self.run_k_major_fixed::<4, 1>(src, panel, lane),
-            (4, 2) => self.run_k_major_fixed::<4, 2>(src, panel, lane),
-            (2, 1) => self.run_k_major_fixed::<2, 1>(src, panel, lane),
-            (2, 2) => self.run_k_major_fixed::<2, 2>(src, panel, lane),
+        let (r, step) = (self.r, self.step());
+        match (len, step) {
+            (8, 1) => self.run_k_major_fixed::<8>(src, panel, lane),
+            (4, 1) => self.run_k_major_fixed::<4>(src, panel, lane),
+            (2, 1) => self.run_k_major_fixed::<2>(src, panel, lane),
             _ => {
                 for (&offset, column) in self.offsets.iter().zip(panel.chunks_exact_mut(r)) {
                     column[lane..lane + len]
                         .iter_mut()
-                        .zip(src[offset..].iter().step_by(sx))
+                        .zip(src[offset..].iter().step_by(step))
                         .for_each(|(t, f)| *t = *f);
                 }
             }
         }
     }
 
-    /// [`Geometry::run_k_major`] for runs of `L` lanes, `S` apart.
+    /// [`Geometry::run_k_major`] for runs of `L` lanes, one byte apart.
     #[inline(always)]
-    fn run_k_major_fixed<const L: usize, const S: usize>(
-        &self,
-        src: &[u8],
-        panel: &mut [u8],
-        lane: usize,
-    ) {
+    fn run_k_major_fixed<const L: usize>(&self, src: &[u8], panel: &mut [u8], lane: usize) {
         for (&offset, column) in self.offsets.iter().zip(panel.chunks_exact_mut(self.r)) {
-            copy::<L, S>(&src[offset..], &mut column[lane..]);
+            copy::<L>(&src[offset..], &mut column[lane..]);
         }
     }
 
     /// `len` lanes from `lane`, whose first patch starts at `src[0]`, 4 k's inner.
     #[inline(never)]
     fn run_k4(&self, src: &[u8], panel: &mut [u8], lane: usize, len: usize) {
-        match (len, self.strides[1]) {
-            (8, 1) => self.run_k4_fixed::<8, 1>(src, panel, lane),
-            (8, 2) => self.run_k4_fixed::<8, 2>(src, panel, lane),
-            (4, 1) => self.run_k4_fixed::<4, 1>(src, panel, lane),
-            (4, 2) => self.run_k4_fixed::<4, 2>(src, panel, lane),
-            (2, 1) => self.run_k4_fixed::<2, 1>(src, panel, lane),
-            (2, 2) => self.run_k4_fixed::<2, 2>(src, panel, lane),
+        match (len, self.step()) {
+            (8, 1) => self.run_k4_fixed::<8>(src, panel, lane),
+            (4, 1) => self.run_k4_fixed::<4>(src, panel, lane),
+            (2, 1) => self.run_k4_fixed::<2>(src, panel, lane),
             _ => {
                 for (offsets, block) in self
                     .offsets
@@ -217,19 +246,14 @@ impl Geometry {
         }
     }
 
-    /// [`Geometry::run_k4`] for runs of `L` lanes, `S` apart.
+    /// [`Geometry::run_k4`] for runs of `L` lanes, one byte apart.
     #[inline(always)]
-    fn run_k4_fixed<const L: usize, const S: usize>(
-        &self,
-        src: &[u8],
-        panel: &mut [u8],
-        lane: usize,
-    ) {
+    fn run_k4_fixed<const L: usize>(&self, src: &[u8], panel: &mut [u8], lane: usize) {
         let mut blocks = panel.chunks_exact_mut(4 * self.r);
         let fours = self.offsets.chunks_exact(4);
         let rest = fours.remainder();
         for (o, block) in fours.zip(&mut blocks) {
-            interleave::<L, S>(src, [o[0], o[1], o[2], o[3]], &mut block[lane * 4..]);
+            interleave::<L>(src, [o[0], o[1], o[2], o[3]], &mut block[lane * 4..]);
         }
         if let (false, Some(block)) = (rest.is_empty(), blocks.next()) {
             self.k4_block(src, rest, &mut block[lane * 4..(lane + L) * 4]);
@@ -240,7 +264,7 @@ impl Geometry {
     /// last stay 0, as the buffer came.
     fn k4_block(&self, src: &[u8], offsets: &[usize], to: &mut [u8]) {
         for (j, &offset) in offsets.iter().enumerate() {
-            let from = src[offset..].iter().step_by(self.strides[1]);
+            let from = src[offset..].iter().step_by(self.step());
             to.iter_mut()
                 .skip(j)
                 .step_by(4)
@@ -250,27 +274,20 @@ impl Geometry {
     }
 }
 
-/// `L` values `S` apart from `from` into `to`: a fixed-size copy the compiler unrolls.
+/// `L` bytes from `from` into `to`: a fixed-size copy (one load and store of 8, 4 or 2
+/// bytes).
 #[inline(always)]
-pub(super) fn copy<const L: usize, const S: usize>(from: &[u8], to: &mut [u8]) {
-    let from = &from[..(L - 1) * S + 1];
-    let to = &mut to[..L];
-    for i in 0..L {
-        to[i] = from[i * S];
-    }
+pub(super) fn copy<const L: usize>(from: &[u8], to: &mut [u8]) {
+    to[..L].copy_from_slice(&from[..L]);
 }
 
-/// `L` lanes of four k's (`offsets` from `src`), their values `S` apart, interleaved
-/// four by four into `to` (4·`L` bytes).
+/// `L` lanes of four k's (`offsets` from `src`), interleaved four by four into `to`
+/// (4·`L` bytes).
 #[inline(always)]
-pub(super) fn interleave<const L: usize, const S: usize>(
-    src: &[u8],
-    offsets: [usize; 4],
-    to: &mut [u8],
-) {
+pub(super) fn interleave<const L: usize>(src: &[u8], offsets: [usize; 4], to: &mut [u8]) {
     let mut rows = [[0u8; L]; 4];
     for (row, o) in rows.iter_mut().zip(offsets) {
-        copy::<L, S>(&src[o..], row);
+        copy::<L>(&src[o..], row);
     }
     interleave_rows(&rows, to);
 }
@@ -560,6 +577,17 @@ mod tests {
             dilations: [1, 1],
             pads: [0, 0, 0, 0],
             zero_point: 0,
+        },
+        // A stride of 3: neither contiguous nor split.
+        Case {
+            input: [2, 10, 14],
+            outputs: 3,
+            group: 1,
+            kernel: [3, 3],
+            strides: [3, 3],
+            dilations: [1, 1],
+            pads: [1, 1, 1, 1],
+            zero_point: -1,
         },
         // A stem: 7×7, stride 2, rows of 16 output pixels.
         Case {
