@@ -55,20 +55,23 @@ fn int8_from_a_directory_of_npy_samples() {
     }
     let bundle = testkit::dir("cli-convert").join("m.bundle");
     let m = model.to_str().unwrap();
-    let o = run(&[
-        "convert",
-        m,
-        "-o",
-        bundle.to_str().unwrap(),
-        "--scale",
-        "0.00392157",
-        "--quantize",
-        "int8",
-        "--calib",
-        calib.to_str().unwrap(),
-        "--calib-count",
-        "5",
-    ]);
+    let quantize = |extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            m,
+            "-o",
+            bundle.to_str().unwrap(),
+            "--scale",
+            "0.00392157",
+            "--quantize",
+            "int8",
+            "--calib",
+            calib.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = quantize(&["--calib-count", "5"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -86,10 +89,20 @@ fn int8_from_a_directory_of_npy_samples() {
         }
     ));
 
+    // The first convolution stays f32 and is named so, unless asked for.
+    assert!(out.contains("first layer (reads the image itself"), "{out}");
+    let o = quantize(&["--quantize-first-layer"]);
+    let all = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!all.contains("first layer"), "{all}");
+
     // Option mistakes.
     let o = run(&["convert", m, "-o", "x.bundle", "--quantize", "int8"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--calib"), "{err}");
+    let o = run(&["convert", m, "-o", "x.bundle", "--quantize-first-layer"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--quantize"), "{err}");
     // --calib alone (an f32 bundle): the embedding statistics of the samples, for the
     // device's learner.
     let c = calib.to_str().unwrap();

@@ -163,6 +163,7 @@ pub(super) fn quantize(
         None => Ranges::Calibrate {
             facts: &input.facts,
             inputs: &inputs[..n - holdout],
+            first_layer: opts.int8_first_layer,
         },
     };
     let (quantized, summary) = crate::quantize::quantize_with(proto, tensor, ranges)
