@@ -10,10 +10,11 @@
 //! lanes of each panel that lie on one output row are copied as a run, of fixed size
 //! where it is 8, 4 or 2 lanes (one load and store each; the interleaving of
 //! `PackedI8K4` becomes table lookups). With a horizontal stride of 2 each padded row is
-//! kept as its even columns then its odd ones, so that those runs are contiguous too. Both packings the boards'
-//! integer kernels take are written: tract's plain `PackedFormat` (k-major, a Pi 4) and
-//! the dot-product kernel's `PackedI8K4` (4 k's inner, a Pi 5). Measured on that
-//! ResNet18: 0.35 M instructions for its 16 im2col on a Pi 5, against 2.56 M.
+//! kept as its even columns then its odd ones, so that those runs are contiguous too.
+//! Both packings the boards' integer kernels take are written: tract's plain
+//! `PackedFormat` (k-major, a Pi 4) and the dot-product kernel's `PackedI8K4` (4 k's
+//! inner, a Pi 5). Measured on that ResNet18: 0.35 M instructions for its 16 im2col on
+//! a Pi 5, against 2.56 M.
 //!
 //! [`PackPatches`] replaces tract's `Im2Col` node after optimization and produces the
 //! same packed tensor: the same bytes at every position the product reads (what
