@@ -1,4 +1,4 @@
-//! The activations of an integer matrix product packed for the dot-product kernel:
+//! The activations of an integer matrix product packed for the integer kernel:
 //! edgetune's packing in place of tract's where it applies.
 //!
 //! A 1×1 convolution becomes a matrix product in tract, and so does `MatMul`: the
@@ -9,64 +9,88 @@
 //! the Pi 5 CPU model (`scripts/iprofile.sh`), where its integer products cost 0.38 M.
 //! [`PackColumns`] writes the same bytes eight columns at a time where the columns are
 //! contiguous (a convolution's pixels: [`super::patches`]'s interleave, table lookups on
-//! aarch64) and four k's at a time where the k's are (a `MatMul`'s rows).
+//! aarch64) and four k's at a time where the k's are (a `MatMul`'s rows). It writes
+//! tract's plain k-major packing too (the Pi 4's kernel), eight contiguous columns at a
+//! time, where tract's went through a generic strided loop.
 //!
-//! What it does not cover keeps tract's op: other packings (tract's plain packing is
-//! already vector code), elements wider than a byte, shapes not known at load.
+//! What it does not cover keeps tract's op: other packings, a k-major packing of
+//! contiguous k's (tract transposes those in vector code), elements wider than a byte,
+//! shapes not known at load.
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
 use tract_nnef::tract_core::tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
 };
-use tract_nnef::tract_core::tract_linalg::pack::PackedI8K4;
+use tract_nnef::tract_core::tract_linalg::pack::{PackedFormat, PackedI8K4};
 
-use super::patches::interleave;
+use super::patches::{Packing, copy, interleave};
 use tract_nnef::tract_core::ndarray::Dimension;
 
 /// The input's matrices, concrete: each `k` rows of `n` columns, `k_stride` and
 /// `n_stride` bytes apart, starting at one of `starts` (one matrix for each coordinate
-/// of the other axes, in tract's order), packed in panels of `r` columns.
+/// of the other axes, in tract's order), packed in panels of `r` columns `panel_len`
+/// bytes apart.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Layout {
+    pub packing: Packing,
     pub starts: Vec<usize>,
     pub k: usize,
     pub n: usize,
     pub k_stride: usize,
     pub n_stride: usize,
     pub r: usize,
+    pub panel_len: usize,
     pub align: usize,
 }
 
 impl Layout {
-    fn panel_len(&self) -> usize {
-        self.k.div_ceil(4) * 4 * self.r
-    }
-
-    /// Writes `src` into the zeroed `dst`, `PackedI8K4`'s layout: value (k, column) at
-    /// `panel·panel_len + (k/4)·4r + lane·4 + k%4`.
+    /// Writes `src` into the zeroed `dst` in the layout of `packing` (see [`Packing`]).
     #[inline(never)]
     pub fn pack(&self, src: &[u8], dst: &mut [u8]) {
-        let (r, ks, ns) = (self.r, self.k_stride, self.n_stride);
-        for (p, panel) in dst.chunks_exact_mut(self.panel_len()).enumerate() {
+        let r = self.r;
+        for (p, panel) in dst.chunks_exact_mut(self.panel_len).enumerate() {
             let first = p * r;
             let lanes = r.min(self.n - first);
-            for (kb, block) in panel.chunks_exact_mut(4 * r).enumerate() {
-                let k0 = kb * 4;
-                let ks4 = 4.min(self.k - k0);
-                if (lanes, ks4, ns) == (8, 4, 1) {
-                    let o = [k0 * ks, (k0 + 1) * ks, (k0 + 2) * ks, (k0 + 3) * ks];
-                    interleave::<8>(&src[first..], o, block);
-                } else if (ks4, ks) == (4, 1) {
-                    for (lane, to) in block.chunks_exact_mut(4).take(lanes).enumerate() {
-                        let at = (first + lane) * ns + k0;
-                        to.copy_from_slice(&src[at..at + 4]);
-                    }
-                } else {
-                    for (lane, to) in block.chunks_exact_mut(4).take(lanes).enumerate() {
-                        for (j, t) in to.iter_mut().take(ks4).enumerate() {
-                            *t = src[(first + lane) * ns + (k0 + j) * ks];
-                        }
+            match self.packing {
+                Packing::KMajor => self.k_major_panel(&src[first * self.n_stride..], panel, lanes),
+                Packing::K4 => self.k4_panel(&src[first * self.n_stride..], panel, lanes),
+            }
+        }
+    }
+
+    /// One panel of `lanes` columns from `src` (its first column), k-major.
+    fn k_major_panel(&self, src: &[u8], panel: &mut [u8], lanes: usize) {
+        let (ks, ns) = (self.k_stride, self.n_stride);
+        for (k, row) in panel.chunks_exact_mut(self.r).take(self.k).enumerate() {
+            if (lanes, ns) == (8, 1) {
+                copy::<8>(&src[k * ks..], row);
+            } else {
+                for (lane, t) in row.iter_mut().take(lanes).enumerate() {
+                    *t = src[lane * ns + k * ks];
+                }
+            }
+        }
+    }
+
+    /// One panel of `lanes` columns from `src` (its first column), 4 k's inner.
+    fn k4_panel(&self, src: &[u8], panel: &mut [u8], lanes: usize) {
+        let (r, ks, ns) = (self.r, self.k_stride, self.n_stride);
+        for (kb, block) in panel.chunks_exact_mut(4 * r).enumerate() {
+            let k0 = kb * 4;
+            let ks4 = 4.min(self.k - k0);
+            if (lanes, ks4, ns) == (8, 4, 1) {
+                let o = [k0 * ks, (k0 + 1) * ks, (k0 + 2) * ks, (k0 + 3) * ks];
+                interleave::<8>(src, o, block);
+            } else if (ks4, ks) == (4, 1) {
+                for (lane, to) in block.chunks_exact_mut(4).take(lanes).enumerate() {
+                    let at = lane * ns + k0;
+                    to.copy_from_slice(&src[at..at + 4]);
+                }
+            } else {
+                for (lane, to) in block.chunks_exact_mut(4).take(lanes).enumerate() {
+                    for (j, t) in to.iter_mut().take(ks4).enumerate() {
+                        *t = src[lane * ns + (k0 + j) * ks];
                     }
                 }
             }
@@ -80,7 +104,7 @@ pub struct PackColumns {
     /// tract's op: its output facts are this op's.
     pack: OptMatMulPack,
     layout: Layout,
-    format: PackedI8K4,
+    format: Box<dyn MMMInputFormat>,
 }
 
 impl PackColumns {
@@ -120,15 +144,26 @@ impl PackColumns {
             2 => &packed.packers[(n > 1) as usize],
             _ => return Ok(None),
         };
-        let Some(format) = packer.downcast_ref::<PackedI8K4>() else {
+        let (packing, r, panel_len, align) = if let Some(f) = packer.downcast_ref::<PackedFormat>()
+        {
+            let panel_len = f.single_panel_len(k);
+            (Packing::KMajor, f.r, panel_len, f.alignment())
+        } else if let Some(f) = packer.downcast_ref::<PackedI8K4>() {
+            (Packing::K4, f.r, f.single_panel_len(k), f.alignment())
+        } else {
             return Ok(None);
         };
-        if input.datum_type.size_of() != 1 || format.r == 0 || k_axis == n_axis {
+        if input.datum_type.size_of() != 1 || r == 0 || k_axis == n_axis {
+            return Ok(None);
+        }
+        // tract's k-major packing of a matrix whose k's are contiguous is a transposition
+        // in vector code, which this does not beat.
+        let strides = Tensor::natural_strides(shape);
+        if packing == Packing::KMajor && strides[n_axis] != 1 {
             return Ok(None);
         }
         // One matrix for each coordinate of the other axes, in the order tract's op
         // visits them (`indices` over the shape with k and n set to 1).
-        let strides = Tensor::natural_strides(shape);
         let mut others: TVec<usize> = shape.into();
         others[k_axis] = 1;
         others[n_axis] = 1;
@@ -146,15 +181,17 @@ impl PackColumns {
         Ok(Some(PackColumns {
             pack: pack.clone(),
             layout: Layout {
+                packing,
                 starts,
                 k,
                 n,
                 k_stride: strides[k_axis] as usize,
                 n_stride: strides[n_axis] as usize,
-                r: format.r,
-                align: format.alignment(),
+                r,
+                panel_len,
+                align,
             },
-            format: format.clone(),
+            format: packer.clone(),
         }))
     }
 }
@@ -186,17 +223,16 @@ impl EvalOp for PackColumns {
         );
         let mut values: TVec<Box<dyn MMMInputValue>> = TVec::with_capacity(l.starts.len());
         for &start in &l.starts {
-            let mut data =
-                Tensor::zero_aligned::<u8>(&[l.n.div_ceil(l.r) * l.panel_len()], l.align)?;
+            let mut data = Tensor::zero_aligned::<u8>(&[l.n.div_ceil(l.r) * l.panel_len], l.align)?;
             l.pack(&bytes[start..], data.as_bytes_mut());
             values.push(Box::new(EagerPackedInput {
                 fact: PackedExoticFact {
-                    format: Box::new(self.format.clone()) as Box<dyn MMMInputFormat>,
+                    format: self.format.clone(),
                     k: l.k,
                     mn: l.n.to_dim(),
                 },
                 packed: data.into_blob()?.into(),
-                panel_bytes: l.panel_len(),
+                panel_bytes: l.panel_len,
                 mn: l.n,
             }));
         }
@@ -226,37 +262,62 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// Every value where `PackedI8K4` puts it (tract's `pack_view`:
-    /// `out[(k/4)·r·4 + m·4 + k%4] = src[m, k]`, panel by panel) and zeros elsewhere, for
-    /// columns contiguous (a convolution's pixels), k's contiguous (a `MatMul`'s rows),
-    /// sizes that fill no panel or block, and panel widths the host may not use.
+    /// Every value where its packing puts it (tract's `pack_view` for `PackedI8K4`:
+    /// `out[(k/4)·r·4 + m·4 + k%4] = src[m, k]`, panel by panel; its `pack_t` for
+    /// `PackedFormat`: `out[k·r + m]`) and zeros elsewhere, for columns contiguous (a
+    /// convolution's pixels), k's contiguous (a `MatMul`'s rows), sizes that fill no
+    /// panel or block, and panel widths the host may not use.
     #[test]
-    fn columns_are_packed_where_pack_view_puts_them() {
+    fn columns_are_packed_where_tract_puts_them() {
         let mut rng = Rng::new(3);
-        for (k, n) in [(16, 64), (24, 40), (7, 13), (4, 8), (1, 1), (33, 9)] {
+        for (k, n) in [
+            (16usize, 64usize),
+            (24, 40),
+            (7, 13),
+            (4, 8),
+            (1, 1),
+            (33, 9),
+        ] {
             let src: Vec<u8> = (0..k * n).map(|_| rng.below(256) as u8).collect();
             for columns_contiguous in [true, false] {
                 let (k_stride, n_stride) = if columns_contiguous { (n, 1) } else { (1, k) };
-                for r in [4, 8, 12] {
+                for (packing, r) in [4, 8, 12]
+                    .into_iter()
+                    .flat_map(|r| [(Packing::KMajor, r), (Packing::K4, r)])
+                {
+                    let panel_len = match packing {
+                        // One record of end padding, as tract's packing has.
+                        Packing::KMajor => (k + 1) * r,
+                        Packing::K4 => k.div_ceil(4) * 4 * r,
+                    };
                     let l = Layout {
+                        packing,
                         starts: vec![0],
                         k,
                         n,
                         k_stride,
                         n_stride,
                         r,
+                        panel_len,
                         align: 16,
                     };
-                    let mut dst = vec![0u8; n.div_ceil(r) * l.panel_len()];
+                    let mut dst = vec![0u8; n.div_ceil(r) * panel_len];
                     l.pack(&src, &mut dst);
                     let mut expected = vec![0u8; dst.len()];
                     for m in 0..n {
                         for kk in 0..k {
-                            let at = m / r * l.panel_len() + kk / 4 * 4 * r + m % r * 4 + kk % 4;
+                            let at = m / r * panel_len
+                                + match packing {
+                                    Packing::KMajor => kk * r + m % r,
+                                    Packing::K4 => kk / 4 * 4 * r + m % r * 4 + kk % 4,
+                                };
                             expected[at] = src[kk * k_stride + m * n_stride];
                         }
                     }
-                    assert_eq!(dst, expected, "k {k} n {n} r {r} {columns_contiguous}");
+                    assert_eq!(
+                        dst, expected,
+                        "{packing:?} k {k} n {n} r {r} {columns_contiguous}"
+                    );
                 }
             }
         }

@@ -11,15 +11,15 @@
 //! - [`pack_patches`], after it: each eager im2col of an integer convolution becomes
 //!   [`PackPatches`], which writes the same packed bytes a run of lanes at a time rather
 //!   than value by value (`patches.rs`). tract's was 55 % of an int8 ResNet18 inference.
-//! - [`pack_columns`], after it: the dot-product kernel's packing of activations becomes
-//!   [`PackColumns`], eight columns or four k's at a time rather than byte by byte
-//!   (`columns.rs`).
+//! - [`pack_columns`], after it: the packing of the integer products' activations
+//!   becomes [`PackColumns`], eight columns or four k's at a time rather than byte by
+//!   byte (`columns.rs`).
 //!
 //! Measured (`scripts/iprofile.sh`, one inference, torchvision's models in
 //! `models/torchvision`, 64×64; each step's share is in the README's "ARM cost"):
 //! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 2.40 M, on a Pi 4
 //! from 4.79 M to 3.09 M; MobileNetV2 at width 1/4 int8 on a Pi 5 from 5.74 M to 4.41 M,
-//! on a Pi 4 from 6.89 M to 5.06 M. Every step gives tract's outputs bit for bit
+//! on a Pi 4 from 6.89 M to 5.00 M. Every step gives tract's outputs bit for bit
 //! (`examples/plan_check.rs`, run by `scripts/cross.sh` on the host and on aarch64; the
 //! tests in `patches.rs` and `columns.rs`).
 //!
