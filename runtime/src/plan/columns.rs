@@ -127,7 +127,9 @@ impl PackColumns {
             return Ok(None);
         };
         // Which input axes are k and the columns: tract's op maps them as 'K' and 'M'.
-        let mapping = pack.axes_mapping(&[input], &[output])?;
+        let Ok(mapping) = pack.axes_mapping(&[input], &[output]) else {
+            return Ok(None);
+        };
         let axis = |repr: char| -> Option<usize> {
             mapping
                 .iter_all_axes()

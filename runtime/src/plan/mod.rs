@@ -80,8 +80,9 @@ pub fn optimize_steps(mut model: TypedModel) -> TractResult<(TypedModel, Steps)>
 ///
 /// Measured (`scripts/iprofile.sh`, Pi 5): torchvision's MobileNetV2 at width 1/4, 64×64,
 /// int8, from 5.49 M to 4.17 M instructions (4.34–4.41 M in later runs of all the
-/// steps: libc's copies vary), its 34 pointwise convolutions one product each. f32 products are left as they are: the same rewrite took f32 MobileNetV2 from
-/// 3.28 M to 3.38 M (the reshapes' copies cost more than the products saved).
+/// steps: libc's copies vary), its 34 pointwise convolutions one product each. f32
+/// products are left as they are: the same rewrite took f32 MobileNetV2 from 3.28 M to
+/// 3.38 M (the reshapes' copies cost more than the products saved).
 pub fn products_over_one_row(model: &mut TypedModel) -> TractResult<usize> {
     let mut rewritten = 0;
     for id in model.eval_order()? {
@@ -117,27 +118,33 @@ pub fn products_over_one_row(model: &mut TypedModel) -> TractResult<usize> {
         if h < 2 || w < 1 {
             continue;
         }
-        let out_p = einsum.axes.axis(w_repr)?.outputs[0][0] - 1;
-        let op = EinSum {
-            axes: einsum.axes.remove_axis(w_repr)?,
-            ..einsum.clone()
-        };
         let (name, inputs) = (node.name.clone(), node.inputs.clone());
         let mut patch = TypedModelPatch::new(format!("edgetune one row {name}"));
-        let mut taps = patch.taps(model, &inputs)?;
-        let hw = tvec![h.to_dim(), w.to_dim()];
-        let one = tvec![(h * w).to_dim()];
-        taps[0] = patch.wire_node(
-            format!("{name}.one_row"),
-            AxisOp::Reshape(p, hw.clone(), one.clone()),
-            &[taps[0]],
-        )?[0];
-        let y = patch.wire_node(format!("{name}.over_one_row"), op, &taps)?[0];
-        let y = patch.wire_node(
-            format!("{name}.rows"),
-            AxisOp::Reshape(out_p, one, hw),
-            &[y],
-        )?[0];
+        // A product this cannot rewrite keeps tract's lowering (the load goes on).
+        let wired = (|| -> TractResult<OutletId> {
+            let out_p = einsum.axes.axis(w_repr)?.outputs[0][0] - 1;
+            let op = EinSum {
+                axes: einsum.axes.remove_axis(w_repr)?,
+                ..einsum.clone()
+            };
+            let mut taps = patch.taps(model, &inputs)?;
+            let hw = tvec![h.to_dim(), w.to_dim()];
+            let one = tvec![(h * w).to_dim()];
+            taps[0] = patch.wire_node(
+                format!("{name}.one_row"),
+                AxisOp::Reshape(p, hw.clone(), one.clone()),
+                &[taps[0]],
+            )?[0];
+            let y = patch.wire_node(format!("{name}.over_one_row"), op, &taps)?[0];
+            Ok(patch.wire_node(
+                format!("{name}.rows"),
+                AxisOp::Reshape(out_p, one, hw),
+                &[y],
+            )?[0])
+        })();
+        let Ok(y) = wired else {
+            continue;
+        };
         if patch.outlet_fact(y)? != model.outlet_fact(OutletId::new(id, 0))? {
             continue;
         }

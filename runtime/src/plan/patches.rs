@@ -344,7 +344,10 @@ impl PackPatches {
             None => 0,
             Some(pad) => match model.outlet_fact(*pad)?.konst.as_ref() {
                 Some(t) if t.len() == 1 && t.datum_type().unquantized().is_integer() => {
-                    t.cast_to_scalar::<i64>()? as u8
+                    match t.cast_to_scalar::<i64>() {
+                        Ok(v) => v as u8,
+                        Err(_) => return Ok(None),
+                    }
                 }
                 _ => return Ok(None),
             },
