@@ -20,11 +20,12 @@
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
 use tract_nnef::tract_core::tract_linalg::mmm::{
-    EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
+    MMMInputFormat, MMMInputValue, PackedMatrixStorage,
 };
 use tract_nnef::tract_core::tract_linalg::pack::{PackedFormat, PackedI8K4};
 
-use super::patches::{Packing, copy, interleave};
+use super::patches::{copy, interleave};
+use super::{Packing, packed_matrix};
 use tract_nnef::tract_core::ndarray::Dimension;
 
 /// The input's matrices, concrete: each `k` rows of `n` columns, `k_stride` and
@@ -225,18 +226,14 @@ impl EvalOp for PackColumns {
         );
         let mut values: TVec<Box<dyn MMMInputValue>> = TVec::with_capacity(l.starts.len());
         for &start in &l.starts {
-            let mut data = Tensor::zero_aligned::<u8>(&[l.n.div_ceil(l.r) * l.panel_len], l.align)?;
-            l.pack(&bytes[start..], data.as_bytes_mut());
-            values.push(Box::new(EagerPackedInput {
-                fact: PackedExoticFact {
-                    format: self.format.clone(),
-                    k: l.k,
-                    mn: l.n.to_dim(),
-                },
-                packed: data.into_blob()?.into(),
-                panel_bytes: l.panel_len,
-                mn: l.n,
-            }));
+            values.push(packed_matrix(
+                self.format.clone(),
+                l.k,
+                l.n,
+                l.panel_len,
+                l.align,
+                |dst| l.pack(&bytes[start..], dst),
+            )?);
         }
         let shape: TVec<usize> = self.pack.output_shape(input.shape());
         let output =

@@ -37,6 +37,9 @@ pub use patches::{PackPatches, pack_patches};
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::axes::Axis;
 use tract_nnef::tract_core::ops::einsum::EinSum;
+use tract_nnef::tract_core::tract_linalg::mmm::{
+    EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact,
+};
 
 /// What [`optimize`]'s own steps did to a model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,6 +157,44 @@ pub fn products_over_one_row(model: &mut TypedModel) -> TractResult<usize> {
         rewritten += 1;
     }
     Ok(rewritten)
+}
+
+/// How the product's kernel wants its input packed: panels of `r` columns (output
+/// pixels), `panel_len` bytes apart, each holding the `k` values of its columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Packing {
+    /// tract's `PackedFormat`: value (k, lane) at `k·r + lane`.
+    KMajor,
+    /// tract's `PackedI8K4`: value (k, lane) at `(k/4)·4r + lane·4 + k%4`.
+    K4,
+}
+
+/// One packed matrix as tract's matrix product takes it: `k` rows of `n` columns in
+/// `format`, panels of its width `panel_len` bytes apart, written by `fill` into a zeroed
+/// buffer aligned to `align` (not called when there are no columns).
+fn packed_matrix(
+    format: Box<dyn MMMInputFormat>,
+    k: usize,
+    n: usize,
+    panel_len: usize,
+    align: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> TractResult<Box<dyn MMMInputValue>> {
+    let panels = n.div_ceil(format.r().max(1));
+    let mut data = Tensor::zero_aligned::<u8>(&[panels * panel_len], align)?;
+    if n > 0 {
+        fill(data.as_bytes_mut());
+    }
+    Ok(Box::new(EagerPackedInput {
+        fact: PackedExoticFact {
+            format,
+            k,
+            mn: n.to_dim(),
+        },
+        packed: data.into_blob()?.into(),
+        panel_bytes: if n > 0 { panel_len } else { 0 },
+        mn: n,
+    }))
 }
 
 /// Replaces the op of each node of `model` for which `op_for` gives one (with the same

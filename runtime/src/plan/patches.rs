@@ -30,19 +30,11 @@ use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::cnn::conv::Im2Col;
 use tract_nnef::tract_core::ops::nn::DataFormat;
 use tract_nnef::tract_core::tract_linalg::mmm::{
-    EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
+    MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
 };
-use tract_nnef::tract_core::tract_linalg::pack::{PackedFormat, PackedI8K4};
 
-/// How the product's kernel wants its input packed: panels of `r` columns (output
-/// pixels), `panel_len` bytes apart, each holding the `k` values of its columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Packing {
-    /// tract's `PackedFormat`: value (k, lane) at `k·r + lane`.
-    KMajor,
-    /// tract's `PackedI8K4`: value (k, lane) at `(k/4)·4r + lane·4 + k%4`.
-    K4,
-}
+use super::{Packing, packed_matrix};
+use tract_nnef::tract_core::tract_linalg::pack::{PackedFormat, PackedI8K4};
 
 /// One convolution's geometry, concrete, in the terms the copy needs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -482,20 +474,15 @@ impl EvalOp for PackPatches {
         let mut values: TVec<Box<dyn MMMInputValue>> = TVec::with_capacity(g.batch * g.group);
         for image in padded.chunks_exact(g.channels * g.plane()) {
             for group in 0..g.group {
-                let mut data = Tensor::zero_aligned::<u8>(&[g.panels() * g.panel_len], g.align)?;
-                if n > 0 {
-                    g.fill(&image[group * per_group * g.plane()..], data.as_bytes_mut());
-                }
-                values.push(Box::new(EagerPackedInput {
-                    fact: PackedExoticFact {
-                        format: self.format.clone(),
-                        k: self.k,
-                        mn: n.to_dim(),
-                    },
-                    packed: data.into_blob()?.into(),
-                    panel_bytes: if n > 0 { g.panel_len } else { 0 },
-                    mn: n,
-                }));
+                let src = &image[group * per_group * g.plane()..];
+                values.push(packed_matrix(
+                    self.format.clone(),
+                    self.k,
+                    n,
+                    g.panel_len,
+                    g.align,
+                    |dst| g.fill(src, dst),
+                )?);
             }
         }
         let output = PackedMatrixStorage::new_batched(&[g.batch, g.group], values)
