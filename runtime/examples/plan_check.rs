@@ -4,9 +4,9 @@
 //! without the dot product (a Pi 4).
 //!
 //! `plan_check BUNDLE [--expect-packed]`: prints what each of edgetune's steps did
-//! (products made over one row, im2col and packings replaced) and the outputs' largest
-//! difference; fails if they differ at all, or, with `--expect-packed`, if no im2col was
-//! replaced.
+//! (products made over one row, epilogues made one pass, im2col and packings replaced) and
+//! the outputs' largest difference; fails if they differ at all, or, with
+//! `--expect-packed`, if no im2col was replaced.
 
 use edgetune::bundle::Bundle;
 use edgetune::rng::Rng;
@@ -67,9 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "plan_check: {path}: {} products over one row, {} im2col and {} packings replaced, \
-         largest difference {largest:e}",
-        steps.one_row, steps.im2col, steps.packings
+        "plan_check: {path}: {} products over one row, {} epilogues in one pass, {} im2col and \
+         {} packings replaced, largest difference {largest:e}",
+        steps.one_row, steps.epilogues, steps.im2col, steps.packings
     );
     if largest != 0.0 {
         return Err("edgetune's plan and tract's differ".into());

@@ -250,8 +250,15 @@ pub struct QuantizeI8 {
 
 impl Eq for QuantizeI8 {}
 
+impl std::hash::Hash for QuantizeI8 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.scale.to_bits().hash(state);
+        self.zero_point.hash(state);
+    }
+}
+
 impl QuantizeI8 {
-    fn quantize(&self, x: f32) -> i8 {
+    pub(crate) fn quantize(&self, x: f32) -> i8 {
         ((x * self.scale).round_ties_even() as i32)
             .saturating_add(self.zero_point.into())
             .clamp(i8::MIN.into(), i8::MAX.into()) as i8

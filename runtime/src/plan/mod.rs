@@ -8,6 +8,10 @@
 //! - [`products_over_one_row`], before tract's optimization: tract makes an integer 1×1
 //!   convolution one small matrix product per image row; this makes it one product over
 //!   all the pixels.
+//! - [`epilogues`], before tract's optimization: the cast of an integer product's i32 to
+//!   f32 and the scale, bias, residual, clamp and quantizer after it, which tract runs as
+//!   separate passes (broadcasting per-channel operands at every inference), become one
+//!   pass, [`Epilogue`] (`epilogue.rs`).
 //! - [`pack_patches`], after it: each eager im2col of an integer convolution becomes
 //!   [`PackPatches`], which writes the same packed bytes a run of lanes at a time rather
 //!   than value by value (`patches.rs`). tract's was 55 % of an int8 ResNet18 inference.
@@ -17,11 +21,11 @@
 //!
 //! Measured (`scripts/iprofile.sh`, one inference, torchvision's models in
 //! `models/torchvision`, 64×64; each step's share is in the README's "ARM cost"):
-//! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 2.40 M, on a Pi 4
-//! from 4.79 M to 3.09 M; MobileNetV2 at width 1/4 int8 on a Pi 5 from 5.74 M to 4.41 M,
-//! on a Pi 4 from 6.89 M to 5.00 M. Every step gives tract's outputs bit for bit
+//! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 2.28 M, on a Pi 4
+//! from 4.79 M to 2.88 M; MobileNetV2 at width 1/4 int8 on a Pi 5 from 5.74 M to 3.64 M,
+//! on a Pi 4 from 6.89 M to 4.31 M. Every step gives tract's outputs bit for bit
 //! (`examples/plan_check.rs`, run by `scripts/cross.sh` on the host and on aarch64; the
-//! tests in `patches.rs` and `columns.rs`).
+//! tests in `patches.rs`, `columns.rs` and `epilogue.rs`).
 //!
 //! (Until `PackPatches`, a step here lowered the integer convolutions that allowed it
 //! through tract's lazy im2col, as tract lowers f32 ones: 4.79 M to 4.09 M for that
@@ -29,9 +33,11 @@
 //! step, and the one `unsafe` call it needed, are gone.)
 
 mod columns;
+mod epilogue;
 mod patches;
 
 pub use columns::{PackColumns, pack_columns};
+pub use epilogue::{Epilogue, epilogues};
 pub use patches::{PackPatches, pack_patches};
 
 use tract_nnef::internal::*;
@@ -50,11 +56,14 @@ pub struct Steps {
     pub im2col: usize,
     /// tract's packings of activations replaced ([`pack_columns`]).
     pub packings: usize,
+    /// Casts of integer products to f32 and the steps after them made one pass
+    /// ([`epilogues`]).
+    pub epilogues: usize,
 }
 
-/// `model` decluttered, its integer products over rows made one, then optimized, then
-/// tract's eager im2col and packings replaced by edgetune's where they apply: what
-/// `TypedModel::into_optimized` does, with those steps.
+/// `model` decluttered, its integer products over rows made one and their epilogues one
+/// pass each, then optimized, then tract's eager im2col and packings replaced by
+/// edgetune's where they apply: what `TypedModel::into_optimized` does, with those steps.
 pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     Ok(optimize_steps(model)?.0)
 }
@@ -64,6 +73,8 @@ pub fn optimize_steps(mut model: TypedModel) -> TractResult<(TypedModel, Steps)>
     model.declutter()?;
     // After declutter, which would split the rows again.
     let one_row = products_over_one_row(&mut model)?;
+    // Before optimization, which lowers the cast and binary ops into its own.
+    let epilogues = epilogues(&mut model)?;
     model.optimize()?;
     let im2col = pack_patches(&mut model)?;
     let packings = pack_columns(&mut model)?;
@@ -71,6 +82,7 @@ pub fn optimize_steps(mut model: TypedModel) -> TractResult<(TypedModel, Steps)>
         one_row,
         im2col,
         packings,
+        epilogues,
     };
     Ok((model, steps))
 }
