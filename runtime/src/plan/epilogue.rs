@@ -10,7 +10,7 @@
 //! MobileNetV2 the chain broadcasts its per-channel operands to the map's size first, at
 //! every inference (`Tensor::broadcast_to_shape`, `repeat_broadcast`).
 //!
-//! [`Epilogue`] computes `max(min((x as f32) × scale + bias + residual, high), low)` in
+//! [`Epilogue`] computes `min(max((x as f32) × scale + bias + residual, low), high)` in
 //! one loop (each part where the graph has it), then the quantizer if there is one:
 //! tract's operations in tract's order on the same f32 values, so the outputs are tract's
 //! bit for bit (`examples/plan_check.rs`, the tests below).
@@ -63,7 +63,7 @@ enum Values {
     Channels(Vec<f32>),
 }
 
-/// One loop over a row: `y = max(min(x × s + b + r, hi), lo)`, each of `+ r`, `max`,
+/// One loop over a row: `y = min(max(x × s + b + r, lo), hi)`, each of `+ r`, `max`,
 /// `min` only where the const flag says, `s` and `b` one value or one per element.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -238,11 +238,11 @@ impl Op for Epilogue {
         Ok(vec![format!(
             "i32 as f32 × scale + bias{}{}{}{}, rows of {} ({})",
             if self.residual { " + input 1" } else { "" },
-            bound(self.high)
-                .map(|h| format!(", min {h}"))
-                .unwrap_or_default(),
             bound(self.low)
-                .map(|l| format!(", max {l}"))
+                .map(|l| format!(", max with {l}"))
+                .unwrap_or_default(),
+            bound(self.high)
+                .map(|h| format!(", min with {h}"))
                 .unwrap_or_default(),
             if self.quantize.is_some() {
                 ", quantized to i8"
