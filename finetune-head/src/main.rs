@@ -104,7 +104,7 @@ enum Command {
         calib_count: Option<usize>,
         /// With --quantize int8: the first convolution, which reads the image, in int8
         /// too (by default it stays f32). Faster where that layer is a large share of
-        /// the backbone (a ResNet's 7×7 stem: 13 % fewer instructions on a Pi 5);
+        /// the backbone (a ResNet's 7×7 stem: 10 % fewer instructions on a Pi 5);
         /// check the reported cosine to f32 and the device's accuracy.
         #[arg(long, requires = "quantize")]
         quantize_first_layer: bool,

@@ -59,8 +59,8 @@ impl Hash for Floats {
 enum Values {
     /// One value for every element.
     Scalar(f32),
-    /// One value per channel.
-    Channels(Vec<f32>),
+    /// One value per channel along an axis.
+    Channels(usize, Vec<f32>),
 }
 
 /// One loop over a row: `y = min(max(x × s + b + r, lo), hi)`, each of `+ r`, `max`,
@@ -188,9 +188,9 @@ pub struct Epilogue {
 const MIN_ROW: usize = 16;
 
 impl Epilogue {
-    /// The op for values of `shape` and `chain`'s parts, with its quantizer if any.
-    fn new(shape: &[usize], chain: &Chain, quantize: Option<QuantizeI8>) -> Epilogue {
-        let axis = chain.axis.unwrap_or(0);
+    /// The op for `chain`'s values and parts, with its quantizer if any.
+    fn new(chain: &Chain, quantize: Option<QuantizeI8>) -> Epilogue {
+        let (shape, axis) = (&chain.shape, chain.axis.unwrap_or(0));
         let channels = shape.get(axis).copied().unwrap_or(1);
         let inner: usize = shape.iter().skip(axis + 1).product();
         let per_channel_rows = inner >= MIN_ROW;
@@ -198,7 +198,7 @@ impl Epilogue {
             let per_channel = match v {
                 None => vec![missing; channels],
                 Some(Values::Scalar(x)) => vec![*x; channels],
-                Some(Values::Channels(v)) => v.clone(),
+                Some(Values::Channels(_, v)) => v.clone(),
             };
             Floats(if per_channel_rows {
                 per_channel
@@ -382,7 +382,7 @@ impl Chain {
                 match *wide {
                     [] => Some(Values::Scalar(v[0])),
                     [a] if k.shape()[a] == self.shape[a] && self.axis.is_none_or(|b| b == a) => {
-                        Some(Values::Channels(v.to_vec()))
+                        Some(Values::Channels(a, v.to_vec()))
                     }
                     _ => return None,
                 }
@@ -408,10 +408,8 @@ impl Chain {
         if part <= self.part {
             return None;
         }
-        if let Some(Values::Channels(_)) = &values {
-            self.axis = (0..self.shape.len())
-                .find(|&a| fact.shape[a] != 1.to_dim())
-                .or(self.axis);
+        if let Some(Values::Channels(a, _)) = &values {
+            self.axis = Some(*a);
         }
         match part {
             1 => self.scale = values,
@@ -477,7 +475,7 @@ pub fn epilogues(model: &mut TypedModel) -> TractResult<usize> {
         if chain.part == 0 {
             continue;
         }
-        let op = Epilogue::new(&chain.shape, &chain, quantize);
+        let op = Epilogue::new(&chain, quantize);
         let name = model.node(end.node).name.clone();
         let mut patch = TypedModelPatch::new(format!("edgetune epilogue {name}"));
         let mut inputs = tvec![model.node(id).inputs[0]];

@@ -524,74 +524,61 @@ mod tests {
         zero_point: i32,
     }
 
+    #[allow(clippy::too_many_arguments)]
+    const fn case(
+        input: [usize; 3],
+        outputs: usize,
+        group: usize,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pads: [usize; 4],
+        zero_point: i32,
+    ) -> Case {
+        Case {
+            input,
+            outputs,
+            group,
+            kernel,
+            strides,
+            dilations,
+            pads,
+            zero_point,
+        }
+    }
+
     const CASES: &[Case] = &[
         // ResNet's 3×3: rows of 16, two panels of 8 each.
-        Case {
-            input: [8, 16, 16],
-            outputs: 8,
-            group: 1,
-            kernel: [3, 3],
-            strides: [1, 1],
-            dilations: [1, 1],
-            pads: [1, 1, 1, 1],
-            zero_point: 0,
-        },
+        case([8, 16, 16], 8, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 0),
         // Odd sizes, stride 2, a zero point: runs across rows, partial last panel.
-        Case {
-            input: [3, 13, 11],
-            outputs: 5,
-            group: 1,
-            kernel: [3, 3],
-            strides: [2, 2],
-            dilations: [1, 1],
-            pads: [1, 1, 1, 1],
-            zero_point: -3,
-        },
+        case([3, 13, 11], 5, 1, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], -3),
         // Groups, a kernel that isn't square, dilation, uneven padding.
-        Case {
-            input: [4, 9, 10],
-            outputs: 6,
-            group: 2,
-            kernel: [5, 3],
-            strides: [1, 2],
-            dilations: [2, 1],
-            pads: [2, 1, 0, 1],
-            zero_point: 7,
-        },
+        case([4, 9, 10], 6, 2, [5, 3], [1, 2], [2, 1], [2, 1, 0, 1], 7),
         // No padding: the input is read as it is.
-        Case {
-            input: [16, 5, 5],
-            outputs: 8,
-            group: 1,
-            kernel: [3, 3],
-            strides: [1, 1],
-            dilations: [1, 1],
-            pads: [0, 0, 0, 0],
-            zero_point: 0,
-        },
+        case([16, 5, 5], 8, 1, [3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 0),
         // A stride of 3: neither contiguous nor split.
-        Case {
-            input: [2, 10, 14],
-            outputs: 3,
-            group: 1,
-            kernel: [3, 3],
-            strides: [3, 3],
-            dilations: [1, 1],
-            pads: [1, 1, 1, 1],
-            zero_point: -1,
-        },
+        case([2, 10, 14], 3, 1, [3, 3], [3, 3], [1, 1], [1, 1, 1, 1], -1),
         // A stem: 7×7, stride 2, rows of 16 output pixels.
-        Case {
-            input: [3, 32, 32],
-            outputs: 4,
-            group: 1,
-            kernel: [7, 7],
-            strides: [2, 2],
-            dilations: [1, 1],
-            pads: [3, 3, 3, 3],
-            zero_point: 1,
-        },
+        case([3, 32, 32], 4, 1, [7, 7], [2, 2], [1, 1], [3, 3, 3, 3], 1),
     ];
+
+    /// `runs` random inputs of `case` through both plans: the same bytes out.
+    fn same_outputs(
+        case: &Case,
+        tracts: &Arc<TypedRunnableModel>,
+        ours: &Arc<TypedRunnableModel>,
+        rng: &mut Rng,
+        runs: usize,
+    ) -> TractResult<()> {
+        let [c, h, w] = case.input;
+        for _ in 0..runs {
+            let x: TValue = random_i8(rng, &[1, c, h, w]).into();
+            let a = tracts.run(tvec![x.clone()])?.remove(0);
+            let b = ours.run(tvec![x])?.remove(0);
+            assert_eq!(a.as_bytes(), b.as_bytes(), "input {:?}", case.input);
+        }
+        Ok(())
+    }
 
     fn random_i8(rng: &mut Rng, shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
@@ -656,13 +643,7 @@ mod tests {
             let mut ours = tracts.clone();
             assert_eq!(pack_patches(&mut ours)?, 1, "input {:?}", case.input);
             let (tracts, ours) = (tracts.into_runnable()?, ours.into_runnable()?);
-            for _ in 0..3 {
-                let [c, h, w] = case.input;
-                let x: TValue = random_i8(&mut rng, &[1, c, h, w]).into();
-                let a = tracts.run(tvec![x.clone()])?.remove(0);
-                let b = ours.run(tvec![x])?.remove(0);
-                assert_eq!(a.as_bytes(), b.as_bytes(), "input {:?}", case.input);
-            }
+            same_outputs(case, &tracts, &ours, &mut rng, 3)?;
         }
         Ok(())
     }
@@ -673,16 +654,7 @@ mod tests {
     #[test]
     fn edgetunes_plan_gives_tracts_outputs_bit_for_bit() -> TractResult<()> {
         let mut rng = Rng::new(8);
-        let pointwise = |input, outputs| Case {
-            input,
-            outputs,
-            group: 1,
-            kernel: [1, 1],
-            strides: [1, 1],
-            dilations: [1, 1],
-            pads: [0, 0, 0, 0],
-            zero_point: 2,
-        };
+        let pointwise = |input, outputs| case(input, outputs, 1, [1, 1], [1, 1], [1, 1], [0; 4], 2);
         let pointwise = [pointwise([8, 16, 16], 48), pointwise([24, 5, 3], 8)];
         for case in CASES.iter().chain(&pointwise) {
             let model = model(case, &mut rng)?;
@@ -691,14 +663,7 @@ mod tests {
             if case.kernel == [1, 1] {
                 assert_eq!(steps.one_row, 1, "input {:?}", case.input);
             }
-            let ours = ours.into_runnable()?;
-            for _ in 0..2 {
-                let [c, h, w] = case.input;
-                let x: TValue = random_i8(&mut rng, &[1, c, h, w]).into();
-                let a = tracts.run(tvec![x.clone()])?.remove(0);
-                let b = ours.run(tvec![x])?.remove(0);
-                assert_eq!(a.as_bytes(), b.as_bytes(), "input {:?}", case.input);
-            }
+            same_outputs(case, &tracts, &ours.into_runnable()?, &mut rng, 2)?;
         }
         Ok(())
     }
