@@ -57,15 +57,13 @@ fn backbone(c: &mut Criterion) {
         g.bench_function("bundle-nnef", |b| {
             b.iter(|| black_box(Backbone::from_bundle(bundle).unwrap()))
         });
-        // Where the load time goes: parsing the tar alone, without optimizing and planning.
+        // Where the load time goes: inflating the section alone, then inflating and
+        // parsing the tar, without optimizing and planning.
+        g.bench_function("bundle-nnef-inflate-only", |b| {
+            b.iter(|| black_box(edgetune::nnef::nnef_tar(&bundle.backbone).unwrap().len()))
+        });
         g.bench_function("bundle-nnef-parse-only", |b| {
-            b.iter(|| {
-                black_box(
-                    edgetune::nnef::framework()
-                        .model_for_read(&mut &bundle.backbone[..])
-                        .unwrap(),
-                )
-            })
+            b.iter(|| black_box(edgetune::nnef::read_model(&bundle.backbone).unwrap()))
         });
         g.bench_function("onnx", |b| {
             b.iter(|| {

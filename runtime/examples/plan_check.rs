@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(a) => return Err(format!("unknown argument {a:?}").into()),
     };
     let bundle = Bundle::read(&path)?;
-    let load = || edgetune::nnef::framework().model_for_read(&mut &bundle.backbone[..]);
+    let load = || edgetune::nnef::read_model(&bundle.backbone);
     let (ours, steps) = edgetune::plan::optimize_steps(load()?)?;
     let ours = ours.into_runnable()?;
     let tracts = load()?.into_optimized()?.into_runnable()?;

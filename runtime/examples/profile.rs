@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 20,
     };
     let bundle = Bundle::read(&path)?;
-    let model = edgetune::nnef::framework().model_for_read(&mut &bundle.backbone[..])?;
+    let model = edgetune::nnef::read_model(&bundle.backbone)?;
     let plan = edgetune::plan::optimize(model)?.into_runnable()?;
     let inputs: TVec<TValue> = plan
         .model()

@@ -157,9 +157,7 @@ impl Backbone {
     #[cfg(feature = "tract")]
     pub fn load(nnef_tar: &[u8], manifest: &Manifest) -> Result<Self, BackboneError> {
         check_supported(manifest)?;
-        let model = crate::nnef::framework()
-            .model_for_read(&mut &nnef_tar[..])
-            .map_err(BackboneError::Load)?;
+        let model = crate::nnef::read_model(nnef_tar).map_err(BackboneError::Load)?;
         let plan = crate::plan::optimize(model)
             .and_then(|m| m.into_runnable())
             .map_err(BackboneError::Load)?;

@@ -175,6 +175,11 @@ fn bundle_report_matches_the_conversion() {
         file_len
     );
     assert_eq!(s.backbone, b.backbone.len() as u64);
+    // The converter gzips the backbone; inspect says how large its tar is.
+    let tar = edgetune::nnef::nnef_tar(&b.backbone).unwrap().len() as u64;
+    assert!(s.backbone < tar, "{} against {tar}", s.backbone);
+    assert_eq!(s.backbone_inflated, Some(tar));
+    assert!(r.to_string().contains("(gzipped NNEF, "), "{r}");
     assert_eq!(r.manifest, b.manifest);
     assert_eq!(r.manifest.embedding.tensor, "embedding");
     assert_eq!(r.manifest.embedding.size, 64);

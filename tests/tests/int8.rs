@@ -63,7 +63,8 @@ fn mobilenet_int8_is_small_and_close_to_f32() {
     // Round trip through the file, and the graph really runs integer convolutions.
     let bytes = bundle.to_bytes().unwrap();
     let bundle = Bundle::from_bytes(&bytes).unwrap();
-    let nnef = String::from_utf8_lossy(&bundle.backbone).into_owned();
+    let nnef =
+        String::from_utf8_lossy(&edgetune::nnef::nnef_tar(&bundle.backbone).unwrap()).into_owned();
     assert!(nnef.contains("edgetune_quantize_linear_i8"));
     assert!(
         nnef.contains("tract_core_qconv") || nnef.contains("tract_core_einsum_q"),
@@ -160,7 +161,8 @@ fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
             cosine_to_f32: None
         }
     ));
-    let nnef = String::from_utf8_lossy(&bundle.backbone).into_owned();
+    let nnef =
+        String::from_utf8_lossy(&edgetune::nnef::nnef_tar(&bundle.backbone).unwrap()).into_owned();
     assert!(nnef.contains("tract_core_qconv") || nnef.contains("tract_core_einsum_q"));
     // i8 activations, as --quantize int8 writes them; no u8 and no dequantized weights.
     assert!(nnef.contains("edgetune_quantize_linear_i8"));

@@ -90,8 +90,9 @@ fn resnet18_int8_quantizes_every_convolution_but_the_stem() {
     assert!(q.cosine_min.is_some_and(|c| c >= 0.99), "{q:?}");
     assert_eq!(q.top1_agreement, Some(1.0), "{q:?}");
     assert_eq!(q.f32_backbone_bytes, f32.backbone_bytes);
+    // Both gzipped: 0.26x (172,732 against 658,969 bytes when this was written).
     let ratio = report.backbone_bytes as f64 / f32.backbone_bytes as f64;
-    assert!(ratio <= 0.4, "int8 backbone {ratio:.2}x the f32 one");
+    assert!(ratio <= 0.3, "int8 backbone {ratio:.2}x the f32 one");
 
     // On request the stem too, still close to f32.
     let all = convert_with("resnet18-w8-64.onnx", true, true);
@@ -148,6 +149,13 @@ fn mobilenet_v2_int8_keeps_only_depthwise_and_stem_in_f32() {
     assert_eq!(kept(q, "depthwise"), 17, "{q:?}");
     assert_eq!(kept(q, "first layer"), 1, "{q:?}");
     assert_eq!(q.summary.kept_f32.len(), 18, "{q:?}");
+    // The depthwise convolutions compute in f32 on weights stored in 8 bits.
+    assert_eq!(q.summary.stored_i8.len(), 17, "{q:?}");
+    assert!(
+        report
+            .to_string()
+            .contains("17 of those kept f32 have their weights stored in int8")
+    );
     // Every layer kept in f32 is named in the report, with its reason.
     let text = report.to_string();
     for (layer, _) in &q.summary.kept_f32 {
@@ -158,12 +166,15 @@ fn mobilenet_v2_int8_keeps_only_depthwise_and_stem_in_f32() {
     }
     assert!(q.cosine_min.is_some_and(|c| c >= 0.99), "{q:?}");
     assert_eq!(q.top1_agreement, Some(1.0), "{q:?}");
+    // Both gzipped: 0.31x (271,445 against 875,240 bytes when this was written), over
+    // the 0.3x of issue #14 by the per-channel f32 scales and biases (43 kB).
     let ratio = report.backbone_bytes as f64 / f32.backbone_bytes as f64;
-    assert!(ratio <= 0.5, "int8 backbone {ratio:.2}x the f32 one");
+    assert!(ratio <= 0.32, "int8 backbone {ratio:.2}x the f32 one");
 
     let qdq = convert_qdq("mobilenet_v2-w025-64-qdq.onnx");
     let qs = &qdq.int8.as_ref().unwrap().summary;
     assert_eq!((qs.quantized_convs, qs.kept_f32.len()), (35, 17));
+    assert_eq!(qs.stored_i8.len(), 17, "{qs:?}");
     let ratio = qdq.backbone_bytes as f64 / report.backbone_bytes as f64;
     assert!(
         ratio <= 1.1,

@@ -61,13 +61,10 @@ pub(super) fn backbone_graph(
     Ok((typed, size, false))
 }
 
-/// The backbone as NNEF, through edgetune's framework (int8 operators included).
+/// The backbone as a bundle's section: gzipped NNEF, through edgetune's framework (int8
+/// operators included).
 pub(super) fn write_nnef(typed: &TypedModel) -> Result<Vec<u8>> {
-    let mut nnef = Vec::new();
-    edgetune::nnef::framework()
-        .write_to_tar(typed, &mut nnef)
-        .context("writing the backbone as NNEF")?;
-    Ok(nnef)
+    edgetune::nnef::write_model(typed).context("writing the backbone as NNEF")
 }
 
 /// tract's import of an ONNX graph with its inputs as `facts` describe them and `outputs`

@@ -166,14 +166,23 @@ pub(super) fn quantize(
             first_layer: opts.int8_first_layer,
         },
     };
-    let (quantized, summary) = crate::quantize::quantize_with(proto, tensor, ranges)
+    let (quantized, mut summary) = crate::quantize::quantize_with(proto, tensor, ranges)
         .context("quantizing the backbone to int8")?;
-    let (qtyped, qsize, _) = backbone_graph(&quantized, &input.facts, tensor, input.text.is_some())
-        .context("importing the quantized graph")?;
+    let (mut qtyped, qsize, _) =
+        backbone_graph(&quantized, &input.facts, tensor, input.text.is_some())
+            .context("importing the quantized graph")?;
     ensure!(
         qsize == size,
         "the quantized embedding has {qsize} values, not {size}"
     );
+    // The f32 convolutions' rounded weights, stored in 8 bits where tract kept them as
+    // they were (the report counts only those).
+    let stored = crate::quantize::store_in_i8(&mut qtyped, &summary.stored_i8)?;
+    let mut k = 0;
+    summary.stored_i8.retain(|_| {
+        k += 1;
+        stored.contains(&(k - 1))
+    });
     let f32_backbone_bytes = write_nnef(typed)?.len();
     Ok((
         qtyped,

@@ -107,6 +107,13 @@ impl std::fmt::Display for Report {
                     layers.join(", ")
                 )?;
             }
+            if !s.stored_i8.is_empty() {
+                write!(
+                    f,
+                    "\n               {} of those kept f32 have their weights stored in int8 (per channel; computed in f32)",
+                    s.stored_i8.len()
+                )?;
+            }
             write!(
                 f,
                 "\n               size {} bytes, {:.2}x the f32 backbone ({} bytes)",

@@ -13,6 +13,10 @@ pub(super) fn bundle_report(file: String, bytes: &[u8], bundle: Bundle) -> Bundl
     let sections = Sections {
         manifest: len_at(0),
         backbone: len_at(1),
+        backbone_inflated: edgetune::nnef::is_gzipped(&bundle.backbone)
+            .then(|| edgetune::nnef::nnef_tar(&bundle.backbone).ok())
+            .flatten()
+            .map(|tar| tar.len() as u64),
         head: len_at(2),
     };
     let (backbone, backbone_note) = match bundle.manifest.backbone.format {
@@ -49,9 +53,7 @@ pub(super) fn datum_name(dt: DatumType) -> String {
 /// decluttered: the loader wires helper nodes (casts of constants, reshapes) that the
 /// device's plan folds away.
 pub(super) fn nnef_stats(tar: &[u8]) -> Result<GraphStats> {
-    let model = edgetune::nnef::framework()
-        .model_for_read(&mut &tar[..])?
-        .into_decluttered()?;
+    let model = edgetune::nnef::read_model(tar)?.into_decluttered()?;
     let mut stats = GraphStats::default();
     for node in model.nodes() {
         if let Some(k) = node.op_as::<Const>() {

@@ -218,9 +218,13 @@ impl fmt::Display for BundleReport {
             f,
             "sections",
             format!(
-                "manifest {} B, backbone {} B, head {} B",
+                "manifest {} B, backbone {} B{}, head {} B",
                 grouped(s.manifest),
                 grouped(s.backbone),
+                match s.backbone_inflated {
+                    Some(n) => format!(" (gzipped NNEF, {} B inflated)", grouped(n)),
+                    None => String::new(),
+                },
                 if s.head == 0 {
                     "0 (none)".to_string()
                 } else {

@@ -202,8 +202,11 @@ pub struct BundleReport {
 pub struct Sections {
     /// The JSON manifest.
     pub manifest: u64,
-    /// The backbone (NNEF tar).
+    /// The backbone (NNEF tar, plain or gzipped).
     pub backbone: u64,
+    /// The backbone's NNEF tar inflated, when the section is gzipped (`None` for a
+    /// plain tar, or one that does not inflate).
+    pub backbone_inflated: Option<u64>,
     /// The head (0: none).
     pub head: u64,
 }

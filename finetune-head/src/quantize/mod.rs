@@ -31,7 +31,9 @@
 //!   aarch64 instructions (`scripts/iprofile.sh`), its embedding's cosine to f32 from
 //!   mean 0.9989 / min 0.9937 to 0.9987 / 0.9925 (6 held-out images). It is not the
 //!   default because the shipped demo's device, on the digits CNN so quantized, kept
-//!   86.7 % of its host digits after 50 new labels instead of 88.9 %.
+//!   86.7 % of its host digits after 50 new labels instead of 88.9 %;
+//! - a depthwise or grouped convolution computes in f32, but on its weights rounded to
+//!   i8 per output channel, which the bundle stores in 8 bits (`stored.rs`).
 //!
 //! Why `ConvInteger` and not `QLinearConv`, measured on the 224×224 MobileNet-style test
 //! model (scripts/icount.sh, runtime/examples/profile.rs): tract 0.23.9 lowers a
@@ -54,7 +56,8 @@
 //! Here the quantization of convolutions (which stay f32, calibration, scales, the
 //! rewrite); `constants.rs` and `fold.rs` hold the rewrites done before it (constants
 //! folded, batch norms into convolutions), `qdq.rs` a QDQ model's quantizers taken out,
-//! `matmul.rs` the weight products, `equalize.rs` the equalization of chained
+//! `matmul.rs` the weight products, `stored.rs` the f32 convolutions' weights kept in 8
+//! bits, `equalize.rs` the equalization of chained
 //! convolutions, `onnx.rs` the graph and tensor helpers they use.
 
 use std::collections::{HashMap, HashSet};
@@ -69,6 +72,7 @@ mod fold;
 mod matmul;
 mod onnx;
 mod qdq;
+mod stored;
 
 pub use constants::fold_constants;
 pub use fold::fold_batch_norms;
@@ -78,6 +82,7 @@ use onnx::{
     node, producers,
 };
 pub use qdq::{Qdq, strip_qdq};
+pub use stored::{StoredI8, store_in_i8};
 
 /// What quantization did to the graph.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -99,11 +104,18 @@ pub struct Summary {
     /// Every convolution and matrix product left in f32, in graph order: its name and
     /// why.
     pub kept_f32: Vec<(String, String)>,
+    /// Of those, the depthwise and grouped convolutions whose weights are rounded to i8
+    /// per channel, to be stored in 8 bits and computed in f32 ([`StoredI8`]; the
+    /// converter keeps the ones it could store so: [`store_in_i8`]).
+    pub stored_i8: Vec<StoredI8>,
     /// Samples the activation ranges were taken from.
     pub calibration_samples: usize,
     /// Or: the QDQ model's quantizers they were taken from ([`Ranges::Qdq`]).
     pub qdq_ranges: usize,
 }
+
+/// Why a depthwise or grouped convolution stays f32.
+const GROUPED: &str = "depthwise or grouped (no fast integer kernel in tract)";
 
 /// Why a convolution stays f32, or `None` if it is quantized.
 fn keep_f32(
@@ -119,7 +131,7 @@ fn keep_f32(
         .get(2)
         .is_none_or(|b| b.is_empty() || inits.contains_key(b.as_str()));
     if grouped {
-        Some("depthwise or grouped (no fast integer kernel in tract)")
+        Some(GROUPED)
     } else if w.is_none_or(|w| w.dims.len() != 4) || !b_ok {
         Some("weights or bias not a constant")
     } else if graph_inputs.contains(node.input[0].as_str()) && !first_layer {
@@ -444,7 +456,7 @@ pub fn quantize_with(
         Ranges::Calibrate { first_layer, .. } => first_layer,
         Ranges::Qdq(_) => true,
     };
-    let (mut chosen, mut products) = (Vec::new(), HashSet::new());
+    let (mut chosen, mut products, mut grouped) = (Vec::new(), HashSet::new(), HashSet::new());
     for (i, n) in graph.node.iter().enumerate() {
         if !needed.contains(&i) {
             continue;
@@ -462,7 +474,13 @@ pub fn quantize_with(
             _ => None,
         });
         match kept {
-            Some(why) => summary.kept_f32.push((layer_name(n), why.to_string())),
+            Some(why) => {
+                let constant = |t: Option<&String>| t.and_then(|t| inits.get(t.as_str()));
+                if why == GROUPED && constant(n.input.get(1)).is_some_and(|w| w.dims.len() >= 3) {
+                    grouped.insert(i);
+                }
+                summary.kept_f32.push((layer_name(n), why.to_string()))
+            }
             None if n.op_type == "MatMul" => {
                 products.insert(i);
             }
@@ -510,6 +528,25 @@ pub fn quantize_with(
     let mut quantized_inputs: HashMap<String, String> = HashMap::new();
     for (i, n) in graph.node.iter().enumerate() {
         if skipped.contains(&i) {
+            continue;
+        }
+        if grouped.contains(&i) {
+            // Computed in f32 on weights rounded to 8 bits, which the NNEF stores so.
+            let w = inits[n.input[1].as_str()];
+            let (w_shape, w_data) = floats(w)?;
+            let stored = StoredI8::new(&layer_name(n), &w_shape, &w_data);
+            let name = format!("{}.weight_rounded_i8", layer_name(n));
+            let values = stored.values()?;
+            let values = values.to_plain_array_view::<f32>()?;
+            initializers.push(f32_tensor(
+                &name,
+                &w.dims,
+                &values.iter().copied().collect::<Vec<_>>(),
+            ));
+            let mut n = n.clone();
+            n.input[1] = name;
+            nodes.push(n);
+            summary.stored_i8.push(stored);
             continue;
         }
         if !chosen.contains(&i) && !products.contains(&i) {

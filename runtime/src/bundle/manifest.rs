@@ -342,7 +342,9 @@ pub enum BackboneFormat {
     /// No backbone: the section is empty and the input is the embedding
     /// ([`Layout::Features`]).
     None,
-    /// A tract NNEF archive (tar).
+    /// A tract NNEF archive: a tar, or a gzipped one (`.nnef.tgz`), which
+    /// [`crate::nnef::read_model`] tells apart by its first bytes. Bundles written before
+    /// the gzipped form load as they did, and tract's own reader takes both.
     NnefTar,
 }
 

@@ -1,7 +1,7 @@
 //! The bundle: one file that carries everything a device needs to run a model and keep
 //! learning. It holds a [`Manifest`] (what the input looks like, how to normalize it,
 //! where the embedding comes from, the class names and where it all came from), the
-//! frozen backbone as a tract NNEF tar, and optionally a trained head in the
+//! frozen backbone as a tract NNEF tar (gzipped as `finetune-head` writes it), and optionally a trained head in the
 //! [`persist`] format. Bundles need `std`.
 //!
 //! | bytes | field |
@@ -10,7 +10,7 @@
 //! | 2 | format version, u16 ([`VERSION`]) |
 //! | 3 × 16 | section table: offset (u64) and length (u64) of the manifest, the backbone and the head, in that order |
 //! | manifest length | the manifest: pretty-printed JSON (UTF-8), readable in a hex dump or with `strings` |
-//! | backbone length | the backbone, a tract NNEF tar; empty for a features-only bundle ([`BackboneFormat::None`]) |
+//! | backbone length | the backbone, a tract NNEF tar, plain or gzipped ([`crate::nnef::read_model`] reads both); empty for a features-only bundle ([`BackboneFormat::None`]) |
 //! | head length | the head in the [`persist`] format; empty (length 0) when the bundle has no head |
 //! | 4 | CRC-32 (ISO-HDLC) of everything before it, u32 |
 //!
@@ -117,7 +117,7 @@ fn check_table(table: &Table) -> Result<u64, String> {
 pub struct Bundle {
     /// What the bundle holds.
     pub manifest: Manifest,
-    /// The backbone, a tract NNEF tar; empty when the manifest's backbone format is
+    /// The backbone, a tract NNEF tar, plain or gzipped; empty when the manifest's backbone format is
     /// [`BackboneFormat::None`].
     pub backbone: Vec<u8>,
     /// The head in the [`persist`] format (with or without learner state), if any.
