@@ -158,9 +158,10 @@ impl Backbone {
     pub fn load(nnef_tar: &[u8], manifest: &Manifest) -> Result<Self, BackboneError> {
         check_supported(manifest)?;
         let model = crate::nnef::read_model(nnef_tar).map_err(BackboneError::Load)?;
-        let plan = crate::plan::optimize(model)
-            .and_then(|m| m.into_runnable())
-            .map_err(BackboneError::Load)?;
+        let plan = crate::nnef::refuse_panics("planning the backbone", || {
+            crate::plan::optimize(model).and_then(|m| m.into_runnable())
+        })
+        .map_err(BackboneError::Load)?;
         let mut backbone = Self::with_engine(Engine::Tract(plan.clone()), manifest);
         if manifest.input.layout == Layout::Tokens {
             let text = manifest.text.as_ref();

@@ -96,7 +96,29 @@ fn nnef_tar_within(section: &[u8], limit: u64) -> TractResult<std::borrow::Cow<'
 /// device, the host's tools and the benches all load a bundle's backbone with.
 pub fn read_model(section: &[u8]) -> TractResult<TypedModel> {
     let tar = nnef_tar(section)?;
-    framework().model_for_read(&mut &tar[..])
+    refuse_panics("reading the backbone's NNEF", || {
+        framework().model_for_read(&mut &tar[..])
+    })
+}
+
+/// Runs `f`, a call into tract on a graph from a file, with a panic in it turned into an
+/// error that names `what` and tract's message. tract's NNEF reader asserts on some
+/// malformed values instead of returning an error (a convolution's `border =
+/// "c-nstant"`: `assertion failed: &*border == "ignore" || &*border == "constant"`), and
+/// a device must refuse such a file, not stop. (A build with `panic = "abort"` still
+/// stops.)
+pub fn refuse_panics<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            bail!("tract stopped with a panic while {what} (the graph is malformed): {message}")
+        }
+    }
 }
 
 fn registry() -> Registry {

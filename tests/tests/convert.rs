@@ -101,6 +101,42 @@ fn resnet_converts_with_bgr_preprocessing() {
     assert!(bundle.head.is_none() && bundle.manifest.classes.is_empty());
 }
 
+/// tract's NNEF reader asserts on some malformed values instead of returning an error;
+/// a backbone section with one is refused with an error that says so, on every path
+/// that loads it, and nothing panics.
+#[test]
+fn a_backbone_that_panics_tracts_reader_is_refused() {
+    let cfg = ResNetConfig::small();
+    let model = testkit::file("convert", "resnet-bad.onnx", &testmodels::resnet(&cfg));
+    let (mut bundle, _) = convert(&model, &Options::default()).unwrap();
+    assert!(edgetune::nnef::is_gzipped(&bundle.backbone));
+    let mut tar = edgetune::nnef::nnef_tar(&bundle.backbone)
+        .unwrap()
+        .into_owned();
+    // The same length, so the tar's headers still hold.
+    let (from, to) = (&b"border = \"constant\""[..], &b"border = \"c-nstant\""[..]);
+    let at = tar
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("a convolution's border");
+    tar[at..at + to.len()].copy_from_slice(to);
+    let e = Backbone::load(&tar, &bundle.manifest)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tract stopped with a panic while reading the backbone's NNEF"),
+        "{e}"
+    );
+    assert!(e.contains("c-nstant"), "{e}");
+    let e = edgetune::nnef::read_model(&tar).unwrap_err().to_string();
+    assert!(e.contains("the graph is malformed"), "{e}");
+    // In a bundle, read back from its bytes (its checksum is made for the new section).
+    bundle.backbone = tar;
+    let bundle = Bundle::from_bytes(&bundle.to_bytes().unwrap()).unwrap();
+    let e = Backbone::from_bundle(&bundle).unwrap_err().to_string();
+    assert!(e.contains("panic") && e.contains("c-nstant"), "{e}");
+}
+
 #[test]
 fn bad_models_and_options_are_clear_errors() {
     let err = |path: &PathBuf, opts: &Options| format!("{:#}", convert(path, opts).unwrap_err());
