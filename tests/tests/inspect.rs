@@ -180,6 +180,13 @@ fn bundle_report_matches_the_conversion() {
     assert!(s.backbone < tar, "{} against {tar}", s.backbone);
     assert_eq!(s.backbone_inflated, Some(tar));
     assert!(r.to_string().contains("(gzipped NNEF, "), "{r}");
+    assert!((1000..1_000_000).contains(&s.head), "{}", s.head);
+    let head = format!(
+        " B inflated), head {},{:03} B",
+        s.head / 1000,
+        s.head % 1000
+    );
+    assert!(r.to_string().contains(&head), "{r}");
     assert_eq!(r.manifest, b.manifest);
     assert_eq!(r.manifest.embedding.tensor, "embedding");
     assert_eq!(r.manifest.embedding.size, 64);
@@ -218,6 +225,10 @@ fn bundle_report_matches_the_conversion() {
     assert!(r.head.is_none());
     assert_eq!(r.sections.head, 0);
     assert!(r.to_string().contains("head           none"));
+    assert!(
+        r.to_string().contains(" B inflated), head 0 B (none)"),
+        "{r}"
+    );
 }
 
 #[test]

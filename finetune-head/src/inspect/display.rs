@@ -218,7 +218,7 @@ impl fmt::Display for BundleReport {
             f,
             "sections",
             format!(
-                "manifest {} B, backbone {} B{}, head {} B",
+                "manifest {} B, backbone {} B{}, head {}",
                 grouped(s.manifest),
                 grouped(s.backbone),
                 match s.backbone_inflated {
@@ -226,9 +226,9 @@ impl fmt::Display for BundleReport {
                     None => String::new(),
                 },
                 if s.head == 0 {
-                    "0 (none)".to_string()
+                    "0 B (none)".to_string()
                 } else {
-                    grouped(s.head)
+                    format!("{} B", grouped(s.head))
                 }
             ),
         )?;
