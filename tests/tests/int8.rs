@@ -194,3 +194,55 @@ fn a_qdq_model_from_onnx_runtime_runs_on_integer_convolutions() {
         assert!(cos >= 0.99, "cosine {cos} to the QDQ graph");
     }
 }
+
+/// A fully connected layer inside the backbone (a bottleneck before the classifier) runs
+/// on integers too: PyTorch's `Linear` as a `Gemm` with `transB = 1`, and a `Gemm` with
+/// its weights as `[in, out]`, `alpha` and `beta`. Each stays close to f32.
+#[test]
+fn a_gemm_inside_the_backbone_is_quantized() {
+    use testmodels::{Attr, Builder, DataType};
+    for variant in ["transB", "alpha-beta"] {
+        let mut g = Builder::new("bottleneck", 7);
+        let x = g.input("input", DataType::Float, &[1, 3, 16, 16]);
+        let c = g.conv("stem", &x, 3, 8, 3, 1);
+        let r = g.relu("stem_relu", &c);
+        let c = g.conv("conv", &r, 8, 16, 3, 2);
+        let r = g.relu("conv_relu", &c);
+        let p = g.global_avg_pool("pool", &r);
+        let f = g.flatten("flat", &p);
+        let b = if variant == "transB" {
+            g.gemm("bottleneck", &f, 16, 32)
+        } else {
+            let w = g.weight("bottleneck", &[16, 32], 16);
+            let bias = g.uniform("bottleneck.bias", &[32], 0.0, 0.1);
+            let attrs = [("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0))];
+            g.node("Gemm", "bottleneck", &[&f, &w, &bias], &attrs)
+        };
+        let e = g.relu("embedding", &b);
+        let y = g.gemm("classifier", &e, 32, 4);
+        g.output(&y, "logits", DataType::Float, &[1, 4]);
+        let model = testkit::file("int8", format!("gemm-{variant}.onnx"), &g.finish());
+        let opts = Options {
+            preprocess: Preprocess::imagenet(),
+            int8: Some(Int8::Samples(testmodels::images(20, 16, 3))),
+            ..Default::default()
+        };
+        let (bundle, report) = convert(&model, &opts).unwrap();
+        println!("{variant}:\n{report}");
+        assert_eq!(report.embedding, "embedding");
+        let q = report.int8.as_ref().unwrap();
+        assert_eq!(q.summary.quantized_matmuls, 1, "{variant}: {q:?}");
+        assert_eq!(q.summary.quantized_convs, 1, "{variant}: {q:?}");
+        assert!(
+            q.summary.kept_f32.iter().all(|(layer, _)| layer == "stem"),
+            "{variant}: {q:?}"
+        );
+        assert!(q.cosine_min.is_some_and(|c| c >= 0.99), "{variant}: {q:?}");
+        let tar = edgetune::nnef::nnef_tar(&bundle.backbone).unwrap();
+        let nnef = String::from_utf8_lossy(&tar);
+        assert!(
+            nnef.contains("tract_core_einsum_q"),
+            "{variant}: no integer product"
+        );
+    }
+}

@@ -8,15 +8,20 @@
 //! imports `MatMulInteger` as an integer einsum and runs it on its i8 kernels. The bias
 //! `Add` after it stays as the exporter wrote it.
 //!
+//! A `Gemm` with constant weights (PyTorch's `Linear` as most exporters write it, with
+//! `transB = 1`: a fully connected layer inside the backbone, such as a bottleneck before
+//! the classifier) is the same product: its weights are taken to `[k, n]` and multiplied
+//! by `alpha`, and its bias `C`, times `beta`, is added after the product in f32.
+//!
 //! Products of two activations (attention scores, the mix of values) have no constant
 //! side to quantize ahead of time and stay f32.
 
 use std::collections::HashMap;
 
 use anyhow::{Result, ensure};
-use tract_onnx::pb::{NodeProto, TensorProto};
+use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto};
 
-use super::onnx::{floats, integer_product};
+use super::onnx::{f32_tensor, floats, integer_product, node};
 
 /// Why a `MatMul` stays f32, or `None` if it is quantized.
 pub(super) fn keep_f32(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> Option<&'static str> {
@@ -29,6 +34,93 @@ pub(super) fn keep_f32(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> Op
         Some(w) if w.dims.len() != 2 => Some("weights that are not one matrix"),
         Some(_) => None,
     }
+}
+
+/// A `Gemm`'s float attribute `name` (`default` when absent).
+fn float_attr(n: &NodeProto, name: &str, default: f32) -> f32 {
+    n.attribute
+        .iter()
+        .find(|a: &&AttributeProto| a.name == name)
+        .map_or(default, |a| a.f)
+}
+
+/// A `Gemm`'s integer attribute `name` (0 when absent).
+fn int_attr(n: &NodeProto, name: &str) -> i64 {
+    n.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(0, |a| a.i)
+}
+
+/// Why a `Gemm` stays f32, or `None` if it is quantized.
+pub(super) fn gemm_keep_f32(
+    n: &NodeProto,
+    inits: &HashMap<&str, &TensorProto>,
+) -> Option<&'static str> {
+    let constant = |i: usize| n.input.get(i).and_then(|t| inits.get(t.as_str()));
+    let bias_ok = n
+        .input
+        .get(2)
+        .is_none_or(|c| c.is_empty() || inits.contains_key(c.as_str()));
+    let (alpha, beta) = (float_attr(n, "alpha", 1.0), float_attr(n, "beta", 1.0));
+    match constant(1) {
+        _ if int_attr(n, "transA") != 0 => Some("Gemm with transA (not quantized yet)"),
+        None => Some("Gemm whose weights are not a constant"),
+        Some(w) if w.dims.len() != 2 => Some("weights that are not one matrix"),
+        Some(_) if !bias_ok => Some("Gemm whose bias is not a constant"),
+        Some(_) if !(alpha.is_finite() && beta.is_finite()) => {
+            Some("Gemm with a non-finite alpha or beta")
+        }
+        Some(_) => None,
+    }
+}
+
+/// Writes the int8 form of the `Gemm` `n` (named `name`, checked by [`gemm_keep_f32`]):
+/// the product of `alpha · B` (or `alpha · Bᵀ` with `transB`) as [`rewrite`] writes a
+/// `MatMul`'s, then `beta · C` added in f32 where there is a `C`.
+pub(super) fn rewrite_gemm(
+    n: &NodeProto,
+    name: &str,
+    xq: (&str, f32, &str),
+    inits: &HashMap<&str, &TensorProto>,
+    nodes: &mut Vec<NodeProto>,
+    initializers: &mut Vec<TensorProto>,
+) -> Result<()> {
+    let (shape, data) = floats(inits[n.input[1].as_str()])?;
+    ensure!(shape.len() == 2, "{name}: weights of rank {}", shape.len());
+    let alpha = float_attr(n, "alpha", 1.0);
+    let (k, cols, w): (usize, usize, Vec<f32>) = if int_attr(n, "transB") != 0 {
+        let (cols, k) = (shape[0], shape[1]);
+        let w = (0..k * cols)
+            .map(|i| alpha * data[(i % cols) * k + i / cols])
+            .collect();
+        (k, cols, w)
+    } else {
+        (shape[0], shape[1], data.iter().map(|v| alpha * v).collect())
+    };
+    let y = &n.output[0];
+    let bias = n.input.get(2).filter(|c| !c.is_empty());
+    let product = match bias {
+        Some(_) => format!("{y}.product"),
+        None => y.clone(),
+    };
+    product_of(name, xq, (k, cols, &w), &product, nodes, initializers);
+    if let Some(c) = bias {
+        let beta = float_attr(n, "beta", 1.0);
+        let c = inits[c.as_str()];
+        let (_, values) = floats(c)?;
+        let scaled: Vec<f32> = values.iter().map(|v| beta * v).collect();
+        let c_name = format!("{name}.bias_times_beta");
+        initializers.push(f32_tensor(&c_name, &c.dims, &scaled));
+        nodes.push(node(
+            "Add",
+            &format!("{name}.bias"),
+            &[&product, &c_name],
+            y,
+            Vec::new(),
+        ));
+    }
+    Ok(())
 }
 
 /// Symmetric i8 weights of a `[k, n]` matrix, one scale per output column.
@@ -59,19 +151,39 @@ pub(super) fn rewrite(
 ) -> Result<()> {
     let (shape, data) = floats(w)?;
     ensure!(shape.len() == 2, "{name}: weights of rank {}", shape.len());
-    let (k, cols) = (shape[0], shape[1]);
-    let (wq, sw) = quantize_columns(&data, k, cols);
-    let scale: Vec<f32> = sw.iter().map(|s| s * sx).collect();
-    integer_product(
-        "MatMulInteger",
+    let xq = (xq, sx, zx);
+    product_of(
         name,
-        (xq, zx),
-        (&w.dims, &wq),
-        (&[cols as i64], &scale),
-        Vec::new(),
+        xq,
+        (shape[0], shape[1], &data),
         &n.output[0],
         nodes,
         initializers,
     );
     Ok(())
+}
+
+/// `QuantizeLinear`'d `xq` times the `[k, cols]` matrix `w` into `y`: `MatMulInteger`
+/// on i8 weights per column, then the scale back to f32.
+fn product_of(
+    name: &str,
+    (xq, sx, zx): (&str, f32, &str),
+    (k, cols, w): (usize, usize, &[f32]),
+    y: &str,
+    nodes: &mut Vec<NodeProto>,
+    initializers: &mut Vec<TensorProto>,
+) {
+    let (wq, sw) = quantize_columns(w, k, cols);
+    let scale: Vec<f32> = sw.iter().map(|s| s * sx).collect();
+    integer_product(
+        "MatMulInteger",
+        name,
+        (xq, zx),
+        (&[k as i64, cols as i64], &wq),
+        (&[cols as i64], &scale),
+        Vec::new(),
+        y,
+        nodes,
+        initializers,
+    );
 }

@@ -21,9 +21,11 @@
 //!   requantization scale, so these convolutions' weights are quantized per tensor;
 //! - every `MatMul` whose second operand is a constant matrix (a text encoder's
 //!   projections and feed-forward layers) becomes `QuantizeLinear → MatMulInteger → Cast
-//!   → Mul`, the same scheme with per-column weight scales (`matmul.rs`);
+//!   → Mul`, the same scheme with per-column weight scales (`matmul.rs`), and so does
+//!   every `Gemm` with constant weights (a fully connected layer inside the backbone,
+//!   its bias added after the product);
 //! - depthwise and grouped convolutions, the first convolution, products of two
-//!   activations, `Gemm`, and everything else stay f32. The first convolution is
+//!   activations, and everything else stay f32. The first convolution is
 //!   quantized too on request (`--quantize-first-layer`, [`Ranges::Calibrate`]'s
 //!   `first_layer`), and from a QDQ model whose quantizers cover it (ONNX Runtime's
 //!   `quantize_static` quantizes it): on torchvision's ResNet18 at width 1/8 its 7×7
@@ -99,7 +101,7 @@ pub struct Summary {
     /// (`QLinearConv`, requantized in the integer product's epilogue).
     pub chained_convs: usize,
     /// Matrix products with constant weights now running on integers (`MatMulInteger`:
-    /// a text encoder's projections and feed-forward layers).
+    /// a text encoder's projections and feed-forward layers, `MatMul`s and `Gemm`s).
     pub quantized_matmuls: usize,
     /// Every convolution and matrix product left in f32, in graph order: its name and
     /// why.
@@ -464,7 +466,7 @@ pub fn quantize_with(
         let kept = match n.op_type.as_str() {
             "Conv" => keep_f32(n, &inits, &graph_inputs, first_layer),
             "MatMul" => matmul::keep_f32(n, &inits),
-            "Gemm" => Some("Gemm (not quantized yet)"),
+            "Gemm" => matmul::gemm_keep_f32(n, &inits),
             _ => continue,
         };
         let kept = kept.or_else(|| match &ranges {
@@ -481,7 +483,7 @@ pub fn quantize_with(
                 }
                 summary.kept_f32.push((layer_name(n), why.to_string()))
             }
-            None if n.op_type == "MatMul" => {
+            None if n.op_type == "MatMul" || n.op_type == "Gemm" => {
                 products.insert(i);
             }
             None => chosen.push(i),
@@ -577,7 +579,11 @@ pub fn quantize_with(
         let w = inits[n.input[1].as_str()];
         if products.contains(&i) {
             let xq = (xq.as_str(), sx, zx_name.as_str());
-            matmul::rewrite(n, &name, xq, w, &mut nodes, &mut initializers)?;
+            if n.op_type == "Gemm" {
+                matmul::rewrite_gemm(n, &name, xq, &inits, &mut nodes, &mut initializers)?;
+            } else {
+                matmul::rewrite(n, &name, xq, w, &mut nodes, &mut initializers)?;
+            }
             summary.quantized_matmuls += 1;
             continue;
         }
