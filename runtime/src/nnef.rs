@@ -56,10 +56,12 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// (flate2, best compression). The tar's headers, padding and graph text compress
 /// tenfold or more, int8 weights a little: the tar of an int8 MobileNetV2 at width 0.25
 /// (its depthwise weights in f32) is 513 kB, gzipped 307 kB. tract reads the result as
-/// it is (a `.nnef.tgz`).
+/// it is (a `.nnef.tgz`). The same model gives the same bytes: the tar's timestamps are
+/// tract's fixed deterministic one, not the time of writing, and the gzip header has
+/// none.
 pub fn write_model(model: &TypedModel) -> TractResult<Vec<u8>> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    framework().write_to_tar(model, &mut gz)?;
+    framework().write_to_tar_with_config(model, &mut gz, false, true)?;
     Ok(gz.finish()?)
 }
 
@@ -610,9 +612,17 @@ mod tests {
             .unwrap();
         model.select_output_outlets(&y).unwrap();
         let mut tar = Vec::new();
-        framework().write_to_tar(&model, &mut tar).unwrap();
+        framework()
+            .write_to_tar_with_config(&model, &mut tar, false, true)
+            .unwrap();
         let section = write_model(&model).unwrap();
         assert!(is_gzipped(&section) && !is_gzipped(&tar));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(
+            write_model(&model).unwrap(),
+            section,
+            "written again, a second later"
+        );
         assert!(
             section.len() * 4 < tar.len(),
             "{} against {}",
