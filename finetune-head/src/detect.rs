@@ -13,6 +13,8 @@ use tract_onnx::data_resolver::FopenDataResolver;
 use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 
+use crate::quantize::onnx::{float_attr, int_attr};
+
 /// What to do when no classifier is found.
 const HINT: &str = "pass --embedding NODE_OR_TENSOR to name the embedding";
 
@@ -127,7 +129,7 @@ impl<'a> Graph<'a> {
             .map(per)
             .transpose()?
             .unwrap_or(vec![0.0]);
-        let axis = Graph::int_attr(dq, "axis", 1);
+        let axis = int_attr(dq, "axis", 1);
         let axis = if axis < 0 {
             axis + shape.len() as i64
         } else {
@@ -156,20 +158,6 @@ impl<'a> Graph<'a> {
             .iter()
             .flat_map(|g| g.output.iter().map(|o| o.name.as_str()))
             .collect()
-    }
-
-    fn int_attr(node: &NodeProto, name: &str, default: i64) -> i64 {
-        node.attribute
-            .iter()
-            .find(|a| a.name == name)
-            .map_or(default, |a| a.i)
-    }
-
-    fn float_attr(node: &NodeProto, name: &str, default: f32) -> f32 {
-        node.attribute
-            .iter()
-            .find(|a| a.name == name)
-            .map_or(default, |a| a.f)
     }
 }
 
@@ -235,17 +223,14 @@ fn gemm(g: &Graph, n: &NodeProto) -> Result<Classifier> {
         n.input.len()
     );
     ensure!(
-        Graph::int_attr(n, "transA", 0) == 0,
+        int_attr(n, "transA", 0) == 0,
         "Gemm {:?} transposes its input (transA=1): not a classifier over an embedding",
         n.name
     );
-    let (alpha, beta) = (
-        Graph::float_attr(n, "alpha", 1.0),
-        Graph::float_attr(n, "beta", 1.0),
-    );
+    let (alpha, beta) = (float_attr(n, "alpha", 1.0), float_attr(n, "beta", 1.0));
     let w = matrix(g, &n.input[1], n)?;
     // Class-major [C][D]: B is [C][D] with transB=1, else [D][C].
-    let w = if Graph::int_attr(n, "transB", 0) == 1 {
+    let w = if int_attr(n, "transB", 0) == 1 {
         w
     } else {
         w.reversed_axes()

@@ -177,12 +177,7 @@ pub(super) fn quantize(
     );
     // The f32 convolutions' rounded weights, stored in 8 bits where tract kept them as
     // they were (the report counts only those).
-    let stored = crate::quantize::store_in_i8(&mut qtyped, &summary.stored_i8)?;
-    let mut k = 0;
-    summary.stored_i8.retain(|_| {
-        k += 1;
-        stored.contains(&(k - 1))
-    });
+    crate::quantize::store_in_i8(&mut qtyped, &mut summary.stored_i8)?;
     let f32_backbone_bytes = write_nnef(typed)?.len();
     Ok((
         qtyped,

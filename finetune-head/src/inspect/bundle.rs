@@ -10,18 +10,20 @@ pub(super) fn bundle_report(file: String, bytes: &[u8], bundle: Bundle) -> Bundl
         u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
     };
     debug_assert!(bytes.len() >= HEADER_LEN);
+    // Inflated once, for its size and for the graph's statistics.
+    let tar = edgetune::nnef::nnef_tar(&bundle.backbone);
     let sections = Sections {
         manifest: len_at(0),
         backbone: len_at(1),
-        backbone_inflated: edgetune::nnef::is_gzipped(&bundle.backbone)
-            .then(|| edgetune::nnef::nnef_tar(&bundle.backbone).ok())
-            .flatten()
-            .map(|tar| tar.len() as u64),
+        backbone_inflated: match &tar {
+            Ok(tar) if edgetune::nnef::is_gzipped(&bundle.backbone) => Some(tar.len() as u64),
+            _ => None,
+        },
         head: len_at(2),
     };
     let (backbone, backbone_note) = match bundle.manifest.backbone.format {
         BackboneFormat::None => (None, Some("no backbone: the input is the embedding".into())),
-        BackboneFormat::NnefTar => match nnef_stats(&bundle.backbone) {
+        BackboneFormat::NnefTar => match tar.and_then(|tar| nnef_stats(&tar)) {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(format!("cannot load the NNEF backbone: {e:#}"))),
         },
@@ -49,9 +51,9 @@ pub(super) fn datum_name(dt: DatumType) -> String {
     }
 }
 
-/// The backbone loaded as a device loads it ([`edgetune::nnef::framework`]), then
-/// decluttered: the loader wires helper nodes (casts of constants, reshapes) that the
-/// device's plan folds away.
+/// The backbone (an NNEF tar, or a gzipped one) loaded as a device loads it
+/// ([`edgetune::nnef::read_model`]), then decluttered: the loader wires helper nodes
+/// (casts of constants, reshapes) that the device's plan folds away.
 pub(super) fn nnef_stats(tar: &[u8]) -> Result<GraphStats> {
     let model = edgetune::nnef::read_model(tar)?.into_decluttered()?;
     let mut stats = GraphStats::default();

@@ -47,11 +47,7 @@ pub fn fold_batch_norms(model: &mut ModelProto) -> Result<usize> {
             i += 1;
             continue;
         }
-        let eps = bn
-            .attribute
-            .iter()
-            .find(|a| a.name == "epsilon")
-            .map_or(1e-5, |a| a.f);
+        let eps = super::onnx::float_attr(bn, "epsilon", 1e-5);
         let [gamma, beta, mean, var] = [0, 1, 2, 3].map(|k| &p[k]);
         let bias = match conv.input.get(2).filter(|n| !n.is_empty()) {
             Some(b) => floats(init(b).context("a convolution bias that is not an initializer")?)?.1,

@@ -19,9 +19,9 @@
 use std::collections::HashMap;
 
 use anyhow::{Result, ensure};
-use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto};
+use tract_onnx::pb::{NodeProto, TensorProto};
 
-use super::onnx::{f32_tensor, floats, integer_product, node};
+use super::onnx::{f32_tensor, float_attr, floats, int_attr, integer_product, node};
 
 /// Why a `MatMul` stays f32, or `None` if it is quantized.
 pub(super) fn keep_f32(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> Option<&'static str> {
@@ -36,22 +36,6 @@ pub(super) fn keep_f32(n: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> Op
     }
 }
 
-/// A `Gemm`'s float attribute `name` (`default` when absent).
-fn float_attr(n: &NodeProto, name: &str, default: f32) -> f32 {
-    n.attribute
-        .iter()
-        .find(|a: &&AttributeProto| a.name == name)
-        .map_or(default, |a| a.f)
-}
-
-/// A `Gemm`'s integer attribute `name` (0 when absent).
-fn int_attr(n: &NodeProto, name: &str) -> i64 {
-    n.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map_or(0, |a| a.i)
-}
-
 /// Why a `Gemm` stays f32, or `None` if it is quantized.
 pub(super) fn gemm_keep_f32(
     n: &NodeProto,
@@ -64,7 +48,7 @@ pub(super) fn gemm_keep_f32(
         .is_none_or(|c| c.is_empty() || inits.contains_key(c.as_str()));
     let (alpha, beta) = (float_attr(n, "alpha", 1.0), float_attr(n, "beta", 1.0));
     match constant(1) {
-        _ if int_attr(n, "transA") != 0 => Some("Gemm with transA (not quantized yet)"),
+        _ if int_attr(n, "transA", 0) != 0 => Some("Gemm with transA (not quantized yet)"),
         None => Some("Gemm whose weights are not a constant"),
         Some(w) if w.dims.len() != 2 => Some("weights that are not one matrix"),
         Some(_) if !bias_ok => Some("Gemm whose bias is not a constant"),
@@ -89,7 +73,7 @@ pub(super) fn rewrite_gemm(
     let (shape, data) = floats(inits[n.input[1].as_str()])?;
     ensure!(shape.len() == 2, "{name}: weights of rank {}", shape.len());
     let alpha = float_attr(n, "alpha", 1.0);
-    let (k, cols, w): (usize, usize, Vec<f32>) = if int_attr(n, "transB") != 0 {
+    let (k, cols, w): (usize, usize, Vec<f32>) = if int_attr(n, "transB", 0) != 0 {
         let (cols, k) = (shape[0], shape[1]);
         let w = (0..k * cols)
             .map(|i| alpha * data[(i % cols) * k + i / cols])

@@ -72,7 +72,7 @@ mod constants;
 mod equalize;
 mod fold;
 mod matmul;
-mod onnx;
+pub(crate) mod onnx;
 mod qdq;
 mod stored;
 

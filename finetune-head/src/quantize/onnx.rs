@@ -1,6 +1,6 @@
 //! ONNX graph and tensor helpers of the quantization rewrites: who produces a tensor,
 //! dead nodes and unused initializers dropped, initializers read and written, nodes
-//! made.
+//! made, attributes read (those two also for the classifier's detection, `detect.rs`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -41,12 +41,25 @@ pub(super) fn producers(graph: &tract_onnx::pb::GraphProto) -> HashMap<&str, usi
         .collect()
 }
 
+/// A node's integer attribute `name` (`default` when absent).
+pub(crate) fn int_attr(node: &NodeProto, name: &str, default: i64) -> i64 {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.i)
+}
+
+/// A node's float attribute `name` (`default` when absent).
+pub(crate) fn float_attr(node: &NodeProto, name: &str, default: f32) -> f32 {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.f)
+}
+
 /// A convolution's `group` attribute (1 when absent).
 pub(super) fn group(conv: &NodeProto) -> i64 {
-    conv.attribute
-        .iter()
-        .find(|a| a.name == "group")
-        .map_or(1, |a| a.i)
+    int_attr(conv, "group", 1)
 }
 
 pub(super) fn drop_unused_initializers(model: &mut ModelProto) {

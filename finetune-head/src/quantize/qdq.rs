@@ -194,11 +194,7 @@ fn param(n: &NodeProto, k: usize, inits: &HashMap<&str, &TensorProto>) -> Result
 
 /// The node's `axis` attribute (default 1) for a tensor of `rank`.
 fn axis(n: &NodeProto, rank: usize) -> Result<usize> {
-    let a = n
-        .attribute
-        .iter()
-        .find(|a| a.name == "axis")
-        .map_or(1, |a| a.i);
+    let a = super::onnx::int_attr(n, "axis", 1);
     let r = rank as i64;
     ensure!(
         (-r..r).contains(&a),

@@ -71,17 +71,17 @@ impl StoredI8 {
 
 /// Replaces each f32 constant of `model` that holds one of `weights`' values (the same
 /// shape, bit for bit) with its i8 constant and the channels' scales, through
-/// [`WeightsI8`]. Returns the indices into `weights` of those stored so; a constant
-/// tract changed on import (another shape, another order) stays f32, which is still
-/// correct, only larger.
-pub fn store_in_i8(model: &mut TypedModel, weights: &[StoredI8]) -> Result<Vec<usize>> {
+/// [`WeightsI8`], and keeps in `weights` only those stored so: a constant tract changed
+/// on import (another shape, another order) stays f32, which is still correct, only
+/// larger.
+pub fn store_in_i8(model: &mut TypedModel, weights: &mut Vec<StoredI8>) -> Result<()> {
     let key = |t: &Tensor| (t.shape().to_vec(), t.as_bytes().to_vec());
     let mut wanted: HashMap<(Vec<usize>, Vec<u8>), usize> = weights
         .iter()
         .enumerate()
         .map(|(i, w)| Ok((key(&w.values()?), i)))
         .collect::<TractResult<_>>()?;
-    let mut stored = Vec::new();
+    let mut stored = vec![false; weights.len()];
     let consts: Vec<usize> = model
         .nodes()
         .iter()
@@ -105,10 +105,11 @@ pub fn store_in_i8(model: &mut TypedModel, weights: &[StoredI8]) -> Result<Vec<u
         let y = patch.wire_node(format!("{name}.weights_i8"), WeightsI8, &[q, s])?;
         patch.shunt_outside(model, OutletId::new(id, 0), y[0])?;
         patch.apply(model)?;
-        stored.push(i);
+        stored[i] = true;
     }
-    stored.sort_unstable();
-    Ok(stored)
+    let mut stored = stored.into_iter();
+    weights.retain(|_| stored.next() == Some(true));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -154,8 +155,9 @@ mod tests {
         };
         let expected = run(model.clone());
 
-        let done = store_in_i8(&mut model, std::slice::from_ref(&stored)).unwrap();
-        assert_eq!(done, [0], "the one matching constant, not the other");
+        let mut done = vec![stored.clone()];
+        store_in_i8(&mut model, &mut done).unwrap();
+        assert_eq!(done, [stored], "the one matching constant, not the other");
         let section = edgetune::nnef::write_model(&model).unwrap();
         let tar = edgetune::nnef::nnef_tar(&section).unwrap();
         let text = String::from_utf8_lossy(&tar);
