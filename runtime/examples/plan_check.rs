@@ -68,8 +68,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "plan_check: {path}: {} products over one row, {} epilogues in one pass, {} im2col and \
-         {} packings replaced, largest difference {largest:e}",
-        steps.one_row, steps.epilogues, steps.im2col, steps.packings
+         {} packings and {} max pools replaced, largest difference {largest:e}",
+        steps.one_row, steps.epilogues, steps.im2col, steps.packings, steps.max_pools
     );
     if largest != 0.0 {
         return Err("edgetune's plan and tract's differ".into());

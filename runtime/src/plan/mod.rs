@@ -18,6 +18,8 @@
 //! - [`pack_columns`], after it: the packing of the integer products' activations
 //!   becomes [`PackColumns`], eight columns or four k's at a time rather than byte by
 //!   byte (`columns.rs`).
+//! - [`max_pools`], after it: tract's max pool, which folds a stride of 2 one value at
+//!   a time, becomes [`MaxPoolRows`], whole rows of vectors (`pool.rs`; f32 bundles too).
 //!
 //! Measured (`scripts/iprofile.sh`, one inference, torchvision's models in
 //! `models/torchvision`, 64×64; each step's share is in the README's "ARM cost"):
@@ -35,10 +37,12 @@
 mod columns;
 mod epilogue;
 mod patches;
+mod pool;
 
 pub use columns::{PackColumns, pack_columns};
 pub use epilogue::{Epilogue, epilogues};
 pub use patches::{PackPatches, pack_patches};
+pub use pool::{MaxPoolRows, max_pools};
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::axes::Axis;
@@ -59,6 +63,8 @@ pub struct Steps {
     /// Casts of integer products to f32 and the steps after them made one pass
     /// ([`epilogues`]).
     pub epilogues: usize,
+    /// tract's max pools replaced ([`max_pools`]).
+    pub max_pools: usize,
 }
 
 /// `model` decluttered, its integer products over rows made one and their epilogues one
@@ -78,11 +84,13 @@ pub fn optimize_steps(mut model: TypedModel) -> TractResult<(TypedModel, Steps)>
     model.optimize()?;
     let im2col = pack_patches(&mut model)?;
     let packings = pack_columns(&mut model)?;
+    let max_pools = max_pools(&mut model)?;
     let steps = Steps {
         one_row,
         im2col,
         packings,
         epilogues,
+        max_pools,
     };
     Ok((model, steps))
 }
