@@ -3,10 +3,13 @@
 //! a fixed pseudo-random input. `scripts/cross.sh` runs it on the host and on aarch64
 //! without the dot product (a Pi 4).
 //!
-//! `plan_check BUNDLE [--expect-packed]`: prints what each of edgetune's steps did
-//! (products made over one row, epilogues made one pass, im2col and packings replaced) and
-//! the outputs' largest difference; fails if they differ at all, or, with
-//! `--expect-packed`, if no im2col was replaced.
+//! `plan_check BUNDLE [--expect-packed] [--expect-products] [--portable-products]`: prints
+//! what each of edgetune's steps did (products made over one row, epilogues made one
+//! pass, im2col, packings, max pools and products replaced) and the outputs' largest
+//! difference; fails if they differ at all, or, with `--expect-packed`, if no im2col was
+//! replaced, or with `--expect-products`, if no integer product was. With
+//! `--portable-products` the products are replaced with the portable kernel (on a host
+//! without the dot product, whose tract may pack as a Pi 5's: x86 with VNNI).
 
 use edgetune::bundle::Bundle;
 use edgetune::rng::Rng;
@@ -14,17 +17,22 @@ use tract_nnef::prelude::*;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .ok_or("usage: plan_check BUNDLE [--expect-packed]")?;
-    let expect_packed = match args.next().as_deref() {
-        None => false,
-        Some("--expect-packed") => true,
-        Some(a) => return Err(format!("unknown argument {a:?}").into()),
-    };
+    let path = args.next().ok_or(
+        "usage: plan_check BUNDLE [--expect-packed] [--expect-products] [--portable-products]",
+    )?;
+    let (mut expect_packed, mut expect_products) = (false, false);
+    let mut kernel = edgetune::plan::Kernel::of_this_cpu();
+    for a in args {
+        match a.as_str() {
+            "--expect-packed" => expect_packed = true,
+            "--expect-products" => expect_products = true,
+            "--portable-products" => kernel = Some(edgetune::plan::Kernel::Portable),
+            _ => return Err(format!("unknown argument {a:?}").into()),
+        }
+    }
     let bundle = Bundle::read(&path)?;
     let load = || edgetune::nnef::read_model(&bundle.backbone);
-    let (ours, steps) = edgetune::plan::optimize_steps(load()?)?;
+    let (ours, steps) = edgetune::plan::optimize_with(load()?, kernel)?;
     let ours = ours.into_runnable()?;
     let tracts = load()?.into_optimized()?.into_runnable()?;
     let mut rng = Rng::new(11);
@@ -68,14 +76,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "plan_check: {path}: {} products over one row, {} epilogues in one pass, {} im2col and \
-         {} packings and {} max pools replaced, largest difference {largest:e}",
-        steps.one_row, steps.epilogues, steps.im2col, steps.packings, steps.max_pools
+         {} packings, {} max pools and {} products replaced, largest difference {largest:e}",
+        steps.one_row,
+        steps.epilogues,
+        steps.im2col,
+        steps.packings,
+        steps.max_pools,
+        steps.products
     );
     if largest != 0.0 {
         return Err("edgetune's plan and tract's differ".into());
     }
     if expect_packed && steps.im2col == 0 {
         return Err("no im2col was replaced".into());
+    }
+    if expect_products && steps.products == 0 {
+        return Err("no integer product was replaced".into());
     }
     Ok(())
 }

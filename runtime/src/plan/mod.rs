@@ -18,6 +18,10 @@
 //! - [`pack_columns`], after it: the packing of the integer products' activations
 //!   becomes [`PackColumns`], eight columns or four k's at a time rather than byte by
 //!   byte (`columns.rs`).
+//! - [`DotProduct`], after it, where the CPU has the dot product (a Pi 5): tract's integer
+//!   products of the dot-product packing, with their tile loop, scratch space, border
+//!   tiles and strided stores, become 8×8 `sdot` tiles stored straight into the output
+//!   (`product.rs`).
 //! - [`max_pools`], after it: tract's max pool, which folds a stride of 2 one value at
 //!   a time, becomes [`MaxPoolRows`], whole rows of vectors (`pool.rs`; f32 bundles too).
 //!
@@ -38,11 +42,13 @@ mod columns;
 mod epilogue;
 mod patches;
 mod pool;
+mod product;
 
 pub use columns::{PackColumns, pack_columns};
 pub use epilogue::{Epilogue, epilogues};
 pub use patches::{PackPatches, pack_patches};
 pub use pool::{MaxPoolRows, max_pools};
+pub use product::{DotProduct, Kernel};
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::axes::Axis;
@@ -65,6 +71,9 @@ pub struct Steps {
     pub epilogues: usize,
     /// tract's max pools replaced ([`max_pools`]).
     pub max_pools: usize,
+    /// tract's integer products replaced by [`DotProduct`] (only where the CPU has the
+    /// dot product).
+    pub products: usize,
 }
 
 /// `model` decluttered, its integer products over rows made one and their epilogues one
@@ -75,7 +84,17 @@ pub fn optimize(model: TypedModel) -> TractResult<TypedModel> {
 }
 
 /// [`optimize`], saying what each of edgetune's steps did.
-pub fn optimize_steps(mut model: TypedModel) -> TractResult<(TypedModel, Steps)> {
+pub fn optimize_steps(model: TypedModel) -> TractResult<(TypedModel, Steps)> {
+    optimize_with(model, Kernel::of_this_cpu())
+}
+
+/// [`optimize_steps`], with tract's integer products computed by `kernel` where
+/// [`DotProduct`] covers them (with `None`, tract's): `examples/plan_check.rs` checks the
+/// portable kernel on whole models on a host whose tract packs as the Pi 5's.
+pub fn optimize_with(
+    mut model: TypedModel,
+    kernel: Option<Kernel>,
+) -> TractResult<(TypedModel, Steps)> {
     model.declutter()?;
     // After declutter, which would split the rows again.
     let one_row = products_over_one_row(&mut model)?;
@@ -85,12 +104,17 @@ pub fn optimize_steps(mut model: TypedModel) -> TractResult<(TypedModel, Steps)>
     let im2col = pack_patches(&mut model)?;
     let packings = pack_columns(&mut model)?;
     let max_pools = max_pools(&mut model)?;
+    let products = match kernel {
+        Some(kernel) => product::dot_products_with(&mut model, kernel)?,
+        None => 0,
+    };
     let steps = Steps {
         one_row,
         im2col,
         packings,
         epilogues,
         max_pools,
+        products,
     };
     Ok((model, steps))
 }

@@ -506,15 +506,15 @@ pub fn pack_patches(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::rng::Rng;
     use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 
     /// A convolution: input channels, height, width; output channels, groups; kernel,
     /// strides, dilations; padding above, left, below, right; the input's zero point.
-    struct Case {
-        input: [usize; 3],
+    pub(crate) struct Case {
+        pub input: [usize; 3],
         outputs: usize,
         group: usize,
         kernel: [usize; 2],
@@ -525,7 +525,7 @@ mod tests {
     }
 
     #[allow(clippy::too_many_arguments)]
-    const fn case(
+    pub(crate) const fn case(
         input: [usize; 3],
         outputs: usize,
         group: usize,
@@ -547,7 +547,7 @@ mod tests {
         }
     }
 
-    const CASES: &[Case] = &[
+    pub(crate) const CASES: &[Case] = &[
         // ResNet's 3×3: rows of 16, two panels of 8 each.
         case([8, 16, 16], 8, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 0),
         // Odd sizes, stride 2, a zero point: runs across rows, partial last panel.
@@ -563,7 +563,7 @@ mod tests {
     ];
 
     /// `runs` random inputs of `case` through both plans: the same bytes out.
-    fn same_outputs(
+    pub(crate) fn same_outputs(
         case: &Case,
         tracts: &Arc<TypedRunnableModel>,
         ours: &Arc<TypedRunnableModel>,
@@ -580,7 +580,7 @@ mod tests {
         Ok(())
     }
 
-    fn random_i8(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    pub(crate) fn random_i8(rng: &mut Rng, shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
         let v: Vec<i8> = (0..n).map(|_| rng.below(256) as i32 as u8 as i8).collect();
         tract_ndarray::ArrayD::from_shape_vec(shape, v)
@@ -590,7 +590,13 @@ mod tests {
 
     /// The convolution as a model of tract's quantized `Conv` (i8 in and out).
     fn model(case: &Case, rng: &mut Rng) -> TractResult<TypedModel> {
+        model_to(case, rng, i8::datum_type())
+    }
+
+    /// The convolution to i8, or to i32 as ONNX's `ConvInteger` (its scales 1).
+    pub(crate) fn model_to(case: &Case, rng: &mut Rng, to: DatumType) -> TractResult<TypedModel> {
         let [c, h, w] = case.input;
+        let one = to == i32::datum_type();
         let mut model = TypedModel::default();
         let x = model.add_source("x", i8::fact([1, c, h, w]))?;
         let mut konst = |name: &str, t: Tensor| model.add_const(name, t);
@@ -601,13 +607,20 @@ mod tests {
                 &[case.outputs, c / case.group, case.kernel[0], case.kernel[1]],
             ),
         )?;
-        let bias = konst("bias", Tensor::zero::<i32>(&[case.outputs])?)?;
+        // `ConvInteger` has no bias: tract's scalar zero.
+        let bias = if one {
+            tensor0(0i32)
+        } else {
+            Tensor::zero::<i32>(&[case.outputs])?
+        };
+        let bias = konst("bias", bias)?;
         let x0 = konst("x0", tensor0(case.zero_point))?;
         let k0 = konst("k0", tensor0(0i32))?;
         let y0 = konst("y0", tensor0(0i32))?;
-        let x_scale = konst("x_scale", tensor0(0.05f32))?;
-        let k_scale = konst("k_scale", tensor0(0.02f32))?;
-        let y_scale = konst("y_scale", tensor0(0.1f32))?;
+        let scale = |s: f32| tensor0(if one { 1.0 } else { s });
+        let x_scale = konst("x_scale", scale(0.05))?;
+        let k_scale = konst("k_scale", scale(0.02))?;
+        let y_scale = konst("y_scale", scale(0.1))?;
         let conv = Conv {
             pool_spec: PoolSpec {
                 data_format: DataFormat::NCHW,
@@ -623,7 +636,7 @@ mod tests {
             },
             kernel_fmt: KernelFormat::OIHW,
             group: case.group,
-            q_params: Some(i8::datum_type()),
+            q_params: Some(to),
         };
         let y = model.wire_node(
             "conv",
