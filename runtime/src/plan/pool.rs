@@ -260,7 +260,7 @@ fn fold_strided<T: Pooled>(row: &mut [T], taps: &[T], stride: usize) {
     }
 }
 
-/// tract's `OptMaxPool` for one concrete input shape, walked by [`Rows`].
+/// tract's `OptMaxPool` for one concrete input shape, walked one output row at a time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MaxPoolRows {
     /// tract's op: its output facts are this op's, and it runs an input of another size.

@@ -17,12 +17,17 @@
 //! product tract picks another packing, and this does not apply; on other CPUs (the
 //! host's tests) the tile is computed by a portable loop.
 //!
-//! What it covers: an `OptMatMul` whose only steps are the product of its one input by
-//! constant weights and the store of the i32 result, over one matrix (no batch loop),
-//! with both operands `PackedI8K4` of 8 lanes for the mode tract picks.
+//! What it covers: an `OptMatMul` over one matrix (every other axis 1) of two i8
+//! operands, activations and weights (baked into tract's op or from a constant input),
+//! both `PackedI8K4` of 8 lanes for the mode tract picks, stored as i32 or one byte,
+//! with between the product and the store only tract's additions, subtractions, minima
+//! and maxima per row, per column or by one value (a zero point's corrections, a bias, a
+//! clamp). A product that requantizes with tract's fixed-point scale keeps tract's op
+//! (see [`Step`]).
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
+use tract_nnef::tract_core::tract_linalg::BinOp as KernelOp;
 use tract_nnef::tract_core::tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedMatrixStorage,
 };
@@ -54,6 +59,7 @@ impl Kernel {
 
     /// `out[c·row_stride + m] = Σ_k a[m, k]·b[c, k]` for the 8 lanes m of `a` and c of
     /// `b`, over `blocks` blocks of 4 k's: `a` and `b` one panel each, `32·blocks` bytes.
+    #[inline]
     fn tile(self, a: &[u8], b: &[u8], blocks: usize, out: &mut [i32], row_stride: usize) {
         let len = blocks * 4 * LANES;
         assert!(
@@ -183,7 +189,69 @@ pub struct DotProduct {
     /// (the tile's rows).
     lanes: Side,
     rows: Side,
+    /// Whether the tile's lanes are tract's m (rows of the output, `a`'s lanes).
+    lanes_are_m: bool,
+    /// What tract's kernel does to the tile between the product and the store.
+    steps: Vec<Step>,
     kernel: Kernel,
+}
+
+/// One of tract's steps between the product and the store, on the i32 tile, with the
+/// generic kernel's arithmetic (see [`bin`]): with an input's values per m, per n or one
+/// for all. (tract's fixed-point scale is not one: computed here value by value, not in
+/// vectors as in tract's kernel, it cost ResNet18 more than it saved, so a product that
+/// requantizes keeps tract's op.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Step {
+    PerM(usize, KernelOp),
+    PerN(usize, KernelOp),
+    Scalar(usize, KernelOp),
+}
+
+/// A [`Step`] with its input's values.
+enum Resolved<'a> {
+    PerM(&'a [i32], KernelOp),
+    PerN(&'a [i32], KernelOp),
+    Scalar(i32, KernelOp),
+}
+
+/// tract's generic kernel's `BinOp` on i32, `f(operand, value)`: `Sub` takes the tile's
+/// `value` from the `operand`, `SubF` the other way round.
+fn bin(op: KernelOp, value: i32, operand: i32) -> i32 {
+    match op {
+        KernelOp::Min => operand.min(value),
+        KernelOp::Max => operand.max(value),
+        KernelOp::Add => operand.wrapping_add(value),
+        KernelOp::Mul => operand.wrapping_mul(value),
+        KernelOp::Sub => operand.wrapping_sub(value),
+        KernelOp::SubF => value.wrapping_sub(operand),
+    }
+}
+
+/// What the output is stored as: i32, or one byte (i8, u8 and their quantized types:
+/// the i32's low byte, as tract's store).
+trait Cell: Copy + Send {
+    fn of(v: i32) -> Self;
+    /// The kernel's tile straight into `out` where this is i32; `false` elsewhere.
+    fn tile_into(_: Kernel, _: &[u8], _: &[u8], _: usize, _: &mut [Self], _: usize) -> bool {
+        false
+    }
+}
+
+impl Cell for i32 {
+    fn of(v: i32) -> i32 {
+        v
+    }
+    fn tile_into(k: Kernel, x: &[u8], y: &[u8], blocks: usize, out: &mut [i32], rs: usize) -> bool {
+        k.tile(x, y, blocks, out, rs);
+        true
+    }
+}
+
+impl Cell for u8 {
+    fn of(v: i32) -> u8 {
+        v as u8
+    }
 }
 
 /// The packing of a `PackedI8K4` value of `k` rows and `mn` lanes, 8 lanes to a panel,
@@ -221,7 +289,8 @@ impl DotProduct {
         };
         let (m, n) = (shape[m_axis], shape[n_axis]);
         // One matrix (every other axis 1) of i32.
-        if op.c_fact.datum_type != DatumType::I32
+        let dt = op.c_fact.datum_type;
+        if !(dt == DatumType::I32 || (dt.is_integer() && dt.size_of() == 1))
             || m_axis == n_axis
             || m == 0
             || n == 0
@@ -237,11 +306,37 @@ impl DotProduct {
                 b,
                 packings,
             },
+            between @ ..,
             ProtoFusedSpec::Store(_),
         ] = &op.micro_ops[..]
         else {
             return Ok(None);
         };
+        // The steps between, each input's values i32 and as many as the step takes.
+        let takes = |v: usize, len: usize| -> TractResult<bool> {
+            let Some(outlet) = node.inputs.get(v) else {
+                return Ok(false);
+            };
+            let fact = model.outlet_fact(*outlet)?;
+            Ok(fact.datum_type == DatumType::I32
+                && fact
+                    .shape
+                    .as_concrete()
+                    .is_some_and(|s| s.iter().product::<usize>() == len))
+        };
+        let mut steps = vec![];
+        for step in between {
+            let (step, v, len) = match step {
+                ProtoFusedSpec::BinPerRow(v, op, _) => (Step::PerM(*v, *op), *v, m),
+                ProtoFusedSpec::BinPerCol(v, op, _) => (Step::PerN(*v, *op), *v, n),
+                ProtoFusedSpec::BinScalar(v, op) => (Step::Scalar(*v, *op), *v, 1),
+                _ => return Ok(None),
+            };
+            if !takes(v, len)? {
+                return Ok(None);
+            }
+            steps.push(step);
+        }
         let (Ok(k), Some(mmm), Some((packing, None))) =
             (geo.k.to_usize(), op.mmm.get(mode), packings.get(mode))
         else {
@@ -288,16 +383,15 @@ impl DotProduct {
             stride: strides[n_axis] as usize,
         };
         // The tile's lanes along the output's contiguous axis.
-        let (lanes, rows) = if b.stride == 1 && a.stride != 1 {
-            (b, a)
-        } else {
-            (a, b)
-        };
+        let lanes_are_m = !(b.stride == 1 && a.stride != 1);
+        let (lanes, rows) = if lanes_are_m { (a, b) } else { (b, a) };
         Ok(Some(DotProduct {
             c_fact: op.c_fact.clone(),
             blocks,
             lanes,
             rows,
+            lanes_are_m,
+            steps,
             kernel,
         }))
     }
@@ -358,64 +452,154 @@ impl EvalOp for DotProduct {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = self.panels(&self.lanes, &inputs)?;
         let y = self.panels(&self.rows, &inputs)?;
+        let mut plains = vec![];
+        for Step::PerM(v, _) | Step::PerN(v, _) | Step::Scalar(v, _) in &self.steps {
+            plains.push(inputs[*v].try_as_plain_ram()?);
+        }
+        let mut values = plains.iter();
+        let mut steps = vec![];
+        for step in &self.steps {
+            let mut next = || -> TractResult<&[i32]> {
+                values.next().context("a step's values")?.as_slice::<i32>()
+            };
+            steps.push(match step {
+                Step::PerM(_, op) => Resolved::PerM(next()?, *op),
+                Step::PerN(_, op) => Resolved::PerN(next()?, *op),
+                Step::Scalar(_, op) => Resolved::Scalar(next()?[0], *op),
+            });
+        }
         let shape = self.c_fact.shape.as_concrete().context("symbolic output")?;
-        let mut c = Tensor::zero::<i32>(shape)?;
+        let mut c = Tensor::zero_dt(self.c_fact.datum_type, shape)?;
         {
             let mut plain = c.try_as_plain_ram_mut()?;
-            let out = plain.as_slice_mut::<i32>()?;
-            let (lanes, rows) = (self.lanes.lanes, self.rows.lanes);
-            let panels = rows.div_ceil(LANES);
-            if (self.lanes.stride, self.rows.stride) == (1, lanes) {
-                // Rows of lanes, one after the other: the whole panels of rows on tract's
-                // threads (`Backbone::with_threads`; inline without), then the last.
-                let whole = rows / LANES;
-                let (head, tail) = out.split_at_mut(whole * LANES * lanes);
-                let macs = rows * lanes * self.blocks * 4;
-                multithread::par_chunks_mut(head, LANES * lanes, macs, |first, chunk| {
-                    let count = chunk.len() / (LANES * lanes);
-                    self.fill(x, y, first..first + count, chunk, first);
-                    Ok(())
-                })?;
-                self.fill(x, y, whole..panels, tail, whole);
+            if self.c_fact.datum_type == DatumType::I32 {
+                self.fill_all(x, y, &steps, plain.as_slice_mut::<i32>()?)?;
             } else {
-                self.fill(x, y, 0..panels, out, 0);
+                self.fill_all(x, y, &steps, plain.as_bytes_mut())?;
             }
         }
         Ok(tvec!(c.into_tvalue()))
     }
 }
 
+type Panels<'a> = (&'a [u8], usize);
+
 impl DotProduct {
+    /// Every tile into `out`.
+    fn fill_all<T: Cell>(
+        &self,
+        x: Panels,
+        y: Panels,
+        steps: &[Resolved],
+        out: &mut [T],
+    ) -> TractResult<()> {
+        let (lanes, rows) = (self.lanes.lanes, self.rows.lanes);
+        let panels = rows.div_ceil(LANES);
+        if (self.lanes.stride, self.rows.stride) == (1, lanes) {
+            // Rows of lanes, one after the other: the whole panels of rows on tract's
+            // threads (`Backbone::with_threads`; inline without), then the last.
+            let whole = rows / LANES;
+            let (head, tail) = out.split_at_mut(whole * LANES * lanes);
+            let macs = rows * lanes * self.blocks * 4;
+            multithread::par_chunks_mut(head, LANES * lanes, macs, |first, chunk| {
+                let count = chunk.len() / (LANES * lanes);
+                self.fill(x, y, steps, first..first + count, chunk, first);
+                Ok(())
+            })?;
+            self.fill(x, y, steps, whole..panels, tail, whole);
+        } else {
+            self.fill(x, y, steps, 0..panels, out, 0);
+        }
+        Ok(())
+    }
+
     /// The tiles of the panels `rows` of the rows' side, into `out`, which starts at the
     /// first row of panel `first`.
-    fn fill(
+    fn fill<T: Cell>(
         &self,
-        (x, x_panel): (&[u8], usize),
-        (y, y_panel): (&[u8], usize),
+        (x, x_panel): Panels,
+        (y, y_panel): Panels,
+        steps: &[Resolved],
         rows: std::ops::Range<usize>,
-        out: &mut [i32],
+        out: &mut [T],
         first: usize,
     ) {
         let (ls, rs) = (self.lanes.stride, self.rows.stride);
         let lanes = self.lanes.lanes;
-        let mut tile = [0i32; LANES * LANES];
         for q in rows {
             let y = &y[q * y_panel..];
-            let rn = LANES.min(self.rows.lanes - q * LANES);
+            let (r0, rn) = (q * LANES, LANES.min(self.rows.lanes - q * LANES));
             for (p, x) in x.chunks(x_panel).take(lanes.div_ceil(LANES)).enumerate() {
                 let (l0, ln) = (p * LANES, LANES.min(lanes - p * LANES));
                 let at = (q - first) * LANES * rs + l0 * ls;
-                if (ln, rn, ls) == (LANES, LANES, 1) {
+                if steps.is_empty()
+                    && (ln, rn, ls) == (LANES, LANES, 1)
+                    && T::tile_into(self.kernel, x, y, self.blocks, &mut out[at..], rs)
+                {
                     // A whole tile, stored by the kernel.
-                    self.kernel.tile(x, y, self.blocks, &mut out[at..], rs);
                     continue;
                 }
-                self.kernel.tile(x, y, self.blocks, &mut tile, LANES);
-                for (r, row) in tile.chunks_exact(LANES).take(rn).enumerate() {
-                    for (i, v) in row[..ln].iter().enumerate() {
-                        out[at + r * rs + i * ls] = *v;
-                    }
+                self.tile_then_store(x, y, steps, (r0, rn), (l0, ln), &mut out[at..]);
+            }
+        }
+    }
+
+    /// One tile through a buffer: its steps, then its `rn` rows of `ln` lanes stored at
+    /// `out` (out of line: the loop above stays small).
+    #[inline(never)]
+    fn tile_then_store<T: Cell>(
+        &self,
+        x: &[u8],
+        y: &[u8],
+        steps: &[Resolved],
+        (r0, rn): (usize, usize),
+        (l0, ln): (usize, usize),
+        out: &mut [T],
+    ) {
+        let (ls, rs) = (self.lanes.stride, self.rows.stride);
+        let mut tile = [0i32; LANES * LANES];
+        self.kernel.tile(x, y, self.blocks, &mut tile, LANES);
+        for step in steps {
+            self.apply(step, &mut tile, (r0, rn), (l0, ln));
+        }
+        for (r, row) in tile.chunks_exact(LANES).take(rn).enumerate() {
+            for (i, v) in row[..ln].iter().enumerate() {
+                out[r * rs + i * ls] = T::of(*v);
+            }
+        }
+    }
+
+    /// One step on the tile of rows `r0..r0 + rn` and lanes `l0..l0 + ln`.
+    fn apply(
+        &self,
+        step: &Resolved,
+        tile: &mut [i32; LANES * LANES],
+        (r0, rn): (usize, usize),
+        (l0, ln): (usize, usize),
+    ) {
+        let rows = tile
+            .chunks_exact_mut(LANES)
+            .take(rn)
+            .map(|row| &mut row[..ln]);
+        // An operand per m or per n: along the lanes, or one per row.
+        let (values, op, along_lanes) = match step {
+            Resolved::Scalar(v, op) => {
+                rows.for_each(|row| row.iter_mut().for_each(|t| *t = bin(*op, *t, *v)));
+                return;
+            }
+            Resolved::PerM(v, op) => (v, op, self.lanes_are_m),
+            Resolved::PerN(v, op) => (v, op, !self.lanes_are_m),
+        };
+        if along_lanes {
+            let values = &values[l0..l0 + ln];
+            for row in rows {
+                for (t, v) in row.iter_mut().zip(values) {
+                    *t = bin(*op, *t, *v);
                 }
+            }
+        } else {
+            for (row, v) in rows.zip(&values[r0..r0 + rn]) {
+                row.iter_mut().for_each(|t| *t = bin(*op, *t, *v));
             }
         }
     }
@@ -453,9 +637,10 @@ mod tests {
     }
 
     /// Convolutions to i32 (ONNX's `ConvInteger`: the products alone, as the quantizer
-    /// writes them), 1×1 over one row and others through the packed patches, with and
-    /// without a zero point: both kernels give tract's bits, and the step applies where
-    /// tract's plan has only the product (no zero point) in the dot product's packing.
+    /// writes them) and to i8 (tract's requantization: bias, scale, clamp, zero-point
+    /// corrections), 1×1 over one row and others through the packed patches: both
+    /// kernels give tract's bits, and the step applies wherever tract's plan has the dot
+    /// product's packing and steps it covers.
     #[test]
     fn dot_products_give_tracts_bits() -> TractResult<()> {
         let mut rng = Rng::new(12);
@@ -469,14 +654,21 @@ mod tests {
             pointwise([16, 4, 4], 8, 3),
         ];
         let kernels = [Some(Kernel::Portable), Kernel::of_this_cpu()];
+        let mut replaced = [0; 2];
         for case in CASES.iter().chain(&pointwise) {
-            let model = model_to(case, &mut rng, i32::datum_type())?;
-            let tracts = model.clone().into_optimized()?.into_runnable()?;
-            let expected = covered(&model)?;
-            for kernel in kernels.iter().flatten() {
-                let (ours, steps) = crate::plan::optimize_with(model.clone(), Some(*kernel))?;
-                assert_eq!(steps.products, expected, "{kernel:?} {:?}", case.input);
-                same_outputs(case, &tracts, &ours.into_runnable()?, &mut rng, 2)?;
+            for (to, replaced) in [i32::datum_type(), i8::datum_type()]
+                .into_iter()
+                .zip(&mut replaced)
+            {
+                let model = model_to(case, &mut rng, to)?;
+                let tracts = model.clone().into_optimized()?.into_runnable()?;
+                let expected = covered(&model)?;
+                *replaced += expected;
+                for kernel in kernels.iter().flatten() {
+                    let (ours, steps) = crate::plan::optimize_with(model.clone(), Some(*kernel))?;
+                    assert_eq!(steps.products, expected, "{kernel:?} {:?}", case.input);
+                    same_outputs(case, &tracts, &ours.into_runnable()?, &mut rng, 2)?;
+                }
             }
         }
         Ok(())
