@@ -1,7 +1,7 @@
 //! Checks edgetune's plan of a bundle's backbone (`edgetune::plan::optimize`, with its
 //! own steps) against tract's own (`into_optimized`): the same outputs, bit for bit, on
 //! a fixed pseudo-random input. `scripts/cross.sh` runs it on the host and on aarch64
-//! without the dot product (a Pi 4).
+//! as a Pi 4 (no dot product) and as a Pi 5.
 //!
 //! `plan_check BUNDLE [--expect-packed] [--expect-products] [--portable-products]`: prints
 //! what each of edgetune's steps did (products made over one row, epilogues made one

@@ -18,10 +18,9 @@
 //! - [`pack_columns`], after it: the packing of the integer products' activations
 //!   becomes [`PackColumns`], eight columns or four k's at a time rather than byte by
 //!   byte (`columns.rs`).
-//! - [`DotProduct`], after it, where the CPU has the dot product (a Pi 5): tract's integer
-//!   products of the dot-product packing, with their tile loop, scratch space, border
-//!   tiles and strided stores, become 8×8 `sdot` tiles stored straight into the output
-//!   (`product.rs`).
+//! - [`DotProduct`], after it, on aarch64: tract's integer products, with their tile
+//!   loop, scratch space, border tiles and strided stores, become 8×8 tiles (`sdot` on a
+//!   Pi 5, `smlal` on a Pi 4) stored straight into the output (`product.rs`).
 //! - [`max_pools`], after it: tract's max pool, which folds a stride of 2 one value at
 //!   a time, becomes [`MaxPoolRows`], whole rows of vectors (`pool.rs`; f32 bundles too).
 //!
@@ -71,8 +70,7 @@ pub struct Steps {
     pub epilogues: usize,
     /// tract's max pools replaced ([`max_pools`]).
     pub max_pools: usize,
-    /// tract's integer products replaced by [`DotProduct`] (only where the CPU has the
-    /// dot product).
+    /// tract's integer products replaced by [`DotProduct`] (on aarch64).
     pub products: usize,
 }
 

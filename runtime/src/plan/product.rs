@@ -1,21 +1,23 @@
-//! The integer matrix products of the dot-product kernel, tile by tile with nothing
-//! around them: edgetune's in place of tract's `OptMatMul` where it applies.
+//! The integer matrix products, tile by tile with nothing around them: edgetune's in
+//! place of tract's `OptMatMul` where it applies.
 //!
-//! On a Pi 5 (Cortex-A76, with the dot product) tract 0.23.9 runs an int8 1×1
-//! convolution's product with an 8×8 `sdot` kernel, but around it spends more than the
-//! kernel itself: its tile loop (`run_blocked`), its thread-local scratch space, border
-//! tiles through a scratch buffer, the tile's store through a generic strided routine
+//! tract 0.23.9 runs an int8 convolution's product with an 8×8 kernel (`sdot` on a Pi 5,
+//! widening multiplies on a Pi 4), but around it spends about as much as in the kernel:
+//! its tile loop (`run_blocked`), its thread-local scratch space, border tiles through a
+//! scratch buffer, each tile's store through a generic strided routine
 //! (`store_strides_i32`), clears. Counted on the Pi 5 CPU model (`scripts/iprofile.sh`)
 //! for torchvision's MobileNetV2 at width 1/4, 64×64, int8: 0.69 M instructions of those
 //! against 0.27 M in the kernel.
 //!
 //! [`DotProduct`] takes the same packed operands (the activations packed by
-//! [`super::PackColumns`] or tract, the weights tract packed at load, both `PackedI8K4`
-//! with 8 lanes per panel) and writes the same i32 matrix: each 8×8 tile's 16 `sdot`
-//! per 4 k's in registers, stored as rows of 8 values straight into the output. Integer
-//! sums are exact, so its outputs are tract's bit for bit. Where the CPU has no dot
-//! product tract picks another packing, and this does not apply; on other CPUs (the
-//! host's tests) the tile is computed by a portable loop.
+//! [`super::PackColumns`], [`super::PackPatches`] or tract, the weights tract packed at
+//! load) and writes the same matrix: each 8×8 tile's sums in registers (inline assembly:
+//! 16 `sdot` per 4 k's on tract's dot-product packing, 16 `smlal` per k on its plain
+//! one), each row of the tile stored straight into the output. Integer sums are exact,
+//! so its outputs are tract's bit for bit. On other CPUs (the host's tests) portable
+//! loops compute the same sums. Measured (one inference, `scripts/iprofile.sh`):
+//! MobileNetV2 int8 from 3.64 M to 3.09 M instructions on a Pi 5, 4.31 M to 3.78 M on a
+//! Pi 4.
 //!
 //! What it covers: an `OptMatMul` over one matrix (every other axis 1) of two i8
 //! operands, activations and weights (baked into tract's op or from a constant input),
@@ -32,56 +34,122 @@ use tract_nnef::tract_core::tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedMatrixStorage,
 };
 use tract_nnef::tract_core::tract_linalg::multithread;
-use tract_nnef::tract_core::tract_linalg::pack::PackedI8K4;
+use tract_nnef::tract_core::tract_linalg::pack::{PackedFormat, PackedI8K4};
+
+use super::Packing;
 
 /// Lanes of a panel, on both sides: a tile is `LANES × LANES`.
 const LANES: usize = 8;
 
-/// How a tile is computed.
+/// Which kernels compute the tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// aarch64's `sdot`, where the CPU has it.
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
-    Dot,
-    /// A portable loop (the same sums).
+    /// This CPU's, on aarch64: `sdot` for the dot product's packing (`PackedI8K4`, which
+    /// tract picks where the CPU has the dot product, a Pi 5), widening multiplies
+    /// (`smlal`) for tract's plain packing (a Pi 4).
+    Native,
+    /// Portable loops, for either packing (the same sums): the host's tests.
     Portable,
 }
 
 impl Kernel {
-    /// The dot product where this CPU has it, else `None`: the step applies only there.
+    /// `Native` on aarch64, else `None`: the step applies only there.
     pub fn of_this_cpu() -> Option<Kernel> {
-        #[cfg(target_arch = "aarch64")]
-        if std::arch::is_aarch64_feature_detected!("dotprod") {
-            return Some(Kernel::Dot);
+        cfg!(target_arch = "aarch64").then_some(Kernel::Native)
+    }
+
+    /// The tile for operands packed as `packing`, or `None` where this kernel has none.
+    fn for_packing(self, packing: Packing) -> Option<Tile> {
+        match (self, packing) {
+            (Kernel::Portable, packing) => Some(Tile::Portable(packing)),
+            #[cfg(target_arch = "aarch64")]
+            (Kernel::Native, Packing::K4) => {
+                std::arch::is_aarch64_feature_detected!("dotprod").then_some(Tile::Dot)
+            }
+            #[cfg(target_arch = "aarch64")]
+            (Kernel::Native, Packing::KMajor) => Some(Tile::Widening),
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
-        None
+    }
+}
+
+/// How a tile is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Tile {
+    /// `sdot`, on `PackedI8K4` panels.
+    #[cfg(target_arch = "aarch64")]
+    Dot,
+    /// `smlal` by element, on k-major panels.
+    #[cfg(target_arch = "aarch64")]
+    Widening,
+    /// Loops, on either.
+    Portable(Packing),
+}
+
+impl Tile {
+    fn packing(self) -> Packing {
+        match self {
+            #[cfg(target_arch = "aarch64")]
+            Tile::Dot => Packing::K4,
+            #[cfg(target_arch = "aarch64")]
+            Tile::Widening => Packing::KMajor,
+            Tile::Portable(packing) => packing,
+        }
+    }
+
+    /// The bytes of a panel this reads for `k` k's: 8 lanes of each, 4 k's side by side
+    /// (`K4`, `k` rounded up to 4) or one k after the other (`KMajor`).
+    fn panel_len(self, k: usize) -> usize {
+        match self.packing() {
+            Packing::K4 => k.div_ceil(4) * 4 * LANES,
+            Packing::KMajor => k * LANES,
+        }
     }
 
     /// `out[c·row_stride + m] = Σ_k a[m, k]·b[c, k]` for the 8 lanes m of `a` and c of
-    /// `b`, over `blocks` blocks of 4 k's: `a` and `b` one panel each, `32·blocks` bytes.
+    /// `b`: `a` and `b` one panel each of `k` k's.
     #[inline]
-    fn tile(self, a: &[u8], b: &[u8], blocks: usize, out: &mut [i32], row_stride: usize) {
-        let len = blocks * 4 * LANES;
+    fn tile(self, a: &[u8], b: &[u8], k: usize, out: &mut [i32], row_stride: usize) {
+        let len = self.panel_len(k);
         assert!(
             a.len() >= len && b.len() >= len && out.len() >= (LANES - 1) * row_stride + LANES,
             "a tile's panels or output are cut short"
         );
         match self {
+            // SAFETY (both): the panels hold `len` bytes and `out` the 8 rows (asserted);
+            // `Dot` is only chosen where the CPU has the dot product, and NEON is part
+            // of every aarch64 target.
             #[cfg(target_arch = "aarch64")]
-            Kernel::Dot => {
-                // SAFETY: both panels hold `len` bytes and `out` the 8 rows (asserted);
-                // `Dot` is only chosen where the CPU has the dot product.
-                unsafe { dot_tile(a.as_ptr(), b.as_ptr(), blocks, out.as_mut_ptr(), row_stride) }
+            Tile::Dot => unsafe {
+                dot_tile(
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    k.div_ceil(4),
+                    out.as_mut_ptr(),
+                    row_stride,
+                )
+            },
+            #[cfg(target_arch = "aarch64")]
+            Tile::Widening => unsafe {
+                widening_tile(a.as_ptr(), b.as_ptr(), k, out.as_mut_ptr(), row_stride)
+            },
+            Tile::Portable(Packing::K4) => portable_k4(&a[..len], &b[..len], out, row_stride),
+            Tile::Portable(Packing::KMajor) => {
+                portable_k_major(&a[..len], &b[..len], out, row_stride)
             }
-            _ => portable_tile(&a[..len], &b[..len], out, row_stride),
         }
     }
 }
 
-fn portable_tile(a: &[u8], b: &[u8], out: &mut [i32], row_stride: usize) {
+fn clear_rows(out: &mut [i32], row_stride: usize) {
     for c in 0..LANES {
         out[c * row_stride..][..LANES].fill(0);
     }
+}
+
+fn portable_k4(a: &[u8], b: &[u8], out: &mut [i32], row_stride: usize) {
+    clear_rows(out, row_stride);
     for (a, b) in a.chunks_exact(4 * LANES).zip(b.chunks_exact(4 * LANES)) {
         for (c, bc) in b.chunks_exact(4).enumerate() {
             for (m, am) in a.chunks_exact(4).enumerate() {
@@ -93,6 +161,95 @@ fn portable_tile(a: &[u8], b: &[u8], out: &mut [i32], row_stride: usize) {
                 out[c * row_stride + m] += dot;
             }
         }
+    }
+}
+
+fn portable_k_major(a: &[u8], b: &[u8], out: &mut [i32], row_stride: usize) {
+    clear_rows(out, row_stride);
+    for (a, b) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for (c, &y) in b.iter().enumerate() {
+            for (m, &x) in a.iter().enumerate() {
+                out[c * row_stride + m] += x as i8 as i32 * y as i8 as i32;
+            }
+        }
+    }
+}
+
+/// One 8×8 tile in assembly: the accumulators v16–v31 zeroed, then `count` times the
+/// loop `body` (which reads its panels at x9 and x10, post-incremented), then row c of
+/// the tile (v16+2c, v17+2c) stored at `out + c·row_stride`. Clobbers v0–v7 and the
+/// accumulators (the C ABI's caller-saved registers).
+#[cfg(target_arch = "aarch64")]
+macro_rules! tile_asm {
+    ($a:expr, $b:expr, $count:expr, $out:expr, $row_stride:expr, $($body:literal),* $(,)?) => {
+        std::arch::asm!(
+            "movi v16.4s, #0", "movi v17.4s, #0", "movi v18.4s, #0", "movi v19.4s, #0",
+            "movi v20.4s, #0", "movi v21.4s, #0", "movi v22.4s, #0", "movi v23.4s, #0",
+            "movi v24.4s, #0", "movi v25.4s, #0", "movi v26.4s, #0", "movi v27.4s, #0",
+            "movi v28.4s, #0", "movi v29.4s, #0", "movi v30.4s, #0", "movi v31.4s, #0",
+            "cbz x11, 2f",
+            "1:",
+            $($body,)*
+            "subs x11, x11, #1",
+            "b.ne 1b",
+            "2:",
+            "st1 {{v16.4s, v17.4s}}, [x12], x13",
+            "st1 {{v18.4s, v19.4s}}, [x12], x13",
+            "st1 {{v20.4s, v21.4s}}, [x12], x13",
+            "st1 {{v22.4s, v23.4s}}, [x12], x13",
+            "st1 {{v24.4s, v25.4s}}, [x12], x13",
+            "st1 {{v26.4s, v27.4s}}, [x12], x13",
+            "st1 {{v28.4s, v29.4s}}, [x12], x13",
+            "st1 {{v30.4s, v31.4s}}, [x12]",
+            inout("x9") $a => _,
+            inout("x10") $b => _,
+            inout("x11") $count => _,
+            inout("x12") $out => _,
+            in("x13") $row_stride * 4,
+            clobber_abi("C"),
+            options(nostack),
+        )
+    };
+}
+
+/// The 8×8 tile on k-major panels without the dot product: each k's 8 values of `a`
+/// (v0) and `b` (v1) widened to i16, then for each row c of `b` two `smlal` by element
+/// (lanes 0–3 and 4–7 of `a`) into the accumulators v16–v31; row c stored at
+/// `out + c·row_stride`.
+///
+/// # Safety
+/// `a` and `b` hold `8·k` bytes and `out` 8 rows of 8 values `row_stride` apart.
+#[cfg(target_arch = "aarch64")]
+unsafe fn widening_tile(a: *const u8, b: *const u8, k: usize, out: *mut i32, row_stride: usize) {
+    // SAFETY: the caller's.
+    unsafe {
+        tile_asm!(
+            a,
+            b,
+            k,
+            out,
+            row_stride,
+            "ld1 {{v0.8b}}, [x9], #8",
+            "ld1 {{v1.8b}}, [x10], #8",
+            "sxtl v0.8h, v0.8b",
+            "sxtl v1.8h, v1.8b",
+            "smlal v16.4s, v0.4h, v1.h[0]",
+            "smlal2 v17.4s, v0.8h, v1.h[0]",
+            "smlal v18.4s, v0.4h, v1.h[1]",
+            "smlal2 v19.4s, v0.8h, v1.h[1]",
+            "smlal v20.4s, v0.4h, v1.h[2]",
+            "smlal2 v21.4s, v0.8h, v1.h[2]",
+            "smlal v22.4s, v0.4h, v1.h[3]",
+            "smlal2 v23.4s, v0.8h, v1.h[3]",
+            "smlal v24.4s, v0.4h, v1.h[4]",
+            "smlal2 v25.4s, v0.8h, v1.h[4]",
+            "smlal v26.4s, v0.4h, v1.h[5]",
+            "smlal2 v27.4s, v0.8h, v1.h[5]",
+            "smlal v28.4s, v0.4h, v1.h[6]",
+            "smlal2 v29.4s, v0.8h, v1.h[6]",
+            "smlal v30.4s, v0.4h, v1.h[7]",
+            "smlal2 v31.4s, v0.8h, v1.h[7]",
+        );
     }
 }
 
@@ -108,15 +265,14 @@ fn portable_tile(a: &[u8], b: &[u8], out: &mut [i32], row_stride: usize) {
 unsafe fn dot_tile(a: *const u8, b: *const u8, blocks: usize, out: *mut i32, row_stride: usize) {
     // SAFETY: the caller's.
     unsafe {
-        std::arch::asm!(
-            "movi v16.4s, #0", "movi v17.4s, #0", "movi v18.4s, #0", "movi v19.4s, #0",
-            "movi v20.4s, #0", "movi v21.4s, #0", "movi v22.4s, #0", "movi v23.4s, #0",
-            "movi v24.4s, #0", "movi v25.4s, #0", "movi v26.4s, #0", "movi v27.4s, #0",
-            "movi v28.4s, #0", "movi v29.4s, #0", "movi v30.4s, #0", "movi v31.4s, #0",
-            "cbz {blocks}, 2f",
-            "1:",
-            "ld1 {{v0.16b, v1.16b}}, [{a}], #32",
-            "ld1 {{v2.16b, v3.16b}}, [{b}], #32",
+        tile_asm!(
+            a,
+            b,
+            blocks,
+            out,
+            row_stride,
+            "ld1 {{v0.16b, v1.16b}}, [x9], #32",
+            "ld1 {{v2.16b, v3.16b}}, [x10], #32",
             "sdot v16.4s, v0.16b, v2.4b[0]",
             "sdot v17.4s, v1.16b, v2.4b[0]",
             "sdot v18.4s, v0.16b, v2.4b[1]",
@@ -133,28 +289,6 @@ unsafe fn dot_tile(a: *const u8, b: *const u8, blocks: usize, out: *mut i32, row
             "sdot v29.4s, v1.16b, v3.4b[2]",
             "sdot v30.4s, v0.16b, v3.4b[3]",
             "sdot v31.4s, v1.16b, v3.4b[3]",
-            "subs {blocks}, {blocks}, #1",
-            "b.ne 1b",
-            "2:",
-            "st1 {{v16.4s, v17.4s}}, [{out}], {stride}",
-            "st1 {{v18.4s, v19.4s}}, [{out}], {stride}",
-            "st1 {{v20.4s, v21.4s}}, [{out}], {stride}",
-            "st1 {{v22.4s, v23.4s}}, [{out}], {stride}",
-            "st1 {{v24.4s, v25.4s}}, [{out}], {stride}",
-            "st1 {{v26.4s, v27.4s}}, [{out}], {stride}",
-            "st1 {{v28.4s, v29.4s}}, [{out}], {stride}",
-            "st1 {{v30.4s, v31.4s}}, [{out}]",
-            a = inout(reg) a => _,
-            b = inout(reg) b => _,
-            blocks = inout(reg) blocks => _,
-            out = inout(reg) out => _,
-            stride = in(reg) row_stride * 4,
-            out("v0") _, out("v1") _, out("v2") _, out("v3") _,
-            out("v16") _, out("v17") _, out("v18") _, out("v19") _,
-            out("v20") _, out("v21") _, out("v22") _, out("v23") _,
-            out("v24") _, out("v25") _, out("v26") _, out("v27") _,
-            out("v28") _, out("v29") _, out("v30") _, out("v31") _,
-            options(nostack),
         );
     }
 }
@@ -164,8 +298,8 @@ unsafe fn dot_tile(a: *const u8, b: *const u8, blocks: usize, out: *mut i32, row
 enum Operand {
     /// The node's input of this slot (activations, or weights from a constant node).
     Input(usize),
-    /// Weights tract baked into its op: panels of 8 lanes, `32·blocks` bytes each, back
-    /// to back.
+    /// Weights tract baked into its op: panels of 8 lanes, as many bytes as the tile
+    /// reads ([`Tile::panel_len`]), back to back.
     Baked(Arc<Vec<u8>>),
 }
 
@@ -183,8 +317,8 @@ struct Side {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DotProduct {
     c_fact: TypedFact,
-    /// Blocks of 4 k's.
-    blocks: usize,
+    /// The k's of the product.
+    k: usize,
     /// The side whose axis is contiguous in the output (the tile's lanes), and the other
     /// (the tile's rows).
     lanes: Side,
@@ -193,7 +327,7 @@ pub struct DotProduct {
     lanes_are_m: bool,
     /// What tract's kernel does to the tile between the product and the store.
     steps: Vec<Step>,
-    kernel: Kernel,
+    tile: Tile,
 }
 
 /// One of tract's steps between the product and the store, on the i32 tile, with the
@@ -233,7 +367,7 @@ fn bin(op: KernelOp, value: i32, operand: i32) -> i32 {
 trait Cell: Copy + Send {
     fn of(v: i32) -> Self;
     /// The kernel's tile straight into `out` where this is i32; `false` elsewhere.
-    fn tile_into(_: Kernel, _: &[u8], _: &[u8], _: usize, _: &mut [Self], _: usize) -> bool {
+    fn tile_into(_: Tile, _: &[u8], _: &[u8], _: usize, _: &mut [Self], _: usize) -> bool {
         false
     }
 }
@@ -242,8 +376,8 @@ impl Cell for i32 {
     fn of(v: i32) -> i32 {
         v
     }
-    fn tile_into(k: Kernel, x: &[u8], y: &[u8], blocks: usize, out: &mut [i32], rs: usize) -> bool {
-        k.tile(x, y, blocks, out, rs);
+    fn tile_into(t: Tile, x: &[u8], y: &[u8], k: usize, out: &mut [i32], rs: usize) -> bool {
+        t.tile(x, y, k, out, rs);
         true
     }
 }
@@ -254,17 +388,33 @@ impl Cell for u8 {
     }
 }
 
-/// The packing of a `PackedI8K4` value of `k` rows and `mn` lanes, 8 lanes to a panel,
-/// or `None`: its bytes and panel length.
-fn eager_k4(value: &dyn MMMInputValue, k: usize, mn: usize) -> Option<(&[u8], usize)> {
-    let format = value.format().downcast_ref::<PackedI8K4>()?;
+/// How tract packed an i8 operand for its kernel, where a [`Tile`] reads it: 8 lanes to
+/// a panel, 4 k's side by side (its dot-product kernel's) or k-major (its others').
+fn packing_of(format: &dyn MMMInputFormat) -> Option<Packing> {
+    if format
+        .downcast_ref::<PackedI8K4>()
+        .is_some_and(|f| f.r == LANES)
+    {
+        Some(Packing::K4)
+    } else if format
+        .downcast_ref::<PackedFormat>()
+        .is_some_and(|f| f.r == LANES && f.dt.unquantized() == DatumType::I8)
+    {
+        Some(Packing::KMajor)
+    } else {
+        None
+    }
+}
+
+/// A packed value of `k` k's and `mn` lanes as `tile` reads it, or `None`: its bytes and
+/// panel length.
+fn eager(value: &dyn MMMInputValue, tile: Tile, k: usize, mn: usize) -> Option<(&[u8], usize)> {
     let eager = value.downcast_ref::<EagerPackedInput>()?;
-    let blocks = k.div_ceil(4);
     let bytes = eager.packed.as_bytes();
-    (format.r == LANES
+    (packing_of(value.format()) == Some(tile.packing())
         && value.k() == k
         && eager.mn == mn
-        && eager.panel_bytes >= blocks * 4 * LANES
+        && eager.panel_bytes >= tile.panel_len(k)
         && bytes.len() >= mn.div_ceil(LANES) * eager.panel_bytes)
         .then_some((bytes, eager.panel_bytes))
 }
@@ -345,12 +495,16 @@ impl DotProduct {
         let Some((a_format, b_format)) = mmm.packings().get(*packing) else {
             return Ok(None);
         };
-        let k4 =
-            |f: &dyn MMMInputFormat| f.downcast_ref::<PackedI8K4>().is_some_and(|f| f.r == LANES);
-        if k == 0 || !k4(&**a_format) || !k4(&**b_format) {
+        let packing = packing_of(&**a_format);
+        let Some(tile) = packing
+            .filter(|p| packing_of(&**b_format) == Some(*p))
+            .and_then(|p| kernel.for_packing(p))
+        else {
+            return Ok(None);
+        };
+        if k == 0 {
             return Ok(None);
         }
-        let blocks = k.div_ceil(4);
         // Each operand an i8 input, or weights tract baked (kept, panels back to back).
         let operand = |o: &MatMulOperand, mn: usize| -> TractResult<Option<Operand>> {
             Ok(match o {
@@ -361,8 +515,8 @@ impl DotProduct {
                     (dt.unquantized() == DatumType::I8 && dt.zp_scale().0 == 0)
                         .then_some(Operand::Input(*i))
                 }
-                MatMulOperand::Const(v) => eager_k4(&**v, k, mn).map(|(bytes, panel)| {
-                    let len = blocks * 4 * LANES;
+                MatMulOperand::Const(v) => eager(&**v, tile, k, mn).map(|(bytes, panel)| {
+                    let len = tile.panel_len(k);
                     let panels = bytes.chunks(panel).take(mn.div_ceil(LANES));
                     Operand::Baked(Arc::new(panels.flat_map(|p| &p[..len]).copied().collect()))
                 }),
@@ -387,22 +541,22 @@ impl DotProduct {
         let (lanes, rows) = if lanes_are_m { (a, b) } else { (b, a) };
         Ok(Some(DotProduct {
             c_fact: op.c_fact.clone(),
-            blocks,
+            k,
             lanes,
             rows,
             lanes_are_m,
             steps,
-            kernel,
+            tile,
         }))
     }
 
-    /// One side's panels: `32·blocks` bytes each, `panel` bytes apart.
+    /// One side's panels: [`Tile::panel_len`] bytes each, `panel` bytes apart.
     fn panels<'a>(
         &'a self,
         side: &'a Side,
         inputs: &'a [TValue],
     ) -> TractResult<(&'a [u8], usize)> {
-        let panel = self.blocks * 4 * LANES;
+        let panel = self.tile.panel_len(self.k);
         match &side.operand {
             Operand::Baked(bytes) => Ok((bytes, panel)),
             Operand::Input(i) => {
@@ -413,16 +567,13 @@ impl DotProduct {
                         values.len()
                     );
                 };
-                eager_k4(&**packed, packed.k(), side.lanes)
-                    .filter(|_| packed.k().div_ceil(4) == self.blocks)
-                    .with_context(|| {
-                        format!(
-                            "edgetune.DotProduct: input {i}, {packed:?}, is not the planned {} \
+                eager(&**packed, self.tile, self.k, side.lanes).with_context(|| {
+                    format!(
+                        "edgetune.DotProduct: input {i}, {packed:?}, is not the planned {} \
                              lanes of {} k's",
-                            side.lanes,
-                            self.blocks * 4
-                        )
-                    })
+                        side.lanes, self.k
+                    )
+                })
             }
         }
     }
@@ -436,10 +587,7 @@ impl Op for DotProduct {
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
             "{} × {} lanes, k {}, {:?}",
-            self.rows.lanes,
-            self.lanes.lanes,
-            self.blocks * 4,
-            self.kernel
+            self.rows.lanes, self.lanes.lanes, self.k, self.tile
         )])
     }
 
@@ -500,7 +648,7 @@ impl DotProduct {
             // threads (`Backbone::with_threads`; inline without), then the last.
             let whole = rows / LANES;
             let (head, tail) = out.split_at_mut(whole * LANES * lanes);
-            let macs = rows * lanes * self.blocks * 4;
+            let macs = rows * lanes * self.k;
             multithread::par_chunks_mut(head, LANES * lanes, macs, |first, chunk| {
                 let count = chunk.len() / (LANES * lanes);
                 self.fill(x, y, steps, first..first + count, chunk, first);
@@ -534,7 +682,7 @@ impl DotProduct {
                 let at = (q - first) * LANES * rs + l0 * ls;
                 if steps.is_empty()
                     && (ln, rn, ls) == (LANES, LANES, 1)
-                    && T::tile_into(self.kernel, x, y, self.blocks, &mut out[at..], rs)
+                    && T::tile_into(self.tile, x, y, self.k, &mut out[at..], rs)
                 {
                     // A whole tile, stored by the kernel.
                     continue;
@@ -558,7 +706,7 @@ impl DotProduct {
     ) {
         let (ls, rs) = (self.lanes.stride, self.rows.stride);
         let mut tile = [0i32; LANES * LANES];
-        self.kernel.tile(x, y, self.blocks, &mut tile, LANES);
+        self.tile.tile(x, y, self.k, &mut tile, LANES);
         for step in steps {
             self.apply(step, &mut tile, (r0, rn), (l0, ln));
         }
@@ -698,72 +846,56 @@ mod tests {
         Ok(())
     }
 
-    /// The kernels against each other on random panels of 0 to 40 blocks of 4 k's,
-    /// the extremes of i8 included.
+    /// Both packings of random 8×k matrices (the extremes of i8 among the values, k from
+    /// 0 to 160): every kernel's tile is the sum by hand, in rows `row_stride` apart that
+    /// leave the values between them as they were.
     #[test]
     fn the_kernels_agree() {
         let mut rng = Rng::new(13);
-        for blocks in [0, 1, 2, 3, 12, 40] {
-            let mut panel = || -> Vec<u8> {
-                (0..blocks * 32)
-                    .map(|_| match rng.below(8) {
-                        0 => 0x80,
-                        1 => 0x7f,
-                        _ => rng.below(256) as u8,
+        for k in [0, 1, 3, 4, 5, 8, 12, 47, 160] {
+            let mut matrix = || -> Vec<[i8; 8]> {
+                (0..k)
+                    .map(|_| {
+                        std::array::from_fn(|_| match rng.below(8) {
+                            0 => i8::MIN,
+                            1 => i8::MAX,
+                            _ => rng.below(256) as u8 as i8,
+                        })
                     })
                     .collect()
             };
-            let (a, b) = (panel(), panel());
-            let mut expected = [0; 64];
-            Kernel::Portable.tile(&a, &b, blocks, &mut expected, 8);
-            if let Some(kernel) = Kernel::of_this_cpu() {
-                // Rows 11 apart: the values between them are left as they were.
-                let mut out = [1; 88];
-                kernel.tile(&a, &b, blocks, &mut out[3..], 11);
-                for (r, row) in out.chunks_exact(11).enumerate() {
-                    assert_eq!(row[..3], [1; 3]);
-                    assert_eq!(
-                        row[3..],
-                        expected[r * 8..][..8],
-                        "{kernel:?}, {blocks} blocks"
-                    );
+            // a[kk][m], b[kk][c].
+            let (a, b) = (matrix(), matrix());
+            let expected: Vec<i32> = (0..64)
+                .map(|i| {
+                    (0..k)
+                        .map(|kk| a[kk][i % 8] as i32 * b[kk][i / 8] as i32)
+                        .sum()
+                })
+                .collect();
+            let pack = |x: &[[i8; 8]], packing| -> Vec<u8> {
+                match packing {
+                    Packing::KMajor => x.iter().flatten().map(|v| *v as u8).collect(),
+                    Packing::K4 => {
+                        let mut p = vec![0u8; k.div_ceil(4) * 32];
+                        for (kk, row) in x.iter().enumerate() {
+                            for (lane, v) in row.iter().enumerate() {
+                                p[kk / 4 * 32 + lane * 4 + kk % 4] = *v as u8;
+                            }
+                        }
+                        p
+                    }
                 }
-            }
-            if blocks == 1 {
-                assert_eq!(
-                    expected[8 + 3],
-                    (0..4)
-                        .map(|k| a[12 + k] as i8 as i32 * b[4 + k] as i8 as i32)
-                        .sum::<i32>()
-                );
-            }
-        }
-    }
-
-    /// The portable tile by hand: one block of 4 k's, lanes and channels distinct.
-    #[test]
-    fn a_tile_by_hand() {
-        // a[m, k] = m + k, b[c, k] = (c - k) as i8, packed 4 k's per lane.
-        let a: Vec<u8> = (0..8)
-            .flat_map(|m| (0..4).map(move |k| (m + k) as u8))
-            .collect();
-        let b: Vec<u8> = (0..8)
-            .flat_map(|c: i32| (0..4).map(move |k| (c - 2 * k) as i8 as u8))
-            .collect();
-        for kernel in [Some(Kernel::Portable), Kernel::of_this_cpu()]
-            .into_iter()
-            .flatten()
-        {
-            let mut tile = [0; 64];
-            kernel.tile(&a, &b, 1, &mut tile, 8);
-            for c in 0..8i32 {
-                for m in 0..8i32 {
-                    let expected: i32 = (0..4).map(|k| (m + k) * (c - 2 * k)).sum();
-                    assert_eq!(
-                        tile[(c * 8 + m) as usize],
-                        expected,
-                        "{kernel:?} c {c} m {m}"
-                    );
+            };
+            for packing in [Packing::K4, Packing::KMajor] {
+                let tiles = [Kernel::Portable, Kernel::Native].map(|n| n.for_packing(packing));
+                for tile in tiles.into_iter().flatten() {
+                    let mut out = [1; 88];
+                    tile.tile(&pack(&a, packing), &pack(&b, packing), k, &mut out[3..], 11);
+                    for (r, row) in out.chunks_exact(11).enumerate() {
+                        assert_eq!(row[..3], [1; 3]);
+                        assert_eq!(row[3..], expected[r * 8..][..8], "{tile:?}, k {k}");
+                    }
                 }
             }
         }
