@@ -109,7 +109,7 @@ impl Tile {
 
     /// `out[c·row_stride + m] = Σ_k a[m, k]·b[c, k]` for the 8 lanes m of `a` and c of
     /// `b`: `a` and `b` one panel each of `k` k's.
-    #[inline]
+    #[inline(always)]
     fn tile(self, a: &[u8], b: &[u8], k: usize, out: &mut [i32], row_stride: usize) {
         let len = self.panel_len(k);
         assert!(
