@@ -226,8 +226,8 @@ fn has_dot_product() -> Option<bool> {
 fn int8_note(quantization: Quantization, dot_product: Option<bool>) -> Option<String> {
     match (quantization, dot_product) {
         (Quantization::Int8 { .. }, Some(false)) => Some(
-            "this CPU has no dot product (SDOT): tract's int8 kernels run no faster than its \
-             f32 ones here, and an int8 bundle costs 1.07-1.32x the f32 bundle's instructions \
+            "this CPU has no dot product (SDOT): int8 kernels run no faster than f32 ones \
+             here, and an int8 bundle costs 1.07-1.13x the f32 bundle's instructions \
              on a Raspberry Pi 4 (README, \"Which to ship to which board\"); convert without \
              --quantize int8 for this board unless the bundle's size matters more"
                 .to_string(),
