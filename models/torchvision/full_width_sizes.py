@@ -12,8 +12,9 @@ compared.
     cargo build --release -p finetune-head
     /tmp/torchvenv/bin/python3 models/torchvision/full_width_sizes.py target/release/finetune-head
 
-Measured 2026-12-05 (finetune-head at 53aefc9): MobileNetV2 2.18 MB / 8.21 MB = 0.27x, ResNet18 9.78 MB / 41.46 MB =
-0.24x; the converter's cosine to f32 on 6 held-out images, min 0.9999 and 0.9996.
+Measured 2026-12-05 (finetune-head at 53aefc9): MobileNetV2 2.18 MB / 8.21 MB = 0.27x,
+ResNet18 9.78 MB / 41.46 MB = 0.24x; the converter's cosine to f32 on 6 held-out images,
+min 0.9999 and 0.9996.
 """
 import os
 import struct

@@ -337,17 +337,19 @@ pub struct DotProduct {
 /// vectors as in tract's kernel, it cost ResNet18 more than it saved, so a product that
 /// requantizes keeps tract's op.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Step {
-    PerM(usize, KernelOp),
-    PerN(usize, KernelOp),
-    Scalar(usize, KernelOp),
+struct Step {
+    /// The node's input that holds the values.
+    input: usize,
+    op: KernelOp,
+    along: Along,
 }
 
-/// A [`Step`] with its input's values.
-enum Resolved<'a> {
-    PerM(&'a [i32], KernelOp),
-    PerN(&'a [i32], KernelOp),
-    Scalar(i32, KernelOp),
+/// Where a step's values lie: one per m (a row of tract's output), one per n, or one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Along {
+    M,
+    N,
+    All,
 }
 
 /// tract's generic kernel's `BinOp` on i32, `f(operand, value)`: `Sub` takes the tile's
@@ -477,16 +479,16 @@ impl DotProduct {
         };
         let mut steps = vec![];
         for step in between {
-            let (step, v, len) = match step {
-                ProtoFusedSpec::BinPerRow(v, op, _) => (Step::PerM(*v, *op), *v, m),
-                ProtoFusedSpec::BinPerCol(v, op, _) => (Step::PerN(*v, *op), *v, n),
-                ProtoFusedSpec::BinScalar(v, op) => (Step::Scalar(*v, *op), *v, 1),
+            let (input, op, along, len) = match step {
+                ProtoFusedSpec::BinPerRow(v, op, _) => (*v, *op, Along::M, m),
+                ProtoFusedSpec::BinPerCol(v, op, _) => (*v, *op, Along::N, n),
+                ProtoFusedSpec::BinScalar(v, op) => (*v, *op, Along::All, 1),
                 _ => return Ok(None),
             };
-            if !takes(v, len)? {
+            if !takes(input, len)? {
                 return Ok(None);
             }
-            steps.push(step);
+            steps.push(Step { input, op, along });
         }
         let (Ok(k), Some(mmm), Some((packing, None))) =
             (geo.k.to_usize(), op.mmm.get(mode), packings.get(mode))
@@ -601,22 +603,12 @@ impl EvalOp for DotProduct {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = self.panels(&self.lanes, &inputs)?;
         let y = self.panels(&self.rows, &inputs)?;
-        let mut plains = vec![];
-        for Step::PerM(v, _) | Step::PerN(v, _) | Step::Scalar(v, _) in &self.steps {
-            plains.push(inputs[*v].try_as_plain_ram()?);
-        }
-        let mut values = plains.iter();
-        let mut steps = vec![];
-        for step in &self.steps {
-            let mut next = || -> TractResult<&[i32]> {
-                values.next().context("a step's values")?.as_slice::<i32>()
-            };
-            steps.push(match step {
-                Step::PerM(_, op) => Resolved::PerM(next()?, *op),
-                Step::PerN(_, op) => Resolved::PerN(next()?, *op),
-                Step::Scalar(_, op) => Resolved::Scalar(next()?[0], *op),
-            });
-        }
+        let plains = (self.steps.iter())
+            .map(|step| inputs[step.input].try_as_plain_ram())
+            .collect::<TractResult<Vec<_>>>()?;
+        let steps = (self.steps.iter().zip(&plains))
+            .map(|(step, values)| Ok((step, values.as_slice::<i32>()?)))
+            .collect::<TractResult<Vec<_>>>()?;
         let shape = self.c_fact.shape.as_concrete().context("symbolic output")?;
         let mut c = Tensor::zero_dt(self.c_fact.datum_type, shape)?;
         {
@@ -639,7 +631,7 @@ impl DotProduct {
         &self,
         x: Panels,
         y: Panels,
-        steps: &[Resolved],
+        steps: &[(&Step, &[i32])],
         out: &mut [T],
     ) -> TractResult<()> {
         let (lanes, rows) = (self.lanes.lanes, self.rows.lanes);
@@ -668,7 +660,7 @@ impl DotProduct {
         &self,
         (x, x_panel): Panels,
         (y, y_panel): Panels,
-        steps: &[Resolved],
+        steps: &[(&Step, &[i32])],
         rows: std::ops::Range<usize>,
         out: &mut [T],
         first: usize,
@@ -700,7 +692,7 @@ impl DotProduct {
         &self,
         x: &[u8],
         y: &[u8],
-        steps: &[Resolved],
+        steps: &[(&Step, &[i32])],
         (r0, rn): (usize, usize),
         (l0, ln): (usize, usize),
         out: &mut [T],
@@ -708,8 +700,8 @@ impl DotProduct {
         let (ls, rs) = (self.lanes.stride, self.rows.stride);
         let mut tile = [0i32; LANES * LANES];
         self.tile.tile(x, y, self.k, &mut tile, LANES);
-        for step in steps {
-            self.apply(step, &mut tile, (r0, rn), (l0, ln));
+        for &(step, values) in steps {
+            self.apply(step, values, &mut tile, (r0, rn), (l0, ln));
         }
         for (r, row) in tile.chunks_exact(LANES).take(rn).enumerate() {
             for (i, v) in row[..ln].iter().enumerate() {
@@ -718,37 +710,39 @@ impl DotProduct {
         }
     }
 
-    /// One step on the tile of rows `r0..r0 + rn` and lanes `l0..l0 + ln`.
+    /// One step, with its `values`, on the tile of rows `r0..r0 + rn` and lanes
+    /// `l0..l0 + ln`.
     fn apply(
         &self,
-        step: &Resolved,
+        step: &Step,
+        values: &[i32],
         tile: &mut [i32; LANES * LANES],
         (r0, rn): (usize, usize),
         (l0, ln): (usize, usize),
     ) {
+        let op = step.op;
         let rows = tile
             .chunks_exact_mut(LANES)
             .take(rn)
             .map(|row| &mut row[..ln]);
-        // An operand per m or per n: along the lanes, or one per row.
-        let (values, op, along_lanes) = match step {
-            Resolved::Scalar(v, op) => {
-                rows.for_each(|row| row.iter_mut().for_each(|t| *t = bin(*op, *t, *v)));
-                return;
-            }
-            Resolved::PerM(v, op) => (v, op, self.lanes_are_m),
-            Resolved::PerN(v, op) => (v, op, !self.lanes_are_m),
-        };
-        if along_lanes {
-            let values = &values[l0..l0 + ln];
-            for row in rows {
-                for (t, v) in row.iter_mut().zip(values) {
-                    *t = bin(*op, *t, *v);
+        // One value for all, one per lane, or one per row.
+        match (step.along, self.lanes_are_m) {
+            (Along::All, _) => {
+                for row in rows {
+                    row.iter_mut().for_each(|t| *t = bin(op, *t, values[0]));
                 }
             }
-        } else {
-            for (row, v) in rows.zip(&values[r0..r0 + rn]) {
-                row.iter_mut().for_each(|t| *t = bin(*op, *t, *v));
+            (Along::M, true) | (Along::N, false) => {
+                for row in rows {
+                    for (t, v) in row.iter_mut().zip(&values[l0..l0 + ln]) {
+                        *t = bin(op, *t, *v);
+                    }
+                }
+            }
+            (Along::M, false) | (Along::N, true) => {
+                for (row, v) in rows.zip(&values[r0..r0 + rn]) {
+                    row.iter_mut().for_each(|t| *t = bin(op, *t, *v));
+                }
             }
         }
     }
