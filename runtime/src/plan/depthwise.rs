@@ -1,0 +1,316 @@
+//! tract's channel-inner f32 depthwise kernel, with each tap's weights loaded once for
+//! up to four output positions, registered in tract's kernel registry on aarch64.
+//!
+//! tract runs a depthwise convolution whose channels are the contiguous axis (its layout
+//! on ARM for MobileNetV2's depthwise layers, f32 and int8 bundles alike: edgetune keeps
+//! them f32, see `finetune-head`'s quantizer) through one kernel,
+//! `tract_linalg::routines::depthwise_c_f32`: for each output position, for each block
+//! of 16 channels, the bias, then per tap the weights and the input loaded and one fused
+//! multiply-add per lane. The weights are loaded again for every position, and each tap
+//! costs its address arithmetic once per position: about one instruction per
+//! multiply-add. It was 15 % of an int8 MobileNetV2 inference on a Pi 5 (0.44 M of
+//! 2.96 M, `scripts/iprofile.sh`).
+//!
+//! [`depthwise_c_f32`] computes the same run for four positions at a time (then two,
+//! then one): per tap, the weights and the tap's offset once, then each position's input
+//! and its multiply-adds. Each lane's chain is tract's, the bias then one fused
+//! multiply-add per tap in tap order, and the channels left over after the blocks of four
+//! take tract's scalar `sum += k × x`: the outputs are tract's bit for bit (the tests
+//! compare it with tract's own kernel).
+//!
+//! tract-linalg picks the kernel it runs from a registry of routines any crate can add to
+//! (`inventory`, the way its own architecture trees add theirs): this one is filed for
+//! aarch64 above tract's (`boost` 1), so every tract model in the process uses it, f32
+//! bundles included, and nothing about the plan changes. Other architectures keep tract's.
+
+#[cfg(target_arch = "aarch64")]
+use std::arch::aarch64::*;
+
+#[cfg(target_arch = "aarch64")]
+use tract_nnef::tract_core::tract_linalg::{
+    isa::{Arch, IsaReq},
+    routines::{Func, Routine, RoutineFactory},
+};
+
+/// The name the registry knows this kernel by.
+pub const NAME: &str = "edgetune_depthwise_c_f32";
+
+#[cfg(target_arch = "aarch64")]
+inventory::submit! {
+    Routine {
+        func: Func::DepthwiseC,
+        arch: Some(Arch::Aarch64),
+        isa: IsaReq::ANY,
+        boost: 1,
+        round_trip: false,
+        factory: RoutineFactory::DepthwiseCF32 { name: NAME, run: depthwise_c_f32 },
+    }
+}
+
+/// `V` vectors of 4 lanes from `p`.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn load<const V: usize>(p: *const f32) -> [float32x4_t; V] {
+    core::array::from_fn(|v| unsafe { vld1q_f32(p.add(4 * v)) })
+}
+
+/// What every position of a run shares: the weights, one row of `k_stride` per kernel
+/// tap, the taps this run takes (their rows and their offsets into the input) and the
+/// bias.
+#[cfg(target_arch = "aarch64")]
+#[derive(Clone, Copy)]
+struct Taps<'a> {
+    kernel: *const f32,
+    k_stride: usize,
+    rows: &'a [usize],
+    offsets: &'a [isize],
+    bias: *const f32,
+}
+
+/// Channels `c..c + 4V` of `P` positions: the bias, then each tap's weights once and
+/// each position's fused multiply-adds, in tap order.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn block<const V: usize, const P: usize>(
+    inputs: &[*const f32; P],
+    outputs: &[*mut f32; P],
+    t: Taps,
+    c: usize,
+) {
+    unsafe {
+        let b = load::<V>(t.bias.add(c));
+        let mut acc = [b; P];
+        for (&row, &off) in t.rows.iter().zip(t.offsets) {
+            let k = load::<V>(t.kernel.add(row * t.k_stride + c));
+            for (acc, input) in acc.iter_mut().zip(inputs) {
+                let x = load::<V>(input.offset(off).add(c));
+                for ((a, x), k) in acc.iter_mut().zip(x).zip(k) {
+                    *a = vfmaq_f32(*a, x, k);
+                }
+            }
+        }
+        for (acc, output) in acc.iter().zip(outputs) {
+            for (v, a) in acc.iter().enumerate() {
+                vst1q_f32(output.add(c + 4 * v), *a);
+            }
+        }
+    }
+}
+
+/// All `channels` of `P` positions: blocks of 16, 8 and 4, then tract's scalar loop.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn positions<const P: usize>(
+    inputs: &[*const f32; P],
+    outputs: &[*mut f32; P],
+    t: Taps,
+    channels: usize,
+) {
+    unsafe {
+        let mut c = 0;
+        while c + 16 <= channels {
+            block::<4, P>(inputs, outputs, t, c);
+            c += 16;
+        }
+        if c + 8 <= channels {
+            block::<2, P>(inputs, outputs, t, c);
+            c += 8;
+        }
+        if c + 4 <= channels {
+            block::<1, P>(inputs, outputs, t, c);
+            c += 4;
+        }
+        for c in c..channels {
+            for (input, output) in inputs.iter().zip(outputs) {
+                let mut sum = *t.bias.add(c);
+                for (&row, &off) in t.rows.iter().zip(t.offsets) {
+                    sum += *t.kernel.add(row * t.k_stride + c) * *input.offset(off).add(c);
+                }
+                *output.add(c) = sum;
+            }
+        }
+    }
+}
+
+/// tract's `DepthwiseCF32` (`tract_linalg::routines`): `len` output positions of
+/// `channels` contiguous channels each; position `i`, channel `c` is `bias[c]` plus every
+/// `kernel[tap_indices[t] * k_stride + c] * input[i * in_stride + offsets[t] + c]`, with
+/// tract's arithmetic (see the module docs).
+///
+/// # Safety
+/// tract's: `input.offset(i * in_stride + offsets[t] + c)` and
+/// `kernel.add(tap_indices[t] * k_stride + c)` readable for every tap, every `i` below
+/// `len` and every `c` below `channels`; `channels` values readable from `bias`, and
+/// `channels` values writable from `output.offset(i * out_stride)` for every `i` below
+/// `len`. `tap_indices` and `offsets` are the same length.
+#[cfg(target_arch = "aarch64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn depthwise_c_f32(
+    input: *const f32,
+    output: *mut f32,
+    kernel: *const f32,
+    tap_indices: &[usize],
+    offsets: &[isize],
+    bias: *const f32,
+    channels: usize,
+    k_stride: usize,
+    len: usize,
+    in_stride: isize,
+    out_stride: isize,
+) {
+    let n = tap_indices.len().min(offsets.len());
+    let t = Taps {
+        kernel,
+        k_stride,
+        rows: &tap_indices[..n],
+        offsets: &offsets[..n],
+        bias,
+    };
+    unsafe {
+        let at = |i: usize| {
+            (
+                input.offset(i as isize * in_stride),
+                output.offset(i as isize * out_stride),
+            )
+        };
+        let mut i = 0;
+        while i + 4 <= len {
+            let p: [_; 4] = core::array::from_fn(|p| at(i + p));
+            positions::<4>(&p.map(|p| p.0), &p.map(|p| p.1), t, channels);
+            i += 4;
+        }
+        if i + 2 <= len {
+            let p: [_; 2] = core::array::from_fn(|p| at(i + p));
+            positions::<2>(&p.map(|p| p.0), &p.map(|p| p.1), t, channels);
+            i += 2;
+        }
+        if i < len {
+            let (x, y) = at(i);
+            positions::<1>(&[x], &[y], t, channels);
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "aarch64"))]
+mod tests {
+    use super::*;
+    use tract_nnef::tract_core::tract_linalg;
+
+    /// Small deterministic values, i8's-like spread, with the odd large and negative one.
+    fn values(seed: &mut u64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (*seed >> 33) as u32;
+                (r % 2001) as f32 / 97.0 - 10.0 + if r.is_multiple_of(53) { 1e6 } else { 0.0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tracts_registry_runs_this_kernel() {
+        let isa = tract_linalg::isa::native();
+        let r = tract_linalg::routines::best_for(
+            Func::DepthwiseC,
+            tract_nnef::internal::DatumType::F32,
+            &isa,
+        )
+        .expect("a depthwise kernel");
+        assert_eq!(r.name(), NAME);
+    }
+
+    /// Every shape of run tract makes, and more: channels 1 to 40 (every block and
+    /// remainder), 0 to 9 positions (every group of 4, 2, 1), taps in any order and
+    /// offsets of either sign, strides of several positions, a kernel stride past the
+    /// channels. Compared bit for bit with tract's kernel.
+    #[test]
+    fn runs_give_tracts_bits() {
+        let mut seed = 7u64;
+        for channels in 1..=40usize {
+            for len in 0..=9usize {
+                let taps = 1 + (channels + len) % 9;
+                let k_stride = channels + (len % 3);
+                let kernel = values(&mut seed, k_stride * 9);
+                let bias = values(&mut seed, channels);
+                // Taps' kernel rows in a scrambled order, each reading its own neighbour.
+                let tap_indices: Vec<usize> = (0..taps).map(|t| (t * 5 + len) % 9).collect();
+                let in_stride = (channels + 3 * (len % 2)) as isize;
+                let span = channels as isize + 2 * in_stride;
+                let offsets: Vec<isize> = (0..taps)
+                    .map(|t| (t as isize % 3 - 1) * in_stride + (t as isize / 3 - 1) * span)
+                    .collect();
+                let before = 2 * span as usize;
+                let input = values(
+                    &mut seed,
+                    before + (len + 3) * in_stride as usize + span as usize * 2,
+                );
+                let out_stride = (channels + len % 2) as isize;
+                let size = (len.max(1)) * out_stride as usize + channels;
+                let mut ours = vec![f32::NAN; size];
+                let mut theirs = vec![f32::NAN; size];
+                for (out, run) in [
+                    (
+                        &mut ours,
+                        depthwise_c_f32 as tract_linalg::routines::DepthwiseCF32,
+                    ),
+                    (&mut theirs, tract_linalg::arm64::arm64simd_depthwise_c_f32),
+                ] {
+                    unsafe {
+                        run(
+                            input.as_ptr().add(before),
+                            out.as_mut_ptr(),
+                            kernel.as_ptr(),
+                            &tap_indices,
+                            &offsets,
+                            bias.as_ptr(),
+                            channels,
+                            k_stride,
+                            len,
+                            in_stride,
+                            out_stride,
+                        )
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&ours),
+                    bits(&theirs),
+                    "{channels} channels, {len} positions, {taps} taps"
+                );
+            }
+        }
+    }
+
+    /// One position of two channels and two taps, by hand: the fused multiply-adds of
+    /// the vector lanes and the scalar loop of the rest give these exact sums.
+    #[test]
+    fn a_run_by_hand() {
+        // Channels 0..5: one vector of 4, then one scalar channel.
+        let kernel = [
+            1.0, 2.0, 3.0, 4.0, 5.0, /* tap 1 */ 0.5, 0.5, 0.5, 0.5, 2.0,
+        ];
+        let bias = [10.0, 20.0, 30.0, 40.0, 50.0];
+        let input = [
+            1.0, 1.0, 1.0, 1.0, 1.0, /* next */ 2.0, 4.0, 6.0, 8.0, 10.0,
+        ];
+        let mut out = [0.0f32; 5];
+        unsafe {
+            depthwise_c_f32(
+                input.as_ptr(),
+                out.as_mut_ptr(),
+                kernel.as_ptr(),
+                &[0, 1],
+                &[0, 5],
+                bias.as_ptr(),
+                5,
+                5,
+                1,
+                5,
+                5,
+            )
+        };
+        assert_eq!(out, [12.0, 24.0, 36.0, 48.0, 75.0]);
+    }
+}
