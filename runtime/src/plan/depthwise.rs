@@ -47,6 +47,21 @@ inventory::submit! {
     }
 }
 
+/// The name the registry knows [`depthwise_w_f32`] by.
+pub const NAME_W: &str = "edgetune_depthwise_w_f32";
+
+#[cfg(target_arch = "aarch64")]
+inventory::submit! {
+    Routine {
+        func: Func::DepthwiseW,
+        arch: Some(Arch::Aarch64),
+        isa: IsaReq::ANY,
+        boost: 1,
+        round_trip: false,
+        factory: RoutineFactory::DepthwiseWF32 { name: NAME_W, run: depthwise_w_f32 },
+    }
+}
+
 /// `V` vectors of 4 lanes from `p`.
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
@@ -191,9 +206,94 @@ pub unsafe fn depthwise_c_f32(
     }
 }
 
+/// Points `i..i + 4V` of a run along the contiguous axis: the bias, then per tap its
+/// weight broadcast once and one fused multiply-add per vector, in tap order.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn run_block<const V: usize>(
+    input: *const f32,
+    output: *mut f32,
+    taps: &[f32],
+    offsets: &[isize],
+    bias: f32,
+    i: usize,
+) {
+    unsafe {
+        let mut acc = [vdupq_n_f32(bias); V];
+        for (&tap, &off) in taps.iter().zip(offsets) {
+            let k = vdupq_n_f32(tap);
+            let x = load::<V>(input.offset(off).add(i));
+            for (a, x) in acc.iter_mut().zip(x) {
+                *a = vfmaq_f32(*a, x, k);
+            }
+        }
+        for (v, a) in acc.iter().enumerate() {
+            vst1q_f32(output.add(i + 4 * v), *a);
+        }
+    }
+}
+
+/// tract's `DepthwiseWF32` (`tract_linalg::routines`): `len` contiguous output points,
+/// each the bias plus every `taps[t] * input[offsets[t] + i * in_stride]`.
+///
+/// tract's kernel runs a contiguous input (`in_stride` 1) with more than four taps 32
+/// points at a time, then 4 at a time with each tap's weight loaded and broadcast again
+/// for every 4: most runs of a 64×64 MobileNetV2's maps are shorter than 32. This runs
+/// them 32, 16, 8, then 4 at a time with the same fused chain per lane, and the last
+/// points with tract's scalar `sum += tap × x`, as tract does. Every other run is
+/// tract's kernel's.
+///
+/// # Safety
+/// tract's: `input.offset(offsets[t] + i * in_stride)` readable for every tap and every
+/// `i` below `len`, and `len` points writable from `output`.
+#[cfg(target_arch = "aarch64")]
+pub unsafe fn depthwise_w_f32(
+    input: *const f32,
+    output: *mut f32,
+    taps: &[f32],
+    offsets: &[isize],
+    bias: f32,
+    len: usize,
+    in_stride: isize,
+) {
+    use tract_nnef::tract_core::tract_linalg::arm64::arm64simd_depthwise_w_f32 as tracts;
+    let n = taps.len().min(offsets.len());
+    if n <= 4 || in_stride != 1 {
+        return unsafe { tracts(input, output, taps, offsets, bias, len, in_stride) };
+    }
+    let (taps, offsets) = (&taps[..n], &offsets[..n]);
+    unsafe {
+        let mut i = 0;
+        while i + 32 <= len {
+            run_block::<8>(input, output, taps, offsets, bias, i);
+            i += 32;
+        }
+        if i + 16 <= len {
+            run_block::<4>(input, output, taps, offsets, bias, i);
+            i += 16;
+        }
+        if i + 8 <= len {
+            run_block::<2>(input, output, taps, offsets, bias, i);
+            i += 8;
+        }
+        if i + 4 <= len {
+            run_block::<1>(input, output, taps, offsets, bias, i);
+            i += 4;
+        }
+        for i in i..len {
+            let mut sum = bias;
+            for (tap, offset) in taps.iter().zip(offsets) {
+                sum += tap * *input.offset(offset + i as isize);
+            }
+            *output.add(i) = sum;
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "aarch64"))]
 mod tests {
     use super::*;
+    use tract_nnef::internal::DatumType;
     use tract_nnef::tract_core::tract_linalg;
 
     /// Small deterministic values, i8's-like spread, with the odd large and negative one.
@@ -210,15 +310,65 @@ mod tests {
     }
 
     #[test]
-    fn tracts_registry_runs_this_kernel() {
+    fn tracts_registry_runs_these_kernels() {
         let isa = tract_linalg::isa::native();
-        let r = tract_linalg::routines::best_for(
-            Func::DepthwiseC,
-            tract_nnef::internal::DatumType::F32,
-            &isa,
-        )
-        .expect("a depthwise kernel");
-        assert_eq!(r.name(), NAME);
+        for (func, name) in [(Func::DepthwiseC, NAME), (Func::DepthwiseW, NAME_W)] {
+            let r = tract_linalg::routines::best_for(func, DatumType::F32, &isa)
+                .expect("a depthwise kernel");
+            assert_eq!(r.name(), name);
+        }
+    }
+
+    /// Runs along the contiguous axis: 1 to 11 taps (tract's own paths up to 4), strides
+    /// 1 to 3, 0 to 75 points (every block and remainder), compared bit for bit with
+    /// tract's kernel.
+    #[test]
+    fn contiguous_runs_give_tracts_bits() {
+        let mut seed = 11u64;
+        for taps in 1..=11usize {
+            for in_stride in 1..=3isize {
+                for len in 0..=75usize {
+                    let weights = values(&mut seed, taps);
+                    let bias = values(&mut seed, 1)[0];
+                    let row = 40isize;
+                    let offsets: Vec<isize> = (0..taps as isize)
+                        .map(|t| (t % 3 - 1) + (t / 3 - 1) * row)
+                        .collect();
+                    let before = 2 * row as usize;
+                    let input = values(
+                        &mut seed,
+                        before + len * in_stride as usize + 3 * row as usize,
+                    );
+                    let mut ours = vec![f32::NAN; len + 1];
+                    let mut theirs = vec![f32::NAN; len + 1];
+                    for (out, run) in [
+                        (
+                            &mut ours,
+                            depthwise_w_f32 as tract_linalg::routines::DepthwiseWF32,
+                        ),
+                        (&mut theirs, tract_linalg::arm64::arm64simd_depthwise_w_f32),
+                    ] {
+                        unsafe {
+                            run(
+                                input.as_ptr().add(before),
+                                out.as_mut_ptr(),
+                                &weights,
+                                &offsets,
+                                bias,
+                                len,
+                                in_stride,
+                            )
+                        }
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&ours),
+                        bits(&theirs),
+                        "{taps} taps, stride {in_stride}, {len} points"
+                    );
+                }
+            }
+        }
     }
 
     /// Every shape of run tract makes, and more: channels 1 to 40 (every block and
