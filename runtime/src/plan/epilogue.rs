@@ -288,9 +288,13 @@ impl EvalOp for Epilogue {
         };
         let residual = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
         let (low, high) = (self.low.map(f32::from_bits), self.high.map(f32::from_bits));
-        let mut out = match self.quantize {
-            Some(_) => Tensor::zero::<i8>(shape)?,
-            None => Tensor::zero::<f32>(shape)?,
+        // SAFETY: every row of the output is written below (`len` is a whole number of
+        // rows) before anything reads it.
+        let mut out = unsafe {
+            match self.quantize {
+                Some(_) => Tensor::uninitialized::<i8>(shape)?,
+                None => Tensor::uninitialized::<f32>(shape)?,
+            }
         };
         let affine = |r: usize, xrow: &[i32], y: &mut [f32]| {
             let res = residual.map(|v| &v[r * self.row..(r + 1) * self.row]);

@@ -610,7 +610,13 @@ impl EvalOp for DotProduct {
             .map(|(step, values)| Ok((step, values.as_slice::<i32>()?)))
             .collect::<TractResult<Vec<_>>>()?;
         let shape = self.c_fact.shape.as_concrete().context("symbolic output")?;
-        let mut c = Tensor::zero_dt(self.c_fact.datum_type, shape)?;
+        let dt = self.c_fact.datum_type;
+        let mut c = if self.covers(shape) {
+            // SAFETY: `fill_all` writes every value (`covers`) before anything reads one.
+            unsafe { Tensor::uninitialized_dt(dt, shape)? }
+        } else {
+            Tensor::zero_dt(dt, shape)?
+        };
         {
             let mut plain = c.try_as_plain_ram_mut()?;
             if self.c_fact.datum_type == DatumType::I32 {
@@ -626,6 +632,18 @@ impl EvalOp for DotProduct {
 type Panels<'a> = (&'a [u8], usize);
 
 impl DotProduct {
+    /// Whether the tiles write every value of an output of `shape`: row `r`, lane `l` is
+    /// at `r × rows' stride + l × lanes' stride`, one value each when the two strides
+    /// are those of the rows × lanes matrix the output holds. (An output allocated
+    /// without zeroing it saves a pass over it: 1.1 MB cleared per MobileNetV2
+    /// inference, with the epilogues'.)
+    fn covers(&self, shape: &[usize]) -> bool {
+        let (rows, lanes) = (self.rows.lanes, self.lanes.lanes);
+        let strides = (self.rows.stride, self.lanes.stride);
+        shape.iter().product::<usize>() == rows * lanes
+            && (strides == (lanes, 1) || strides == (1, rows))
+    }
+
     /// Every tile into `out`.
     fn fill_all<T: Cell>(
         &self,
