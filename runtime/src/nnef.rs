@@ -427,9 +427,9 @@ fn load_quantize_i8(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult
 /// tract rounds each value with bit operations and branches, which the compiler does not
 /// vectorize: 0.70 M aarch64 instructions of the 6.56 M of one int8 MobileNetV2
 /// inference on a Pi 5 (`scripts/iprofile.sh`). Here the loop is `round_ties_even`, a
-/// saturating conversion and a clamp, which become vector instructions (`frintn`,
-/// `fcvtzs`, `sqadd`, `smax`/`smin`). One difference: a value beyond i32 plus a positive
-/// zero point saturates, where tract's addition overflows.
+/// saturating conversion and a clamp, in NEON on aarch64 ([`QuantizeI8::quantize_into`]).
+/// One difference: a value beyond i32 plus a positive zero point saturates, where
+/// tract's addition overflows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizeI8 {
     /// `1 / scale`: the input is multiplied by it.
@@ -453,6 +453,38 @@ impl QuantizeI8 {
             .saturating_add(self.zero_point.into())
             .clamp(i8::MIN.into(), i8::MAX.into()) as i8
     }
+
+    /// [`Self::quantize`] of each of `xs` into `ys` (as many as both hold). On aarch64
+    /// eight at a time in NEON: the product, `fcvtns` (rounded to the nearest, ties to
+    /// even, saturated, NaN to 0: `round_ties_even() as i32`), the zero point added with
+    /// saturation, then two saturating narrowings (the clamp to i8). 16 values in 23
+    /// instructions where the compiler's vector code took 37.
+    pub(crate) fn quantize_into(&self, xs: &[f32], ys: &mut [i8]) {
+        let n = xs.len().min(ys.len());
+        let (xs, ys) = (&xs[..n], &mut ys[..n]);
+        #[cfg(target_arch = "aarch64")]
+        let done = {
+            use std::arch::aarch64::*;
+            // SAFETY: each step reads the 8 values of a chunk of 8 and writes the 8
+            // bytes of its own.
+            unsafe {
+                let (scale, zero) = (vdupq_n_f32(self.scale), vdupq_n_s32(self.zero_point.into()));
+                let q = |p: *const f32| {
+                    vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vld1q_f32(p), scale)), zero)
+                };
+                for (x, y) in xs.chunks_exact(8).zip(ys.chunks_exact_mut(8)) {
+                    let h = vcombine_s16(vqmovn_s32(q(x.as_ptr())), vqmovn_s32(q(x[4..].as_ptr())));
+                    vst1_s8(y.as_mut_ptr(), vqmovn_s16(h));
+                }
+            }
+            n / 8 * 8
+        };
+        #[cfg(not(target_arch = "aarch64"))]
+        let done = 0;
+        for (y, x) in ys[done..].iter_mut().zip(&xs[done..]) {
+            *y = self.quantize(*x);
+        }
+    }
 }
 
 impl tract_nnef::tract_core::ops::element_wise::ElementWiseMiniOp for QuantizeI8 {
@@ -473,9 +505,7 @@ impl tract_nnef::tract_core::ops::element_wise::ElementWiseMiniOp for QuantizeI8
             let ys = plain.as_slice_mut::<i8>()?;
             let input = t.try_as_plain_ram()?;
             if t.datum_type() == f32::datum_type() {
-                for (y, &x) in ys.iter_mut().zip(input.as_slice::<f32>()?) {
-                    *y = self.quantize(x);
-                }
+                self.quantize_into(input.as_slice::<f32>()?, ys);
             } else if t.datum_type() == i32::datum_type() {
                 for (y, &x) in ys.iter_mut().zip(input.as_slice::<i32>()?) {
                     *y = self.quantize(x as f32);
@@ -563,6 +593,26 @@ mod tests {
             zero_point: 0,
         };
         assert!(op.eval_out_of_place(&tensor1(&[1u8]), None).is_err());
+        // Slices from every offset: each value through the vector loop (aarch64) and
+        // through the scalar one, the same i8.
+        for zero_point in [0i8, -3, 127, -128] {
+            let op = QuantizeI8 {
+                scale: 4.0,
+                zero_point,
+            };
+            let x = values();
+            for from in 0..8 {
+                let mut y = vec![0i8; x.len() - from];
+                op.quantize_into(&x[from..], &mut y);
+                for (x, y) in x[from..].iter().zip(&y) {
+                    assert_eq!(
+                        *y,
+                        op.quantize(*x),
+                        "{x} from {from}, zero point {zero_point}"
+                    );
+                }
+            }
+        }
         assert_eq!(op.output_type(u8::datum_type()), None);
     }
 

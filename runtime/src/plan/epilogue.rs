@@ -316,9 +316,7 @@ impl EvalOp for Epilogue {
                     let out = plain.as_slice_mut::<i8>()?.chunks_exact_mut(self.row);
                     for ((r, xrow), qrow) in rows.zip(out) {
                         affine(r, xrow, &mut buffer);
-                        for (o, v) in qrow.iter_mut().zip(&buffer) {
-                            *o = q.quantize(*v);
-                        }
+                        q.quantize_into(&buffer, qrow);
                     }
                 }
                 None => {
