@@ -35,9 +35,9 @@
 //!
 //! Measured (`scripts/iprofile.sh`, one inference, torchvision's models in
 //! `models/torchvision`, 64×64; each step's share is in the README's "ARM cost"):
-//! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 2.00 M, on a Pi 4
+//! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 1.99 M, on a Pi 4
 //! from 4.79 M to 2.63 M; MobileNetV2 at width 1/4 int8 on a Pi 5 from 5.74 M to
-//! 2.60–2.65 M, on a Pi 4 from 6.89 M to 3.42 M (with the depthwise kernels of
+//! 2.50–2.56 M, on a Pi 4 from 6.89 M to 3.33 M (with the depthwise kernels of
 //! `depthwise.rs`). Every step gives tract's outputs
 //! bit for bit (`examples/plan_check.rs`, run by `scripts/cross.sh` on the host and on
 //! aarch64 as a Pi 4 and a Pi 5; the tests of each step's file).
