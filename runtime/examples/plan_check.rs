@@ -75,13 +75,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "plan_check: {path}: {} products over one row, {} epilogues in one pass, {} im2col, {} \
-         f32 im2col, {} packings, {} max pools and {} products replaced, largest difference \
-         {largest:e}",
+        "plan_check: {path}: {} products over one row, {} epilogues in one pass, {} im2col and \
+         {} packings, {} max pools and {} products replaced, largest difference {largest:e}",
         steps.one_row,
         steps.epilogues,
         steps.im2col,
-        steps.gathers,
         steps.packings,
         steps.max_pools,
         steps.products

@@ -15,11 +15,6 @@
 //! - [`pack_patches`], after it: each eager im2col of an integer convolution becomes
 //!   [`PackPatches`], which writes the same packed bytes a run of lanes at a time rather
 //!   than value by value (`patches.rs`). tract's was 55 % of an int8 ResNet18 inference.
-//! - [`gather_patches`], after it: tract's lazy im2col of an f32 convolution, which
-//!   reads each value of a panel through its byte offset when the product asks for the
-//!   panel, becomes [`GatherPatches`], every panel packed before the product, 8 lanes
-//!   at a time where they lie on one row (`gather.rs`; f32 bundles too, and the first
-//!   convolution of an int8 one).
 //! - [`pack_columns`], after it: the packing of the integer products' activations
 //!   becomes [`PackColumns`], eight columns or four k's at a time rather than byte by
 //!   byte (`columns.rs`).
@@ -35,9 +30,9 @@
 //!
 //! Measured (`scripts/iprofile.sh`, one inference, torchvision's models in
 //! `models/torchvision`, 64×64; each step's share is in the README's "ARM cost"):
-//! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 1.99 M, on a Pi 4
-//! from 4.79 M to 2.63 M; MobileNetV2 at width 1/4 int8 on a Pi 5 from 5.74 M to
-//! 2.50–2.56 M, on a Pi 4 from 6.89 M to 3.33 M (with the depthwise kernels of
+//! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 2.08 M, on a Pi 4
+//! from 4.79 M to 2.73 M; MobileNetV2 at width 1/4 int8 on a Pi 5 from 5.74 M to
+//! 2.58–2.60 M, on a Pi 4 from 6.89 M to 3.33–3.35 M (with the depthwise kernels of
 //! `depthwise.rs`). Every step gives tract's outputs
 //! bit for bit (`examples/plan_check.rs`, run by `scripts/cross.sh` on the host and on
 //! aarch64 as a Pi 4 and a Pi 5; the tests of each step's file).
@@ -50,14 +45,12 @@
 mod columns;
 pub mod depthwise;
 mod epilogue;
-mod gather;
 mod patches;
 mod pool;
 mod product;
 
 pub use columns::{PackColumns, pack_columns};
 pub use epilogue::{Epilogue, epilogues};
-pub use gather::{GatherPatches, gather_patches};
 pub use patches::{PackPatches, pack_patches};
 pub use pool::{MaxPoolRows, max_pools};
 pub use product::{DotProduct, Kernel};
@@ -65,7 +58,6 @@ pub use product::{DotProduct, Kernel};
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::axes::Axis;
 use tract_nnef::tract_core::ops::einsum::EinSum;
-use tract_nnef::tract_core::ops::matmul::pack::DynPackedExoticFact;
 use tract_nnef::tract_core::tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact,
 };
@@ -82,8 +74,6 @@ pub struct Steps {
     /// Casts of integer products to f32 and the steps after them made one pass
     /// ([`epilogues`]).
     pub epilogues: usize,
-    /// tract's lazy im2col of f32 convolutions packed eagerly ([`gather_patches`]).
-    pub gathers: usize,
     /// tract's max pools replaced ([`max_pools`]).
     pub max_pools: usize,
     /// tract's integer products replaced by [`DotProduct`] (on aarch64).
@@ -116,7 +106,6 @@ pub fn optimize_with(
     let epilogues = epilogues(&mut model)?;
     model.optimize()?;
     let im2col = pack_patches(&mut model)?;
-    let gathers = gather_patches(&mut model)?;
     let packings = pack_columns(&mut model)?;
     let max_pools = max_pools(&mut model)?;
     let products = match kernel {
@@ -126,7 +115,6 @@ pub fn optimize_with(
     let steps = Steps {
         one_row,
         im2col,
-        gathers,
         packings,
         epilogues,
         max_pools,
@@ -255,34 +243,6 @@ fn packed_matrix(
         panel_bytes: if n > 0 { panel_len } else { 0 },
         mn: n,
     }))
-}
-
-/// What a packing step reads of a node that packs its one input for a matrix product:
-/// the facts of its input 0 and output 0, the input's concrete shape, and the output's
-/// packed fact.
-type PackingFacts<'a> = (
-    &'a TypedFact,
-    &'a TypedFact,
-    &'a [usize],
-    &'a DynPackedExoticFact,
-);
-
-/// Node `id`'s [`PackingFacts`] (`None` where the shape is symbolic or the output is not
-/// packed).
-fn packing_facts(model: &TypedModel, id: usize) -> TractResult<Option<PackingFacts<'_>>> {
-    let node = model.node(id);
-    let Some(input) = node.inputs.first() else {
-        return Ok(None);
-    };
-    let input = model.outlet_fact(*input)?;
-    let output = model.outlet_fact(OutletId::new(id, 0))?;
-    let shape = input.shape.as_concrete();
-    let packed = output
-        .exotic_fact()
-        .and_then(|f| f.downcast_ref::<DynPackedExoticFact>());
-    Ok(shape
-        .zip(packed)
-        .map(|(shape, packed)| (input, output, shape, packed)))
 }
 
 /// Replaces the op of each node of `model` for which `op_for` gives one (with the same
