@@ -1,5 +1,9 @@
-//! tract's channel-inner f32 depthwise kernel, with each tap's weights loaded once for
-//! up to four output positions, registered in tract's kernel registry on aarch64.
+//! tract's two f32 depthwise kernels, doing the same arithmetic with fewer loads,
+//! registered in tract's kernel registry on aarch64: the channel-inner one with each
+//! tap's weights loaded once for up to four output positions, and the one along a
+//! contiguous axis with runs shorter than 32 points vectorized 16 and 8 at a time
+//! ([`depthwise_w_f32`]). Together: MobileNetV2's depthwise convolutions from 0.62 M to
+//! 0.41 M aarch64 instructions per inference on a Pi 5, f32 and int8 bundles alike.
 //!
 //! tract runs a depthwise convolution whose channels are the contiguous axis (its layout
 //! on ARM for MobileNetV2's depthwise layers, f32 and int8 bundles alike: edgetune keeps
@@ -20,8 +24,9 @@
 //!
 //! tract-linalg picks the kernel it runs from a registry of routines any crate can add to
 //! (`inventory`, the way its own architecture trees add theirs): this one is filed for
-//! aarch64 above tract's (`boost` 1), so every tract model in the process uses it, f32
-//! bundles included, and nothing about the plan changes. Other architectures keep tract's.
+//! aarch64 above tract's (`boost` 1), so every tract model in the process uses these,
+//! f32 bundles included, and nothing about the plan changes. Other architectures keep
+//! tract's.
 
 #[cfg(target_arch = "aarch64")]
 use std::arch::aarch64::*;
@@ -32,7 +37,7 @@ use tract_nnef::tract_core::tract_linalg::{
     routines::{Func, Routine, RoutineFactory},
 };
 
-/// The name the registry knows this kernel by.
+/// The name the registry knows [`depthwise_c_f32`] by.
 pub const NAME: &str = "edgetune_depthwise_c_f32";
 
 #[cfg(target_arch = "aarch64")]
