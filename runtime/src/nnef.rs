@@ -427,7 +427,7 @@ fn load_quantize_i8(b: &mut ModelBuilder, i: &ResolvedInvocation) -> TractResult
 /// tract rounds each value with bit operations and branches, which the compiler does not
 /// vectorize: 0.70 M aarch64 instructions of the 6.56 M of one int8 MobileNetV2
 /// inference on a Pi 5 (`scripts/iprofile.sh`). Here the loop is `round_ties_even`, a
-/// saturating conversion and a clamp, in NEON on aarch64 ([`QuantizeI8::quantize_into`]).
+/// saturating conversion and a clamp, in NEON on aarch64 (`QuantizeI8::quantize_into`).
 /// One difference: a value beyond i32 plus a positive zero point saturates, where
 /// tract's addition overflows.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 //! registered in tract's kernel registry on aarch64: the channel-inner one with each
 //! tap's weights loaded once for up to four output positions, and the one along a
 //! contiguous axis with runs shorter than 32 points vectorized 16 and 8 at a time
-//! ([`depthwise_w_f32`]). Together: MobileNetV2's depthwise convolutions from 0.62 M to
+//! (`depthwise_w_f32`). Together: MobileNetV2's depthwise convolutions from 0.62 M to
 //! 0.41 M aarch64 instructions per inference on a Pi 5, f32 and int8 bundles alike.
 //!
 //! tract runs a depthwise convolution whose channels are the contiguous axis (its layout
@@ -15,7 +15,7 @@
 //! multiply-add. It was 15 % of an int8 MobileNetV2 inference on a Pi 5 (0.44 M of
 //! 2.96 M, `scripts/iprofile.sh`).
 //!
-//! [`depthwise_c_f32`] computes the same run for four positions at a time (then two,
+//! `depthwise_c_f32` computes the same run for four positions at a time (then two,
 //! then one): per tap, the weights and the tap's offset once, then each position's input
 //! and its multiply-adds. Each lane's chain is tract's, the bias then one fused
 //! multiply-add per tap in tap order, and the channels left over after the blocks of four
@@ -37,7 +37,7 @@ use tract_nnef::tract_core::tract_linalg::{
     routines::{Func, Routine, RoutineFactory},
 };
 
-/// The name the registry knows [`depthwise_c_f32`] by.
+/// The name the registry knows `depthwise_c_f32` by.
 pub const NAME: &str = "edgetune_depthwise_c_f32";
 
 #[cfg(target_arch = "aarch64")]
@@ -52,7 +52,7 @@ inventory::submit! {
     }
 }
 
-/// The name the registry knows [`depthwise_w_f32`] by.
+/// The name the registry knows `depthwise_w_f32` by.
 pub const NAME_W: &str = "edgetune_depthwise_w_f32";
 
 #[cfg(target_arch = "aarch64")]
