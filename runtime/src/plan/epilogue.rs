@@ -159,12 +159,12 @@ fn affine_row<V: Operand>(
 
 /// The cast of i32 to f32 and what follows it, one row at a time (see the module docs).
 ///
-/// A row is the values of one channel where a channel has at least [`MIN_ROW`] of them
+/// A row is the values of one channel where a channel has at least `MIN_ROW` of them
 /// (a convolution's map in channels-first layout), and the scale and bias are one value
 /// for the row. Where it has fewer (channels last, as tract lays out the input of its
 /// depthwise convolution on ARM; the 2×2 maps at a network's end), a row is whole
 /// periods of the channels (`channels × inner` values each, as many as divide the map up
-/// to [`PERIODS_ROW`] values: with one period to a row, the rows' own cost was 0.07 M of
+/// to `PERIODS_ROW` values: with one period to a row, the rows' own cost was 0.07 M of
 /// MobileNetV2's int8 inference on a Pi 5), and the scale and bias are that many values,
 /// expanded at load.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
