@@ -314,6 +314,11 @@ mod tests {
             .collect()
     }
 
+    /// Each value's bits (NaN and -0 compared as what they are).
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     #[test]
     fn tracts_registry_runs_these_kernels() {
         let isa = tract_linalg::isa::native();
@@ -365,7 +370,6 @@ mod tests {
                             )
                         }
                     }
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&ours),
                         bits(&theirs),
@@ -428,7 +432,6 @@ mod tests {
                         )
                     }
                 }
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&ours),
                     bits(&theirs),

@@ -23,10 +23,10 @@
 //!   Pi 5, `smlal` on a Pi 4) stored straight into the output (`product.rs`).
 //! - [`max_pools`], after it: tract's max pool, which folds a stride of 2 one value at
 //!   a time, becomes [`MaxPoolRows`], whole rows of vectors (`pool.rs`; f32 bundles too).
-//! - Not a step: tract's channel-inner f32 depthwise kernel, which loads each tap's
-//!   weights again for every output position, has a replacement that loads them once
-//!   for four, filed in tract-linalg's registry of kernels on aarch64, so tract's own
-//!   depthwise op runs it (`depthwise.rs`; f32 bundles too).
+//! - Not a step: tract's two f32 depthwise kernels have replacements with the same
+//!   arithmetic and fewer loads (each tap's weights once for four output positions;
+//!   short runs vectorized), filed in tract-linalg's registry of kernels on aarch64, so
+//!   tract's own depthwise op runs them (`depthwise.rs`; f32 bundles too).
 //!
 //! Measured (`scripts/iprofile.sh`, one inference, torchvision's models in
 //! `models/torchvision`, 64×64; each step's share is in the README's "ARM cost"):

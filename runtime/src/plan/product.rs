@@ -619,7 +619,7 @@ impl EvalOp for DotProduct {
         };
         {
             let mut plain = c.try_as_plain_ram_mut()?;
-            if self.c_fact.datum_type == DatumType::I32 {
+            if dt == DatumType::I32 {
                 self.fill_all(x, y, &steps, plain.as_slice_mut::<i32>()?)?;
             } else {
                 self.fill_all(x, y, &steps, plain.as_bytes_mut())?;
