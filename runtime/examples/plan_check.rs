@@ -5,11 +5,12 @@
 //!
 //! `plan_check BUNDLE [--expect-packed] [--expect-products] [--portable-products]`: prints
 //! what each of edgetune's steps did (products made over one row, epilogues made one
-//! pass, im2col, packings, max pools and products replaced) and the outputs' largest
-//! difference; fails if they differ at all, or, with `--expect-packed`, if no im2col was
-//! replaced, or with `--expect-products`, if no integer product was. With
-//! `--portable-products` the products are replaced with the portable kernel (on a host
-//! without the dot product, whose tract may pack as a Pi 5's: x86 with VNNI).
+//! pass, im2col, lazy im2col, packings, max pools, products and depthwise convolutions
+//! replaced) and the outputs' largest difference; fails if they differ at all, or, with
+//! `--expect-packed`, if no im2col was replaced, or with `--expect-products`, if no
+//! integer product was. With `--portable-products` the products are replaced with the
+//! portable kernel (on a host without the dot product, whose tract may pack as a Pi
+//! 5's: x86 with VNNI).
 
 use edgetune::bundle::Bundle;
 use edgetune::rng::Rng;
@@ -75,14 +76,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "plan_check: {path}: {} products over one row, {} epilogues in one pass, {} im2col and \
-         {} packings, {} max pools and {} products replaced, largest difference {largest:e}",
+        "plan_check: {path}: {} products over one row, {} epilogues in one pass, {} im2col, \
+         {} lazy im2col and {} packings, {} max pools, {} products and {} depthwise \
+         convolutions replaced, largest difference {largest:e}",
         steps.one_row,
         steps.epilogues,
         steps.im2col,
+        steps.gathers,
         steps.packings,
         steps.max_pools,
-        steps.products
+        steps.products,
+        steps.depthwise
     );
     if largest != 0.0 {
         return Err("edgetune's plan and tract's differ".into());

@@ -24,7 +24,7 @@
 //! elements wider than a byte, shapes not known at load.
 
 use tract_nnef::internal::*;
-use tract_nnef::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
+use tract_nnef::tract_core::ops::matmul::pack::OptMatMulPack;
 use tract_nnef::tract_core::tract_linalg::mmm::{
     MMMInputFormat, MMMInputValue, PackedMatrixStorage,
 };
@@ -294,15 +294,7 @@ impl PackColumns {
         let Some(pack) = node.op_as::<OptMatMulPack>() else {
             return Ok(None);
         };
-        let input = model.outlet_fact(node.inputs[0])?;
-        let output = model.outlet_fact(OutletId::new(id, 0))?;
-        let Some(shape) = input.shape.as_concrete() else {
-            return Ok(None);
-        };
-        let Some(packed) = output
-            .exotic_fact()
-            .and_then(|f| f.downcast_ref::<DynPackedExoticFact>())
-        else {
+        let Some((input, output, shape, packed)) = super::packing_facts(model, id)? else {
             return Ok(None);
         };
         // Which input axes are k and the columns: tract's op maps them as 'K' and 'M'.

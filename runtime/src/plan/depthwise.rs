@@ -24,9 +24,10 @@
 //!
 //! tract-linalg picks the kernel it runs from a registry of routines any crate can add to
 //! (`inventory`, the way its own architecture trees add theirs): this one is filed for
-//! aarch64 above tract's (`boost` 1), so every tract model in the process uses these,
-//! f32 bundles included, and nothing about the plan changes. Other architectures keep
-//! tract's.
+//! aarch64 above tract's (`boost` 1), so every depthwise convolution in the process runs
+//! these, f32 bundles included: those of tract's `DepthWise` and those of edgetune's
+//! `DepthwiseZones` (`zones.rs`), which asks tract's registry for its kernel. Other
+//! architectures keep tract's.
 
 #[cfg(target_arch = "aarch64")]
 use std::arch::aarch64::*;

@@ -1,9 +1,10 @@
 //! How a backbone's graph becomes the plan tract runs: tract's own optimization, with
-//! steps of edgetune's before and after it for the integer (int8) layers.
+//! steps of edgetune's before and after it, for the integer (int8) layers and for the
+//! f32 convolutions around them.
 //!
 //! tract 0.23.9 runs int8 convolutions at a cost that made int8 slower than f32 on the
 //! boards. Counted per function on a Pi 4 and Pi 5 CPU model (`scripts/iprofile.sh`),
-//! what it spent beyond the integer products, and the step that takes it out:
+//! what it spent beyond the products, and the step that takes it out:
 //!
 //! - [`products_over_one_row`], before tract's optimization: tract makes an integer 1×1
 //!   convolution one small matrix product per image row; this makes it one product over
@@ -12,9 +13,17 @@
 //!   f32 and the scale, bias, residual, clamp and quantizer after it, which tract runs as
 //!   separate passes (broadcasting per-channel operands at every inference), become one
 //!   pass, [`Epilogue`] (`epilogue.rs`).
+//! - [`depthwise_zones`], before tract's codegen: an f32 depthwise convolution becomes
+//!   [`DepthwiseZones`], whose walk over the output's zones is worked out at load, where
+//!   tract's `DepthWise` allocates and rebuilds it at every inference (`zones.rs`; f32
+//!   bundles too: MobileNetV2's depthwise layers stay f32).
 //! - [`pack_patches`], after it: each eager im2col of an integer convolution becomes
 //!   [`PackPatches`], which writes the same packed bytes a run of lanes at a time rather
 //!   than value by value (`patches.rs`). tract's was 55 % of an int8 ResNet18 inference.
+//! - [`gather_panels`], after it: tract's lazy im2col of an f32 convolution (ResNet18's
+//!   stem, kept f32 by the quantizer) becomes [`GatherPanels`], the same panels packed
+//!   when the product asks for them, 8 lanes at a time where they lie on one row
+//!   (`gather.rs`; f32 bundles too).
 //! - [`pack_columns`], after it: the packing of the integer products' activations
 //!   becomes [`PackColumns`], eight columns or four k's at a time rather than byte by
 //!   byte (`columns.rs`).
@@ -26,7 +35,8 @@
 //! - Not a step: tract's two f32 depthwise kernels have replacements with the same
 //!   arithmetic and fewer loads (each tap's weights once for four output positions;
 //!   short runs vectorized), filed in tract-linalg's registry of kernels on aarch64, so
-//!   tract's own depthwise op runs them (`depthwise.rs`; f32 bundles too).
+//!   that tract's kernel lookup, which [`DepthwiseZones`] uses too, finds them
+//!   (`depthwise.rs`).
 //!
 //! Measured (`scripts/iprofile.sh`, one inference, torchvision's models in
 //! `models/torchvision`, 64×64; each step's share is in the README's "ARM cost"):
@@ -45,19 +55,24 @@
 mod columns;
 pub mod depthwise;
 mod epilogue;
+mod gather;
 mod patches;
 mod pool;
 mod product;
+mod zones;
 
 pub use columns::{PackColumns, pack_columns};
 pub use epilogue::{Epilogue, epilogues};
+pub use gather::{GatherPanels, gather_panels};
 pub use patches::{PackPatches, pack_patches};
 pub use pool::{MaxPoolRows, max_pools};
 pub use product::{DotProduct, Kernel};
+pub use zones::{DepthwiseZones, depthwise_zones};
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::axes::Axis;
 use tract_nnef::tract_core::ops::einsum::EinSum;
+use tract_nnef::tract_core::ops::matmul::pack::DynPackedExoticFact;
 use tract_nnef::tract_core::tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact,
 };
@@ -74,10 +89,14 @@ pub struct Steps {
     /// Casts of integer products to f32 and the steps after them made one pass
     /// ([`epilogues`]).
     pub epilogues: usize,
+    /// tract's lazy im2col of f32 convolutions made [`GatherPanels`] ([`gather_panels`]).
+    pub gathers: usize,
     /// tract's max pools replaced ([`max_pools`]).
     pub max_pools: usize,
     /// tract's integer products replaced by [`DotProduct`] (on aarch64).
     pub products: usize,
+    /// f32 depthwise convolutions made [`DepthwiseZones`] ([`depthwise_zones`]).
+    pub depthwise: usize,
 }
 
 /// `model` decluttered, its integer products over rows made one and their epilogues one
@@ -104,8 +123,12 @@ pub fn optimize_with(
     let one_row = products_over_one_row(&mut model)?;
     // Before optimization, which lowers the cast and binary ops into its own.
     let epilogues = epilogues(&mut model)?;
+    // After declutter, which decides where the channels go; before codegen, which would
+    // make them tract's `DepthWise`.
+    let depthwise = depthwise_zones(&mut model)?;
     model.optimize()?;
     let im2col = pack_patches(&mut model)?;
+    let gathers = gather_panels(&mut model)?;
     let packings = pack_columns(&mut model)?;
     let max_pools = max_pools(&mut model)?;
     let products = match kernel {
@@ -115,10 +138,12 @@ pub fn optimize_with(
     let steps = Steps {
         one_row,
         im2col,
+        gathers,
         packings,
         epilogues,
         max_pools,
         products,
+        depthwise,
     };
     Ok((model, steps))
 }
@@ -171,7 +196,6 @@ pub fn products_over_one_row(model: &mut TypedModel) -> TractResult<usize> {
         }
         let (name, inputs) = (node.name.clone(), node.inputs.clone());
         let mut patch = TypedModelPatch::new(format!("edgetune one row {name}"));
-        // A product this cannot rewrite keeps tract's lowering (the load goes on).
         let wired = (|| -> TractResult<OutletId> {
             let out_p = einsum.axes.axis(w_repr)?.outputs[0][0] - 1;
             let op = EinSum {
@@ -193,18 +217,30 @@ pub fn products_over_one_row(model: &mut TypedModel) -> TractResult<usize> {
                 &[y],
             )?[0])
         })();
-        let Ok(y) = wired else {
-            continue;
-        };
-        if patch.outlet_fact(y)? != model.outlet_fact(OutletId::new(id, 0))? {
-            continue;
-        }
-        patch.shunt_outside(model, OutletId::new(id, 0), y)?;
-        patch.obliterate(id)?;
-        patch.apply(model)?;
-        rewritten += 1;
+        rewritten += replace_output(model, id, patch, wired)? as usize;
     }
     Ok(rewritten)
+}
+
+/// Applies `patch`, in which `wired` is to replace node `id`'s output 0, if it was wired
+/// and its fact is the node's output's; says whether it did. (A node that cannot be
+/// rewritten keeps tract's lowering: the load goes on.)
+fn replace_output(
+    model: &mut TypedModel,
+    id: usize,
+    mut patch: TypedModelPatch,
+    wired: TractResult<OutletId>,
+) -> TractResult<bool> {
+    let Ok(y) = wired else {
+        return Ok(false);
+    };
+    if patch.outlet_fact(y)? != model.outlet_fact(OutletId::new(id, 0))? {
+        return Ok(false);
+    }
+    patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+    patch.obliterate(id)?;
+    patch.apply(model)?;
+    Ok(true)
 }
 
 /// How the product's kernel wants its input packed: panels of `r` columns (output
@@ -243,6 +279,34 @@ fn packed_matrix(
         panel_bytes: if n > 0 { panel_len } else { 0 },
         mn: n,
     }))
+}
+
+/// What a packing step reads of a node that packs its one input for a matrix product:
+/// the facts of its input 0 and output 0, the input's concrete shape, and the output's
+/// packed fact.
+type PackingFacts<'a> = (
+    &'a TypedFact,
+    &'a TypedFact,
+    &'a [usize],
+    &'a DynPackedExoticFact,
+);
+
+/// Node `id`'s [`PackingFacts`] (`None` where the shape is symbolic or the output is not
+/// packed).
+fn packing_facts(model: &TypedModel, id: usize) -> TractResult<Option<PackingFacts<'_>>> {
+    let node = model.node(id);
+    let Some(input) = node.inputs.first() else {
+        return Ok(None);
+    };
+    let input = model.outlet_fact(*input)?;
+    let output = model.outlet_fact(OutletId::new(id, 0))?;
+    let shape = input.shape.as_concrete();
+    let packed = output
+        .exotic_fact()
+        .and_then(|f| f.downcast_ref::<DynPackedExoticFact>());
+    Ok(shape
+        .zip(packed)
+        .map(|(shape, packed)| (input, output, shape, packed)))
 }
 
 /// Replaces the op of each node of `model` for which `op_for` gives one (with the same

@@ -515,12 +515,12 @@ pub(crate) mod tests {
     /// strides, dilations; padding above, left, below, right; the input's zero point.
     pub(crate) struct Case {
         pub input: [usize; 3],
-        outputs: usize,
-        group: usize,
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        dilations: [usize; 2],
-        pads: [usize; 4],
+        pub outputs: usize,
+        pub group: usize,
+        pub kernel: [usize; 2],
+        pub strides: [usize; 2],
+        pub dilations: [usize; 2],
+        pub pads: [usize; 4],
         zero_point: i32,
     }
 
@@ -588,6 +588,27 @@ pub(crate) mod tests {
             .into_tensor()
     }
 
+    /// tract's `Conv` of `case`, NCHW, its kernel OIHW, quantized to `q_params`.
+    pub(crate) fn conv(case: &Case, q_params: Option<DatumType>) -> Conv {
+        Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: case.kernel[..].into(),
+                padding: PaddingSpec::Explicit(
+                    tvec![case.pads[0], case.pads[1]],
+                    tvec![case.pads[2], case.pads[3]],
+                ),
+                dilations: Some(case.dilations[..].into()),
+                strides: Some(case.strides[..].into()),
+                input_channels: case.input[0],
+                output_channels: case.outputs,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: case.group,
+            q_params,
+        }
+    }
+
     /// The convolution as a model of tract's quantized `Conv` (i8 in and out).
     fn model(case: &Case, rng: &mut Rng) -> TractResult<TypedModel> {
         model_to(case, rng, i8::datum_type())
@@ -621,23 +642,7 @@ pub(crate) mod tests {
         let x_scale = konst("x_scale", scale(0.05))?;
         let k_scale = konst("k_scale", scale(0.02))?;
         let y_scale = konst("y_scale", scale(0.1))?;
-        let conv = Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: case.kernel[..].into(),
-                padding: PaddingSpec::Explicit(
-                    tvec![case.pads[0], case.pads[1]],
-                    tvec![case.pads[2], case.pads[3]],
-                ),
-                dilations: Some(case.dilations[..].into()),
-                strides: Some(case.strides[..].into()),
-                input_channels: c,
-                output_channels: case.outputs,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: case.group,
-            q_params: Some(to),
-        };
+        let conv = conv(case, Some(to));
         let y = model.wire_node(
             "conv",
             conv,
