@@ -40,12 +40,13 @@
 //!
 //! Measured (`scripts/iprofile.sh`, one inference, torchvision's models in
 //! `models/torchvision`, 64×64; each step's share is in the README's "ARM cost"):
-//! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 2.08 M, on a Pi 4
-//! from 4.79 M to 2.73 M; MobileNetV2 at width 1/4 int8 on a Pi 5 from 5.74 M to
-//! 2.58–2.60 M, on a Pi 4 from 6.89 M to 3.33–3.35 M (with the depthwise kernels of
-//! `depthwise.rs`). Every step gives tract's outputs
-//! bit for bit (`examples/plan_check.rs`, run by `scripts/cross.sh` on the host and on
-//! aarch64 as a Pi 4 and a Pi 5; the tests of each step's file).
+//! ResNet18 at width 1/8 int8 on a Pi 5 from 4.65 M instructions to 1.92–1.95 M, on a
+//! Pi 4 from 4.79 M to 2.56–2.60 M; MobileNetV2 at width 1/4 int8 on a Pi 5 from 5.74 M
+//! to 2.36–2.46 M, on a Pi 4 from 6.89 M to 3.16–3.22 M (with the depthwise kernels of
+//! `depthwise.rs`); ONNX Runtime's int8 takes 2.05 M, 2.66 M, 2.57 M and 3.45 M. Every
+//! step gives tract's outputs bit for bit (`examples/plan_check.rs`, run by
+//! `scripts/cross.sh` on the host and on aarch64 as a Pi 4 and a Pi 5; the tests of each
+//! step's file).
 //!
 //! (Until `PackPatches`, a step here lowered the integer convolutions that allowed it
 //! through tract's lazy im2col, as tract lowers f32 ones: 4.79 M to 4.09 M for that

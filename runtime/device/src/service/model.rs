@@ -227,7 +227,7 @@ fn int8_note(quantization: Quantization, dot_product: Option<bool>) -> Option<St
     match (quantization, dot_product) {
         (Quantization::Int8 { .. }, Some(false)) => Some(
             "this CPU has no dot product (SDOT): int8 kernels run no faster than f32 ones \
-             here, and an int8 bundle costs 1.07-1.09x the f32 bundle's instructions \
+             here, and an int8 bundle costs 1.08-1.17x the f32 bundle's instructions \
              on a Raspberry Pi 4 (README, \"Which to ship to which board\"); convert without \
              --quantize int8 for this board unless the bundle's size matters more"
                 .to_string(),
