@@ -175,35 +175,45 @@ impl GatherPanels {
         let [value] = storage.values() else {
             return Ok(None);
         };
-        // Every panel's k rows of r lanes, as indices into the input.
+        // Every panel's k rows of r lanes, as indices into the input: a pixel's index for
+        // a k is its offset (its index for k = 0) plus the k's (pixel 0's index for the k,
+        // less pixel 0's offset). Read panel by panel, so that loading takes the memory
+        // of one panel, not of the whole im2col.
+        let index =
+            |v: f32| (v.fract() == 0.0 && v >= 0.0 && (v as usize) < len).then_some(v as usize);
         let panel_len = packer.single_panel_len(k);
         let mut buffer = vec![0f32; panel_len + r];
-        let mut index = vec![vec![0usize; n]; k];
+        let mut n_offsets = Vec::with_capacity(n);
+        let mut k_offsets = Vec::with_capacity(k);
         for p in 0..n.div_ceil(r) {
             let ptr = value.panel_bytes(p, Some(buffer.as_mut_ptr() as *mut u8))? as *const f32;
             // SAFETY: tract's packed panel holds k rows of r f32 (in our buffer or its own).
             let panel = unsafe { std::slice::from_raw_parts(ptr, k * r) };
-            for (kk, row) in panel.chunks_exact(r).enumerate() {
-                for (lane, v) in row.iter().enumerate().take(n - p * r) {
-                    if !(v.fract() == 0.0 && *v >= 0.0 && (*v as usize) < len) {
+            let lanes = r.min(n - p * r);
+            for &v in &panel[..lanes] {
+                let Some(i) = index(v) else {
+                    return Ok(None);
+                };
+                n_offsets.push(i);
+            }
+            if p == 0 {
+                for row in panel.chunks_exact(r) {
+                    let Some(ko) = index(row[0]).and_then(|i| i.checked_sub(n_offsets[0])) else {
                         return Ok(None);
-                    }
-                    index[kk][p * r + lane] = *v as usize;
+                    };
+                    k_offsets.push(ko);
                 }
             }
-        }
-        // A pixel's index for k: its offset (for k = 0) plus the k's.
-        let n_offsets = index[0].clone();
-        let base = n_offsets[0];
-        let mut k_offsets = Vec::with_capacity(k);
-        for row in &index {
-            let Some(ko) = row[0].checked_sub(base) else {
-                return Ok(None);
-            };
-            if row.iter().zip(&n_offsets).any(|(i, no)| *i != no + ko) {
-                return Ok(None);
+            let pixels = &n_offsets[p * r..];
+            for (row, ko) in panel.chunks_exact(r).zip(&k_offsets) {
+                if row[..lanes]
+                    .iter()
+                    .zip(pixels)
+                    .any(|(v, no)| index(*v) != Some(no + ko))
+                {
+                    return Ok(None);
+                }
             }
-            k_offsets.push(ko);
         }
         let max_k = k_offsets.iter().max().copied().unwrap_or(0);
         // Every value read within the input (16 for the stride 2's loads of 8).
