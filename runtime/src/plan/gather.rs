@@ -63,8 +63,7 @@ enum Run {
 /// Where every panel's values are, worked out at load.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Panels {
-    packer: PackedFormat,
-    /// How the panels describe themselves to the product (see [`Gathered`]).
+    /// tract's packing, as the panels describe it to the product (see [`Gathered`]).
     format: Gathered,
     /// Values of the input.
     len: usize,
@@ -72,7 +71,7 @@ struct Panels {
     n_offsets: Vec<usize>,
     /// Each k's offset, added to a pixel's.
     k_offsets: Vec<usize>,
-    /// Per panel of `packer.r` pixels.
+    /// Per panel of 8 pixels.
     runs: Vec<Run>,
 }
 
@@ -243,7 +242,6 @@ impl GatherPanels {
             .collect();
         Ok(Some(GatherPanels {
             panels: Arc::new(Panels {
-                packer: packer.clone(),
                 format: Gathered {
                     packer: packer.clone(),
                     k,
@@ -337,7 +335,7 @@ impl MMMInputFormat for Gathered {
         _mn: usize,
         _slice: &mut [f16],
     ) -> TractResult<()> {
-        bail!("edgetune.GatherPanels: its panels are only read by a matrix product")
+        only_read_by_a_product()
     }
 
     fn extract_at_mn_f32(
@@ -346,8 +344,14 @@ impl MMMInputFormat for Gathered {
         _mn: usize,
         _slice: &mut [f32],
     ) -> TractResult<()> {
-        bail!("edgetune.GatherPanels: its panels are only read by a matrix product")
+        only_read_by_a_product()
     }
+}
+
+/// What asking for values out of the panels (tract's debugging and reference paths)
+/// gets: they exist only a panel at a time, for the product.
+fn only_read_by_a_product() -> TractResult<()> {
+    bail!("edgetune.GatherPanels: its panels are only read by a matrix product")
 }
 
 /// One input's panels, gathered when the product asks for each: what [`GatherPanels`]
@@ -377,7 +381,7 @@ impl MMMInputValue for PanelsOf {
 
     fn scratch_panel_buffer_layout(&self) -> Option<Layout> {
         let k = self.panels.k_offsets.len();
-        Some(self.panels.packer.single_panel_layout(k, 4))
+        Some(self.panels.format.packer.single_panel_layout(k, 4))
     }
 
     fn panel_bytes(&self, i: usize, buffer: Option<*mut u8>) -> TractResult<*const u8> {
@@ -389,7 +393,7 @@ impl MMMInputValue for PanelsOf {
             panels.runs.len()
         );
         let x = self.input.try_as_plain_ram()?;
-        let len = panels.k_offsets.len() * panels.packer.r;
+        let len = panels.k_offsets.len() * LANES;
         // SAFETY: tract's product gives a buffer of `scratch_panel_buffer_layout`, at
         // least k rows of r f32, aligned for them.
         let dst = unsafe { std::slice::from_raw_parts_mut(buffer as *mut f32, len) };
@@ -410,11 +414,11 @@ impl MMMInputValue for PanelsOf {
     }
 
     fn extract_at_mn_f16(&self, _mn: usize, _slice: &mut [f16]) -> TractResult<()> {
-        bail!("edgetune.GatherPanels: its panels are only read by a matrix product")
+        only_read_by_a_product()
     }
 
     fn extract_at_mn_f32(&self, _mn: usize, _slice: &mut [f32]) -> TractResult<()> {
-        bail!("edgetune.GatherPanels: its panels are only read by a matrix product")
+        only_read_by_a_product()
     }
 }
 
@@ -468,7 +472,7 @@ impl TypedOp for GatherPanels {
         let exotic_fact = DynPackedExoticFact {
             k: p.k_offsets.len().to_dim(),
             mn: p.n_offsets.len().to_dim(),
-            packers: vec![Box::new(p.packer.clone()) as Box<dyn MMMInputFormat>],
+            packers: vec![Box::new(p.format.packer.clone()) as Box<dyn MMMInputFormat>],
         };
         Ok(tvec!(f32::fact([1, 1]).with_exotic_fact(exotic_fact)))
     }

@@ -69,6 +69,8 @@ pub struct DepthwiseZones {
     zones: Vec<Zone>,
     channels_last: bool,
     channels: usize,
+    /// Taps of the kernel (its rows channels last, its columns channels first).
+    taps: usize,
     images: usize,
     /// Input values between two images and (channels first) two channels.
     image_stride: isize,
@@ -148,6 +150,7 @@ impl DepthwiseZones {
             zones,
             channels_last,
             channels,
+            taps,
             images: *ish.n().unwrap_or(&1),
             image_stride: *ish.n_stride().unwrap_or(&0) as isize,
             channel_stride: *ish.c_stride() as isize,
@@ -166,16 +169,10 @@ impl DepthwiseZones {
             kernel.shape()
         );
         let stride = kernel.strides()[1] as usize;
-        let rows = self
-            .zones
-            .iter()
-            .flat_map(|z| z.taps.iter())
-            .max()
-            .map_or(0, |t| t + 1);
         let needed = if self.channels_last {
-            rows.saturating_sub(1) * stride + self.channels
+            self.taps.saturating_sub(1) * stride + self.channels
         } else {
-            (self.channels - 1) * stride + rows
+            (self.channels - 1) * stride + self.taps
         };
         ensure!(
             kernel.len() >= needed,
