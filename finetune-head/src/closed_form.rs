@@ -1,16 +1,17 @@
 //! The closed-form candidate for the host head: linear discriminant analysis on the
-//! training embeddings (class means and the within-class covariance shrunk by Ledoit
-//! and Wolf's rule, [`Stats::estimate`]), the very head the device's streaming LDA
-//! writes from the bundle's statistics ([`edgetune::slda::Slda`]), with a temperature
-//! fitted on validation. `train` keeps it instead of the gradient head when it is
+//! features the head's output layer sees (the training embeddings for a linear head, an
+//! MLP's hidden activations under its trained hidden layer; class means and the
+//! within-class covariance shrunk by Ledoit and Wolf's rule, [`Stats::estimate`]), the
+//! very output layer the device's streaming LDA writes from the bundle's statistics
+//! ([`edgetune::slda::Slda`]), with a temperature fitted on validation. `train` keeps it instead of the gradient head when it is
 //! better on validation ([`choose`]): on classes that share a covariance (the Gaussian
 //! classes of the learning benchmark) it is the better model, and it costs one matrix
 //! inverse instead of epochs.
 
 use anyhow::{Context, Result};
+use edgetune::Head;
 use edgetune::slda::Slda;
 use edgetune::stats::{CovarianceKind, Stats};
-use edgetune::{Dims, Head};
 use serde::{Deserialize, Serialize};
 
 // `edgetune serve`'s default prior strength: with the host's statistics as both prior
@@ -40,7 +41,7 @@ pub struct HeadChoice {
     /// The gradient head's validation accuracy and loss.
     pub gradient: (f64, f64),
     /// The closed-form head's validation accuracy and loss, and its temperature; `None`
-    /// where it could not be built (no within-class statistics, an MLP head).
+    /// where it could not be built (no within-class statistics of the head's features).
     pub closed_form: Option<(f64, f64, f32)>,
 }
 
@@ -49,15 +50,30 @@ pub const GRADIENT: &str = "gradient";
 /// The closed-form head's name in [`HeadChoice::kept`].
 pub const CLOSED_FORM: &str = "closed-form LDA";
 
-/// The closed-form head for `classes` classes (room for `capacity`) from within-class
-/// `stats` of the training embeddings, its temperature fitted on `val`.
-pub fn fit(stats: &Stats, val: &Embedded, classes: usize, capacity: usize) -> Result<ClosedForm> {
+/// The closed-form head for `classes` classes: `base` (its hidden layer, for an MLP,
+/// and its room) with the output layer written from within-class `stats` of the
+/// training samples' features under it ([`Head::features`]), its temperature fitted on
+/// `val`.
+pub fn fit(
+    base: &Head<Vec<f32>>,
+    stats: &Stats,
+    val: &Embedded,
+    classes: usize,
+) -> Result<ClosedForm> {
     if stats.kind != CovarianceKind::WithinClass || stats.class_counts.len() != classes {
         anyhow::bail!("the closed-form head needs within-class statistics of every class");
     }
-    let d = stats.mean.len();
-    let lda = seeded(stats, capacity)?;
-    let mut head = Head::alloc(Dims::linear(d, capacity), classes)?;
+    let dims = base.dims();
+    if stats.mean.len() != dims.feature_width() {
+        anyhow::bail!(
+            "statistics of {} values for a head whose output layer takes {}",
+            stats.mean.len(),
+            dims.feature_width()
+        );
+    }
+    let lda = seeded(stats, dims.capacity)?;
+    let mut head = Head::alloc(dims, classes)?;
+    head.params_mut()[..dims.out_offset()].copy_from_slice(&base.params()[..dims.out_offset()]);
     lda.write_head(&mut head, 1.0)?;
     let temperature = fit_temperature(&head, val)?;
     lda.write_head(&mut head, temperature)?;
@@ -84,8 +100,9 @@ fn seeded(stats: &Stats, capacity: usize) -> Result<Slda<Vec<f32>>> {
 /// embedding statistics are `stats`, until its first label: with its default learner
 /// (`--learner slda`) the device writes its head from the statistics at start, so a
 /// gradient head that `train` kept is replaced by the closed-form one (raw logits: the
-/// device's temperature starts at 1). `None` when the device keeps the bundle's head: an
-/// MLP head, or statistics without every class's count and mean. Computed by the
+/// device's temperature starts at 1). `stats` are of the head's features
+/// ([`edgetune::stats::for_head`]). `None` when the device keeps the bundle's head:
+/// statistics without every class's count and mean. Computed by the
 /// device's own engine, seeded as `serve` seeds it, so the two cannot differ.
 pub fn device_head(head: &Head<Vec<f32>>, stats: &Stats) -> Result<Option<Head<Vec<f32>>>> {
     if head.classes() == 0 {
@@ -153,23 +170,21 @@ fn fit_temperature(head: &Head<Vec<f32>>, val: &Embedded) -> Result<f32> {
     Ok(((a + b) / 2.0).exp() as f32)
 }
 
-/// The head `train` ships for `fitted` (trained with a head config whose dimensions
-/// are `dims`): the closed-form head from `stats` (the training embeddings' within-class
-/// statistics) when the head is linear and it is better on `val` ([`choose`]), else
-/// the gradient head.
+/// The head `train` ships for `fitted`: the closed-form head from `stats` (the
+/// within-class statistics of the training samples' features under `fitted`'s head:
+/// embeddings, or an MLP's hidden activations) when it is better on `val` ([`choose`]),
+/// else the gradient head.
 pub fn best_head(
     fitted: &Fitted,
     stats: Option<&Stats>,
     val: &Embedded,
     classes: usize,
 ) -> (Head<Vec<f32>>, HeadChoice) {
-    let dims = fitted.head.dims();
-    let closed = match stats {
-        Some(s) if dims.hidden == 0 => fit(s, val, classes, dims.capacity)
+    let closed = stats.and_then(|s| {
+        fit(&fitted.head, s, val, classes)
             .map_err(|e| log::warn!("no closed-form head: {e:#}"))
-            .ok(),
-        _ => None,
-    };
+            .ok()
+    });
     let (head, choice) = choose(fitted, closed);
     log::info!(
         "kept the {} head (validation accuracy: gradient {:.4}{})",
@@ -211,6 +226,7 @@ pub fn choose(fitted: &Fitted, closed: Option<ClosedForm>) -> (Head<Vec<f32>>, H
 mod tests {
     use super::*;
     use crate::train::{HeadConfig, fit as fit_gradient, three_classes};
+    use edgetune::Dims;
 
     /// Three classes whose means differ along a direction the shared, strongly
     /// correlated noise hides: what LDA models exactly and a few epochs do not.
@@ -245,7 +261,7 @@ mod tests {
         let (kept_test, _) = score(&head, &test).unwrap();
         assert!(kept_test >= gradient_test, "{kept_test} vs {gradient_test}");
         // The temperature is the validation loss's minimum: a little either way is worse.
-        let closed = fit(&stats(&train), &val, 3, 5).unwrap();
+        let closed = fit(&fitted.head, &stats(&train), &val, 3).unwrap();
         for k in [0.8f32, 1.25] {
             let mut lda = Slda::alloc(6, 5, PRIOR_STRENGTH).unwrap();
             let s = stats(&train);
@@ -263,15 +279,17 @@ mod tests {
     fn the_gradient_head_is_kept_otherwise() {
         let (train, val) = (correlated(90, 4), correlated(90, 5));
         let fitted = fit_gradient(&HeadConfig::default(), &train, &val, 3, 3).unwrap();
-        let mut worse = fit(&stats(&train), &val, 3, 3).unwrap();
+        let mut worse = fit(&fitted.head, &stats(&train), &val, 3).unwrap();
         worse.val_accuracy = fitted.val_accuracy - 0.01;
         let (head, choice) = choose(&fitted, Some(worse));
         assert_eq!(choice.kept, GRADIENT);
         assert_eq!(head.params(), fitted.head.params());
-        // No statistics of every class, or an MLP: no candidate.
+        // No statistics of every class, or of other features: no candidate.
         let mut partial = stats(&train);
         partial.class_counts.pop();
-        assert!(fit(&partial, &val, 3, 3).is_err());
+        assert!(fit(&fitted.head, &partial, &val, 3).is_err());
+        let mlp = Head::alloc(Dims::mlp(6, 4, 3), 3).unwrap();
+        assert!(fit(&mlp, &stats(&train), &val, 3).is_err());
         let (_, choice) = best_head(&fitted, None, &val, 3);
         assert_eq!((choice.kept.as_str(), choice.closed_form), (GRADIENT, None));
     }

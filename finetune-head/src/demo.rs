@@ -25,7 +25,6 @@ use edgetune::backbone::Backbone;
 use edgetune::bundle::{Bundle, Preprocess};
 use edgetune::persist;
 use edgetune::rng::Rng;
-use edgetune::stats::Stats;
 use edgetune_device::engine::{Engine, EngineConfig};
 use edgetune_device::state::Origin;
 use image::GrayImage;
@@ -329,15 +328,16 @@ impl TestSet {
     }
 }
 
-/// The device as `edgetune serve` starts it from the bundle: the host's embedding
-/// statistics, then its exemplars.
+/// The device as `edgetune serve` starts it from the bundle: the host's statistics of
+/// its head's features, then its exemplars.
 fn start_device(bundle: &Bundle) -> Result<Engine> {
     let dim = bundle.manifest.embedding.size;
     let classes = bundle.manifest.classes.len();
     let head = persist::decode_head(bundle.head.as_deref().context("a head")?)?;
+    let stats = edgetune::stats::for_head(&bundle.manifest, head.dims(), classes)?;
     let mut device = Engine::new(head, EngineConfig::DEFAULT)?;
-    if let Some(stats) = &bundle.manifest.embedding_stats {
-        device.set_stats(&Stats::from_manifest(stats, dim, classes)?)?;
+    if let Some(stats) = &stats {
+        device.set_stats(stats)?;
     }
     if let Some(e) = &bundle.manifest.exemplars {
         device.seed(&e.embeddings(dim, classes)?, &e.replay, &e.guard)?;
@@ -368,16 +368,11 @@ fn label_stream(opts: &Options, new_pool: &Dataset) -> Vec<usize> {
 
 /// A restart: the persisted `state` gives back the same head.
 fn restart(device: &Engine, state: &[u8], bundle: &Bundle) -> Result<Engine> {
-    let (dim, classes) = (
-        bundle.manifest.embedding.size,
-        bundle.manifest.classes.len(),
-    );
+    let classes = bundle.manifest.classes.len();
     let (_, saved) = edgetune_device::state::decode(state)
         .map_err(|e| anyhow::anyhow!("device: reloading its state: {e}"))?;
-    let stats = match &bundle.manifest.embedding_stats {
-        Some(s) => Some(Stats::from_manifest(s, dim, classes)?),
-        None => None,
-    };
+    let stats =
+        edgetune::stats::for_head(&bundle.manifest, device.online().head().dims(), classes)?;
     let reloaded = Engine::restore(
         &saved,
         &device.online().head().clone(),

@@ -19,7 +19,6 @@ use anyhow::{Context, Result, bail, ensure};
 use edgetune::backbone::Backbone;
 use edgetune::bundle::{BackboneFormat, Bundle, Layout};
 use edgetune::persist;
-use edgetune::stats::Stats;
 use edgetune::text::TextTokenizer;
 
 use crate::closed_form;
@@ -73,13 +72,8 @@ pub fn run(opts: &Options) -> Result<EvalReport> {
     })?;
     let head = persist::decode_head(head_bytes).context("the bundle's head")?;
     let m = &bundle.manifest;
-    let stats = match &m.embedding_stats {
-        Some(s) => Some(
-            Stats::from_manifest(s, m.embedding.size, head.classes())
-                .context("the bundle's embedding statistics")?,
-        ),
-        None => None,
-    };
+    let stats = edgetune::stats::for_head(m, head.dims(), head.classes())
+        .context("the bundle's statistics of its head's features")?;
     let device_head = match &stats {
         Some(s) => closed_form::device_head(&head, s)?,
         None => None,

@@ -257,6 +257,46 @@ fn a_second_train_embeds_nothing() {
     full_disk(&bundle, &second, &cache);
 }
 
+#[test]
+fn an_mlp_head_ships_the_statistics_of_its_hidden_layer_for_the_device() {
+    let cache = testkit::scratch("train-mlp-cache");
+    let out = cache.join("mlp.bundle");
+    let mut o = options(&cache);
+    o.head.head = train::HeadChoice::Mlp;
+    o.head.hidden = 32;
+    o.head.epochs = 15;
+    let (bundle, report) = train::run(&o, &out).unwrap();
+    let head = edgetune::persist::decode_head(bundle.head.as_deref().unwrap()).unwrap();
+    assert_eq!(head.dims().hidden, 32);
+    // The closed-form rival was built on the trained hidden layer and scored.
+    let choice = report.head.clone().unwrap();
+    assert!(choice.closed_form.is_some(), "{choice:?}");
+    let stats = edgetune::stats::for_head(&bundle.manifest, head.dims(), head.classes())
+        .unwrap()
+        .expect("the hidden layer's statistics");
+    assert_eq!(stats.mean.len(), 32);
+    assert_eq!(stats.class_counts.len(), 5);
+    // The device writes its output layer from them; the hidden layer stays.
+    let device = finetune_head::closed_form::device_head(&head, &stats)
+        .unwrap()
+        .expect("a closed-form head");
+    let hidden = head.dims().out_offset();
+    assert_eq!(&device.params()[..hidden], &head.params()[..hidden]);
+    // On the run's own test split (its embeddings from the cache).
+    let prep = train::prepare(&Bundle::read(&o.bundle).unwrap(), &o).unwrap();
+    let (device_acc, _) = train::score(&device, &prep.test).unwrap();
+    assert!(
+        device_acc > report.test.accuracy - 0.03,
+        "device head {device_acc}, bundle head {}",
+        report.test.accuracy
+    );
+    // A linear head's bundle carries none.
+    o.head.head = train::HeadChoice::Linear;
+    let (linear, _) = train::run(&o, &out).unwrap();
+    assert!(linear.manifest.hidden_stats.is_none());
+    assert!(linear.manifest.embedding_stats.is_some());
+}
+
 /// `train`'s output on a full disk (issue #19): a clear error, the old bundle and reports
 /// as they were, no temporary file left.
 fn full_disk(bundle: &Bundle, report: &finetune_head::report::TrainReport, dir: &Path) {

@@ -457,6 +457,44 @@ impl Stats {
     }
 }
 
+/// The statistics a bundle gives the device's closed-form learner for its head of
+/// `dims` with `classes` classes, in the space the head's output layer sees: the
+/// embeddings' ([`Manifest::embedding_stats`]) for a linear head, the hidden
+/// activations' ([`Manifest::hidden_stats`]) for an MLP. `None` when the bundle has
+/// none; an error names what does not fit.
+///
+/// [`Manifest::embedding_stats`]: crate::bundle::Manifest::embedding_stats
+/// [`Manifest::hidden_stats`]: crate::bundle::Manifest::hidden_stats
+pub fn for_head(
+    manifest: &crate::bundle::Manifest,
+    dims: crate::head::Dims,
+    classes: usize,
+) -> Result<Option<Stats>, BundleError> {
+    let stats = if dims.hidden == 0 {
+        &manifest.embedding_stats
+    } else {
+        &manifest.hidden_stats
+    };
+    let Some(s) = stats else {
+        return Ok(None);
+    };
+    if dims.input != manifest.embedding.size {
+        return Err(BundleError::manifest(format!(
+            "the head takes {}-value embeddings, the manifest's are {}",
+            dims.input, manifest.embedding.size
+        )));
+    }
+    Stats::from_manifest(s, dims.feature_width(), classes)
+        .map(Some)
+        .map_err(|e| match e {
+            // The checks name the embeddings' statistics; these are the hidden layer's.
+            BundleError::Manifest { what: m } if dims.hidden != 0 => BundleError::manifest(
+                m.replacen("embedding statistics", "hidden_stats (the MLP head's)", 1),
+            ),
+            e => e,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,7 @@ pub(super) fn manifest(
         pooling: cut.pooling,
         exemplars: None,
         embedding_stats: None,
+        hidden_stats: None,
         text: text.map(|t| TextInputs {
             attention_mask: t.name(Role::Mask),
             token_type_ids: t.name(Role::TypeIds),

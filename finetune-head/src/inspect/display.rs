@@ -298,7 +298,11 @@ impl fmt::Display for BundleReport {
                 ),
             )?;
         }
-        if let Some(st) = &m.embedding_stats {
+        for (label, st, of) in [
+            ("statistics", &m.embedding_stats, "embeddings"),
+            ("", &m.hidden_stats, "MLP hidden activations"),
+        ] {
+            let Some(st) = st else { continue };
             let kind = match st.covariance_kind {
                 edgetune::stats::CovarianceKind::WithinClass => "within-class covariance",
                 edgetune::stats::CovarianceKind::Total => "covariance of unlabeled samples",
@@ -308,11 +312,22 @@ impl fmt::Display for BundleReport {
             } else {
                 format!(", means of {} classes", st.class_counts.len())
             };
+            let label = if label.is_empty() && m.embedding_stats.is_none() {
+                "statistics"
+            } else {
+                label
+            };
+            // An MLP head's learner starts from its hidden layer's statistics.
+            let starts = if of == "embeddings" && m.hidden_stats.is_some() {
+                ""
+            } else {
+                " (the device's learner starts from them)"
+            };
             row(
                 f,
-                "statistics",
+                label,
                 format!(
-                    "of {} embeddings: mean, spread, {kind}{classes} (the device's learner starts from them)",
+                    "of {} {of}: mean, spread, {kind}{classes}{starts}",
                     st.samples
                 ),
             )?;

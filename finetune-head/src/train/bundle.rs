@@ -51,6 +51,28 @@ pub fn embedding_stats(prep: &Prepared) -> Option<edgetune::stats::Stats> {
     edgetune::stats::Stats::estimate(&x, dim, Some((&prep.train.y, prep.classes.len())))
 }
 
+/// For an MLP head: the same statistics of its hidden activations over the training
+/// split ([`edgetune::bundle::Manifest::hidden_stats`]), from which the device's
+/// closed-form learner writes the output layer. `None` for a linear head.
+pub fn hidden_stats(
+    head: &Head<Vec<f32>>,
+    prep: &Prepared,
+) -> Result<Option<edgetune::stats::Stats>> {
+    let h = head.dims().hidden;
+    if h == 0 {
+        return Ok(None);
+    }
+    let mut features = vec![0.0f32; prep.train.len() * h];
+    for (x, out) in prep.train.x.iter().zip(features.chunks_exact_mut(h)) {
+        head.features(x, out)?;
+    }
+    Ok(edgetune::stats::Stats::estimate(
+        &features,
+        h,
+        Some((&prep.train.y, prep.classes.len())),
+    ))
+}
+
 /// What [`super::run`] trained: the head kept, and how it got there.
 pub(super) struct Trained {
     /// The head going into the bundle (gradient-trained or closed-form).
@@ -59,6 +81,8 @@ pub(super) struct Trained {
     pub head_choice: closed_form::HeadChoice,
     /// Embedding statistics of the training split.
     pub stats: Option<edgetune::stats::Stats>,
+    /// Those of an MLP head's hidden activations ([`hidden_stats`]).
+    pub hidden_stats: Option<edgetune::stats::Stats>,
     /// The gradient training's history.
     pub fitted: Fitted,
     /// The configuration trained with.
@@ -91,6 +115,7 @@ pub(super) fn finish(
     bundle.head = Some(persist::encode_to_vec(head, None::<&Learner<Vec<f32>>>)?);
     bundle.manifest.exemplars = Some(exemplars(prep));
     bundle.manifest.embedding_stats = trained.stats.map(|s| s.to_manifest());
+    bundle.manifest.hidden_stats = trained.hidden_stats.map(|s| s.to_manifest());
     bundle.manifest.classes = prep.classes.clone();
     bundle.manifest.provenance.notes.push(format!(
         "head ({}) trained by finetune-head {} on {} ({} samples): validation accuracy {:.4}, test accuracy {:.4}",

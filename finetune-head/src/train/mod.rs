@@ -32,7 +32,9 @@ mod scaling;
 mod shards;
 mod space;
 
-pub use bundle::{GUARD_EXEMPLARS, REPLAY_EXEMPLARS, embedding_stats, exemplars, write};
+pub use bundle::{
+    GUARD_EXEMPLARS, REPLAY_EXEMPLARS, embedding_stats, exemplars, hidden_stats, write,
+};
 pub use config::{HeadChoice, HeadConfig, LossChoice, OptimizerChoice, ScheduleChoice};
 #[cfg(test)]
 pub(crate) use embedded::three_classes;
@@ -73,14 +75,22 @@ pub fn run(opts: &Options, out: &Path) -> Result<(Bundle, TrainReport)> {
         opts.threads,
     )?;
     let stats = embedding_stats(&prep);
-    // A linear head has a closed-form rival: kept when it is better on validation.
+    let hidden_stats = hidden_stats(&fitted.head, &prep)?;
+    // The head has a closed-form rival, its output layer written from the statistics
+    // of the features it sees: kept when it is better on validation.
+    let feature_stats = if fitted.head.dims().hidden == 0 {
+        stats.as_ref()
+    } else {
+        hidden_stats.as_ref()
+    };
     let (head, head_choice) =
-        closed_form::best_head(&fitted, stats.as_ref(), &prep.val, prep.classes.len());
+        closed_form::best_head(&fitted, feature_stats, &prep.val, prep.classes.len());
     let train_seconds = t.elapsed().as_secs_f64();
     let trained = bundle::Trained {
         head,
         head_choice,
         stats,
+        hidden_stats,
         fitted,
         cfg,
         search,

@@ -496,6 +496,24 @@ pub fn head_origin(params: &[f32]) -> u32 {
     digest.finalize()
 }
 
+/// The identity of the features a statistics state ([`FleetState`]) is of, in its
+/// `backbone` field: the backbone's ([`crate::state::backbone_id`]) for a linear head;
+/// for an MLP head, whose closed-form learner keeps statistics of its hidden
+/// activations, the CRC-32 of that and the hidden layer's parameters (statistics of
+/// another hidden layer's units are of other features, whatever their count).
+pub fn features_id(backbone: u32, head: &Head<Vec<f32>>) -> u32 {
+    let hidden = &head.params()[..head.dims().out_offset()];
+    if hidden.is_empty() {
+        return backbone;
+    }
+    let mut digest = CRC32.digest();
+    digest.update(&backbone.to_le_bytes());
+    for v in hidden {
+        digest.update(&v.to_le_bytes());
+    }
+    digest.finalize()
+}
+
 impl HeadState {
     /// The state of `head`'s active classes, named by `names`, which learned from
     /// `counts` labels each (a device's own), their samples' means `means` (`D` values

@@ -34,6 +34,13 @@ pub struct Manifest {
     /// them from the first labels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_stats: Option<crate::stats::EmbeddingStats>,
+    /// For an MLP head trained on the host: the same statistics of its hidden layer's
+    /// activations ([`crate::stats::for_head`]), from which the device's closed-form
+    /// learner writes the output layer while the hidden layer stays as trained. Absent
+    /// for a linear head and in bundles made before them (the device then learns the
+    /// hidden statistics from the bundle's exemplars).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_stats: Option<crate::stats::EmbeddingStats>,
 
     /// What the backbone section holds.
     pub backbone: BackboneSpec,
@@ -419,6 +426,7 @@ impl Manifest {
             text: None,
             exemplars: None,
             embedding_stats: None,
+            hidden_stats: None,
             embedding: EmbeddingSpec {
                 tensor: "features".to_string(),
                 size,

@@ -73,6 +73,7 @@ fn image_bundle() -> Bundle {
             text: None,
             exemplars: None,
             embedding_stats: None,
+            hidden_stats: None,
             embedding: EmbeddingSpec {
                 tensor: "pooled".to_string(),
                 size: 6,

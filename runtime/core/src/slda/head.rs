@@ -1,4 +1,6 @@
-//! Writing the head: the learner folded into a linear [`Head`] over raw embeddings.
+//! Writing the head: the learner folded into a [`Head`]'s output layer, over the
+//! features that layer sees (raw embeddings for a linear head, the hidden layer's
+//! activations for an MLP, whose hidden layer stays as it is).
 
 use super::{Covariance, Slda, UNLABELED_LOGIT};
 use crate::error::{Error, Result};
@@ -6,15 +8,16 @@ use crate::head::{Head, Storage};
 use crate::math;
 
 impl<S: Storage, K: Covariance> Slda<S, K> {
-    /// Folds the learner into `head` (linear, over raw embeddings), with logits divided
-    /// by `temperature`. A class of the head that has no label yet (or that the
+    /// Folds the learner into `head`'s output layer (over its features: the raw
+    /// embeddings of a linear head, the hidden activations of an MLP, [`Head::features`]),
+    /// with logits divided by `temperature`. A class of the head that has no label yet (or that the
     /// learner does not have) gets no weights and the logit [`UNLABELED_LOGIT`]: it is
     /// never predicted while another class has labels.
     pub fn write_head<T: Storage>(&self, head: &mut Head<T>, temperature: f32) -> Result<()> {
         let dims = head.dims();
-        if dims.hidden != 0 || dims.input != self.dim || dims.capacity < self.classes() {
+        if dims.feature_width() != self.dim || dims.capacity < self.classes() {
             return Err(Error::Config {
-                what: "streaming LDA writes a linear head of its embedding size and capacity",
+                what: "streaming LDA writes a head output layer of its feature size and capacity",
             });
         }
         let l = self.lay();
@@ -30,7 +33,8 @@ impl<S: Storage, K: Covariance> Slda<S, K> {
         let k = (self.prior_strength() + nw) / temperature;
         let center = &s[l.center..l.center + d];
         let scale = &s[l.scale..l.scale + d];
-        let p = head.params_mut();
+        let out = dims.out_offset();
+        let p = &mut head.params_mut()[out..];
         let (w, b) = p.split_at_mut(cap * d);
         for c in 0..classes {
             let row = &mut w[c * d..(c + 1) * d];

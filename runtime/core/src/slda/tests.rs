@@ -400,3 +400,40 @@ fn subtract<K: Covariance>() {
     assert!(e.is_err());
     assert_eq!(rest, before);
 }
+
+#[test]
+fn an_mlp_heads_output_layer_is_the_linear_head_over_its_hidden_features() {
+    // A learner of the hidden activations of an MLP (3 → 5 → up to 4 classes) writes
+    // that head's output layer: its logits are those of the linear head the learner
+    // writes over the activations, and the hidden layer stays as it was.
+    let mut mlp = Head::alloc(Dims::mlp(3, 5, 4), 0).unwrap();
+    mlp.init(4);
+    let hidden = mlp.params()[..mlp.dims().out_offset()].to_vec();
+    let mut l = alloc::<Full>(5, 4, 4.0);
+    let mut h = [0.0f32; 5];
+    for (x, y) in data(3, 3, 60, 5) {
+        mlp.features(&x, &mut h).unwrap();
+        if l.learn(&h, y).unwrap() {
+            mlp.add_class().unwrap();
+        }
+    }
+    l.write_head(&mut mlp, 1.0).unwrap();
+    assert_eq!(&mlp.params()[..hidden.len()], &hidden[..]);
+    let mut linear = Head::alloc(Dims::linear(5, 4), 3).unwrap();
+    l.write_head(&mut linear, 1.0).unwrap();
+    let (mut a, mut b) = ([0.0f32; 4], [0.0f32; 4]);
+    for (x, _) in data(3, 3, 20, 6) {
+        mlp.features(&x, &mut h).unwrap();
+        mlp.logits(&x, &mut a).unwrap();
+        linear.logits(&h, &mut b).unwrap();
+        for c in 0..3 {
+            assert!(
+                (a[c] - b[c]).abs() <= 1e-4 * (1.0 + b[c].abs()),
+                "{a:?} {b:?}"
+            );
+        }
+    }
+    // Another feature width is refused.
+    let mut other = Head::alloc(Dims::mlp(3, 6, 4), 3).unwrap();
+    assert!(l.write_head(&mut other, 1.0).is_err());
+}

@@ -126,7 +126,7 @@ impl Engine {
         if !f.own_v3.is_empty() {
             return Err(Error::Config { what: NOT_MIGRATED });
         }
-        let (d, cap) = (self.dim, self.capacity());
+        let (d, cap) = (self.learner_dim(), self.capacity());
         let mut own = all.state().to_vec();
         Slda::<(), Full>::subtract_state(&mut own, base, d, cap)?;
         if !f.others.is_empty() {
@@ -150,7 +150,7 @@ impl Engine {
     /// version's (the others': whole − `base` − own), `base` being the bundle's part.
     /// On an error nothing changed: the own labels are still there to migrate.
     pub fn migrate_fleet(&mut self, base: &[f32]) -> Result<(), Error> {
-        let (d, cap) = (self.dim, self.capacity());
+        let (d, cap) = (self.learner_dim(), self.capacity());
         let (Some(f), Some(all)) = (&mut self.fleet, &self.slda) else {
             return Ok(());
         };
@@ -186,12 +186,12 @@ impl Engine {
         let mut sum = all.clone();
         if !f.others.is_empty() {
             let mut rest = all.state().to_vec();
-            Slda::<(), Full>::subtract_state(&mut rest, &f.others, self.dim, cap)?;
+            Slda::<(), Full>::subtract_state(&mut rest, &f.others, self.learner_dim(), cap)?;
             sum.restore(&rest)?;
         }
         let mut others_labels = 0;
         if !others.is_empty() {
-            let p = Slda::<(), Full>::state_parts(others, self.dim, cap)?;
+            let p = Slda::<(), Full>::state_parts(others, self.learner_dim(), cap)?;
             others_labels = p.labels as u64;
             sum.merge_state(others, cap, &identity(p.classes))?;
         }
@@ -331,7 +331,7 @@ impl Engine {
 
     /// The fleet part of a restored state.
     pub(super) fn restore_fleet(&mut self, part: &crate::state::FleetPart) -> Result<(), String> {
-        let (d, cap) = (self.dim, self.capacity());
+        let (d, cap) = (self.learner_dim(), self.capacity());
         let Some(f) = &mut self.fleet else {
             return Ok(());
         };

@@ -129,8 +129,8 @@ impl Engine {
         })
     }
 
-    /// A label for the closed-form learner (in `self.x`): its statistics, then the head
-    /// written from them. Never refused: rolling back would make the statistics depend
+    /// A label for the closed-form learner (in `self.x`): its statistics (of the head's
+    /// features of it), then the head written from them. Never refused: rolling back would make the statistics depend
     /// on the order of the labels.
     fn learn_slda(&mut self, class: usize, loss: f32) -> Result<Outcome, EngineError> {
         let Some(slda) = &mut self.slda else {
@@ -139,7 +139,8 @@ impl Engine {
             }
             .into());
         };
-        let added = slda.learn(&self.x, class)?;
+        self.live.head().features(&self.x, &mut self.features)?;
+        let added = slda.learn(&self.features, class)?;
         if added {
             self.live.head_mut().add_class()?;
         }

@@ -3,15 +3,20 @@
 //! made: predicting and learning from a label allocate nothing (the `serve` benchmark
 //! counts).
 //!
-//! **Learners.** By default ([`LearnerKind::Slda`]) the head is written after every
-//! label from closed-form statistics ([`edgetune::slda`]: class means and a shared
-//! covariance with the bundle's as prior), which learn from one label, forget nothing
-//! and do not depend on the order of labels. This was decided by the learning-quality
-//! benchmark (`cargo run -p benches --bin learning`): on every backbone there it beat
-//! the gradient head with replay at 1 to 10 labels per class, after a pass over a
-//! training set, and on forgetting. [`LearnerKind::Gradient`] keeps the gradient head
-//! with replay ([`Online::learn`]) for heads the statistics cannot describe (an MLP
-//! head, or a bundle whose classes come with neither statistics nor exemplars).
+//! **Learners.** By default ([`LearnerKind::Slda`]) the head's output layer is written
+//! after every label from closed-form statistics ([`edgetune::slda`]: class means and a
+//! shared covariance with the bundle's as prior), which learn from one label, forget
+//! nothing and do not depend on the order of labels. They are kept of the features the
+//! output layer sees ([`Engine::learner_dim`]): the embeddings for a linear head, the
+//! hidden activations of an MLP head, whose hidden layer then stays as the host trained
+//! it. This was decided by the learning-quality benchmark (`cargo run -p benches --bin
+//! learning`): on every backbone there it beat the gradient head with replay at 1 to 10
+//! labels per class, after a pass over a training set, and on forgetting; and by the
+//! demo, where an MLP head learning by gradient steps forgot 7–11 points of the host's
+//! digits after 50 labels and by statistics of its hidden layer about 1
+//! (`finetune-head demo`, seeds 1–8). [`LearnerKind::Gradient`] keeps the gradient head
+//! with replay ([`Online::learn`]) for a bundle whose classes come with neither
+//! statistics nor exemplars.
 //!
 //! **Calibration.** The prediction made for a sample before its label is learned is an
 //! honest held-out measurement that costs no label (prequential evaluation): each one
@@ -196,6 +201,8 @@ pub struct Engine {
     guard_x: Vec<f32>,
     guard_accuracy: Option<f32>,
     x: Vec<f32>,
+    /// The output layer's features of `x` ([`edgetune::head::Head::features`]).
+    features: Vec<f32>,
     probs: Vec<f32>,
     counters: Counters,
     /// The closed-form learner, when it writes the head.
@@ -247,6 +254,7 @@ impl Engine {
             guard_x: Vec::with_capacity(guard_cap * dims.input),
             guard_accuracy: None,
             x: vec![0.0; dims.input],
+            features: vec![0.0; dims.feature_width()],
             probs: vec![0.0; dims.capacity],
             counters: Counters {
                 labels_per_class: vec![0; dims.capacity],
@@ -255,13 +263,15 @@ impl Engine {
             slda: match cfg.learner {
                 // With host classes, usable once their statistics are given
                 // (Engine::set_stats, Engine::seed; see Engine::settle_learner).
-                LearnerKind::Slda if dims.hidden == 0 => {
-                    Some(Slda::alloc(dims.input, dims.capacity, cfg.prior_strength)?)
-                }
+                LearnerKind::Slda => Some(Slda::alloc(
+                    dims.feature_width(),
+                    dims.capacity,
+                    cfg.prior_strength,
+                )?),
                 _ => None,
             },
             fleet: match cfg.learner {
-                LearnerKind::Slda if dims.hidden == 0 => Some(fleet::Fleet::default()),
+                LearnerKind::Slda => Some(fleet::Fleet::default()),
                 _ => None,
             },
             temperature: Temperature::new(
@@ -342,6 +352,13 @@ impl Engine {
     /// Embedding size.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Size of the features the closed-form learner keeps statistics of (and that its
+    /// fleet states hold): the head's output layer's input, the embedding size for a
+    /// linear head, the hidden units of an MLP ([`edgetune::Dims::feature_width`]).
+    pub fn learner_dim(&self) -> usize {
+        self.live.head().dims().feature_width()
     }
 
     /// Classes the head has.

@@ -71,19 +71,27 @@ impl Engine {
                 .map_err(|e| format!("its calibration: {e}"))?;
         }
         self.prequential = l.prequential;
+        let d = self.learner_dim();
         let Some(slda) = &mut self.slda else {
             return Ok(());
         };
         if let Some(stats) = stats {
+            if stats.mean.len() != d {
+                return Err(format!(
+                    "the bundle's statistics are of {} values, its head's features {d}",
+                    stats.mean.len()
+                ));
+            }
             slda.set_stats(
                 &stats.mean,
                 &stats.std,
                 &stats.covariance,
                 self.cfg.prior_strength,
             )
-            .map_err(|e| format!("the bundle's embedding statistics: {e}"))?;
+            .map_err(|e| format!("the bundle's statistics: {e}"))?;
         }
-        if !l.slda.is_empty() {
+        let rebuilt = l.slda.is_empty();
+        if !rebuilt {
             slda.restore(&l.slda)
                 .map_err(|e| format!("its class statistics: {e}"))?;
         } else {
@@ -92,7 +100,10 @@ impl Engine {
                 if let Some((x, y)) = buffer.get(i) {
                     // In class order: a class first seen here is the next index.
                     if y <= slda.classes() {
-                        slda.learn(x, y)
+                        self.live
+                            .head()
+                            .features(x, &mut self.features)
+                            .and_then(|()| slda.learn(&self.features, y))
                             .map_err(|e| format!("its replay buffer: {e}"))?;
                     }
                 }
@@ -100,7 +111,13 @@ impl Engine {
         }
         self.restore_fleet(fleet)?;
         self.settle_learner();
-        self.write_slda_head().map_err(|e| e.to_string())?;
+        // A saved head was written from the statistics saved with it: it is kept, so
+        // that a restart answers exactly as before. (Above `slda::EXACT_DIM` features
+        // the inverse recomputed here differs in its last bits from the one updated
+        // label by label.) Statistics rebuilt from the buffer write the head.
+        if rebuilt {
+            self.write_slda_head().map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 

@@ -7,14 +7,23 @@ use edgetune::error::Error;
 use edgetune::stats::Stats;
 
 impl Engine {
-    /// Gives the closed-form learner the bundle's embedding statistics: its units and
-    /// covariance prior and, for a head trained on the host, each class's count and
-    /// mean. Call on a fresh engine, before [`Engine::seed`].
+    /// Gives the closed-form learner the bundle's statistics of the features its head's
+    /// output layer sees ([`edgetune::stats::for_head`]: the embeddings' for a linear
+    /// head, the hidden activations' for an MLP): its units and covariance prior and,
+    /// for a head trained on the host, each class's count and mean. Call on a fresh
+    /// engine, before [`Engine::seed`].
     pub fn set_stats(&mut self, stats: &Stats) -> Result<(), Error> {
+        let d = self.learner_dim();
         let Some(slda) = &mut self.slda else {
             return Ok(());
         };
-        let d = self.dim;
+        if stats.mean.len() != d {
+            return Err(Error::Length {
+                what: "statistics of the head's features",
+                expected: d,
+                found: stats.mean.len(),
+            });
+        }
         slda.set_stats(
             &stats.mean,
             &stats.std,
@@ -55,7 +64,8 @@ impl Engine {
                 && let Some(slda) = &mut self.slda
                 && (y as usize) <= slda.classes()
             {
-                slda.learn(x, y as usize)?;
+                self.live.head().features(x, &mut self.features)?;
+                slda.learn(&self.features, y as usize)?;
             }
         }
         for (x, &y) in g.chunks_exact(d).zip(guard) {

@@ -58,8 +58,8 @@ impl Service {
             bail!("this device has no closed-form statistics to export");
         };
         let state = FleetState::from_slda_state(
-            self.model.id,
-            self.engine.dim(),
+            fleet::features_id(self.model.id, &self.model.head),
+            self.engine.learner_dim(),
             self.engine.capacity(),
             &own,
             &self.names,
@@ -92,6 +92,17 @@ impl Service {
                 format!("fleet state {i}")
             }
         };
+        // What this device's own states are of: the backbone's embeddings for a gradient
+        // head, the features of its closed-form learner otherwise (a state of the other
+        // kind is refused below, by its kind).
+        let ours = if self.engine.learner_kind() == LearnerKind::Gradient {
+            (self.model.id, self.engine.dim())
+        } else {
+            (
+                fleet::features_id(self.model.id, &self.model.head),
+                self.engine.learner_dim(),
+            )
+        };
         let mut states = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
             let bytes = STANDARD
@@ -107,20 +118,25 @@ impl Service {
                 Decoded::Statistics(s) => (s.backbone, s.dim),
                 Decoded::Head(s) => (s.backbone, s.dim),
             };
-            if backbone != self.model.id {
+            if backbone != ours.0 {
                 bail!(
-                    "{} was learned on another backbone ({:#010x}, this bundle's is {:#010x})",
+                    "{} was learned on another backbone{} ({:#010x}, this bundle's is {:#010x})",
                     name(i),
+                    if ours.0 != self.model.id {
+                        " or the hidden layer of another MLP head"
+                    } else {
+                        ""
+                    },
                     backbone,
-                    self.model.id
+                    ours.0
                 );
             }
-            if dim != self.engine.dim() {
+            if dim != ours.1 {
                 bail!(
-                    "{} has {}-value embeddings, this bundle's have {}",
+                    "{} has {}-value features, this bundle's head takes {}",
                     name(i),
                     dim,
-                    self.engine.dim()
+                    ours.1
                 );
             }
             states.push(s);
@@ -197,7 +213,7 @@ impl Service {
     /// sum of their statistics in this device's class order (a saved learner state at
     /// the engine's capacity).
     fn sum_states(&self, states: &[FleetState]) -> anyhow::Result<(Vec<String>, Vec<f32>)> {
-        let (dim, cap) = (self.engine.dim(), self.engine.capacity());
+        let (dim, cap) = (self.engine.learner_dim(), self.engine.capacity());
         let nu0 = self.opts.engine.prior_strength;
         let mut names = self.names.clone();
         let mut sum = Slda::alloc(dim, cap, nu0)?;
@@ -320,7 +336,11 @@ impl Service {
     /// Labels of the device's own: the whole's minus the bundle's minus the others'.
     fn own_labels(&self) -> anyhow::Result<u64> {
         let base = self.bundle_statistics()?;
-        let base = Slda::<(), Full>::state_parts(&base, self.engine.dim(), self.engine.capacity())?;
+        let base = Slda::<(), Full>::state_parts(
+            &base,
+            self.engine.learner_dim(),
+            self.engine.capacity(),
+        )?;
         let whole = self.engine.slda().map_or(0, |s| s.labels());
         Ok(whole.saturating_sub(base.labels as u64 + self.engine.fleet_others_labels()))
     }

@@ -26,7 +26,7 @@ pub struct Model {
     pub head: Head<Vec<f32>>,
     /// [`state::backbone_id`] of the bundle.
     pub id: u32,
-    /// The bundle's embedding statistics, decoded ([`edgetune::stats`]).
+    /// The bundle's statistics of its head's features, decoded ([`edgetune::stats::for_head`]).
     pub stats: Option<Stats>,
     /// The tokenizer of a text-encoder bundle converted with one.
     #[cfg(feature = "text")]
@@ -61,10 +61,7 @@ impl Model {
             None => Head::alloc(Dims::linear(embedding, DEFAULT_CAPACITY), 0)
                 .context("an empty head for the bundle")?,
         };
-        let stats = match &manifest.embedding_stats {
-            Some(s) => Some(Stats::from_manifest(s, embedding, head.classes())?),
-            None => None,
-        };
+        let stats = edgetune::stats::for_head(&manifest, head.dims(), head.classes())?;
         let backbone = load_backbone(&bundle, opts)?;
         let has_tokenizer = manifest
             .text
@@ -96,13 +93,13 @@ impl Model {
         })
     }
 
-    /// Gives a fresh engine the bundle's embedding statistics and exemplars, if it has
-    /// any.
+    /// Gives a fresh engine the bundle's statistics of its head's features and its
+    /// exemplars, if it has any.
     pub fn seed(&self, engine: &mut Engine) -> anyhow::Result<()> {
         if let Some(stats) = &self.stats {
             engine
                 .set_stats(stats)
-                .context("the bundle's embedding statistics")?;
+                .context("the bundle's statistics of its head's features")?;
         }
         let Some(e) = &self.manifest.exemplars else {
             return Ok(());

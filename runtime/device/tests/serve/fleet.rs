@@ -492,8 +492,11 @@ fn killed_while_merging_it_keeps_a_whole_state() {
 }
 
 /// A features-only bundle whose head is an MLP (`D` → 16 → up to 8 classes) with no
-/// classes yet, initialized from `seed`: devices of it learn by gradient steps.
-fn mlp_bundle(dir: &Path, seed: u64) -> PathBuf {
+/// classes yet, initialized from `seed` (devices of it learn by gradient steps with
+/// [`LearnerKind::Gradient`]); with `hidden_stats`, the statistics of its hidden
+/// activations on unlabeled samples (so that closed-form learners of every device
+/// learn in the same units).
+fn mlp_bundle_with(dir: &Path, seed: u64, hidden_stats: bool) -> PathBuf {
     use edgetune::{Dims, Head, persist};
     let mut head = Head::alloc(Dims::mlp(D, 16, 8), 0).unwrap();
     head.init(seed);
@@ -502,10 +505,59 @@ fn mlp_bundle(dir: &Path, seed: u64) -> PathBuf {
         Vec::<String>::new(),
         Provenance::new("synthetic", "fleet"),
     );
+    if hidden_stats {
+        let mut rng = Rng::new(5);
+        let mut h = vec![0.0f32; 200 * 16];
+        for (i, out) in h.chunks_exact_mut(16).enumerate() {
+            head.features(&point(i % CLASSES, &mut rng), out).unwrap();
+        }
+        b.manifest.hidden_stats = Some(Stats::estimate(&h, 16, None).unwrap().to_manifest());
+    }
     b.head = Some(persist::encode_to_vec(&head, None::<&edgetune::Learner<Vec<f32>>>).unwrap());
-    let path = dir.join(format!("mlp-{seed}.etb"));
+    let path = dir.join(format!("mlp-{seed}-{hidden_stats}.etb"));
     b.write(&path).unwrap();
     path
+}
+
+fn mlp_bundle(dir: &Path, seed: u64) -> PathBuf {
+    mlp_bundle_with(dir, seed, false)
+}
+
+#[test]
+fn an_mlp_heads_closed_form_fleet_sums_the_statistics_of_its_hidden_layer() {
+    let dir = tmp("fleet-mlp-closed-form");
+    let bundle = mlp_bundle_with(&dir, 1, true);
+    let mut rng = Rng::new(1);
+    let [mut a, mut b, mut central] = ["a", "b", "central"].map(|n| open(&bundle, &dir.join(n)));
+    assert_eq!(a.engine().learner_kind(), LearnerKind::Slda);
+    assert_eq!((a.engine().dim(), a.engine().learner_dim()), (D, 16));
+    let hidden = a.engine().online().head().params()[..16 * (D + 1)].to_vec();
+    let parts: [&[usize]; 2] = [&[0, 1, 2], &[3, 4, 5]];
+    for (dev, classes) in [&mut a, &mut b].into_iter().zip(parts) {
+        let mut r = rng.clone();
+        learn(dev, classes, 5, &mut r);
+        learn(&mut central, classes, 5, &mut rng);
+    }
+    round(&mut [&mut a, &mut b]);
+    same_head(&a, &central, "device a after a round");
+    same_head(&b, &central, "device b after a round");
+    // Learning and merging write the output layer only: the hidden layer is the
+    // bundle's, so every device's statistics are of the same features.
+    assert_eq!(
+        &a.engine().online().head().params()[..hidden.len()],
+        &hidden[..]
+    );
+    assert!(accuracy(&mut a, &[0, 1, 2, 3, 4, 5], 20) > 0.9);
+    // A device on another MLP head (other hidden units, as many) refuses them by name.
+    let other = mlp_bundle_with(&dir, 2, true);
+    let mut c = open(&other, &dir.join("c"));
+    let answer = c.handle_line(&json!({ "merge": export(&mut a) }).to_string());
+    let e = answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(e.contains("the hidden layer of another MLP head"), "{e}");
+    assert_eq!(c.classes().len(), 0, "nothing changed");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Share of `n` fresh samples of each class in `classes` that `s` predicts right.
