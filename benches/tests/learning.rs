@@ -7,7 +7,7 @@ use std::process::Command;
 
 use benches::learning::{Results, Row, data};
 
-const PROTOCOLS: [(&str, &[&str]); 8] = [
+const PROTOCOLS: [(&str, &[&str]); 10] = [
     ("1-shot", &["accuracy"]),
     ("5-shot", &["accuracy"]),
     ("10-shot", &["accuracy"]),
@@ -32,6 +32,14 @@ const PROTOCOLS: [(&str, &[&str]); 8] = [
         &["new-class accuracy", "old before", "old after", "old drop"],
     ),
     ("host head", &["accuracy"]),
+    (
+        "MLP head, new class 20",
+        &["new-class accuracy", "old before", "old after", "old drop"],
+    ),
+    (
+        "MLP head by gradient, new class 20",
+        &["new-class accuracy", "old before", "old after", "old drop"],
+    ),
 ];
 
 fn quick_run() -> Results {
@@ -156,6 +164,11 @@ fn quick_run_has_every_row_and_sane_references() {
     // logistic regression, a class labeled 200 times in a row costs the others nothing,
     // and one label per class is nearest class mean.
     for s in &scales {
+        if s.protocol
+            .starts_with(benches::learning::table::GRADIENT_REFERENCE)
+        {
+            continue; // the gradient learner, measured for comparison, is not scale-free
+        }
         if let Some(v) = s.edgetune {
             // 1 pp (or 0.01 of calibration error) at most.
             assert!(
@@ -181,5 +194,21 @@ fn quick_run_has_every_row_and_sane_references() {
         }
         let one = row(&r, b, "1-shot", "accuracy");
         assert_eq!(one.edgetune, one.ncm, "{b}: 1-shot edgetune and NCM");
+    }
+    // An MLP host head: the device's closed-form learner (statistics of the hidden layer)
+    // forgets less of the host's classes than gradient steps with replay, and learns the
+    // new class.
+    for b in ["gauss×1", "uci-pixels"] {
+        let drop = |p: &str| row(&r, b, p, "old drop").edgetune.unwrap();
+        let (closed, gradient) = (
+            drop("MLP head, new class 20"),
+            drop("MLP head by gradient, new class 20"),
+        );
+        assert!(
+            closed < 0.05 && closed < 0.5 * gradient,
+            "{b}: {closed} vs {gradient}"
+        );
+        let new = row(&r, b, "MLP head, new class 20", "new-class accuracy");
+        assert!(new.edgetune.unwrap() > 0.5, "{b}: {new:?}");
     }
 }

@@ -64,23 +64,33 @@ fn embedded(d: &Dataset) -> Embedded {
 /// Trains the host head for the classes `classes` of `data` (the head's class `i` is
 /// `classes[i]`).
 pub fn host_head(data: &Data, classes: &[usize]) -> Result<HostHead> {
+    host_head_with(data, classes, HeadConfig::default())
+}
+
+/// [`host_head`] with another head configuration (its seed is [`SEED`]).
+fn host_head_with(data: &Data, classes: &[usize], cfg: HeadConfig) -> Result<HostHead> {
     let host = data.train.select(
         |y| classes.contains(&y),
         |y| classes.iter().position(|&c| c == y).unwrap_or(0),
     );
     let (train, val) = host.stratified_split(HOST_VAL, SEED);
-    let cfg = HeadConfig {
-        seed: SEED,
-        ..HeadConfig::default()
-    };
+    let cfg = HeadConfig { seed: SEED, ..cfg };
     let n = classes.len();
     let (train_e, val_e) = (embedded(&train), embedded(&val));
     let fitted = train::fit(&cfg, &train_e, &val_e, n, n + HOST_SPARE)
         .with_context(|| format!("{}: training the host head", data.name))?;
-    // As `finetune-head train` does: the closed-form head when it is better on
-    // validation.
-    let x: Vec<f32> = train_e.x.iter().flatten().copied().collect();
-    let stats = Stats::estimate(&x, data.dim(), Some((&train_e.y, n)));
+    // As `finetune-head train` does: the closed-form head (on an MLP's trained hidden
+    // layer) when it is better on validation.
+    let dims = fitted.head.dims();
+    let mut x = vec![0.0f32; train_e.len() * dims.feature_width()];
+    for (e, f) in train_e
+        .x
+        .iter()
+        .zip(x.chunks_exact_mut(dims.feature_width()))
+    {
+        fitted.head.features(e, f)?;
+    }
+    let stats = Stats::estimate(&x, dims.feature_width(), Some((&train_e.y, n)));
     let (head, _) = closed_form::best_head(&fitted, stats.as_ref(), &val_e, n);
     Ok(HostHead {
         head,
@@ -120,6 +130,8 @@ pub struct HostStart {
     pub exemplars: Exemplars,
     /// The bundle's embedding statistics, as its manifest holds them.
     pub stats: Option<EmbeddingStats>,
+    /// With an MLP head, those of its hidden activations.
+    pub hidden_stats: Option<EmbeddingStats>,
     /// The data set's class of each head class.
     pub classes: Vec<usize>,
     /// The host's training embeddings, labeled with head classes.
@@ -131,13 +143,19 @@ pub struct HostStart {
 /// Trains the host start for every class of `data` but `held_out`: its [`host_head`],
 /// then the bundle's exemplars and statistics.
 pub fn host_start(data: &Data, held_out: usize) -> Result<HostStart> {
+    host_start_with(data, held_out, HeadConfig::default())
+}
+
+/// [`host_start`] with another head configuration (an MLP head's start has the
+/// statistics of its hidden layer too, as `finetune-head train` writes them).
+pub fn host_start_with(data: &Data, held_out: usize, cfg: HeadConfig) -> Result<HostStart> {
     let classes: Vec<usize> = (0..data.classes()).filter(|&c| c != held_out).collect();
     let HostHead {
         head,
         classes,
         train,
         val,
-    } = host_head(data, &classes)?;
+    } = host_head_with(data, &classes, cfg)?;
     let found = train.len() + val.len();
     let prepared = Prepared {
         classes: classes
@@ -169,10 +187,12 @@ pub fn host_start(data: &Data, held_out: usize) -> Result<HostStart> {
             samples_per_s: 0.0,
         },
     };
+    let hidden_stats = train::hidden_stats(&head, &prepared)?.map(|s| s.to_manifest());
     Ok(HostStart {
         head,
         exemplars: train::exemplars(&prepared),
         stats: train::embedding_stats(&prepared).map(|s| s.to_manifest()),
+        hidden_stats,
         classes,
         train,
         val,
@@ -184,14 +204,25 @@ pub fn host_start(data: &Data, held_out: usize) -> Result<HostStart> {
 /// and then its exemplars; without, on an empty linear head of the capacity `serve`
 /// gives a bundle that has none.
 pub fn device(dim: usize, host: Option<&HostStart>) -> Result<Engine> {
+    device_with(dim, host, EngineConfig::DEFAULT)
+}
+
+/// [`device`] with another engine configuration.
+pub fn device_with(dim: usize, host: Option<&HostStart>, cfg: EngineConfig) -> Result<Engine> {
     let Some(host) = host else {
         let head = Head::alloc(Dims::linear(dim, DEFAULT_CAPACITY), 0)?;
-        return Ok(Engine::new(head, EngineConfig::DEFAULT)?);
+        return Ok(Engine::new(head, cfg)?);
     };
-    let mut engine = Engine::new(host.head.clone(), EngineConfig::DEFAULT)?;
-    if let Some(s) = &host.stats {
-        let stats = Stats::from_manifest(s, dim, host.head.classes())
-            .context("the host start's embedding statistics")?;
+    let mut engine = Engine::new(host.head.clone(), cfg)?;
+    let dims = host.head.dims();
+    let stats = if dims.hidden == 0 {
+        &host.stats
+    } else {
+        &host.hidden_stats
+    };
+    if let Some(s) = stats {
+        let stats = Stats::from_manifest(s, dims.feature_width(), host.head.classes())
+            .context("the host start's statistics of its head's features")?;
         engine
             .set_stats(&stats)
             .context("giving the device the embedding statistics")?;
@@ -216,7 +247,12 @@ pub struct Device {
 impl Device {
     /// A fresh [`device`] for `data`, from `host` when given.
     pub fn new(data: &Data, host: Option<&HostStart>) -> Result<Device> {
-        let engine = device(data.dim(), host)?;
+        Device::with(data, host, EngineConfig::DEFAULT)
+    }
+
+    /// [`Device::new`] with another engine configuration.
+    pub fn with(data: &Data, host: Option<&HostStart>, cfg: EngineConfig) -> Result<Device> {
+        let engine = device_with(data.dim(), host, cfg)?;
         let from_engine = host.map_or_else(Vec::new, |h| h.classes.clone());
         let mut to_engine = vec![None; data.classes()];
         for (i, &c) in from_engine.iter().enumerate() {

@@ -23,7 +23,8 @@
 //! - `one pass`: `accuracy`, `prequential accuracy`, `ECE`, `prequential ECE`,
 //!   `flagged uncertain`, `errors flagged`, `held-out class accuracy`.
 //! - `new class 5`, `new class 20`: `new-class accuracy`, `old before`, `old after`,
-//!   `old drop`.
+//!   `old drop`; the same for `MLP head, new class 20` and `MLP head by gradient, new
+//!   class 20`.
 //! - `200 in a row`: `others before`, `others after`, `drop`.
 //! - `host head`: `accuracy` (one training, no draws).
 //! - backbone `gauss (scales)`: every gauss metric as `<metric> spread` (largest minus

@@ -13,6 +13,11 @@
 //! - **new class**: a host start on every class but the last ([`super::device::HostStart`]), then 5
 //!   and (cumulatively) 20 labels of the last class. The references fit the old
 //!   classes' training samples plus the same labels.
+//! - **MLP head, new class** and **MLP head by gradient, new class**: the same draws of
+//!   the last class's labels, from a host start whose head is an MLP (`--head mlp
+//!   --hidden 64`), learned by the device's default closed-form learner (statistics of
+//!   the head's hidden layer) and by gradient steps with replay (`--learner gradient`).
+//!   The device only: the references are the new-class protocol's.
 //! - **host head**: the head `finetune-head train` trains with its defaults on every
 //!   class ([`super::device::host_head`]: 80 % of the training split, early-stopped on
 //!   the other 20 %, the split that tunes logistic regression's penalty), predicting the
@@ -31,7 +36,7 @@ use anyhow::{Result, ensure};
 use edgetune::rng::Rng;
 
 use super::data::{Data, SEED};
-use super::device::{Device, host_head, host_start};
+use super::device::{Device, host_head, host_start, host_start_with};
 use super::guess::{Guess, ONE_SHOT_PENALTY, Penalty, Refs, accuracy, calibration};
 use super::lr::Logistic;
 use super::{Method, Plan, Row, Tally, Unit};
@@ -78,6 +83,7 @@ pub fn all(data: &Data, plan: &Plan) -> Result<(Vec<Row>, usize)> {
     let held_out = data.classes() - 1;
     one_pass(data, plan, &offline, &offline_guesses, held_out, &mut tally)?;
     new_class(data, plan, &offline, held_out, &mut tally)?;
+    mlp_new_class(data, plan, held_out, &mut tally)?;
     host(data, &offline_guesses, &mut tally)?;
     Ok((tally.rows(&data.name), held_out))
 }
@@ -390,6 +396,67 @@ fn new_class(
             for ((m, b), (_, a)) in before.iter().zip(refs.guess(&data.test.x)) {
                 add(*m, b, &a);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Hidden units of the MLP head of the `MLP head` protocols.
+const MLP_HIDDEN: usize = 64;
+
+/// The new-class protocol's draws from an MLP host start, learned by each of the
+/// device's learners (see the module docs).
+fn mlp_new_class(data: &Data, plan: &Plan, held_out: usize, tally: &mut Tally) -> Result<()> {
+    use edgetune_device::engine::{EngineConfig, LearnerKind};
+    use finetune_head::train::{HeadChoice, HeadConfig};
+    let cfg = HeadConfig {
+        head: HeadChoice::Mlp,
+        hidden: MLP_HIDDEN,
+        ..HeadConfig::default()
+    };
+    let host = host_start_with(data, held_out, cfg)?;
+    let y = &data.test.y;
+    let (new, old) = (|c: usize| c == held_out, |c: usize| c != held_out);
+    let pool = &by_class(data)[held_out];
+    let n = plan
+        .new_labels
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .min(pool.len());
+    for (learner, what) in [
+        (LearnerKind::Slda, "MLP head"),
+        (LearnerKind::Gradient, super::table::GRADIENT_REFERENCE),
+    ] {
+        let name = format!("{what}, new class {n}");
+        let cfg = EngineConfig {
+            learner,
+            ..EngineConfig::DEFAULT
+        };
+        for draw in 0..plan.draws {
+            // The new-class protocol's stream: the same labels in the same order.
+            let mut rng = rng(200, draw);
+            let mut picks = pool.clone();
+            shuffle(&mut picks, &mut rng);
+            let mut dev = Device::with(data, Some(&host), cfg)?;
+            let start = dev.test(data)?;
+            for &i in &picks[..n] {
+                dev.learn(&data.train.x[i], held_out)?;
+            }
+            let after = dev.test(data)?;
+            let (b, a) = (accuracy(&start, y, old), accuracy(&after, y, old));
+            let m = Method::Edgetune;
+            tally.add(
+                &name,
+                "new-class accuracy",
+                Unit::Percent,
+                m,
+                accuracy(&after, y, new),
+            );
+            tally.add(&name, "old before", Unit::Percent, m, b);
+            tally.add(&name, "old after", Unit::Percent, m, a);
+            tally.add(&name, "old drop", Unit::Points, m, b - a);
         }
     }
     Ok(())
