@@ -20,7 +20,10 @@
 //!   BERT's erf-based GELU into (it has no NNEF serializer either);
 //! - `edgetune_weights_i8(weights, scale)`: f32 weights stored in 8 bits, `weights as f32
 //!   · scale` with one scale per output channel ([`WeightsI8`]); it loads as the f32
-//!   constant it evaluates to.
+//!   constant it evaluates to;
+//! - `edgetune_values_f16(values, exponent)`: f32 values that are exactly f16 values
+//!   times 2^-exponent, stored in 16 bits ([`ValuesF16`]: the integer products' scales
+//!   and biases); it loads as the f32 constant.
 //!
 //! `…_i8` loads as [`QuantizeI8`], edgetune's own implementation of tract's
 //! `QuantizeLinearI8` (the same values), which the compiler vectorizes.
@@ -187,6 +190,16 @@ fn registry() -> Registry {
         &[("output", TypeName::Scalar.tensor())],
         load_weights_i8,
     );
+    r.register_dumper(dump_values_f16);
+    r.register_primitive(
+        "edgetune_values_f16",
+        &[
+            TypeName::Scalar.tensor().named("values"),
+            TypeName::Integer.named("exponent"),
+        ],
+        &[("output", TypeName::Scalar.tensor())],
+        load_values_f16,
+    );
     r.register_dumper(dump_dequantize);
     r.register_primitive(
         "edgetune_dequantize_linear",
@@ -293,6 +306,120 @@ fn load_weights_i8(
     let scale: Arc<Tensor> = invocation.named_arg_as(builder, "scale")?;
     let values = WeightsI8::values(&weights, &scale)?;
     Ok(Value::Wire(builder.add_const(values)?))
+}
+
+/// f32 values stored in 16 bits: `y = values as f32 · 2^-exponent`, `values` f16.
+/// `finetune-head`'s quantizer rounds the integer products' per-channel scales and
+/// biases to 11 significant bits (a tenth of the weights' own rounding), so each is
+/// exactly an f16 value times a power of two shared by the tensor (which keeps tiny
+/// scales, 1e-6 and below, out of f16's subnormals), and the bundle keeps them in half
+/// the bytes, losslessly.
+///
+/// Loading makes it the f32 constant it stands for, as [`WeightsI8`] does, and, as that
+/// one, it never evaluates outside a plan, so that tract's NNEF writer writes it rather
+/// than the folded f32 values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ValuesF16 {
+    /// The power of two the stored values were multiplied by.
+    pub exponent: i32,
+}
+
+/// The largest exponent [`ValuesF16`] takes either way: 2^±100 and every f16 times it
+/// are normal f32 values, so the scaling is exact.
+pub const F16_EXPONENTS: i32 = 100;
+
+/// 2^`k`, exactly, for `k` within ±[`F16_EXPONENTS`].
+pub fn pow2(k: i32) -> f32 {
+    f32::from_bits(((127 + k.clamp(-F16_EXPONENTS, F16_EXPONENTS)) as u32) << 23)
+}
+
+/// The exponent [`ValuesF16`] stores `values` with: the one that puts the largest
+/// magnitude in [2^14, 2^15), the top binade of f16, so that the smaller ones keep as
+/// many normal binades below it as f16 has; 0 for zeros or values that are not finite.
+pub fn f16_exponent(values: &[f32]) -> i32 {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 || !max.is_finite() {
+        return 0;
+    }
+    let binade = ((max.to_bits() >> 23) & 0xff) as i32 - 127;
+    (14 - binade).clamp(-F16_EXPONENTS, F16_EXPONENTS)
+}
+
+impl ValuesF16 {
+    /// `values` (f16) times 2^-`exponent` as f32, or an error naming what is wrong.
+    pub fn values(values: &Tensor, exponent: i32) -> TractResult<Tensor> {
+        ensure!(
+            values.datum_type() == f16::datum_type(),
+            "values stored in 16 bits are f16, got {:?}",
+            values.datum_type()
+        );
+        ensure!(
+            exponent.abs() <= F16_EXPONENTS,
+            "values stored in 16 bits with exponent {exponent}, beyond ±{F16_EXPONENTS}"
+        );
+        let half = values.try_as_plain_ram()?;
+        let half = half.as_slice::<f16>()?;
+        ensure!(
+            half.iter().all(|v| v.is_finite()),
+            "a value stored in 16 bits is not finite"
+        );
+        let unit = pow2(-exponent);
+        let v: Vec<f32> = half.iter().map(|h| h.to_f32() * unit).collect();
+        Tensor::from_shape(values.shape(), &v)
+    }
+}
+
+impl Op for ValuesF16 {
+    fn name(&self) -> StaticName {
+        "EdgetuneValuesF16".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ValuesF16 {
+    not_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let values = args_1!(inputs);
+        Ok(tvec!(Self::values(&values, self.exponent)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for ValuesF16 {
+    as_op!();
+
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
+    }
+}
+
+fn dump_values_f16(
+    ast: &mut IntoAst,
+    node: &TypedNode,
+    op: &ValuesF16,
+) -> TractResult<Option<Arc<RValue>>> {
+    let values = ast.mapping[&node.inputs[0]].clone();
+    Ok(Some(invocation(
+        "edgetune_values_f16",
+        &[],
+        &[
+            ("values", (*values).clone()),
+            ("exponent", numeric(op.exponent)),
+        ],
+    )))
+}
+
+fn load_values_f16(
+    builder: &mut ModelBuilder,
+    invocation: &ResolvedInvocation,
+) -> TractResult<Value> {
+    let values: Arc<Tensor> = invocation.named_arg_as(builder, "values")?;
+    let exponent: i64 = invocation.named_arg_as(builder, "exponent")?;
+    let exponent = i32::try_from(exponent).unwrap_or(i32::MAX);
+    Ok(Value::Wire(
+        builder.add_const(ValuesF16::values(&values, exponent)?)?,
+    ))
 }
 
 /// The invocation of `id` on the node's input with a scale and a zero point.
@@ -720,6 +847,56 @@ mod tests {
         let mid = flipped.len() / 2;
         flipped[mid] ^= 0x55;
         assert!(read_model(&flipped).is_err());
+    }
+
+    /// Values stored in 16 bits are written as f16 (half the bytes of f32) and read back
+    /// as the very f32 constant; anything but finite f16 values is a clear error.
+    #[test]
+    fn values_in_16_bits_load_as_the_f32_constant() {
+        // Tiny values, as some channels' scales are: f16 alone would make them subnormal.
+        let tiny: Vec<f32> = (0..64)
+            .map(|i| (i as f32 - 20.5) * 1e-7 * pow2(-3))
+            .collect();
+        let e = f16_exponent(&tiny);
+        assert_eq!(e, 35, "5.4e-7 at most: 2^-21 up to 2^14");
+        let half: Vec<f16> = tiny.iter().map(|v| f16::from_f32(v * pow2(e))).collect();
+        assert!(half.iter().all(|h| h.is_normal() || h.to_f32() == 0.0));
+        let values = Tensor::from_shape(&[64], &half).unwrap();
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([64])).unwrap();
+        let h = model.add_const("h", values.clone()).unwrap();
+        let v = model
+            .wire_node("v", ValuesF16 { exponent: e }, &[h])
+            .unwrap();
+        let y = model
+            .wire_node("y", tract_nnef::tract_core::ops::math::mul(), &[x, v[0]])
+            .unwrap();
+        model.select_output_outlets(&y).unwrap();
+        let section = write_model(&model).unwrap();
+        let text = String::from_utf8_lossy(&nnef_tar(&section).unwrap()).into_owned();
+        assert!(text.contains("edgetune_values_f16("), "{text}");
+        assert!(text.contains("exponent = 35"), "{text}");
+        let loaded = read_model(&section).unwrap();
+        assert!(loaded.nodes().iter().all(|n| !n.op_is::<ValuesF16>()));
+        let out = loaded
+            .into_runnable()
+            .unwrap()
+            .run(tvec!(tensor1(&[1.0f32; 64]).into()))
+            .unwrap();
+        let want: Vec<f32> = half.iter().map(|h| h.to_f32() * pow2(-e)).collect();
+        assert_eq!(*out[0], tensor1(&want));
+        for (bad, exponent, want) in [
+            (tensor1(&tiny), 0, "are f16"),
+            (
+                tensor1(&[f16::from_f32(1.0), f16::INFINITY]),
+                0,
+                "not finite",
+            ),
+            (values.clone(), 101, "beyond ±100"),
+        ] {
+            let e = ValuesF16::values(&bad, exponent).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     /// 8-bit weights with scales that do not fit them are an error naming what is

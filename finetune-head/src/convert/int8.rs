@@ -178,6 +178,8 @@ pub(super) fn quantize(
     // The f32 convolutions' rounded weights, stored in 8 bits where tract kept them as
     // they were (the report counts only those).
     crate::quantize::store_in_i8(&mut qtyped, &mut summary.stored_i8)?;
+    // The integer products' scales and biases, rounded to f16 precision, in 16 bits.
+    crate::quantize::store_in_f16(&mut qtyped)?;
     let f32_backbone_bytes = write_nnef(typed)?.len();
     Ok((
         qtyped,

@@ -5,9 +5,11 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result};
+use edgetune::nnef::{f16_exponent, pow2};
 use tract_onnx::data_resolver::FopenDataResolver;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::prelude::f16;
 
 /// Removes nodes whose outputs nothing reads (left behind by folding).
 pub(super) fn drop_dead_nodes(model: &mut ModelProto) {
@@ -107,6 +109,25 @@ pub(super) fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
     raw_tensor(name, DataType::Float, dims, raw)
 }
 
+/// `values` rounded to 11 significant bits, as an f16 times a power of two shared by
+/// all of them ([`edgetune::nnef::f16_exponent`]), if every one of them then is a finite
+/// f16, and for `normal` a normal one or zero (a scale, whose relative error must stay
+/// 2^-11: a subnormal f16 has fewer bits); else unchanged. The bundle then stores them
+/// in 16 bits, losslessly ([`super::store_in_f16`]). Used for the integer products'
+/// per-channel scales and biases: their rounding is a tenth of the weights' own.
+pub(super) fn f16_precision(values: &[f32], normal: bool) -> Vec<f32> {
+    let e = f16_exponent(values);
+    let half: Vec<f16> = values.iter().map(|v| f16::from_f32(v * pow2(e))).collect();
+    let fits = half
+        .iter()
+        .all(|h| h.is_finite() && (!normal || h.is_normal() || h.to_f32() == 0.0));
+    if fits {
+        half.iter().map(|h| h.to_f32() * pow2(-e)).collect()
+    } else {
+        values.to_vec()
+    }
+}
+
 pub(super) fn i32_tensor(name: &str, dims: &[i64], v: &[i32]) -> TensorProto {
     let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     raw_tensor(name, DataType::Int32, dims, raw)
@@ -154,7 +175,8 @@ fn cast_to_f32(name: &str, input: &str, output: &str) -> NodeProto {
 /// (`ConvInteger` or `MatMulInteger`, with `attrs`) of the quantized input `xq` (zero
 /// point `zx`) and the i8 weights `wq` (shape `w_dims`, zero point 0) into i32, `Cast` to
 /// f32, `Mul` by `scale` (the input's scale times each output channel's weight scale,
-/// shaped `scale_dims` to broadcast) into `y`. Names are `name.*` and `y.*`.
+/// shaped `scale_dims` to broadcast, rounded to f16 precision where it fits:
+/// [`f16_precision`]) into `y`. Names are `name.*` and `y.*`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn integer_product(
     op: &str,
@@ -170,7 +192,8 @@ pub(super) fn integer_product(
     let p = |s: &str| format!("{name}.{s}");
     initializers.push(i8_tensor(&p("weight_q"), w_dims, wq));
     initializers.push(i8_tensor(&p("weight_zero_point"), &[], &[0]));
-    initializers.push(f32_tensor(&p("output_scale"), scale_dims, scale));
+    let scale = f16_precision(scale, true);
+    initializers.push(f32_tensor(&p("output_scale"), scale_dims, &scale));
     let acc = format!("{y}.i32");
     let accf = format!("{y}.i32_as_f32");
     nodes.push(node(

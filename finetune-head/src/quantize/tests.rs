@@ -194,3 +194,26 @@ fn a_model_without_quantizers_is_left_alone_and_a_bad_scale_is_named() {
         "{e}"
     );
 }
+
+/// Scales and biases rounded to 11 significant bits under one power of two: tiny
+/// scales keep them (f16 alone would make them subnormal), and a tensor whose range
+/// does not fit stays as it was.
+#[test]
+fn scales_and_biases_round_to_f16_precision() {
+    let scales = [3e-7f32, 1.5e-6, 2e-5, 4.1e-4];
+    let rounded = f16_precision(&scales, true);
+    assert_ne!(rounded, scales, "rounded");
+    let e = edgetune::nnef::f16_exponent(&scales);
+    for (r, s) in rounded.iter().zip(&scales) {
+        assert!((r - s).abs() <= s * 2f32.powi(-11), "{r} for {s}");
+        let h = tract_onnx::prelude::f16::from_f32(r * edgetune::nnef::pow2(e));
+        assert!(h.is_normal(), "{r}: normal in f16 times 2^{e}");
+        assert_eq!(h.to_f32() * edgetune::nnef::pow2(-e), *r, "exactly an f16");
+    }
+    // Eight decades: the smallest would be subnormal. A scale keeps f32; a bias,
+    // whose error counts absolutely, is rounded.
+    let wide = [1e-9f32, 0.5];
+    assert_eq!(f16_precision(&wide, true), wide);
+    assert_ne!(f16_precision(&wide, false), wide);
+    assert_eq!(f16_precision(&[0.0, 0.0], true), [0.0, 0.0]);
+}
