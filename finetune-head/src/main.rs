@@ -273,21 +273,23 @@ struct TrainArgs {
     /// Augmented copies per training image.
     #[arg(long, default_value_t = 2)]
     augment_copies: u32,
-    /// Head kind.
-    #[arg(long, value_enum, default_value = "linear")]
-    head: HeadChoice,
-    /// Hidden units of an MLP head.
-    #[arg(long, default_value_t = 128)]
-    hidden: usize,
-    /// Dropout on the MLP's hidden units.
-    #[arg(long, default_value_t = 0.0)]
-    dropout: f32,
-    /// Loss.
-    #[arg(long, value_enum, default_value = "ce")]
-    loss: LossChoice,
-    /// Label smoothing (cross-entropy).
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f32,
+    /// Head kind [default: linear]. Given with --search, the search keeps it (a device
+    /// that will learn new classes learns them better with a linear head: README,
+    /// Learning quality), as it keeps every searched hyperparameter given here.
+    #[arg(long, value_enum)]
+    head: Option<HeadChoice>,
+    /// Hidden units of an MLP head [default: 128].
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Dropout on the MLP's hidden units [default: 0].
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Loss [default: ce].
+    #[arg(long, value_enum)]
+    loss: Option<LossChoice>,
+    /// Label smoothing (cross-entropy) [default: 0].
+    #[arg(long)]
+    label_smoothing: Option<f32>,
     /// Focal loss gamma.
     #[arg(long, default_value_t = 2.0)]
     focal_gamma: f32,
@@ -300,12 +302,12 @@ struct TrainArgs {
     /// Momentum of SGD (Nesterov).
     #[arg(long, default_value_t = 0.9)]
     momentum: f32,
-    /// Learning rate.
-    #[arg(long, default_value_t = 3e-2)]
-    lr: f32,
-    /// Weight decay.
-    #[arg(long, default_value_t = 1e-4)]
-    weight_decay: f32,
+    /// Learning rate [default: 0.03].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Weight decay [default: 0.0001].
+    #[arg(long)]
+    weight_decay: Option<f32>,
     /// Gradient clipping by global norm (0: off).
     #[arg(long, default_value_t = 0.0)]
     clip_norm: f32,
@@ -333,7 +335,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     /// Hyperparameter search over lr, weight decay, head and hidden size, dropout, loss
-    /// and label smoothing; trial 1 is the configuration given by the flags.
+    /// and label smoothing, except those given by their flags (kept as given); trial 1
+    /// is the configuration given by the flags.
     #[arg(long, value_enum)]
     search: Option<SearchArg>,
     /// Trials of the search.
@@ -359,17 +362,32 @@ enum SearchArg {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
+    let d = HeadConfig::default();
+    // The searched hyperparameters given on the command line: the search keeps them.
+    let search_fixed: Vec<String> = [
+        ("lr", a.lr.is_some()),
+        ("weight_decay", a.weight_decay.is_some()),
+        ("head", a.head.is_some()),
+        ("hidden", a.hidden.is_some()),
+        ("dropout", a.dropout.is_some()),
+        ("loss", a.loss.is_some()),
+        ("label_smoothing", a.label_smoothing.is_some()),
+    ]
+    .into_iter()
+    .filter(|&(_, given)| given)
+    .map(|(name, _)| name.to_string())
+    .collect();
     let head = HeadConfig {
-        head: a.head,
-        hidden: a.hidden,
-        dropout: a.dropout,
-        loss: a.loss,
-        label_smoothing: a.label_smoothing,
+        head: a.head.unwrap_or(d.head),
+        hidden: a.hidden.unwrap_or(d.hidden),
+        dropout: a.dropout.unwrap_or(d.dropout),
+        loss: a.loss.unwrap_or(d.loss),
+        label_smoothing: a.label_smoothing.unwrap_or(d.label_smoothing),
         focal_gamma: a.focal_gamma,
         optimizer: a.optimizer,
         momentum: a.momentum,
-        lr: a.lr,
-        weight_decay: a.weight_decay,
+        lr: a.lr.unwrap_or(d.lr),
+        weight_decay: a.weight_decay.unwrap_or(d.weight_decay),
         batch: a.batch,
         epochs: a.epochs,
         patience: a.patience,
@@ -404,6 +422,7 @@ fn train(a: &TrainArgs) -> Result<()> {
                 a.trials,
             )
         }),
+        search_fixed,
         capacity: a.capacity,
         progress: !a.json,
     };

@@ -223,6 +223,27 @@ fn the_search_finds_at_least_the_default_on_validation() {
             "the winner retrains to its score"
         );
     }
+    // Hyperparameters the user set are kept: an MLP of 64 units, searched otherwise.
+    let mut fixed = o.clone();
+    fixed.head.head = train::HeadChoice::Mlp;
+    fixed.head.hidden = 64;
+    fixed.search_fixed = vec!["head".into(), "hidden".into()];
+    let (winner, s) = train::search(p, &fixed, Method::Random, 4).unwrap();
+    assert_eq!((winner.head, winner.hidden), (train::HeadChoice::Mlp, 64));
+    for t in &s.trials {
+        assert!(!t.params.contains_key("head") && t.params.contains_key("lr"));
+    }
+    assert!(
+        s.trials
+            .iter()
+            .any(|t| t.params["lr"] != s.trials[0].params["lr"])
+    );
+    fixed.search_fixed = vec!["heads".into()];
+    let e = train::search(p, &fixed, Method::Random, 4).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("\"heads\" is not a searched hyperparameter"),
+        "{e:#}"
+    );
 }
 
 #[test]
@@ -418,6 +439,37 @@ fn cli_train_and_eval_with_a_corrupt_image_and_duplicates() {
     assert!((0.5..=1.0).contains(&acc), "{acc}");
     assert!(e["latency_us"].as_f64().unwrap() > 0.0);
     assert_eq!(e["confusion"].as_array().unwrap().len(), 5);
+    // --search keeps what the flags set: here the head kind, for a device that will
+    // learn new classes.
+    let searched = dir.join("searched.bundle");
+    let (ok, stdout, stderr) = cli(&[
+        "train",
+        b,
+        "--data",
+        d,
+        "-o",
+        searched.to_str().unwrap(),
+        "--cache",
+        c,
+        "--epochs",
+        "10",
+        "--search",
+        "random",
+        "--trials",
+        "3",
+        "--head",
+        "linear",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["config"]["head"], "linear");
+    for t in r["search"]["trials"].as_array().unwrap() {
+        assert!(
+            t["params"].get("head").is_none() && t["params"].get("lr").is_some(),
+            "{t}"
+        );
+    }
 }
 
 #[test]

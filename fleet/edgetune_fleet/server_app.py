@@ -13,7 +13,7 @@ keygen` writes it, readable by its owner only) every state sent is signed, and d
 started with `--trust KEY.pub` apply only states signed so. Without it the states go
 unsigned, which such devices refuse.
 
-A device whose head learns by gradient steps (an MLP head, `--learner gradient`) exports
+A device whose head learns by gradient steps (`--learner gradient`) exports
 its head and its labels per class instead; those devices get the average of the *other*
 such devices' heads (FedAvg: each class's output row weighted by the labels each device
 has of it, the hidden layer by all its labels), which they mix with their own by the

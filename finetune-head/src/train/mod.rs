@@ -41,7 +41,7 @@ pub(crate) use embedded::three_classes;
 pub use embedded::{Embedded, predictions, score};
 pub use fit::{Fitted, fit, fit_with};
 pub use prepare::{MAX_COPIES, Options, Prepared, prepare};
-pub use space::{apply, point_of, search, space};
+pub use space::{apply, apply_in, point_in, point_of, search, space, space_without};
 
 use std::path::Path;
 use std::time::Instant;

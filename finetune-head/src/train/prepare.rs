@@ -39,6 +39,10 @@ pub struct Options {
     pub head: HeadConfig,
     /// Hyperparameter search: method and trials.
     pub search: Option<(Method, usize)>,
+    /// Hyperparameters of the search's space ([`super::space`]) that it keeps at
+    /// `head`'s values, by name: those the user set (e.g. `head`, so that a device that
+    /// will learn new classes keeps a linear head).
+    pub search_fixed: Vec<String>,
     /// Class capacity of the head (default classes + 8).
     pub capacity: Option<usize>,
     /// Progress bars.
@@ -61,6 +65,7 @@ impl Options {
             cache: Some(embed::default_cache_dir()),
             head: HeadConfig::default(),
             search: None,
+            search_fixed: Vec::new(),
             capacity: None,
             progress: true,
         }

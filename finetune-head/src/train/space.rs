@@ -34,8 +34,34 @@ pub fn space() -> Space {
 
 const HIDDEN: [usize; 4] = [32, 64, 128, 256];
 
+/// [`space`] without the hyperparameters named in `fixed` (the search keeps those at
+/// the base configuration's values). An unknown name is an error naming the ones there
+/// are.
+pub fn space_without(fixed: &[String]) -> Result<Space> {
+    let mut s = space();
+    for name in fixed {
+        ensure!(
+            s.dims.iter().any(|(n, _)| n == name),
+            "{name:?} is not a searched hyperparameter (those are {})",
+            space()
+                .dims
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    s.dims.retain(|(n, _)| !fixed.contains(n));
+    Ok(s)
+}
+
 /// `base` with a point of [`space`] applied.
 pub fn apply(base: &HeadConfig, p: &Point) -> HeadConfig {
+    apply_in(&space(), base, p)
+}
+
+/// `base` with a point of `space` (a subset of [`space`]'s dimensions) applied.
+pub fn apply_in(space: &Space, base: &HeadConfig, p: &Point) -> HeadConfig {
     let real = |v: &Value| match v {
         Value::Real(x) => *x as f32,
         Value::Index(i) => *i as f32,
@@ -45,40 +71,58 @@ pub fn apply(base: &HeadConfig, p: &Point) -> HeadConfig {
         Value::Real(x) => *x as usize,
     };
     let mut c = *base;
-    c.lr = real(&p[0]);
-    c.weight_decay = real(&p[1]);
-    c.head = if index(&p[2]) == 0 {
-        HeadChoice::Linear
-    } else {
-        HeadChoice::Mlp
-    };
-    c.hidden = HIDDEN[index(&p[3]).min(HIDDEN.len() - 1)];
-    c.dropout = real(&p[4]);
-    c.loss = if index(&p[5]) == 0 {
-        LossChoice::Ce
-    } else {
-        LossChoice::Focal
-    };
-    c.label_smoothing = real(&p[6]);
+    for ((name, _), v) in space.dims.iter().zip(p) {
+        match name.as_str() {
+            "lr" => c.lr = real(v),
+            "weight_decay" => c.weight_decay = real(v),
+            "head" => {
+                c.head = if index(v) == 0 {
+                    HeadChoice::Linear
+                } else {
+                    HeadChoice::Mlp
+                }
+            }
+            "hidden" => c.hidden = HIDDEN[index(v).min(HIDDEN.len() - 1)],
+            "dropout" => c.dropout = real(v),
+            "loss" => {
+                c.loss = if index(v) == 0 {
+                    LossChoice::Ce
+                } else {
+                    LossChoice::Focal
+                }
+            }
+            "label_smoothing" => c.label_smoothing = real(v),
+            _ => {}
+        }
+    }
     c
 }
 
 /// `base` as a point of [`space`] (values clamped into the space), so the search's first
 /// trial is the configuration the user would get without a search.
 pub fn point_of(base: &HeadConfig) -> Point {
+    point_in(&space(), base)
+}
+
+/// [`point_of`] in `space` (a subset of [`space`]'s dimensions).
+pub fn point_in(space: &Space, base: &HeadConfig) -> Point {
     let hidden = HIDDEN
         .iter()
         .position(|&h| h >= base.hidden)
         .unwrap_or(HIDDEN.len() - 1);
-    vec![
-        Value::Real(f64::from(base.lr).clamp(1e-4, 1e-1)),
-        Value::Real(f64::from(base.weight_decay).clamp(1e-6, 1e-2)),
-        Value::Index(usize::from(base.head == HeadChoice::Mlp)),
-        Value::Index(hidden),
-        Value::Real(f64::from(base.dropout).clamp(0.0, 0.5)),
-        Value::Index(usize::from(base.loss == LossChoice::Focal)),
-        Value::Real(f64::from(base.label_smoothing).clamp(0.0, 0.2)),
-    ]
+    space
+        .dims
+        .iter()
+        .map(|(name, _)| match name.as_str() {
+            "lr" => Value::Real(f64::from(base.lr).clamp(1e-4, 1e-1)),
+            "weight_decay" => Value::Real(f64::from(base.weight_decay).clamp(1e-6, 1e-2)),
+            "head" => Value::Index(usize::from(base.head == HeadChoice::Mlp)),
+            "hidden" => Value::Index(hidden),
+            "dropout" => Value::Real(f64::from(base.dropout).clamp(0.0, 0.5)),
+            "loss" => Value::Index(usize::from(base.loss == LossChoice::Focal)),
+            _ => Value::Real(f64::from(base.label_smoothing).clamp(0.0, 0.2)),
+        })
+        .collect()
 }
 
 /// Runs the search of `opts` on prepared data, returning the winning configuration and
@@ -90,7 +134,11 @@ pub fn search(
     trials: usize,
 ) -> Result<(HeadConfig, SearchSummary)> {
     ensure!(trials >= 1, "--trials must be at least 1");
-    let space = space();
+    let space = space_without(&opts.search_fixed)?;
+    ensure!(
+        !space.dims.is_empty(),
+        "every searched hyperparameter is fixed: nothing to search"
+    );
     let capacity = opts.capacity.unwrap_or(prep.classes.len() + 8);
     let start = Instant::now();
     let results = search::run(
@@ -99,9 +147,9 @@ pub fn search(
         trials,
         opts.threads,
         opts.seed,
-        Some(point_of(&opts.head)),
+        Some(point_in(&space, &opts.head)),
         |p: &Point| {
-            let cfg = apply(&opts.head, p);
+            let cfg = apply_in(&space, &opts.head, p);
             let t = Instant::now();
             match fit(&cfg, &prep.train, &prep.val, prep.classes.len(), capacity) {
                 Ok(f) => (
@@ -140,7 +188,7 @@ pub fn search(
             seconds: t.extra.2,
         })
         .collect();
-    let winner = apply(&opts.head, &results[best].point);
+    let winner = apply_in(&space, &opts.head, &results[best].point);
     Ok((
         winner,
         SearchSummary {

@@ -442,7 +442,7 @@ fn parse(flags: u16, data: &[u8]) -> Result<Decoded, Invalid> {
 }
 
 /// A gradient head's parameters and the labels per class it learned from, as devices
-/// whose head learns by gradient steps (an MLP head, `--learner gradient`) and the
+/// whose head learns by gradient steps (`--learner gradient`) and the
 /// fleet's server exchange them: the server averages them (FedAvg), each class's output
 /// row weighted by its labels, the hidden layer by all labels. Flag [`HEAD`]; after the
 /// class names:

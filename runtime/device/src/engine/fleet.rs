@@ -44,7 +44,7 @@ pub(super) struct Fleet {
 /// A version 3 state's fleet part must be migrated before the fleet reads or replaces it.
 const NOT_MIGRATED: &str =
     "the fleet part of a version 3 state is not migrated yet (Engine::migrate_fleet)";
-const NOT_CLOSED_FORM: &str = "this device's head learns by gradient steps (an MLP head, or host classes without statistics): its fleet averages heads (Engine::merge_head), not statistics";
+const NOT_CLOSED_FORM: &str = "this device's head learns by gradient steps (--learner gradient, or host classes without statistics): its fleet averages heads (Engine::merge_head), not statistics";
 
 const CLOSED_FORM_NOT_HEAD: &str = "this device's head is written from closed-form statistics; a fleet averages gradient heads only between devices whose heads learn by gradient steps";
 

@@ -13,8 +13,8 @@
 //! learning`): on every backbone there it beat the gradient head with replay at 1 to 10
 //! labels per class, after a pass over a training set, and on forgetting; and by the
 //! demo, where an MLP head learning by gradient steps forgot 7–11 points of the host's
-//! digits after 50 labels and by statistics of its hidden layer about 1
-//! (`finetune-head demo`, seeds 1–8). [`LearnerKind::Gradient`] keeps the gradient head
+//! digits after 50 labels and by statistics of its hidden layer none (`finetune-head
+//! demo`, seeds 1–8: from 0.6 points below to 1.7 above the host's test accuracy). [`LearnerKind::Gradient`] keeps the gradient head
 //! with replay ([`Online::learn`]) for a bundle whose classes come with neither
 //! statistics nor exemplars.
 //!

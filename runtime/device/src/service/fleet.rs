@@ -7,7 +7,7 @@
 //! another backbone, is refused with the reason and nothing changes. A merge is written
 //! to the state directory before it is answered.
 //!
-//! A device whose head learns by gradient steps (an MLP head, `--learner gradient`)
+//! A device whose head learns by gradient steps (`--learner gradient`)
 //! exports its head and its own labels per class instead ([`HeadState`]), and merges the
 //! other devices' heads (their average, or a list averaged here, weighted by labels:
 //! FedAvg) into its own by [`Engine::merge_head`]. The two kinds never mix: a state of

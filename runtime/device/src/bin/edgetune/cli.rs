@@ -192,8 +192,9 @@ impl BackboneArgs {
 #[derive(Args)]
 pub struct LearnArgs {
     /// Which learner writes the head: `slda`, closed-form statistics (learns from one
-    /// label, forgets nothing, independent of label order), or `gradient`, gradient
-    /// steps with replay (MLP heads; --lr, --steps, --replay, --guard-margin).
+    /// label, forgets nothing, independent of label order; of an MLP head's hidden
+    /// layer, which stays as trained), or `gradient`, gradient steps with replay (which
+    /// also train an MLP's hidden layer; --lr, --steps, --replay, --guard-margin).
     #[arg(long, value_enum, default_value_t = LearnerArg::Slda)]
     pub learner: LearnerArg,
     /// Strength of the closed-form learner's covariance prior (the bundle's embedding
