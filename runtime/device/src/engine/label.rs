@@ -130,8 +130,8 @@ impl Engine {
     }
 
     /// A label for the closed-form learner (in `self.x`): its statistics (of the head's
-    /// features of it), then the head written from them. Never refused: rolling back would make the statistics depend
-    /// on the order of the labels.
+    /// features of it), then the head written from them. Never refused: rolling back
+    /// would make the statistics depend on the order of the labels.
     fn learn_slda(&mut self, class: usize, loss: f32) -> Result<Outcome, EngineError> {
         let Some(slda) = &mut self.slda else {
             return Err(Error::Config {

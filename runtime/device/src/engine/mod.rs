@@ -14,9 +14,10 @@
 //! labels per class, after a pass over a training set, and on forgetting; and by the
 //! demo, where an MLP head learning by gradient steps forgot 7–11 points of the host's
 //! digits after 50 labels and by statistics of its hidden layer none (`finetune-head
-//! demo`, seeds 1–8: from 0.6 points below to 1.7 above the host's test accuracy). [`LearnerKind::Gradient`] keeps the gradient head
-//! with replay ([`Online::learn`]) for a bundle whose classes come with neither
-//! statistics nor exemplars.
+//! demo`, seeds 1–8: from 0.6 points below to 1.7 above the host's test accuracy).
+//! [`LearnerKind::Gradient`] keeps the gradient head with replay ([`Online::learn`])
+//! for a bundle whose classes come with neither statistics nor exemplars, and trains an
+//! MLP's hidden layer too (`--learner gradient`).
 //!
 //! **Calibration.** The prediction made for a sample before its label is learned is an
 //! honest held-out measurement that costs no label (prequential evaluation): each one
