@@ -4,11 +4,14 @@
 # and a Pi 5 (Cortex-A76), with tools/arm-count (qemu-aarch64 + tools/qemu-icount, the
 # board's /proc/cpuinfo in a private mount namespace: run as root).
 #
-#   bash scripts/icount.sh [-k K] [-o OUT_DIR] [-b "pi4 pi5"] [MODEL...]
+#   bash scripts/icount.sh [-k K] [-o OUT_DIR] [-b "pi4 pi5"] [-c CALIB_DIR] [MODEL...]
 #
 # MODEL: mobilenet_v2, resnet18 (the torchvision exports in models/torchvision; default
 # both), test-mobilenet, test-resnet (the 224×224 test models of the `arm_bundles`
-# example, the script's earlier subject: no QDQ form, so three rows).
+# example, the script's earlier subject: no QDQ form, so three rows), or a path
+# DIR/NAME to DIR/NAME.onnx and its QDQ model DIR/NAME-qdq.onnx (such as the full-width
+# 224×224 torchvision models models/torchvision/full_width_224.py writes, with -c its
+# calibration images; -c defaults to models/torchvision/calib).
 #
 # Per model, the rows: edgetune's f32 bundle, its int8 bundle (`--quantize int8`,
 # calibrated on models/torchvision/calib), ONNX Runtime on the f32 ONNX and on ONNX
@@ -35,21 +38,31 @@ root=$(pwd)
 k=4
 out=target/icount
 boards="pi4 pi5"
-while getopts k:o:b: opt; do
+calib=models/torchvision/calib
+while getopts k:o:b:c: opt; do
   case $opt in
     k) k=$OPTARG ;;
     o) out=$OPTARG ;;
     b) boards=$OPTARG ;;
-    *) echo "usage: bash scripts/icount.sh [-k K] [-o OUT_DIR] [-b \"pi4 pi5\"] [MODEL...]" >&2; exit 2 ;;
+    c) calib=$OPTARG ;;
+    *) echo "usage: bash scripts/icount.sh [-k K] [-o OUT_DIR] [-b \"pi4 pi5\"] [-c CALIB_DIR] [MODEL...]" >&2; exit 2 ;;
   esac
 done
+[ -d "$calib" ] || { echo "icount: no calibration folder $calib" >&2; exit 2; }
+calib=$(cd "$calib" && pwd)
 shift $((OPTIND - 1))
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(mobilenet_v2 resnet18)
-for m in "${models[@]}"; do
+for i in "${!models[@]}"; do
+  m=${models[$i]}
   case $m in
     mobilenet_v2 | resnet18 | test-mobilenet | test-resnet) ;;
-    *) echo "icount: unknown model $m (mobilenet_v2, resnet18, test-mobilenet, test-resnet)" >&2; exit 2 ;;
+    */*)
+      for f in "$m.onnx" "$m-qdq.onnx"; do
+        [ -f "$f" ] || { echo "icount: model $m: no $f" >&2; exit 2; }
+      done
+      models[$i]=$(cd "$(dirname "$m")" && pwd)/$(basename "$m") ;;
+    *) echo "icount: unknown model $m (mobilenet_v2, resnet18, test-mobilenet, test-resnet, or DIR/NAME)" >&2; exit 2 ;;
   esac
 done
 [[ $k =~ ^[1-9][0-9]*$ ]] || { echo "icount: -k takes a positive count, got $k" >&2; exit 2; }
@@ -92,14 +105,16 @@ convert() { # NAME ARGS...: one bundle, its report appended to reports.txt
   echo >> "$out/reports.txt"
 }
 tests=()
-for m in "${models[@]}"; do
+for i in "${!models[@]}"; do
+  m=${models[$i]}
   case $m in
     mobilenet_v2) src=$tv/mobilenet_v2-w025-64 ;;
     resnet18) src=$tv/resnet18-w8-64 ;;
     test-*) tests+=("${m#test-}"); continue ;;
+    */*) src=$m; m=$(basename "$m"); models[$i]=$m ;;
   esac
   convert "$m-f32" "$src.onnx" "${pre[@]}"
-  convert "$m-int8" "$src.onnx" "${pre[@]}" --quantize int8 --calib "$tv/calib"
+  convert "$m-int8" "$src.onnx" "${pre[@]}" --quantize int8 --calib "$calib"
   convert "$m-qdq" "$src-qdq.onnx" "${pre[@]}"
   cp "$src.onnx" "$out/$m.onnx"
   cp "$src-qdq.onnx" "$out/$m-qdq.onnx"
