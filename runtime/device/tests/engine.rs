@@ -222,4 +222,16 @@ fn an_mlp_head_learns_by_the_statistics_of_its_hidden_layer_and_forgets_nothing(
     let r = Engine::restore(&state, &head, Some(&stats), EngineConfig::DEFAULT).unwrap();
     assert_eq!(r.learner_kind(), LearnerKind::Slda);
     assert_eq!(r.online().head().params(), e.online().head().params());
+    // A bundle made before the hidden layer's statistics (exemplars only): the
+    // gradient head learns, as it did then.
+    let mut old = Engine::new(head.clone(), EngineConfig::DEFAULT).unwrap();
+    let mut rng = Rng::new(14);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for i in 0..32 {
+        x.extend(sample(&mut rng, i % 2));
+        y.push((i % 2) as u32);
+    }
+    old.seed(&x, &y, &[]).unwrap();
+    assert_eq!(old.learner_kind(), LearnerKind::Gradient);
+    assert_eq!(old.online().head().params(), head.params());
 }

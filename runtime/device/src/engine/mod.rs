@@ -51,7 +51,7 @@ use edgetune::error::Error;
 use edgetune::head::Head;
 use edgetune::learn::{Config, Learner};
 use edgetune::online::{Online, OnlineConfig};
-use edgetune::slda::Slda;
+use edgetune::slda::{Prior, Slda};
 
 pub use fleet::{Merged, OthersHead, OthersRow};
 pub use label::Outcome;
@@ -316,16 +316,30 @@ impl Engine {
     }
 
     /// After seeding or restoring: a head whose classes the statistics do not cover
-    /// stays with the gradient learner.
+    /// stays with the gradient learner, and so does an MLP head whose bundle has no
+    /// statistics of its hidden layer (one made before them: the learner would have
+    /// only the exemplars' 16 samples a class in that layer's units, no better than
+    /// gradient steps in the demo; the gradient head learns, as it did then).
     fn settle_learner(&mut self) {
-        let classes = self.live.head().classes();
-        if self.slda.as_ref().is_some_and(|s| s.classes() < classes) {
+        let head = self.live.head();
+        let Some(slda) = &self.slda else {
+            return;
+        };
+        if slda.classes() < head.classes() {
             log::warn!(
                 "engine: the head's classes come without statistics; the gradient head learns"
             );
-            self.slda = None;
-            self.fleet = None;
+        } else if head.dims().hidden > 0 && slda.prior() != Prior::Given {
+            log::warn!(
+                "engine: the bundle's MLP head comes without statistics of its hidden layer \
+                 (made before them); the gradient head learns. Train it again with \
+                 finetune-head train to learn without forgetting"
+            );
+        } else {
+            return;
         }
+        self.slda = None;
+        self.fleet = None;
     }
 
     /// The temperature the head's logits are divided by.
