@@ -3,10 +3,10 @@
 //! MLP's hidden activations under its trained hidden layer; class means and the
 //! within-class covariance shrunk by Ledoit and Wolf's rule, [`Stats::estimate`]), the
 //! very output layer the device's streaming LDA writes from the bundle's statistics
-//! ([`edgetune::slda::Slda`]), with a temperature fitted on validation. `train` keeps it instead of the gradient head when it is
-//! better on validation ([`choose`]): on classes that share a covariance (the Gaussian
-//! classes of the learning benchmark) it is the better model, and it costs one matrix
-//! inverse instead of epochs.
+//! ([`edgetune::slda::Slda`]), with a temperature fitted on validation. `train` keeps it
+//! instead of the gradient head when it is better on validation ([`choose`]): on
+//! classes that share a covariance (the Gaussian classes of the learning benchmark) it
+//! is the better model, and it costs one matrix inverse instead of epochs.
 
 use anyhow::{Context, Result};
 use edgetune::Head;

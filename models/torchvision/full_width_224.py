@@ -1,8 +1,7 @@
 """torchvision's MobileNetV2 and ResNet18 at full width and 224x224, the size issue #14's
-table counts, for `scripts/icount.sh` (not committed: 14 MB and 47 MB). Random weights
-(weights=None, nothing is downloaded; batch-norm statistics given some spread, as
-full_width_sizes.py does): an instruction count does not depend on the values. Writes
-OUT/{mobilenet_v2,resnet18}-224.onnx (torch.onnx.export, as make_models.py exports),
+table counts, for `scripts/icount.sh` (not committed: 14 MB and 47 MB). Random
+weights (full_width_sizes.random_models): an instruction count does not depend on the
+values. Writes OUT/{mobilenet_v2,resnet18}-224.onnx (torch.onnx.export, as make_models.py exports),
 their ONNX Runtime QDQ models OUT/<name>-224-qdq.onnx (quantize_static per channel,
 as make_models.py quantizes), and OUT/calib224/, this folder's calib/ images scaled to
 224x224 (bilinear) for `finetune-head convert --calib`.
@@ -19,7 +18,7 @@ import tempfile
 
 import numpy as np
 import torch
-import torchvision
+from full_width_sizes import random_models  # this folder's: same models, same seed
 from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -58,15 +57,7 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "target/icount-224"
     os.makedirs(out, exist_ok=True)
     x_calib = calibration(out)
-    torch.manual_seed(0)
-    for name, model in [("mobilenet_v2", torchvision.models.mobilenet_v2(weights=None)),
-                        ("resnet18", torchvision.models.resnet18(weights=None))]:
-        model.eval()
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.running_mean.uniform_(-0.1, 0.1)
-                    m.running_var.uniform_(0.5, 2.0)
+    for name, model in random_models():
         onnx = os.path.join(out, f"{name}-{SIZE}.onnx")
         torch.onnx.export(model, (torch.zeros(1, 3, SIZE, SIZE),), onnx, input_names=["image"],
                           output_names=["logits"], opset_version=17, dynamo=False,

@@ -38,18 +38,26 @@ def backbone_bytes(bundle):
     return length
 
 
+def random_models():
+    """(name, model) of torchvision's MobileNetV2 and ResNet18 at full width, random
+    weights (seed 0, nothing downloaded), batch-norm statistics given some spread, in
+    eval mode."""
+    torch.manual_seed(0)
+    for name, model in [("mobilenet_v2", torchvision.models.mobilenet_v2(weights=None)),
+                        ("resnet18", torchvision.models.resnet18(weights=None))]:
+        model.eval()
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.1, 0.1)
+                    m.running_var.uniform_(0.5, 2.0)
+        yield name, model
+
+
 def main():
     tool = sys.argv[1] if len(sys.argv) > 1 else "target/release/finetune-head"
-    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, model in [("mobilenet_v2", torchvision.models.mobilenet_v2(weights=None)),
-                            ("resnet18", torchvision.models.resnet18(weights=None))]:
-            model.eval()
-            with torch.no_grad():
-                for m in model.modules():
-                    if isinstance(m, torch.nn.BatchNorm2d):
-                        m.running_mean.uniform_(-0.1, 0.1)
-                        m.running_var.uniform_(0.5, 2.0)
+        for name, model in random_models():
             onnx = os.path.join(tmp, f"{name}.onnx")
             torch.onnx.export(model, torch.randn(1, 3, 64, 64), onnx, input_names=["image"],
                               output_names=["logits"], opset_version=17, dynamo=False)

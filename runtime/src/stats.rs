@@ -91,12 +91,9 @@ fn encode(v: &[f32]) -> String {
         .encode(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
 }
 
-fn decode(what: &str, s: &str, len: usize) -> Result<Vec<f32>, BundleError> {
-    let bad = |m: String| {
-        Err(BundleError::manifest(format!(
-            "embedding statistics: {what} {m}"
-        )))
-    };
+/// `len` f32 values of the base64 `s`, the `what` of statistics named `of`.
+fn decode(of: &str, what: &str, s: &str, len: usize) -> Result<Vec<f32>, BundleError> {
+    let bad = |m: String| Err(BundleError::manifest(format!("{of}: {what} {m}")));
     let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(s) else {
         return bad("is not valid base64".into());
     };
@@ -367,14 +364,24 @@ impl Stats {
         dim: usize,
         classes: usize,
     ) -> Result<Stats, BundleError> {
-        let mean = decode("mean", &s.mean, dim)?;
-        let std = decode("std", &s.std, dim)?;
+        Self::from_manifest_named("embedding statistics", s, dim, classes)
+    }
+
+    /// [`Stats::from_manifest`] of statistics of `dim` features, named `of` in errors.
+    fn from_manifest_named(
+        of: &str,
+        s: &EmbeddingStats,
+        dim: usize,
+        classes: usize,
+    ) -> Result<Stats, BundleError> {
+        let mean = decode(of, "mean", &s.mean, dim)?;
+        let std = decode(of, "std", &s.std, dim)?;
         if std.iter().any(|&v| v <= 0.0) {
-            return Err(BundleError::manifest(
-                "embedding statistics: a standard deviation is not positive".to_string(),
-            ));
+            return Err(BundleError::manifest(format!(
+                "{of}: a standard deviation is not positive"
+            )));
         }
-        let bad = |m: &str| Err(BundleError::manifest(format!("embedding statistics: {m}")));
+        let bad = |m: &str| Err(BundleError::manifest(format!("{of}: {m}")));
         let given = [
             (!s.covariance_upper.is_empty()).then_some("covariance_upper"),
             (!s.covariance.is_empty()).then_some("covariance"),
@@ -393,11 +400,11 @@ impl Stats {
             "covariance_upper" => {
                 let packed = dim.saturating_mul(dim.saturating_add(1)) / 2;
                 symmetric(
-                    &decode("covariance_upper", &s.covariance_upper, packed)?,
+                    &decode(of, "covariance_upper", &s.covariance_upper, packed)?,
                     dim,
                 )
             }
-            "covariance" => decode("covariance", &s.covariance, dim.saturating_mul(dim))?,
+            "covariance" => decode(of, "covariance", &s.covariance, dim.saturating_mul(dim))?,
             _ => {
                 // Its rows from its length (base64: 3 bytes in 4 characters), so that a
                 // factor larger than the matrix it stands for is refused before decoding.
@@ -419,30 +426,30 @@ impl Stats {
                     ));
                 }
                 covariance_factor = decode(
+                    of,
                     "covariance_factor",
                     &s.covariance_factor,
                     rows.saturating_mul(dim),
                 )?;
-                let diagonal = decode("covariance_diagonal", &s.covariance_diagonal, dim)?;
+                let diagonal = decode(of, "covariance_diagonal", &s.covariance_diagonal, dim)?;
                 from_factor(&covariance_factor, &diagonal, dim)
             }
         };
         if (0..dim).any(|i| covariance[i * dim + i] <= 0.0) {
-            return Err(BundleError::manifest(
-                "embedding statistics: a value on the covariance's diagonal is not positive"
-                    .to_string(),
-            ));
+            return Err(BundleError::manifest(format!(
+                "{of}: a value on the covariance's diagonal is not positive"
+            )));
         }
         let k = s.class_counts.len();
         if k != 0 && k != classes {
             return Err(BundleError::manifest(format!(
-                "embedding statistics: {k} class counts for a head of {classes} classes"
+                "{of}: {k} class counts for a head of {classes} classes"
             )));
         }
         let class_means = if k == 0 {
             Vec::new()
         } else {
-            decode("class means", &s.class_means, k.saturating_mul(dim))?
+            decode(of, "class means", &s.class_means, k.saturating_mul(dim))?
         };
         Ok(Stats {
             samples: s.samples,
@@ -484,15 +491,12 @@ pub fn for_head(
             dims.input, manifest.embedding.size
         )));
     }
-    Stats::from_manifest(s, dims.feature_width(), classes)
-        .map(Some)
-        .map_err(|e| match e {
-            // The checks name the embeddings' statistics; these are the hidden layer's.
-            BundleError::Manifest { what: m } if dims.hidden != 0 => BundleError::manifest(
-                m.replacen("embedding statistics", "hidden_stats (the MLP head's)", 1),
-            ),
-            e => e,
-        })
+    let of = if dims.hidden == 0 {
+        "embedding statistics"
+    } else {
+        "hidden_stats (the MLP head's statistics)"
+    };
+    Stats::from_manifest_named(of, s, dims.feature_width(), classes).map(Some)
 }
 
 #[cfg(test)]
@@ -670,5 +674,33 @@ mod tests {
             },
             "not positive",
         );
+    }
+
+    /// A head's statistics by its kind: the embeddings' for a linear head, the hidden
+    /// layer's for an MLP, each checked against the features it sees and named so.
+    #[test]
+    fn for_head_picks_the_statistics_of_the_heads_features() {
+        use crate::bundle::{Manifest, Provenance};
+        use crate::head::Dims;
+        let x: Vec<f32> = (0..60).map(|i| ((i * 7) % 11) as f32 * 0.3).collect();
+        let labels: Vec<usize> = (0..10).map(|i| i % 2).collect();
+        let six = Stats::estimate(&x, 6, Some((&labels, 2))).unwrap();
+        let three = Stats::estimate(&x[..30], 3, Some((&labels, 2))).unwrap();
+        let mut m = Manifest::features_only(6, ["a", "b"], Provenance::new("t", "t"));
+        let (linear, mlp) = (Dims::linear(6, 4), Dims::mlp(6, 3, 4));
+        assert_eq!(for_head(&m, linear, 2).unwrap(), None);
+        m.embedding_stats = Some(six.to_manifest());
+        assert_eq!(for_head(&m, linear, 2).unwrap().unwrap().mean, six.mean);
+        assert_eq!(for_head(&m, mlp, 2).unwrap(), None, "no hidden statistics");
+        m.hidden_stats = Some(three.to_manifest());
+        assert_eq!(for_head(&m, mlp, 2).unwrap().unwrap().mean, three.mean);
+        // Hidden statistics of another width: the error names them.
+        let e = for_head(&m, Dims::mlp(6, 4, 4), 2).unwrap_err().to_string();
+        assert!(
+            e.contains("hidden_stats (the MLP head's statistics): mean"),
+            "{e}"
+        );
+        let e = for_head(&m, Dims::mlp(5, 3, 4), 2).unwrap_err().to_string();
+        assert!(e.contains("5-value embeddings"), "{e}");
     }
 }

@@ -81,16 +81,7 @@ fn host_head_with(data: &Data, classes: &[usize], cfg: HeadConfig) -> Result<Hos
         .with_context(|| format!("{}: training the host head", data.name))?;
     // As `finetune-head train` does: the closed-form head (on an MLP's trained hidden
     // layer) when it is better on validation.
-    let dims = fitted.head.dims();
-    let mut x = vec![0.0f32; train_e.len() * dims.feature_width()];
-    for (e, f) in train_e
-        .x
-        .iter()
-        .zip(x.chunks_exact_mut(dims.feature_width()))
-    {
-        fitted.head.features(e, f)?;
-    }
-    let stats = Stats::estimate(&x, dims.feature_width(), Some((&train_e.y, n)));
+    let stats = train::feature_stats(&fitted.head, &train_e, n)?;
     let (head, _) = closed_form::best_head(&fitted, stats.as_ref(), &val_e, n);
     Ok(HostHead {
         head,

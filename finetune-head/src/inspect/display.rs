@@ -298,9 +298,11 @@ impl fmt::Display for BundleReport {
                 ),
             )?;
         }
-        for (label, st, of) in [
-            ("statistics", &m.embedding_stats, "embeddings"),
-            ("", &m.hidden_stats, "MLP hidden activations"),
+        // The row is labeled once; an MLP head's learner starts from its hidden layer's.
+        let mut label = "statistics";
+        for (st, of, starts) in [
+            (&m.embedding_stats, "embeddings", m.hidden_stats.is_none()),
+            (&m.hidden_stats, "MLP hidden activations", true),
         ] {
             let Some(st) = st else { continue };
             let kind = match st.covariance_kind {
@@ -312,16 +314,10 @@ impl fmt::Display for BundleReport {
             } else {
                 format!(", means of {} classes", st.class_counts.len())
             };
-            let label = if label.is_empty() && m.embedding_stats.is_none() {
-                "statistics"
-            } else {
-                label
-            };
-            // An MLP head's learner starts from its hidden layer's statistics.
-            let starts = if of == "embeddings" && m.hidden_stats.is_some() {
-                ""
-            } else {
+            let starts = if starts {
                 " (the device's learner starts from them)"
+            } else {
+                ""
             };
             row(
                 f,
@@ -331,6 +327,7 @@ impl fmt::Display for BundleReport {
                     st.samples
                 ),
             )?;
+            label = "";
         }
         match (&self.backbone, &self.backbone_note) {
             (Some(b), _) => b.fmt_rows(f)?,

@@ -109,6 +109,17 @@ pub(super) fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
     raw_tensor(name, DataType::Float, dims, raw)
 }
 
+/// `values` times 2^e as f16, with `e` the exponent [`edgetune::nnef::f16_exponent`]
+/// shares between them: their f16 form, as [`f16_precision`] rounds them and
+/// [`super::store_in_f16`] stores them.
+pub(super) fn scaled_f16(values: &[f32]) -> (i32, Vec<f16>) {
+    let e = f16_exponent(values);
+    (
+        e,
+        values.iter().map(|v| f16::from_f32(v * pow2(e))).collect(),
+    )
+}
+
 /// `values` rounded to 11 significant bits, as an f16 times a power of two shared by
 /// all of them ([`edgetune::nnef::f16_exponent`]), if every one of them then is a finite
 /// f16, and for `normal` a normal one or zero (a scale, whose relative error must stay
@@ -116,8 +127,7 @@ pub(super) fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
 /// in 16 bits, losslessly ([`super::store_in_f16`]). Used for the integer products'
 /// per-channel scales and biases: their rounding is a tenth of the weights' own.
 pub(super) fn f16_precision(values: &[f32], normal: bool) -> Vec<f32> {
-    let e = f16_exponent(values);
-    let half: Vec<f16> = values.iter().map(|v| f16::from_f32(v * pow2(e))).collect();
+    let (e, half) = scaled_f16(values);
     let fits = half
         .iter()
         .all(|h| h.is_finite() && (!normal || h.is_normal() || h.to_f32() == 0.0));

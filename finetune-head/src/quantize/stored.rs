@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use edgetune::nnef::{ValuesF16, WeightsI8, f16_exponent, pow2};
+use edgetune::nnef::{ValuesF16, WeightsI8, pow2};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::konst::Const;
@@ -136,8 +136,7 @@ pub fn store_in_f16(model: &mut TypedModel) -> Result<usize> {
         }
         let values = value.try_as_plain_ram()?;
         let values = values.as_slice::<f32>()?;
-        let e = f16_exponent(values);
-        let half: Vec<f16> = values.iter().map(|v| f16::from_f32(v * pow2(e))).collect();
+        let (e, half) = super::onnx::scaled_f16(values);
         let exact = half
             .iter()
             .zip(values)

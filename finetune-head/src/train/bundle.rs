@@ -58,18 +58,29 @@ pub fn hidden_stats(
     head: &Head<Vec<f32>>,
     prep: &Prepared,
 ) -> Result<Option<edgetune::stats::Stats>> {
-    let h = head.dims().hidden;
-    if h == 0 {
+    if head.dims().hidden == 0 {
         return Ok(None);
     }
-    let mut features = vec![0.0f32; prep.train.len() * h];
-    for (x, out) in prep.train.x.iter().zip(features.chunks_exact_mut(h)) {
+    feature_stats(head, &prep.train, prep.classes.len())
+}
+
+/// The within-class statistics of `data`'s features under `head` ([`Head::features`]:
+/// the embeddings themselves for a linear head, the hidden activations of an MLP), of
+/// `classes` classes: what the closed-form output layer is written from.
+pub fn feature_stats(
+    head: &Head<Vec<f32>>,
+    data: &Embedded,
+    classes: usize,
+) -> Result<Option<edgetune::stats::Stats>> {
+    let w = head.dims().feature_width();
+    let mut features = vec![0.0f32; data.len() * w];
+    for (x, out) in data.x.iter().zip(features.chunks_exact_mut(w)) {
         head.features(x, out)?;
     }
     Ok(edgetune::stats::Stats::estimate(
         &features,
-        h,
-        Some((&prep.train.y, prep.classes.len())),
+        w,
+        Some((&data.y, classes)),
     ))
 }
 

@@ -33,7 +33,8 @@ mod shards;
 mod space;
 
 pub use bundle::{
-    GUARD_EXEMPLARS, REPLAY_EXEMPLARS, embedding_stats, exemplars, hidden_stats, write,
+    GUARD_EXEMPLARS, REPLAY_EXEMPLARS, embedding_stats, exemplars, feature_stats, hidden_stats,
+    write,
 };
 pub use config::{HeadChoice, HeadConfig, LossChoice, OptimizerChoice, ScheduleChoice};
 #[cfg(test)]

@@ -43,8 +43,7 @@ pub fn space_without(fixed: &[String]) -> Result<Space> {
         ensure!(
             s.dims.iter().any(|(n, _)| n == name),
             "{name:?} is not a searched hyperparameter (those are {})",
-            space()
-                .dims
+            s.dims
                 .iter()
                 .map(|(n, _)| n.as_str())
                 .collect::<Vec<_>>()

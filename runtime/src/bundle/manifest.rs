@@ -37,8 +37,8 @@ pub struct Manifest {
     /// For an MLP head trained on the host: the same statistics of its hidden layer's
     /// activations ([`crate::stats::for_head`]), from which the device's closed-form
     /// learner writes the output layer while the hidden layer stays as trained. Absent
-    /// for a linear head and in bundles made before them (the device then learns the
-    /// hidden statistics from the bundle's exemplars).
+    /// for a linear head and in bundles made before them (the device's MLP head then
+    /// learns by gradient steps, as it did).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden_stats: Option<crate::stats::EmbeddingStats>,
 

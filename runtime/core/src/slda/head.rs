@@ -9,10 +9,10 @@ use crate::math;
 
 impl<S: Storage, K: Covariance> Slda<S, K> {
     /// Folds the learner into `head`'s output layer (over its features: the raw
-    /// embeddings of a linear head, the hidden activations of an MLP, [`Head::features`]),
-    /// with logits divided by `temperature`. A class of the head that has no label yet (or that the
-    /// learner does not have) gets no weights and the logit [`UNLABELED_LOGIT`]: it is
-    /// never predicted while another class has labels.
+    /// embeddings of a linear head, the hidden activations of an MLP,
+    /// [`Head::features`]), with logits divided by `temperature`. A class of the head
+    /// that has no label yet (or that the learner does not have) gets no weights and the
+    /// logit [`UNLABELED_LOGIT`]: it is never predicted while another class has labels.
     pub fn write_head<T: Storage>(&self, head: &mut Head<T>, temperature: f32) -> Result<()> {
         let dims = head.dims();
         if dims.feature_width() != self.dim || dims.capacity < self.classes() {

@@ -376,6 +376,20 @@ impl Engine {
         self.live.head().dims().feature_width()
     }
 
+    /// Refuses statistics of other features than those the learner keeps
+    /// ([`Engine::learner_dim`]): an MLP head's learner takes its hidden layer's.
+    fn check_stats(&self, stats: &edgetune::stats::Stats) -> Result<(), Error> {
+        let d = self.learner_dim();
+        if stats.mean.len() != d {
+            return Err(Error::Length {
+                what: "statistics of the head's features",
+                expected: d,
+                found: stats.mean.len(),
+            });
+        }
+        Ok(())
+    }
+
     /// Classes the head has.
     pub fn classes(&self) -> usize {
         self.live.head().classes()

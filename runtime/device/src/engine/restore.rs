@@ -71,17 +71,14 @@ impl Engine {
                 .map_err(|e| format!("its calibration: {e}"))?;
         }
         self.prequential = l.prequential;
-        let d = self.learner_dim();
+        if let Some(stats) = stats {
+            self.check_stats(stats)
+                .map_err(|e| format!("the bundle's statistics: {e}"))?;
+        }
         let Some(slda) = &mut self.slda else {
             return Ok(());
         };
         if let Some(stats) = stats {
-            if stats.mean.len() != d {
-                return Err(format!(
-                    "the bundle's statistics are of {} values, its head's features {d}",
-                    stats.mean.len()
-                ));
-            }
             slda.set_stats(
                 &stats.mean,
                 &stats.std,

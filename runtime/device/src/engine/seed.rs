@@ -13,17 +13,11 @@ impl Engine {
     /// for a head trained on the host, each class's count and mean. Call on a fresh
     /// engine, before [`Engine::seed`].
     pub fn set_stats(&mut self, stats: &Stats) -> Result<(), Error> {
-        let d = self.learner_dim();
+        self.check_stats(stats)?;
         let Some(slda) = &mut self.slda else {
             return Ok(());
         };
-        if stats.mean.len() != d {
-            return Err(Error::Length {
-                what: "statistics of the head's features",
-                expected: d,
-                found: stats.mean.len(),
-            });
-        }
+        let d = stats.mean.len();
         slda.set_stats(
             &stats.mean,
             &stats.std,

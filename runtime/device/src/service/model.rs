@@ -26,7 +26,8 @@ pub struct Model {
     pub head: Head<Vec<f32>>,
     /// [`state::backbone_id`] of the bundle.
     pub id: u32,
-    /// The bundle's statistics of its head's features, decoded ([`edgetune::stats::for_head`]).
+    /// The bundle's statistics of its head's features, decoded
+    /// ([`edgetune::stats::for_head`]).
     pub stats: Option<Stats>,
     /// The tokenizer of a text-encoder bundle converted with one.
     #[cfg(feature = "text")]
