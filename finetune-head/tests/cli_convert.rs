@@ -89,18 +89,32 @@ fn int8_from_a_directory_of_npy_samples() {
         }
     ));
 
-    // The first convolution stays f32 and is named so, unless asked for.
-    assert!(out.contains("first layer (reads the image itself"), "{out}");
+    // The first convolution is int8 too, unless --first-layer-f32 keeps it f32 (and the
+    // report names it); the old flag, now the default, is still accepted.
+    assert!(!out.contains("first layer"), "{out}");
+    let o = quantize(&["--first-layer-f32"]);
+    let kept = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        kept.contains("first layer (reads the image itself; kept f32 by --first-layer-f32)"),
+        "{kept}"
+    );
     let o = quantize(&["--quantize-first-layer"]);
     let all = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!all.contains("first layer"), "{all}");
+    let o = quantize(&["--quantize-first-layer", "--first-layer-f32"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("cannot be used with"),
+        "{err}"
+    );
 
     // Option mistakes.
     let o = run(&["convert", m, "-o", "x.bundle", "--quantize", "int8"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--calib"), "{err}");
-    let o = run(&["convert", m, "-o", "x.bundle", "--quantize-first-layer"]);
+    let o = run(&["convert", m, "-o", "x.bundle", "--first-layer-f32"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--quantize"), "{err}");
     // --calib alone (an f32 bundle): the embedding statistics of the samples, for the

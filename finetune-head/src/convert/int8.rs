@@ -163,7 +163,7 @@ pub(super) fn quantize(
         None => Ranges::Calibrate {
             facts: &input.facts,
             inputs: &inputs[..n - holdout],
-            first_layer: opts.int8_first_layer,
+            first_layer: !opts.int8_first_layer_f32,
         },
     };
     let (quantized, mut summary) = crate::quantize::quantize_with(proto, tensor, ranges)

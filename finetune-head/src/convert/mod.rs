@@ -54,9 +54,10 @@ pub struct Options {
     pub class_names: Option<Vec<String>>,
     /// Quantize the backbone to int8, calibrated on these samples.
     pub int8: Option<Int8>,
-    /// With `int8`: quantize the first convolution too, the one that reads the image
-    /// (`--quantize-first-layer`; [`crate::quantize`]'s docs have what it costs).
-    pub int8_first_layer: bool,
+    /// With `int8`: keep the first convolution, the one that reads the image, f32
+    /// (`--first-layer-f32`; by default it is int8 too: [`crate::quantize`]'s docs have
+    /// what each costs).
+    pub int8_first_layer_f32: bool,
     /// Samples for the embedding statistics the device's learner starts from
     /// ([`edgetune::stats`]) when not quantizing (`--calib` alone); an int8 conversion
     /// takes them from its calibration samples.

@@ -7,8 +7,8 @@
 //! - constants an exporter computes in the graph (`Identity`, `Constant`, reshapes and
 //!   transposes of weights) become initializers, so every weight is seen as one;
 //! - batch normalizations that follow a convolution are folded into it;
-//! - every ordinary convolution (group 1, weights in an initializer) except the first
-//!   one, which reads the image itself, becomes `QuantizeLinear → ConvInteger → Cast →
+//! - every ordinary convolution (group 1, weights in an initializer), the first one too
+//!   (the one that reads the image; `--first-layer-f32` keeps it f32), becomes `QuantizeLinear → ConvInteger → Cast →
 //!   Mul → Add`: activations i8 with a per-tensor scale from the calibration range,
 //!   weights i8 per output channel, both symmetric (zero point 0), the i32 product
 //!   scaled and biased per channel in f32;
@@ -24,16 +24,19 @@
 //!   → Mul`, the same scheme with per-column weight scales (`matmul.rs`), and so does
 //!   every `Gemm` with constant weights (a fully connected layer inside the backbone,
 //!   its bias added after the product);
-//! - depthwise and grouped convolutions, the first convolution, products of two
-//!   activations, and everything else stay f32. The first convolution is
-//!   quantized too on request (`--quantize-first-layer`, [`Ranges::Calibrate`]'s
-//!   `first_layer`), and from a QDQ model whose quantizers cover it (ONNX Runtime's
-//!   `quantize_static` quantizes it): on torchvision's ResNet18 at width 1/8 its 7×7
-//!   stem in int8 took one inference on the Pi 5 CPU model from 2.40 M to 2.09 M
-//!   aarch64 instructions (`scripts/iprofile.sh`), its embedding's cosine to f32 from
-//!   mean 0.9989 / min 0.9937 to 0.9987 / 0.9925 (6 held-out images). It is not the
-//!   default because the shipped demo's device, on the digits CNN so quantized, kept
-//!   86.7 % of its host digits after 50 new labels instead of 88.9 %;
+//! - depthwise and grouped convolutions, products of two activations, and everything
+//!   else stay f32, and the first convolution on request (`--first-layer-f32`,
+//!   [`Ranges::Calibrate`]'s `first_layer` false; a QDQ model's first convolution is
+//!   quantized when its quantizers cover it, as ONNX Runtime's `quantize_static` does).
+//!   The first convolution in int8 is the default since 2026-12-05: on torchvision's
+//!   ResNet18 at width 1/8 its 7×7 stem in int8 took one inference on the Pi 5 CPU
+//!   model from 2.40 M to 2.09 M aarch64 instructions (`scripts/iprofile.sh`), its
+//!   embedding's cosine to f32 from mean 0.9989 / min 0.9937 to 0.9987 / 0.9925 (6
+//!   held-out images); at full width and 224×224, MobileNetV2 from 72.6 M to 69.0 M and
+//!   ResNet18 from 240.8 M to 214.3 M on a Pi 5, within 0.5 % on a Pi 4. It was opt-in
+//!   while the shipped demo's device forgot more with it (86.7 % of its host digits
+//!   after 50 new labels instead of 88.9 %), which the closed-form learner of MLP heads
+//!   ended;
 //! - a depthwise or grouped convolution computes in f32, but on its weights rounded to
 //!   i8 per output channel, which the bundle stores in 8 bits (`stored.rs`);
 //! - the integer products' per-channel scales and biases are rounded to 11 significant
@@ -141,7 +144,7 @@ fn keep_f32(
     } else if w.is_none_or(|w| w.dims.len() != 4) || !b_ok {
         Some("weights or bias not a constant")
     } else if graph_inputs.contains(node.input[0].as_str()) && !first_layer {
-        Some("first layer (reads the image itself; --quantize-first-layer quantizes it)")
+        Some("first layer (reads the image itself; kept f32 by --first-layer-f32)")
     } else {
         None
     }
@@ -408,7 +411,7 @@ pub fn quantize_inputs(
         Ranges::Calibrate {
             facts,
             inputs,
-            first_layer: false,
+            first_layer: true,
         },
     )
 }
