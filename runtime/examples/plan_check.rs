@@ -78,7 +78,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "plan_check: {path}: {} products over one row, {} epilogues in one pass, {} im2col, \
          {} lazy im2col and {} packings, {} max pools, {} products and {} depthwise \
-         convolutions replaced, largest difference {largest:e}",
+         convolutions replaced, {} clamps and quantizers in one pass, largest difference \
+         {largest:e}",
         steps.one_row,
         steps.epilogues,
         steps.im2col,
@@ -86,7 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         steps.packings,
         steps.max_pools,
         steps.products,
-        steps.depthwise
+        steps.depthwise,
+        steps.clamps
     );
     if largest != 0.0 {
         return Err("edgetune's plan and tract's differ".into());

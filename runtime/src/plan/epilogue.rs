@@ -29,6 +29,7 @@ use tract_nnef::tract_core::ops::cast::Cast;
 use tract_nnef::tract_core::ops::element_wise::ElementWiseOp;
 use tract_nnef::tract_core::ops::math::{Add, Max, Min, Mul};
 
+use super::only_reader;
 use crate::nnef::QuantizeI8;
 
 /// f32 values compared and hashed by their bits (an op must be `Eq` and `Hash`).
@@ -437,15 +438,6 @@ impl Chain {
     }
 }
 
-/// The only reader of `outlet`, unless the model outputs it.
-fn only_reader(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
-    let node = model.node(outlet.node);
-    match &*node.outputs[outlet.slot].successors {
-        [one] if !model.output_outlets().ok()?.contains(&outlet) => Some(model.node(one.node)),
-        _ => None,
-    }
-}
-
 /// Replaces each chain of a cast from i32 to f32 and the parts after it (see the module
 /// docs) by one [`Epilogue`]; returns how many. Run after declutter, before tract's
 /// optimization.
@@ -496,15 +488,7 @@ pub fn epilogues(model: &mut TypedModel) -> TractResult<usize> {
         inputs.extend(chain.residual);
         let taps = patch.taps(model, &inputs)?;
         let y = patch.wire_node(format!("{name}.epilogue"), op, &taps)?[0];
-        if *patch.outlet_fact(y)? != model.outlet_fact(end)?.without_value() {
-            continue;
-        }
-        patch.shunt_outside(model, end, y)?;
-        for n in nodes {
-            patch.obliterate(n)?;
-        }
-        patch.apply(model)?;
-        replaced += 1;
+        replaced += super::replace_chain(model, patch, y, end, &nodes)? as usize;
     }
     Ok(replaced)
 }

@@ -13,6 +13,9 @@
 //!   f32 and the scale, bias, residual, clamp and quantizer after it, which tract runs as
 //!   separate passes (broadcasting per-channel operands at every inference), become one
 //!   pass, [`Epilogue`] (`epilogue.rs`).
+//! - [`clamped_quantizers`], before tract's optimization: a clamp by constants (an f32
+//!   depthwise convolution's ReLU6) and the i8 quantizer after it, two passes of tract's
+//!   and one of edgetune's, become one pass, [`ClampQuantize`] (`clamp.rs`).
 //! - [`depthwise_zones`], before tract's codegen: an f32 depthwise convolution becomes
 //!   [`DepthwiseZones`], whose walk over the output's zones is worked out at load, where
 //!   tract's `DepthWise` allocates and rebuilds it at every inference (`zones.rs`; f32
@@ -53,6 +56,7 @@
 //! ResNet18 on a Pi 4. With `PackPatches` for all of them it counts 0.15 M less, so that
 //! step, and the one `unsafe` call it needed, are gone.)
 
+mod clamp;
 mod columns;
 pub mod depthwise;
 mod epilogue;
@@ -62,6 +66,7 @@ mod pool;
 mod product;
 mod zones;
 
+pub use clamp::{ClampQuantize, clamped_quantizers};
 pub use columns::{PackColumns, pack_columns};
 pub use epilogue::{Epilogue, epilogues};
 pub use gather::{GatherPanels, gather_panels};
@@ -98,6 +103,8 @@ pub struct Steps {
     pub products: usize,
     /// f32 depthwise convolutions made [`DepthwiseZones`] ([`depthwise_zones`]).
     pub depthwise: usize,
+    /// Clamps and the quantizers after them made one pass ([`clamped_quantizers`]).
+    pub clamps: usize,
 }
 
 /// `model` decluttered, its integer products over rows made one and their epilogues one
@@ -124,6 +131,8 @@ pub fn optimize_with(
     let one_row = products_over_one_row(&mut model)?;
     // Before optimization, which lowers the cast and binary ops into its own.
     let epilogues = epilogues(&mut model)?;
+    // After the epilogues, which take the clamps after integer products.
+    let clamps = clamped_quantizers(&mut model)?;
     // After declutter, which decides where the channels go; before codegen, which would
     // make them tract's `DepthWise`.
     let depthwise = depthwise_zones(&mut model)?;
@@ -145,6 +154,7 @@ pub fn optimize_with(
         max_pools,
         products,
         depthwise,
+        clamps,
     };
     Ok((model, steps))
 }
@@ -242,6 +252,36 @@ fn replace_output(
     patch.obliterate(id)?;
     patch.apply(model)?;
     Ok(true)
+}
+
+/// Applies `patch`, in which `y` is to replace the chain of nodes `nodes` that ends at
+/// `end` (none of them read from outside the chain but `end`), if `y`'s fact is `end`'s;
+/// says whether it did.
+fn replace_chain(
+    model: &mut TypedModel,
+    mut patch: TypedModelPatch,
+    y: OutletId,
+    end: OutletId,
+    nodes: &[usize],
+) -> TractResult<bool> {
+    if *patch.outlet_fact(y)? != model.outlet_fact(end)?.without_value() {
+        return Ok(false);
+    }
+    patch.shunt_outside(model, end, y)?;
+    for &n in nodes {
+        patch.obliterate(n)?;
+    }
+    patch.apply(model)?;
+    Ok(true)
+}
+
+/// The only reader of `outlet`, unless the model outputs it.
+fn only_reader(model: &TypedModel, outlet: OutletId) -> Option<&TypedNode> {
+    let node = model.node(outlet.node);
+    match &*node.outputs[outlet.slot].successors {
+        [one] if !model.output_outlets().ok()?.contains(&outlet) => Some(model.node(one.node)),
+        _ => None,
+    }
 }
 
 /// How the product's kernel wants its input packed: panels of `r` columns (output
