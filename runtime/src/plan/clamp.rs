@@ -11,17 +11,18 @@
 //!
 //! The quantizer `q` (multiply by a positive scale, round, add the zero point, saturate
 //! to i8) never decreases, so clamping before it is clamping after it:
-//! `q(min(max(x, lo), hi)) = min(max(q(x), q(lo)), q(hi))`. NaN too, where `lo` is at
-//! least 0: tract's `Max` makes NaN `lo`, and `q(NaN)` is the zero point, `q(0)`, which
-//! the clamp of the bytes raises to `q(lo)`. (With no lower bound, or a negative one, NaN
-//! would not come out the same, so those clamps stay tract's.) [`ClampQuantize`]
-//! quantizes the values and clamps the bytes, a vector instruction per 16: tract's
-//! outputs bit for bit (the tests compare them, NaN and infinities included).
+//! `q(min(max(x, lo), hi)) = min(max(q(x), q(lo)), q(hi))`. NaN too, for a ReLU or a
+//! ReLU6 (`lo` 0, `hi` at least 0): tract's `Max` and `Min` make NaN 0 on x86 and keep
+//! it NaN on aarch64, and both quantize to the zero point, `q(0)`, which is also what
+//! `q(NaN)` clamped gives. (With another lower bound, NaN would come out as `q(lo)` on
+//! one and the zero point on the other, so those clamps stay tract's.) [`ClampQuantize`]
+//! quantizes the values and clamps the bytes in the same NEON loop: tract's outputs bit
+//! for bit (the tests compare them, NaN and infinities included, on both).
 //!
-//! [`clamped_quantizers`] replaces each edgetune quantizer whose input is a `Max` by a
-//! value of at least 0, or such a `Max` then a `Min` by one value, each read only by the
-//! next, before tract's optimization. A quantizer whose scale is not positive and finite
-//! is left as it is.
+//! [`clamped_quantizers`] replaces each edgetune quantizer whose input is a `Max` by 0,
+//! or a `Max` by 0 then a `Min` by a value of at least 0, each read only by the next,
+//! before tract's optimization. A quantizer whose scale is not positive and finite is
+//! left as it is.
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::binary::TypedBinOp;
@@ -74,13 +75,11 @@ impl EvalOp for ClampQuantize {
         {
             let mut plain = out.try_as_plain_ram_mut()?;
             let ys = plain.as_slice_mut::<i8>()?;
-            self.quantize
-                .quantize_into(x.try_as_plain_ram()?.as_slice::<f32>()?, ys);
-            // As tract's order: the max, then the min.
+            // The max, then the min, as tract's order.
             let (lo, hi) = (self.low.unwrap_or(i8::MIN), self.high.unwrap_or(i8::MAX));
-            for y in ys.iter_mut() {
-                *y = (*y).max(lo).min(hi);
-            }
+            let xs = x.try_as_plain_ram()?;
+            self.quantize
+                .quantize_clamped_into(xs.as_slice::<f32>()?, ys, lo, hi);
         }
         Ok(tvec!(out.into_tvalue()))
     }
@@ -124,8 +123,8 @@ fn bound(model: &TypedModel, node: &TypedNode, max: bool) -> Option<(f32, Outlet
     None
 }
 
-/// Replaces each edgetune quantizer after a clamp by constants (a `Max` by a value of at
-/// least 0, maybe then a `Min`, each read only by the next) by one [`ClampQuantize`];
+/// Replaces each edgetune quantizer after a ReLU or a ReLU6 (a `Max` by 0, maybe then a
+/// `Min` by a value of at least 0, each read only by the next) by one [`ClampQuantize`];
 /// returns how many.
 /// Run after declutter, before tract's optimization (and after [`super::epilogues`],
 /// which takes such clamps into an integer product's epilogue where there is one).
@@ -164,8 +163,8 @@ pub fn clamped_quantizers(model: &mut TypedModel) -> TractResult<usize> {
             nodes.push(producer.id);
             input = x;
         }
-        // NaN comes out as tract's only above a lower bound of at least 0.
-        if !low.is_some_and(|lo: f32| lo >= 0.0) {
+        // NaN comes out as tract's on every architecture only for a ReLU or a ReLU6.
+        if low != Some(0.0) || !high.is_none_or(|hi| hi >= 0.0) {
             continue;
         }
         let name = node.name.clone();
@@ -230,16 +229,16 @@ mod tests {
             .collect()
     }
 
-    /// tract's plan and edgetune's give the same bytes: ReLU6, ReLU, a lower bound above
-    /// 0, bounds the wrong way round, zero points 0 and −3, maps of odd sizes.
+    /// tract's plan and edgetune's give the same bytes: ReLU6, ReLU, −0 and 0 as bounds,
+    /// zero points 0 and −3, maps of odd sizes.
     #[test]
     fn one_pass_gives_tracts_bytes() -> TractResult<()> {
         let mut rng = Rng::new(41);
         let cases: [(Option<f32>, Option<f32>); 4] = [
             (Some(0.0), Some(6.0)),
             (Some(0.0), None),
-            (Some(0.5), Some(1.5)),
-            (Some(4.0), Some(-1.0)),
+            (Some(-0.0), Some(1.5)),
+            (Some(0.0), Some(0.0)),
         ];
         for (low, high) in cases {
             for zero_point in [0i8, -3] {
@@ -271,8 +270,8 @@ mod tests {
     }
 
     /// What stays tract's: a clamp read by something else too, a quantizer with no clamp
-    /// before it, one whose scale is not positive, and clamps with no lower bound or a
-    /// negative one (NaN would come out otherwise).
+    /// before it, one whose scale is not positive, and clamps other than a ReLU or a
+    /// ReLU6 (NaN would come out otherwise on one architecture).
     #[test]
     fn what_it_leaves_to_tract() -> TractResult<()> {
         let q = |scale| QuantizeI8 {
@@ -296,7 +295,12 @@ mod tests {
             clamped_quantizers(&mut model(&[4], Some(0.0), None, q(-1.0))?)?,
             0
         );
-        for (low, high) in [(None, Some(1.5)), (Some(-1.0), Some(6.0))] {
+        for (low, high) in [
+            (None, Some(1.5)),
+            (Some(-1.0), Some(6.0)),
+            (Some(0.5), Some(6.0)),
+            (Some(0.0), Some(-1.0)),
+        ] {
             let mut m = model(&[4], low, high, q(10.0))?;
             assert_eq!(clamped_quantizers(&mut m)?, 0, "{low:?} {high:?}");
         }
