@@ -36,16 +36,16 @@ use crate::nnef::QuantizeI8;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClampQuantize {
     quantize: QuantizeI8,
-    /// The quantized bounds, where the graph has them.
-    low: Option<i8>,
-    high: Option<i8>,
+    /// The quantized bounds (`i8::MAX` above where the graph has no upper bound).
+    low: i8,
+    high: i8,
 }
 
 impl ClampQuantize {
-    fn new(quantize: QuantizeI8, low: Option<f32>, high: Option<f32>) -> ClampQuantize {
+    fn new(quantize: QuantizeI8, low: f32, high: Option<f32>) -> ClampQuantize {
         ClampQuantize {
-            low: low.map(|v| quantize.quantize(v)),
-            high: high.map(|v| quantize.quantize(v)),
+            low: quantize.quantize(low),
+            high: high.map_or(i8::MAX, |v| quantize.quantize(v)),
             quantize,
         }
     }
@@ -58,7 +58,7 @@ impl Op for ClampQuantize {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "quantized × {} + {}, then clamped to {:?}..{:?}",
+            "quantized × {} + {}, then clamped to {}..={}",
             self.quantize.scale, self.quantize.zero_point, self.low, self.high
         )])
     }
@@ -71,15 +71,21 @@ impl EvalOp for ClampQuantize {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
-        let mut out = Tensor::zero::<i8>(x.shape())?;
+        let xs = x.try_as_plain_ram()?;
+        let xs = xs.as_slice::<f32>()?;
+        // SAFETY: `quantize_clamped_into` writes every one of its values (as many as
+        // `xs`, the input's) before anything reads one.
+        let mut out = unsafe { Tensor::uninitialized::<i8>(x.shape())? };
         {
             let mut plain = out.try_as_plain_ram_mut()?;
             let ys = plain.as_slice_mut::<i8>()?;
+            ensure!(
+                ys.len() == xs.len(),
+                "ClampQuantize: output of another size"
+            );
             // The max, then the min, as tract's order.
-            let (lo, hi) = (self.low.unwrap_or(i8::MIN), self.high.unwrap_or(i8::MAX));
-            let xs = x.try_as_plain_ram()?;
             self.quantize
-                .quantize_clamped_into(xs.as_slice::<f32>()?, ys, lo, hi);
+                .quantize_clamped_into(xs, ys, self.low, self.high);
         }
         Ok(tvec!(out.into_tvalue()))
     }
@@ -142,7 +148,7 @@ pub fn clamped_quantizers(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         let q = q.clone();
-        // Walk back: a Min, then a Max before it (or only one of them).
+        // Walk back: maybe a Min (ReLU6), then the Max (ReLU), which must be there.
         let mut nodes = vec![];
         let mut input = node.inputs[0];
         let (mut low, mut high) = (None, None);
@@ -164,7 +170,10 @@ pub fn clamped_quantizers(model: &mut TypedModel) -> TractResult<usize> {
             input = x;
         }
         // NaN comes out as tract's on every architecture only for a ReLU or a ReLU6.
-        if low != Some(0.0) || !high.is_none_or(|hi| hi >= 0.0) {
+        let Some(low) = low.filter(|&lo| lo == 0.0) else {
+            continue;
+        };
+        if !high.is_none_or(|hi| hi >= 0.0) {
             continue;
         }
         let name = node.name.clone();

@@ -13,8 +13,8 @@
 //!   f32 and the scale, bias, residual, clamp and quantizer after it, which tract runs as
 //!   separate passes (broadcasting per-channel operands at every inference), become one
 //!   pass, [`Epilogue`] (`epilogue.rs`).
-//! - [`clamped_quantizers`], before tract's optimization: a clamp by constants (an f32
-//!   depthwise convolution's ReLU6) and the i8 quantizer after it, two passes of tract's
+//! - [`clamped_quantizers`], before tract's optimization: a ReLU or ReLU6 (after an f32
+//!   depthwise convolution) and the i8 quantizer after it, two passes of tract's
 //!   and one of edgetune's, become one pass, [`ClampQuantize`] (`clamp.rs`).
 //! - [`depthwise_zones`], before tract's codegen: an f32 depthwise convolution becomes
 //!   [`DepthwiseZones`], whose walk over the output's zones is worked out at load, where
