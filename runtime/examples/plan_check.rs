@@ -77,9 +77,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "plan_check: {path}: {} products over one row, {} epilogues in one pass, {} im2col, \
-         {} lazy im2col and {} packings, {} max pools, {} products and {} depthwise \
-         convolutions replaced, {} clamps and quantizers in one pass, largest difference \
-         {largest:e}",
+         {} lazy im2col and {} packings, {} max pools, {} products ({} of them in \
+         pairs of k's) and {} depthwise convolutions replaced, {} clamps and quantizers in \
+         one pass, largest difference {largest:e}",
         steps.one_row,
         steps.epilogues,
         steps.im2col,
@@ -87,6 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         steps.packings,
         steps.max_pools,
         steps.products,
+        steps.pairs,
         steps.depthwise,
         steps.clamps
     );

@@ -122,7 +122,8 @@ impl Layout {
     /// block of 4 k's `from` on.
     fn k4_panel(&self, src: &[u8], panel: &mut [u8], lanes: usize, from: usize) {
         let (r, ks, ns) = (self.r, self.k_stride, self.n_stride);
-        for (kb, block) in panel.chunks_exact_mut(4 * r).enumerate().skip(from) {
+        let blocks = panel.chunks_exact_mut(4 * r).take(self.k.div_ceil(4));
+        for (kb, block) in blocks.enumerate().skip(from) {
             let k0 = kb * 4;
             let ks4 = 4.min(self.k - k0);
             if (lanes, ks4, ns) == (8, 4, 1) {
@@ -368,6 +369,25 @@ impl PackColumns {
             },
             format: packer.clone(),
         }))
+    }
+}
+
+impl PackColumns {
+    /// This packing in `K4` for [`super::product`]'s pairs kernel (the Pi 4's), where
+    /// it is tract's k-major in panels of 8: the same op, another layout.
+    #[cfg(target_arch = "aarch64")]
+    pub(crate) fn in_pairs(&self) -> Option<PackColumns> {
+        let l = &self.layout;
+        (l.packing == Packing::KMajor && l.r == 8).then(|| PackColumns {
+            layout: Layout {
+                packing: Packing::K4,
+                panel_len: super::product::pairs_panel_len(l.k),
+                align: l.align.max(16),
+                ..l.clone()
+            },
+            format: Box::new(PackedI8K4::new(8)),
+            ..self.clone()
+        })
     }
 }
 

@@ -32,7 +32,9 @@
 //!   byte (`columns.rs`).
 //! - [`DotProduct`], after it, on aarch64: tract's integer products, with their tile
 //!   loop, scratch space, border tiles and strided stores, become 8×8 tiles (`sdot` on a
-//!   Pi 5, `smlal` on a Pi 4) stored straight into the output (`product.rs`).
+//!   Pi 5, `smlal` on a Pi 4) stored straight into the output (`product.rs`); on a Pi 4
+//!   then most of them sum two k's in 16 bits before widening, their activations packed
+//!   in `K4` (`product::pair_products`).
 //! - [`max_pools`], after it: tract's max pool, which folds a stride of 2 one value at
 //!   a time, becomes [`MaxPoolRows`], whole rows of vectors (`pool.rs`; f32 bundles too).
 //! - Not a step: tract's two f32 depthwise kernels have replacements with the same
@@ -105,6 +107,9 @@ pub struct Steps {
     pub depthwise: usize,
     /// Clamps and the quantizers after them made one pass ([`clamped_quantizers`]).
     pub clamps: usize,
+    /// Of the [`DotProduct`]s, those whose tiles sum pairs of k's in 16 bits (the Pi 4's
+    /// kernel, on aarch64 without the dot product).
+    pub pairs: usize,
 }
 
 /// `model` decluttered, its integer products over rows made one and their epilogues one
@@ -145,6 +150,14 @@ pub fn optimize_with(
         Some(kernel) => product::dot_products_with(&mut model, kernel)?,
         None => 0,
     };
+    // After the products, whose activations' packing it changes.
+    #[cfg(target_arch = "aarch64")]
+    let pairs = match kernel {
+        Some(Kernel::Native) => product::pair_products(&mut model)?,
+        _ => 0,
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    let pairs = 0;
     let steps = Steps {
         one_row,
         im2col,
@@ -155,6 +168,7 @@ pub fn optimize_with(
         products,
         depthwise,
         clamps,
+        pairs,
     };
     Ok((model, steps))
 }

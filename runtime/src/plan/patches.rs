@@ -441,6 +441,25 @@ impl PackPatches {
     }
 }
 
+impl PackPatches {
+    /// This copy in `K4` for [`super::product`]'s pairs kernel (the Pi 4's), where it is
+    /// tract's k-major in panels of 8: the same op, another layout.
+    #[cfg(target_arch = "aarch64")]
+    pub(crate) fn in_pairs(&self) -> Option<PackPatches> {
+        let g = &self.geometry;
+        (g.packing == Packing::KMajor && g.r == 8).then(|| PackPatches {
+            geometry: Geometry {
+                packing: Packing::K4,
+                panel_len: super::product::pairs_panel_len(self.k),
+                align: g.align.max(16),
+                ..g.clone()
+            },
+            format: Box::new(PackedI8K4::new(8)),
+            ..self.clone()
+        })
+    }
+}
+
 impl Op for PackPatches {
     fn name(&self) -> StaticName {
         "edgetune.PackPatches".into()
