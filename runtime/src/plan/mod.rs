@@ -108,7 +108,8 @@ pub struct Steps {
     /// Clamps and the quantizers after them made one pass ([`clamped_quantizers`]).
     pub clamps: usize,
     /// Of the [`DotProduct`]s, those whose tiles sum pairs of k's in 16 bits (the Pi 4's
-    /// kernel, on aarch64 without the dot product).
+    /// kernel, on aarch64 without the dot product; there the products that requantize
+    /// too).
     pub pairs: usize,
 }
 
@@ -152,12 +153,13 @@ pub fn optimize_with(
     };
     // After the products, whose activations' packing it changes.
     #[cfg(target_arch = "aarch64")]
-    let pairs = match kernel {
+    let (pairs, requantizing) = match kernel {
         Some(Kernel::Native) => product::pair_products(&mut model)?,
-        _ => 0,
+        _ => (0, 0),
     };
     #[cfg(not(target_arch = "aarch64"))]
-    let pairs = 0;
+    let (pairs, requantizing) = (0, 0);
+    let products = products + requantizing;
     let steps = Steps {
         one_row,
         im2col,
