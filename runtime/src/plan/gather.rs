@@ -56,6 +56,9 @@ enum Run {
     Stride2(usize),
     /// 8 lanes, 4 consecutive inputs from each index (a map 4 pixels wide).
     Halves(usize, usize),
+    /// 8 lanes, the first `at` consecutive inputs from the first index, the others from
+    /// the second (a panel across two rows of a map).
+    Split(usize, usize, usize),
     /// Anything else: lane by lane.
     Gather,
 }
@@ -89,14 +92,42 @@ impl Panels {
         // against `self.len`, which `x` holds. Each row is `LANES` values (`chunks_exact`).
         unsafe {
             match self.runs[p] {
+                // Two rows a turn: the loop's own instructions are a third of a row's.
                 Run::Contiguous(first) => {
-                    for (row, ko) in rows {
-                        row.copy_from_slice(&*(x.add(first + ko) as *const [f32; LANES]));
+                    let x = x.add(first);
+                    let pairs = dst
+                        .chunks_exact_mut(2 * LANES)
+                        .zip(self.k_offsets.chunks_exact(2));
+                    for (two, ko) in pairs {
+                        let (a, b) = two.split_at_mut(LANES);
+                        a.copy_from_slice(&*(x.add(ko[0]) as *const [f32; LANES]));
+                        b.copy_from_slice(&*(x.add(ko[1]) as *const [f32; LANES]));
+                    }
+                    if let [.., ko] = self.k_offsets[..]
+                        && self.k_offsets.len() % 2 == 1
+                    {
+                        let row = &mut dst[(self.k_offsets.len() - 1) * LANES..][..LANES];
+                        row.copy_from_slice(&*(x.add(ko) as *const [f32; LANES]));
                     }
                 }
                 Run::Stride2(first) => {
                     for (row, ko) in rows {
                         every_other(&*(x.add(first + ko) as *const [f32; 16]), row);
+                    }
+                }
+                Run::Split(first, second, at) => {
+                    // Lanes `..at` of 8 values from the first run, the others of 8 values
+                    // that end where the second run's 8 − at do, blended bit by bit.
+                    let mask: [u32; LANES] =
+                        std::array::from_fn(|i| 0u32.wrapping_sub((i < at) as u32));
+                    let (xa, xb) = (x.add(first), x.add(second - at));
+                    for (row, ko) in rows {
+                        let a = &*(xa.add(*ko) as *const [f32; LANES]);
+                        let b = &*(xb.add(*ko) as *const [f32; LANES]);
+                        for (i, t) in row.iter_mut().enumerate() {
+                            let bits = (a[i].to_bits() & mask[i]) | (b[i].to_bits() & !mask[i]);
+                            *t = f32::from_bits(bits);
+                        }
                     }
                 }
                 Run::Halves(a, b) => {
@@ -235,6 +266,21 @@ impl GatherPanels {
                     LANES if run(lanes, 2) => Run::Stride2(first),
                     LANES if run(&lanes[..4], 1) && run(&lanes[4..], 1) => {
                         Run::Halves(first, lanes[4])
+                    }
+                    // Two runs (a panel across two rows of a map 7 or 14 wide), each
+                    // read as 8 values, all within the input.
+                    LANES => (1..LANES)
+                        .find(|&at| run(&lanes[..at], 1) && run(&lanes[at..], 1))
+                        .filter(|&at| {
+                            lanes[at] >= at
+                                && first + max_k + LANES <= len
+                                && lanes[at] - at + max_k + LANES <= len
+                        })
+                        .map_or(Run::Gather, |at| Run::Split(first, lanes[at], at)),
+                    // A last panel of fewer pixels in one run: read as 8 (the lanes past
+                    // its pixels are never stored by the product).
+                    n if n < LANES && run(lanes, 1) && first + max_k + LANES <= len => {
+                        Run::Contiguous(first)
                     }
                     _ => Run::Gather,
                 }
@@ -431,12 +477,14 @@ impl Op for GatherPanels {
         let p = &self.panels;
         let count = |f: fn(&Run) -> bool| p.runs.iter().filter(|r| f(r)).count();
         Ok(vec![format!(
-            "{} k × {} pixels; panels: {} contiguous, {} of stride 2, {} in halves, {} gathered",
+            "{} k × {} pixels; panels: {} contiguous, {} of stride 2, {} in halves, {} in two \
+             runs, {} gathered",
             p.k_offsets.len(),
             p.n_offsets.len(),
             count(|r| matches!(r, Run::Contiguous(_))),
             count(|r| matches!(r, Run::Stride2(_))),
             count(|r| matches!(r, Run::Halves(..))),
+            count(|r| matches!(r, Run::Split(..))),
             count(|r| matches!(r, Run::Gather)),
         )])
     }
@@ -546,8 +594,9 @@ mod tests {
     fn gathered_patches_give_tracts_convolutions() -> TractResult<()> {
         let mut rng = Rng::new(21);
         let wide = case([2, 4, 40], 3, 1, [1, 3], [1, 1], [1, 1], [0; 4], 0);
+        let seven = case([2, 7, 7], 3, 1, [3, 3], [1, 1], [1, 1], [1; 4], 0);
         let (mut lazy, mut gathered) = (0, 0);
-        for case in CASES.iter().chain([&wide]) {
+        for case in CASES.iter().chain([&wide, &seven]) {
             let model = f32_model(case, &mut rng)?;
             let tracts = model.clone().into_optimized()?;
             let mut ours = tracts.clone();
@@ -571,29 +620,34 @@ mod tests {
         Ok(())
     }
 
-    /// The panels' runs (contiguous, of stride 2, two halves, gathered): a stem's rows
-    /// of 8 pixels are read every other value; rows of 38 contiguously but for the
-    /// panels across two rows (halves where each half lies on one); a map 4 pixels wide
-    /// in halves; a stride of 3 lane by lane.
+    /// The panels' runs (contiguous, of stride 2, two halves, two runs, gathered): a
+    /// stem's rows of 8 pixels are read every other value; rows of 38 contiguously but
+    /// for the panels across two rows (halves where each half lies on one, else two
+    /// runs); a map 4 pixels wide in halves; a map 7 wide in two runs but for its last
+    /// pixel; a stride of 3 lane by lane.
     #[test]
     fn runs_are_found_where_the_pixels_lie() -> TractResult<()> {
         let mut rng = Rng::new(22);
         for (case, expected) in [
             (
                 case([3, 32, 32], 4, 1, [7, 7], [2, 2], [1, 1], [3, 3, 3, 3], 0),
-                [0, 32, 0, 0],
+                [0, 32, 0, 0, 0],
             ),
             (
                 case([2, 4, 40], 3, 1, [1, 3], [1, 1], [1, 1], [0; 4], 0),
-                [16, 0, 1, 2],
+                [16, 0, 1, 2, 0],
             ),
             (
                 case([2, 6, 6], 3, 1, [3, 3], [1, 1], [1, 1], [0; 4], 0),
-                [0, 0, 2, 0],
+                [0, 0, 2, 0, 0],
+            ),
+            (
+                case([2, 7, 7], 3, 1, [3, 3], [1, 1], [1, 1], [1; 4], 0),
+                [0, 0, 1, 5, 1],
             ),
             (
                 case([2, 10, 14], 3, 1, [3, 3], [3, 3], [1, 1], [1, 1, 1, 1], 0),
-                [0, 0, 0, 3],
+                [0, 0, 0, 0, 3],
             ),
         ] {
             let model = f32_model(&case, &mut rng)?.into_optimized()?;
@@ -601,13 +655,14 @@ mod tests {
                 .find(|id| model.node(*id).op().name() == "LazyIm2col")
                 .expect("a lazy im2col");
             let op = GatherPanels::for_node(&model, id)?.expect("covered");
-            let mut counts = [0; 4];
+            let mut counts = [0; 5];
             for run in &op.panels.runs {
                 counts[match run {
                     Run::Contiguous(_) => 0,
                     Run::Stride2(_) => 1,
                     Run::Halves(..) => 2,
-                    Run::Gather => 3,
+                    Run::Split(..) => 3,
+                    Run::Gather => 4,
                 }] += 1;
             }
             assert_eq!(
