@@ -10,7 +10,7 @@ use super::{DEFAULT_CAPACITY, Options};
 use crate::engine::Engine;
 use crate::state;
 use edgetune::backbone::Backbone;
-use edgetune::bundle::{BackboneFormat, Bundle, Layout, Manifest, Quantization};
+use edgetune::bundle::{BackboneFormat, Bundle, Layout, Manifest};
 use edgetune::head::{Dims, Head};
 use edgetune::persist;
 use edgetune::stats::Stats;
@@ -199,63 +199,10 @@ fn load_backbone(bundle: &Bundle, opts: &Options) -> anyhow::Result<Option<Backb
     Ok(match manifest.backbone.format {
         BackboneFormat::None => None,
         BackboneFormat::NnefTar => {
-            if let Some(note) = int8_note(manifest.backbone.quantization, has_dot_product()) {
-                log::warn!("{note}");
-            }
             let b = Backbone::from_bundle(bundle).context("the bundle's backbone")?;
             #[cfg(feature = "threads")]
             let b = b.with_threads(opts.threads).context("backbone threads")?;
             Some(b)
         }
     })
-}
-
-/// Whether this CPU has the Armv8.2 dot product (`SDOT`), which tract's int8 kernels
-/// need to beat its f32 ones; `None` where the question does not apply (not aarch64).
-fn has_dot_product() -> Option<bool> {
-    #[cfg(target_arch = "aarch64")]
-    return Some(std::arch::is_aarch64_feature_detected!("dotprod"));
-    #[cfg(not(target_arch = "aarch64"))]
-    None
-}
-
-/// What to tell the user who runs an int8 backbone on an aarch64 CPU without the dot
-/// product (a Raspberry Pi 4's Cortex-A72): there it costs more than the f32 bundle.
-fn int8_note(quantization: Quantization, dot_product: Option<bool>) -> Option<String> {
-    match (quantization, dot_product) {
-        (Quantization::Int8 { .. }, Some(false)) => Some(
-            "this CPU has no dot product (SDOT): int8 kernels run no faster than f32 ones \
-             here, and an int8 bundle costs 1.08-1.17x the f32 bundle's instructions \
-             on a Raspberry Pi 4 (README, \"Which to ship to which board\"); convert without \
-             --quantize int8 for this board unless the bundle's size matters more"
-                .to_string(),
-        ),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn int8_without_the_dot_product_is_worth_a_note_and_nothing_else_is() {
-        let int8 = Quantization::Int8 {
-            calibration_samples: 32,
-            cosine_to_f32: Some(0.999),
-        };
-        let note = int8_note(int8, Some(false)).expect("a note");
-        assert!(
-            note.contains("no dot product") && note.contains("--quantize int8"),
-            "{note}"
-        );
-        for (q, dot) in [
-            (int8, Some(true)),
-            (int8, None),
-            (Quantization::F32, Some(false)),
-            (Quantization::F32, Some(true)),
-        ] {
-            assert_eq!(int8_note(q, dot), None, "{q:?} {dot:?}");
-        }
-    }
 }
