@@ -1171,14 +1171,16 @@ impl TypedOp for DotProduct {
 /// On a CPU without the dot product (a Pi 4): makes each [`DotProduct`] of widening
 /// tiles [`Tile::Pairs`] where its weights are constant (baked into the op or a constant
 /// input) and none is −128, and its activations come from edgetune's packing
-/// ([`super::PackColumns`], [`super::PackPatches`]) for it alone, which then packs them
-/// in `K4`; then does the same for tract's products that requantize (its fixed-point
-/// scale, [`Step::Scale`]), where all of that holds. The sums are the
-/// same, so the outputs stay tract's bit for bit. Returns how many products are in
-/// pairs, and how many of them were tract's products that requantize.
+/// ([`super::PackColumns`], [`super::PackPatches`]) for it alone or for other products
+/// all paired too, which then packs them in `K4`; does the same for tract's products
+/// that requantize (its fixed-point scale, [`Step::Scale`]) where all of that holds.
+/// The sums are the same, so the outputs stay tract's bit for bit. Returns how many
+/// products are in pairs, and how many of them were tract's products that requantize.
 #[cfg(target_arch = "aarch64")]
 pub(crate) fn pair_products(model: &mut TypedModel) -> TractResult<(usize, usize)> {
-    let (mut paired, mut requantizing) = (0, 0);
+    // Each product that could be paired, by the node that packs its activations.
+    let mut by_packer: std::collections::BTreeMap<usize, Vec<(usize, Pairing)>> =
+        Default::default();
     for id in 0..model.nodes().len() {
         let node = model.node(id);
         let op = match node.op_as::<DotProduct>() {
@@ -1189,6 +1191,25 @@ pub(crate) fn pair_products(model: &mut TypedModel) -> TractResult<(usize, usize
             None => None,
         };
         if let Some(pairing) = op.and_then(|op| pairing(model, id, op)) {
+            by_packer
+                .entry(pairing.packer.0)
+                .or_default()
+                .push((id, pairing));
+        }
+    }
+    // A packing changes only where every product that reads it is paired (a text
+    // encoder's query, key and value projections read one).
+    let (mut paired, mut requantizing) = (0, 0);
+    for (packer, pairings) in by_packer {
+        let readers = &model.node(packer).outputs[0].successors;
+        if readers.len() != pairings.len()
+            || !readers
+                .iter()
+                .all(|r| pairings.iter().any(|(id, _)| *id == r.node))
+        {
+            continue;
+        }
+        for (id, pairing) in pairings {
             requantizing += model.node(id).op_is::<OptMatMul>() as usize;
             pairing.apply(model, id)?;
             paired += 1;
@@ -1220,8 +1241,9 @@ fn pairing(model: &TypedModel, id: usize, op: DotProduct) -> Option<Pairing> {
         let Operand::Input(i) = side.operand else {
             return None;
         };
+        // Read by other products too, it is checked in `pair_products`.
         let outlet = *node.inputs.get(i)?;
-        if super::only_reader(model, outlet)?.id != id {
+        if outlet.slot != 0 || model.output_outlets().ok()?.contains(&outlet) {
             return None;
         }
         let producer = model.node(outlet.node);
