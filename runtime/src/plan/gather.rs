@@ -16,7 +16,10 @@
 //! NEON de-interleaving loads on aarch64), and on a map 4 pixels wide two runs of 4;
 //! else it gathers them one by one. (An earlier version packed every panel before the
 //! product: 4–13 % more time per inference on x86 for the ResNets, writing and reading
-//! again a packed matrix of 0.6–7 MB.)
+//! again a packed matrix of 0.6–7 MB.) Where tract's product asks for the same panel
+//! again and again, once per cache block of its weights (deep layers, large k), a panel
+//! asked for the third time is kept for the asks after it ([`Kept`]): ResNet18's f32 at
+//! 224×224 from 668.1 M to 610.8 M instructions on a Pi 5, 640.7 M to 602.7 M on a Pi 4.
 //!
 //! tract keeps its lazy im2col's offsets private, so [`GatherPanels::for_node`] reads
 //! them from tract's own op at load: it runs it on an input whose values are their
@@ -30,8 +33,12 @@
 //! lane by lane code was slower than tract's).
 
 use std::alloc::Layout;
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::mem::MaybeUninit;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tract_nnef::internal::*;
 use tract_nnef::tract_core::ops::matmul::pack::DynPackedExoticFact;
@@ -402,15 +409,136 @@ fn only_read_by_a_product() -> TractResult<()> {
 
 /// One input's panels, gathered when the product asks for each: what [`GatherPanels`]
 /// gives the product.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 struct PanelsOf {
     input: TValue,
     panels: Arc<Panels>,
+    /// The panels asked for again and again.
+    kept: Kept,
 }
+
+impl PanelsOf {
+    fn new(input: TValue, panels: Arc<Panels>) -> PanelsOf {
+        let kept = Kept::new(panels.runs.len());
+        PanelsOf {
+            input,
+            panels,
+            kept,
+        }
+    }
+}
+
+// What is kept is a cache of the panels: a copy starts without it, and two are equal
+// where their input and panels are.
+impl Clone for PanelsOf {
+    fn clone(&self) -> PanelsOf {
+        PanelsOf::new(self.input.clone(), self.panels.clone())
+    }
+}
+
+impl PartialEq for PanelsOf {
+    fn eq(&self, other: &PanelsOf) -> bool {
+        self.input == other.input && self.panels == other.panels
+    }
+}
+
+impl Eq for PanelsOf {}
 
 impl Hash for PanelsOf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (self.input.as_bytes(), &self.panels).hash(state);
+    }
+}
+
+/// The ask at which a panel is kept: the third. (Kept at the second, a product that
+/// asks twice for each panel, ResNet18's 28×28 stage on a Pi 5, would write all its
+/// panels to memory once more for nothing.)
+const KEEP_AT: u8 = 3;
+/// A panel's state in [`Kept`]: being gathered into the kept panels.
+const KEEPING: u8 = u8::MAX - 1;
+/// A panel's state in [`Kept`]: in the kept panels.
+const KEPT: u8 = u8::MAX;
+
+/// The panels a product asked for [`KEEP_AT`] times, kept for its later asks.
+///
+/// tract's product walks its tiles in cache blocks of its operands' panels. Within a
+/// block it asks for each panel of these once for all the block's rows of weights;
+/// where the weights span several blocks (ResNet18's deeper stages: k of 2,304 and
+/// 4,608), it asks for every panel again in each. On a Pi 5, whose last-level cache
+/// adds a second tier of blocks, that was 84.2 M of ResNet18's 668.1 M instructions in
+/// f32 at 224×224, where a Pi 4's walk took 56.8 M (`scripts/iprofile.sh`).
+///
+/// A panel is gathered into tract's scratch buffer the first times, as tract's lazy
+/// im2col does; at the [`KEEP_AT`]th, into its place here, where the later asks find
+/// it. A product that asks once or twice for each panel allocates nothing. The
+/// product's threads may ask for panels at once: a panel's state says which of them
+/// gathers it into its place (the one that moves it to [`KEEPING`]); the others gather
+/// into their own buffer until it is [`KEPT`].
+#[derive(Debug)]
+struct Kept {
+    /// Per panel: how many times it was asked for (below [`KEEP_AT`]), or [`KEEPING`],
+    /// or [`KEPT`].
+    state: Box<[AtomicU8]>,
+    /// Room for every panel, allocated when the first is kept.
+    values: OnceLock<Box<[UnsafeCell<MaybeUninit<f32>>]>>,
+}
+
+// SAFETY: a panel's place in `values` is written by the one thread that moved its state
+// to KEEPING, before it stores KEPT (Release), and read only after a load of KEPT
+// (Acquire); places of different panels do not overlap.
+unsafe impl Sync for Kept {}
+
+impl Kept {
+    fn new(panels: usize) -> Kept {
+        Kept {
+            state: (0..panels).map(|_| AtomicU8::new(0)).collect(),
+            values: OnceLock::new(),
+        }
+    }
+
+    /// Panel `p` (`len` values) if kept; else where to gather it: `Some` of its place
+    /// here when this ask keeps it (the caller must mark it [`Kept::done`]), `None` for
+    /// the caller's own buffer.
+    fn ask(&self, p: usize, len: usize) -> Result<*const f32, Option<*mut f32>> {
+        let state = &self.state[p];
+        let asked = state.load(Ordering::Acquire);
+        let place = |values: &[UnsafeCell<MaybeUninit<f32>>]| {
+            UnsafeCell::raw_get(values[p * len..][..len].as_ptr()) as *mut f32
+        };
+        match asked {
+            KEPT => Ok(place(
+                self.values.get().expect("allocated before any is kept"),
+            )),
+            KEEPING => Err(None),
+            n if n + 1 < KEEP_AT => {
+                // Another thread's ask at once may be lost: then it is kept one ask later.
+                state.store(n + 1, Ordering::Relaxed);
+                Err(None)
+            }
+            n => {
+                if state
+                    .compare_exchange(n, KEEPING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    return Err(None);
+                }
+                let values = self.values.get_or_init(|| {
+                    // Not zeroed: a panel's place is read only once its gathering wrote
+                    // every value of it.
+                    let room = Box::<[f32]>::new_uninit_slice(self.state.len() * len);
+                    // SAFETY: `UnsafeCell<T>` has the layout of `T`.
+                    unsafe {
+                        Box::from_raw(Box::into_raw(room) as *mut [UnsafeCell<MaybeUninit<f32>>])
+                    }
+                });
+                Err(Some(place(values)))
+            }
+        }
+    }
+
+    /// Panel `p`, gathered into its place, is kept.
+    fn done(&self, p: usize) {
+        self.state[p].store(KEPT, Ordering::Release);
     }
 }
 
@@ -438,13 +566,21 @@ impl MMMInputValue for PanelsOf {
             "edgetune.GatherPanels: panel {i} of {}",
             panels.runs.len()
         );
-        let x = self.input.try_as_plain_ram()?;
         let len = panels.k_offsets.len() * LANES;
-        // SAFETY: tract's product gives a buffer of `scratch_panel_buffer_layout`, at
-        // least k rows of r f32, aligned for them.
-        let dst = unsafe { std::slice::from_raw_parts_mut(buffer as *mut f32, len) };
-        panels.fill(x.as_slice::<f32>()?, i, dst);
-        Ok(buffer)
+        let place = match self.kept.ask(i, len) {
+            Ok(kept) => return Ok(kept as *const u8),
+            Err(place) => place,
+        };
+        let x = self.input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let dst = place.unwrap_or(buffer as *mut f32);
+        // SAFETY: `dst` is either tract's buffer of `scratch_panel_buffer_layout`, at
+        // least k rows of r f32, aligned for them, or panel i's place of `len` values in
+        // the kept panels, which this thread alone writes (`Kept::ask`).
+        panels.fill(x, i, unsafe { std::slice::from_raw_parts_mut(dst, len) });
+        if place.is_some() {
+            self.kept.done(i);
+        }
+        Ok(dst as *const u8)
     }
 
     fn mn(&self) -> usize {
@@ -504,10 +640,7 @@ impl EvalOp for GatherPanels {
             input.datum_type(),
             self.panels.len
         );
-        let value: Box<dyn MMMInputValue> = Box::new(PanelsOf {
-            input,
-            panels: self.panels.clone(),
-        });
+        let value: Box<dyn MMMInputValue> = Box::new(PanelsOf::new(input, self.panels.clone()));
         let output =
             PackedMatrixStorage::new_batched(&[1, 1], tvec!(value)).into_tensor(f32::datum_type());
         Ok(tvec!(output.into_tvalue()))
@@ -674,6 +807,19 @@ mod tests {
         Ok(())
     }
 
+    /// The op in place of the lazy im2col of `case`'s f32 convolution, and a random
+    /// input of it (the padded image).
+    fn op_and_input(case: &Case, rng: &mut Rng) -> TractResult<(GatherPanels, Tensor)> {
+        let model = f32_model(case, rng)?.into_optimized()?;
+        let id = (0..model.nodes().len())
+            .find(|id| model.node(*id).op().name() == "LazyIm2col")
+            .expect("a lazy im2col");
+        let op = GatherPanels::for_node(&model, id)?.expect("covered");
+        let fact = model.outlet_fact(model.node(id).inputs[0])?;
+        let x = random_f32(rng, fact.shape.as_concrete().expect("concrete"));
+        Ok((op, x))
+    }
+
     /// The panels the op gives the product do not say they are an eager `PackedFormat`:
     /// tract's product would then walk its tiles row by row and gather every panel
     /// again for each row of tiles (see `Gathered`). Their format is the kernel's
@@ -682,14 +828,7 @@ mod tests {
     fn the_product_sees_lazy_panels() -> TractResult<()> {
         let mut rng = Rng::new(23);
         let case = case([3, 32, 32], 4, 1, [7, 7], [2, 2], [1, 1], [3, 3, 3, 3], 0);
-        let model = f32_model(&case, &mut rng)?.into_optimized()?;
-        let id = (0..model.nodes().len())
-            .find(|id| model.node(*id).op().name() == "LazyIm2col")
-            .expect("a lazy im2col");
-        let op = GatherPanels::for_node(&model, id)?.expect("covered");
-        // Its input: the padded image.
-        let fact = model.outlet_fact(model.node(id).inputs[0])?;
-        let x = random_f32(&mut rng, fact.shape.as_concrete().expect("concrete"));
+        let (op, x) = op_and_input(&case, &mut rng)?;
         let out = op
             .eval_out_of_plan(tvec![x.into_tvalue()])?
             .expect("evaluated out of a plan");
@@ -699,6 +838,69 @@ mod tests {
         };
         assert!(!value.format().is::<PackedFormat>());
         assert_eq!(value.format().r(), LANES);
+        Ok(())
+    }
+
+    /// A panel asked for again is the panel gathered the first time, whether it was
+    /// gathered into the caller's buffer (the first asks) or kept (from the
+    /// [`KEEP_AT`]th): asked six times each, in turns, by one thread and then by four at
+    /// once. Panels asked for fewer times than that allocate nothing.
+    #[test]
+    fn kept_panels_are_the_gathered_ones() -> TractResult<()> {
+        let mut rng = Rng::new(24);
+        let case = case([3, 20, 20], 4, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 0);
+        let (op, x) = op_and_input(&case, &mut rng)?;
+        let x = x.into_tvalue();
+        let len = op.panels.k_offsets.len() * LANES;
+        let panels = op.panels.runs.len();
+        assert!(panels >= 4, "{panels} panels");
+        let mut expected = vec![vec![0f32; len]; panels];
+        let input = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        for (p, e) in expected.iter_mut().enumerate() {
+            op.panels.fill(input, p, e);
+        }
+        let value = PanelsOf::new(x.clone(), op.panels.clone());
+        // Asks for panel p into a buffer of NaNs: what the product reads, and whether it
+        // was the buffer.
+        let ask = |value: &PanelsOf, p: usize| -> TractResult<(Vec<f32>, bool)> {
+            let mut buffer = vec![f32::NAN; len];
+            let at = value.panel_bytes(p, Some(buffer.as_mut_ptr() as *mut u8))? as *const f32;
+            // SAFETY: what the op returns holds the panel's `len` values.
+            let read = unsafe { std::slice::from_raw_parts(at, len) }.to_vec();
+            Ok((read, std::ptr::eq(at, buffer.as_ptr())))
+        };
+        for (p, expected) in expected.iter().enumerate() {
+            assert_eq!(ask(&value, p)?, (expected.clone(), true));
+        }
+        assert!(
+            value.kept.values.get().is_none(),
+            "nothing kept after one ask"
+        );
+        for turn in 1..6 {
+            for (p, expected) in expected.iter().enumerate() {
+                let (read, in_buffer) = ask(&value, p)?;
+                assert_eq!(&read, expected, "panel {p}, ask {}", turn + 1);
+                assert_eq!(in_buffer, turn + 1 < KEEP_AT as usize, "ask {}", turn + 1);
+            }
+        }
+        // A clone starts without what was kept, and is equal.
+        let copy = value.clone();
+        assert!(copy.kept.values.get().is_none() && copy == value);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let copy = &copy;
+                let expected = &expected;
+                s.spawn(move || {
+                    for turn in 0..6 {
+                        for p in (0..panels).map(|p| (p + t * 3 + turn) % panels) {
+                            let (read, _) = ask(copy, p).expect("a panel");
+                            assert_eq!(read, expected[p], "thread {t}, panel {p}");
+                        }
+                    }
+                });
+            }
+        });
+        assert!((0..panels).all(|p| copy.kept.state[p].load(Ordering::Acquire) == KEPT));
         Ok(())
     }
 }

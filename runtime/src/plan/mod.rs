@@ -25,8 +25,8 @@
 //!   than value by value (`patches.rs`). tract's was 55 % of an int8 ResNet18 inference.
 //! - [`gather_panels`], after it: tract's lazy im2col of an f32 convolution (ResNet18's
 //!   stem, kept f32 by the quantizer) becomes [`GatherPanels`], the same panels packed
-//!   when the product asks for them, 8 lanes at a time where they lie on one row
-//!   (`gather.rs`; f32 bundles too).
+//!   when the product asks for them, 8 lanes at a time where they lie on one row, and
+//!   kept where the product asks for them a third time (`gather.rs`; f32 bundles too).
 //! - [`pack_columns`], after it: the packing of the integer products' activations
 //!   becomes [`PackColumns`], eight columns or four k's at a time rather than byte by
 //!   byte (`columns.rs`).
