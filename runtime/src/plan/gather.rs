@@ -61,7 +61,9 @@ enum Run {
     Contiguous(usize),
     /// 8 lanes, every other input from this index.
     Stride2(usize),
-    /// 8 lanes, 4 consecutive inputs from each index (a map 4 pixels wide).
+    /// 8 lanes, 4 consecutive inputs from each index (a map 4 pixels wide). What
+    /// `Split` with `at` 4 also reads, kept for being cheaper: two copies of 4 values
+    /// a row where `Split` reads 8 and 8 and blends them.
     Halves(usize, usize),
     /// 8 lanes, the first `at` consecutive inputs from the first index, the others from
     /// the second (a panel across two rows of a map).
@@ -729,7 +731,7 @@ mod tests {
         let wide = case([2, 4, 40], 3, 1, [1, 3], [1, 1], [1, 1], [0; 4], 0);
         let seven = case([2, 7, 7], 3, 1, [3, 3], [1, 1], [1, 1], [1; 4], 0);
         let (mut lazy, mut gathered) = (0, 0);
-        for case in CASES.iter().chain([&wide, &seven]) {
+        for case in CASES.iter().chain([&wide, &seven, &PARTIAL]) {
             let model = f32_model(case, &mut rng)?;
             let tracts = model.clone().into_optimized()?;
             let mut ours = tracts.clone();
@@ -753,11 +755,17 @@ mod tests {
         Ok(())
     }
 
+    /// A map whose last panel is partial and lies on one row, far enough from the end
+    /// of the input (every other input row: the last is not read) for 8 values to be
+    /// read there: panels of 8, 2 + 6, 4 + 4 and 6 pixels.
+    const PARTIAL: Case = case([2, 8, 12], 3, 1, [3, 3], [2, 1], [1, 1], [0; 4], 0);
+
     /// The panels' runs (contiguous, of stride 2, two halves, two runs, gathered): a
     /// stem's rows of 8 pixels are read every other value; rows of 38 contiguously but
     /// for the panels across two rows (halves where each half lies on one, else two
     /// runs); a map 4 pixels wide in halves; a map 7 wide in two runs but for its last
-    /// pixel; a stride of 3 lane by lane.
+    /// pixel; a stride of 3 lane by lane; a last panel of 6 pixels on one row
+    /// contiguously ([`PARTIAL`]).
     #[test]
     fn runs_are_found_where_the_pixels_lie() -> TractResult<()> {
         let mut rng = Rng::new(22);
@@ -782,6 +790,7 @@ mod tests {
                 case([2, 10, 14], 3, 1, [3, 3], [3, 3], [1, 1], [1, 1, 1, 1], 0),
                 [0, 0, 0, 0, 3],
             ),
+            (PARTIAL, [2, 0, 1, 1, 0]),
         ] {
             let model = f32_model(&case, &mut rng)?.into_optimized()?;
             let id = (0..model.nodes().len())

@@ -591,8 +591,8 @@ enum Step {
         op: KernelOp,
         along: Along,
     },
-    /// tract's fixed-point scale of a product that requantizes (`Scaler · value`),
-    /// computed value by value: only where `pair_products` saves more than it costs
+    /// tract's fixed-point scale of a product that requantizes (`Scaler · value`), on
+    /// the whole tile ([`scale`]): only where `pair_products` saves more than it costs
     /// (on a Pi 4; on a Pi 5, against tract's vector code, it cost ResNet18 more than it
     /// saved).
     Scale(Scaler),
@@ -1021,20 +1021,17 @@ impl DotProduct {
         let (ls, rs) = (self.lanes.stride, self.rows.stride);
         let mut tile = [0i32; LANES * LANES];
         self.tile.tile(x, y, self.k, &mut tile, LANES);
+        for &(step, values) in steps {
+            self.apply(step, values, &mut tile, (r0, rn), (l0, ln));
+        }
         if (rn, ln, ls) == (LANES, LANES, 1) {
             // A whole tile of whole rows: loops of fixed length, in vectors.
-            for &(step, values) in steps {
-                self.apply_whole(step, values, &mut tile, r0, l0);
-            }
             for (row, to) in tile.chunks_exact(LANES).zip(out.chunks_mut(rs)) {
                 for (t, v) in to[..LANES].iter_mut().zip(row) {
                     *t = T::of(*v);
                 }
             }
             return;
-        }
-        for &(step, values) in steps {
-            self.apply(step, values, &mut tile, (r0, rn), (l0, ln));
         }
         for (r, row) in tile.chunks_exact(LANES).take(rn).enumerate() {
             for (i, v) in row[..ln].iter().enumerate() {
@@ -1043,31 +1040,27 @@ impl DotProduct {
         }
     }
 
-    /// [`Self::apply`] on a whole tile (rows `r0..r0 + 8`, lanes `l0..l0 + 8`), each op
-    /// its own loop of fixed length.
-    fn apply_whole(
+    /// One step, with its `values`, on the tile of rows `r0..r0 + rn` and lanes
+    /// `l0..l0 + ln`: on the whole tile, each op its own loop of fixed length (the
+    /// values past `rn` and `ln` are never stored, so a partial tile's are whatever the
+    /// step makes of them).
+    fn apply(
         &self,
         step: &Step,
         values: &[i32],
         tile: &mut [i32; LANES * LANES],
-        r0: usize,
-        l0: usize,
+        (r0, rn): (usize, usize),
+        (l0, ln): (usize, usize),
     ) {
         let (op, along) = match step {
             Step::Bin { op, along, .. } => (*op, *along),
             Step::Scale(scaler) => return scale(scaler, tile),
         };
-        let lanes: &[i32; LANES];
+        let mut padded = [0i32; LANES];
         let per: Per = match (along, self.lanes_are_m) {
             (Along::All, _) => Per::All(values[0]),
-            (Along::M, true) | (Along::N, false) => {
-                lanes = values[l0..l0 + LANES].try_into().expect("8 values");
-                Per::Lane(lanes)
-            }
-            (Along::M, false) | (Along::N, true) => {
-                lanes = values[r0..r0 + LANES].try_into().expect("8 values");
-                Per::Row(lanes)
-            }
+            (Along::M, true) | (Along::N, false) => Per::Lane(eight(values, (l0, ln), &mut padded)),
+            (Along::M, false) | (Along::N, true) => Per::Row(eight(values, (r0, rn), &mut padded)),
         };
         // `bin` of one op each, so that each loop has its op inlined.
         match op {
@@ -1079,49 +1072,20 @@ impl DotProduct {
             KernelOp::SubF => per.each(tile, |t, v| bin(KernelOp::SubF, t, v)),
         }
     }
+}
 
-    /// One step, with its `values`, on the tile of rows `r0..r0 + rn` and lanes
-    /// `l0..l0 + ln`.
-    fn apply(
-        &self,
-        step: &Step,
-        values: &[i32],
-        tile: &mut [i32; LANES * LANES],
-        (r0, rn): (usize, usize),
-        (l0, ln): (usize, usize),
-    ) {
-        let rows = tile
-            .chunks_exact_mut(LANES)
-            .take(rn)
-            .map(|row| &mut row[..ln]);
-        let (op, along) = match step {
-            Step::Bin { op, along, .. } => (*op, *along),
-            Step::Scale(scaler) => {
-                // The whole tile (values past `rn`, `ln` are never stored).
-                return scale(scaler, tile);
-            }
-        };
-        // One value for all, one per lane, or one per row.
-        match (along, self.lanes_are_m) {
-            (Along::All, _) => {
-                for row in rows {
-                    row.iter_mut().for_each(|t| *t = bin(op, *t, values[0]));
-                }
-            }
-            (Along::M, true) | (Along::N, false) => {
-                for row in rows {
-                    for (t, v) in row.iter_mut().zip(&values[l0..l0 + ln]) {
-                        *t = bin(op, *t, *v);
-                    }
-                }
-            }
-            (Along::M, false) | (Along::N, true) => {
-                for (row, v) in rows.zip(&values[r0..r0 + rn]) {
-                    row.iter_mut().for_each(|t| *t = bin(op, *t, *v));
-                }
-            }
-        }
+/// The `n` values of `values` from `first`, as 8: in place where there are 8, else
+/// copied into `padded` (its values past `n` are zeros, for lanes or rows never stored).
+fn eight<'a>(
+    values: &'a [i32],
+    (first, n): (usize, usize),
+    padded: &'a mut [i32; LANES],
+) -> &'a [i32; LANES] {
+    if n == LANES {
+        return values[first..first + LANES].try_into().expect("8 values");
     }
+    padded[..n].copy_from_slice(&values[first..first + n]);
+    padded
 }
 
 /// `tile`'s values times `scaler` (tract's fixed-point scale, its generic arithmetic),
@@ -1253,7 +1217,9 @@ fn pairing(model: &TypedModel, id: usize, op: DotProduct) -> Option<Pairing> {
         };
         Some((outlet.node, op))
     };
-    // From tract's k-major panels.
+    // From tract's k-major panels. Built here, before `pair_products` knows whether
+    // the packing's other readers pair too, because whether they can be (no −128)
+    // decides which side is the weights; a group left as it is drops them (at load).
     let weights = |side: &Side| -> Option<(Vec<u8>, Option<OutletId>)> {
         let (bytes, panel, input) = match &side.operand {
             Operand::Baked(w) => (&w[..], Tile::Widening.panel_len(op.k), None),
@@ -1364,7 +1330,7 @@ pub(crate) fn dot_products_with(model: &mut TypedModel, kernel: Kernel) -> Tract
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::patches::tests::{CASES, case, model_to, same_outputs};
+    use crate::plan::patches::tests::{CASES, case, model_to, random_i8, same_outputs};
     use crate::rng::Rng;
 
     /// Whether tract's plan of `model` has products this step covers (the packing tract
@@ -1425,11 +1391,71 @@ mod tests {
         }
         // Without the dot product (a Pi 4) the pairs kernel takes most of them.
         #[cfg(target_arch = "aarch64")]
-        if !std::arch::is_aarch64_feature_detected!("dotprod") {
+        if !tract_nnef::tract_core::tract_linalg::arm64::has_dotprod() {
             assert!(pairs > 0, "no product in pairs of k's");
         }
         #[cfg(not(target_arch = "aarch64"))]
         assert_eq!(pairs, 0);
+        Ok(())
+    }
+
+    /// Three products of one input (a text encoder's query, key and value projections:
+    /// here 1×1 convolutions to i32, which become products over one row) read one
+    /// packing of it in tract's plan. Without the dot product (a Pi 4) all three pair
+    /// and the packing with them; where one's weights hold −128, which the pairs tile
+    /// does not take, none does and the packing stays tract's. The outputs are tract's.
+    #[test]
+    fn a_packing_read_by_three_products_pairs_with_them() -> TractResult<()> {
+        let mut rng = Rng::new(16);
+        let case = case([24, 6, 5], 16, 1, [1, 1], [1, 1], [1, 1], [0; 4], 0);
+        for with_min in [false, true] {
+            let mut model = model_to(&case, &mut rng, i32::datum_type())?;
+            let conv = model.node_by_name("conv")?;
+            let (op, inputs) = (conv.op.clone(), conv.inputs.clone());
+            let mut outputs = vec![];
+            for name in ["query", "key", "value"] {
+                let mut kernel = random_i8(&mut rng, &[case.outputs, case.input[0], 1, 1]);
+                for v in kernel.try_as_plain_ram_mut()?.as_slice_mut::<i8>()? {
+                    *v = (*v).max(-127);
+                }
+                if with_min && name == "value" {
+                    kernel.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?[5] = i8::MIN;
+                }
+                let mut inputs = inputs.clone();
+                inputs[1] = model.add_const(format!("{name}.kernel"), kernel)?;
+                outputs.push(model.wire_node(name, op.clone(), &inputs)?[0]);
+            }
+            model.select_output_outlets(&outputs)?;
+            let tracts = model.clone().into_optimized()?.into_runnable()?;
+            let (ours, steps) = crate::plan::optimize_steps(model)?;
+            #[cfg(target_arch = "aarch64")]
+            if !tract_nnef::tract_core::tract_linalg::arm64::has_dotprod() {
+                let pairs = if with_min { 0 } else { 3 };
+                assert_eq!((steps.products, steps.pairs), (3, pairs), "{steps:?}");
+                // The node each product reads its activations from: one packing.
+                let mut packings = ours
+                    .nodes()
+                    .iter()
+                    .filter(|n| n.op_is::<DotProduct>())
+                    .map(|n| n.inputs.iter().map(|i| i.node).max().expect("an input"));
+                let packing = packings.next().expect("a product");
+                assert!(packings.all(|p| p == packing));
+                let packer = ours.node(packing).op_as::<super::super::PackColumns>();
+                assert!(packer.is_some(), "{}", ours.node(packing).op().name());
+            }
+            let _ = steps;
+            let ours = ours.into_runnable()?;
+            let [c, h, w] = case.input;
+            for _ in 0..2 {
+                let x: TValue = random_i8(&mut rng, &[1, c, h, w]).into();
+                let expected = tracts.run(tvec![x.clone()])?;
+                let got = ours.run(tvec![x])?;
+                assert_eq!(expected.len(), 3);
+                for (a, b) in expected.iter().zip(&got) {
+                    assert_eq!(a.as_bytes(), b.as_bytes(), "with −128: {with_min}");
+                }
+            }
+        }
         Ok(())
     }
 
