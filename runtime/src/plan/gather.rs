@@ -421,7 +421,7 @@ struct PanelsOf {
 
 impl PanelsOf {
     fn new(input: TValue, panels: Arc<Panels>) -> PanelsOf {
-        let kept = Kept::new(panels.runs.len());
+        let kept = Kept::new(panels.runs.len(), panels.k_offsets.len() * LANES);
         PanelsOf {
             input,
             panels,
@@ -456,6 +456,9 @@ impl Hash for PanelsOf {
 /// asks twice for each panel, ResNet18's 28×28 stage on a Pi 5, would write all its
 /// panels to memory once more for nothing.)
 const KEEP_AT: u8 = 3;
+/// The most a product's kept panels may take: above it (images far larger than
+/// 224×224), each ask gathers again. ResNet18's at 224×224 take up to 3.6 MB.
+const MAX_KEPT_BYTES: usize = 16 << 20;
 /// A panel's state in [`Kept`]: being gathered into the kept panels.
 const KEEPING: u8 = u8::MAX - 1;
 /// A panel's state in [`Kept`]: in the kept panels.
@@ -468,14 +471,18 @@ const KEPT: u8 = u8::MAX;
 /// where the weights span several blocks (ResNet18's deeper stages: k of 2,304 and
 /// 4,608), it asks for every panel again in each. On a Pi 5, whose last-level cache
 /// adds a second tier of blocks, that was 84.2 M of ResNet18's 668.1 M instructions in
-/// f32 at 224×224, where a Pi 4's walk took 56.8 M (`scripts/iprofile.sh`).
+/// f32 at 224×224, where a Pi 4's walk took 56.8 M (`scripts/iprofile.sh`); with the
+/// kept panels, 26.3 M and 18.5 M.
 ///
 /// A panel is gathered into tract's scratch buffer the first times, as tract's lazy
 /// im2col does; at the [`KEEP_AT`]th, into its place here, where the later asks find
-/// it. A product that asks once or twice for each panel allocates nothing. The
-/// product's threads may ask for panels at once: a panel's state says which of them
-/// gathers it into its place (the one that moves it to [`KEEPING`]); the others gather
-/// into their own buffer until it is [`KEPT`].
+/// it. The places are the product's whole packed input, allocated (not zeroed) at the
+/// first panel kept of each inference: ResNet18's at 224×224 take up to 3.6 MB. A
+/// product that asks once or twice for each panel allocates nothing, nor one whose
+/// panels would take more than [`MAX_KEPT_BYTES`]. The product's threads may ask for
+/// panels at once: a panel's state says which of them gathers it into its place (the
+/// one that moves it to [`KEEPING`]); the others gather into their own buffer until it
+/// is [`KEPT`].
 #[derive(Debug)]
 struct Kept {
     /// Per panel: how many times it was asked for (below [`KEEP_AT`]), or [`KEEPING`],
@@ -491,9 +498,13 @@ struct Kept {
 unsafe impl Sync for Kept {}
 
 impl Kept {
-    fn new(panels: usize) -> Kept {
+    /// Room for `panels` panels of `len` values, or for none above [`MAX_KEPT_BYTES`].
+    fn new(panels: usize, len: usize) -> Kept {
+        let keep = panels * len * size_of::<f32>() <= MAX_KEPT_BYTES;
         Kept {
-            state: (0..panels).map(|_| AtomicU8::new(0)).collect(),
+            state: (0..if keep { panels } else { 0 })
+                .map(|_| AtomicU8::new(0))
+                .collect(),
             values: OnceLock::new(),
         }
     }
@@ -502,7 +513,9 @@ impl Kept {
     /// here when this ask keeps it (the caller must mark it [`Kept::done`]), `None` for
     /// the caller's own buffer.
     fn ask(&self, p: usize, len: usize) -> Result<*const f32, Option<*mut f32>> {
-        let state = &self.state[p];
+        let Some(state) = self.state.get(p) else {
+            return Err(None);
+        };
         let asked = state.load(Ordering::Acquire);
         let place = |values: &[UnsafeCell<MaybeUninit<f32>>]| {
             UnsafeCell::raw_get(values[p * len..][..len].as_ptr()) as *mut f32
@@ -911,5 +924,19 @@ mod tests {
         });
         assert!((0..panels).all(|p| copy.kept.state[p].load(Ordering::Acquire) == KEPT));
         Ok(())
+    }
+
+    /// Above [`MAX_KEPT_BYTES`] nothing is kept: every ask is gathered into the caller's
+    /// buffer.
+    #[test]
+    fn kept_panels_are_bounded() {
+        let len = 4608 * LANES;
+        let fits = MAX_KEPT_BYTES / (len * size_of::<f32>());
+        assert_eq!(Kept::new(fits, len).state.len(), fits);
+        let over = Kept::new(fits + 1, len);
+        for _ in 0..KEEP_AT + 2 {
+            assert_eq!(over.ask(fits, len), Err(None));
+        }
+        assert!(over.values.get().is_none());
     }
 }
