@@ -10,7 +10,10 @@
 //! `--expect-packed`, if no im2col was replaced, or with `--expect-products`, if no
 //! integer product was. With `--portable-products` the products are replaced with the
 //! portable kernel (on a host without the dot product, whose tract may pack as a Pi
-//! 5's: x86 with VNNI).
+//! 5's: x86 with VNNI). With `--threads N` (built with the `threads` feature) edgetune's
+//! plan runs on N of tract's threads, every product split among them, against tract's
+//! on one: the panels the threads share (`GatherPanels`' kept panels) give the same
+//! bits.
 
 use edgetune::bundle::Bundle;
 use edgetune::rng::Rng;
@@ -19,15 +22,25 @@ use tract_nnef::prelude::*;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let path = args.next().ok_or(
-        "usage: plan_check BUNDLE [--expect-packed] [--expect-products] [--portable-products]",
+        "usage: plan_check BUNDLE [--expect-packed] [--expect-products] [--portable-products] \
+         [--threads N]",
     )?;
     let (mut expect_packed, mut expect_products) = (false, false);
     let mut kernel = edgetune::plan::Kernel::of_this_cpu();
-    for a in args {
+    let mut threads = 1;
+    while let Some(a) = args.next() {
         match a.as_str() {
             "--expect-packed" => expect_packed = true,
             "--expect-products" => expect_products = true,
             "--portable-products" => kernel = Some(edgetune::plan::Kernel::Portable),
+            "--threads" => {
+                let n = args.next().ok_or("--threads takes a count")?;
+                threads = n
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or(format!("--threads takes a count of 1 or more, got {n:?}"))?;
+            }
             _ => return Err(format!("unknown argument {a:?}").into()),
         }
     }
@@ -53,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .into())
         })
         .collect::<Result<_, Box<dyn std::error::Error>>>()?;
-    let a = ours.run(inputs.clone())?;
+    let a = run_on(threads, || ours.run(inputs.clone()))?;
     let b = tracts.run(inputs)?;
     let mut largest = 0f32;
     for (a, b) in a.iter().zip(&b) {
@@ -101,4 +114,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("no integer product was replaced".into());
     }
     Ok(())
+}
+
+/// `run` on `threads` of tract's threads (one: as it is), every product split among
+/// them however small.
+fn run_on<T>(
+    threads: usize,
+    run: impl FnOnce() -> TractResult<T> + Send,
+) -> Result<T, Box<dyn std::error::Error>>
+where
+    T: Send,
+{
+    if threads == 1 {
+        return Ok(run()?);
+    }
+    #[cfg(feature = "threads")]
+    {
+        use tract_nnef::tract_core::tract_linalg::multithread::{
+            Executor, multithread_tract_scope, set_threading_element_threshold,
+        };
+        set_threading_element_threshold(0);
+        Ok(multithread_tract_scope(
+            Executor::multithread(threads),
+            run,
+        )?)
+    }
+    #[cfg(not(feature = "threads"))]
+    Err("--threads: plan_check was built without the `threads` feature".into())
 }
