@@ -284,7 +284,8 @@ pub(super) fn copy<const L: usize>(from: &[u8], to: &mut [u8]) {
 /// (4·`L` bytes).
 #[inline(always)]
 pub(super) fn interleave<const L: usize>(src: &[u8], offsets: [usize; 4], to: &mut [u8]) {
-    // 8 lanes in NEON: two rounds of zips (bytes, then pairs of bytes), as `k4_pairs`.
+    // 8 lanes in NEON: two rounds of zips (bytes, then pairs of bytes), as `columns.rs`'s
+    // `k4_pairs`.
     #[cfg(target_arch = "aarch64")]
     if L == 8 {
         use std::arch::aarch64::*;

@@ -163,12 +163,16 @@ impl Tile {
             },
             #[cfg(target_arch = "aarch64")]
             Tile::Pairs { weights_are_lanes } => unsafe {
+                let (acts, weights) = if weights_are_lanes { (b, a) } else { (a, b) };
                 let (pairs, out) = (k.div_ceil(8), out.as_mut_ptr());
-                if weights_are_lanes {
-                    pairs_tile_transposed(b.as_ptr(), a.as_ptr(), pairs, out, row_stride)
-                } else {
-                    pairs_tile(a.as_ptr(), b.as_ptr(), pairs, out, row_stride)
-                }
+                pairs_tile(
+                    acts.as_ptr(),
+                    weights.as_ptr(),
+                    pairs,
+                    out,
+                    row_stride,
+                    weights_are_lanes,
+                )
             },
             Tile::Portable(Packing::K4) => portable_k4(&a[..len], &b[..len], out, row_stride),
             Tile::Portable(Packing::KMajor) => {
@@ -442,8 +446,11 @@ macro_rules! pairs_asm {
     };
 }
 
-/// One 8×8 tile of [`Tile::Pairs`] with the weights on the rows' side: row c (weight
-/// lane c) of the tile at `out + c·row_stride`, its 8 lanes the activations'.
+/// One 8×8 tile of [`Tile::Pairs`], row c at `out + c·row_stride`. With the weights on
+/// the rows' side, row c is weight lane c against the activations' 8 lanes; on the
+/// lanes' side (`weights_are_lanes`), row c is activation lane c against the weights' 8
+/// lanes, each half of the weights' lanes a 4 × 8 block transposed as two 4×4 (`trn1`,
+/// `trn2`).
 ///
 /// # Safety
 /// `acts` and `weights` hold `64·pairs` bytes, `out` 8 rows of 8 values `row_stride`
@@ -455,91 +462,76 @@ unsafe fn pairs_tile(
     pairs: usize,
     out: *mut i32,
     row_stride: usize,
+    weights_are_lanes: bool,
 ) {
     // SAFETY: the caller's.
     unsafe {
-        pairs_asm!(
-            acts,
-            weights,
-            pairs,
-            out,
-            row_stride,
-            // Weight lane j: the sums of its accumulators' pairs, 8 lanes, one row.
-            "addp v0.4s, v16.4s, v17.4s",
-            "addp v1.4s, v18.4s, v19.4s",
-            "st1 {{v0.4s, v1.4s}}, [x12], x13",
-            "addp v0.4s, v20.4s, v21.4s",
-            "addp v1.4s, v22.4s, v23.4s",
-            "st1 {{v0.4s, v1.4s}}, [x12], x13",
-            "addp v0.4s, v24.4s, v25.4s",
-            "addp v1.4s, v26.4s, v27.4s",
-            "st1 {{v0.4s, v1.4s}}, [x12], x13",
-            "addp v0.4s, v28.4s, v29.4s",
-            "addp v1.4s, v30.4s, v31.4s",
-            "st1 {{v0.4s, v1.4s}}, [x12], x13",
-        );
-    }
-}
-
-/// One 8×8 tile of [`Tile::Pairs`] with the weights on the lanes' side: row c
-/// (activation lane c) at `out + c·row_stride`, its 8 lanes the weights'. Each half of
-/// the weights' lanes gives a 4 × 8 block, transposed as two 4×4 (`trn1`, `trn2`).
-///
-/// # Safety
-/// As [`pairs_tile`]'s.
-#[cfg(target_arch = "aarch64")]
-unsafe fn pairs_tile_transposed(
-    acts: *const u8,
-    weights: *const u8,
-    pairs: usize,
-    out: *mut i32,
-    row_stride: usize,
-) {
-    // SAFETY: the caller's.
-    unsafe {
-        pairs_asm!(
-            acts,
-            weights,
-            pairs,
-            out,
-            row_stride,
-            // Weight lane j against activation lanes 0–3 (v0–v3) and 4–7 (v4–v7).
-            "addp v0.4s, v16.4s, v17.4s",
-            "addp v4.4s, v18.4s, v19.4s",
-            "addp v1.4s, v20.4s, v21.4s",
-            "addp v5.4s, v22.4s, v23.4s",
-            "addp v2.4s, v24.4s, v25.4s",
-            "addp v6.4s, v26.4s, v27.4s",
-            "addp v3.4s, v28.4s, v29.4s",
-            "addp v7.4s, v30.4s, v31.4s",
-            "mov x16, x12",
-            "trn1 v8.4s, v0.4s, v1.4s",
-            "trn2 v9.4s, v0.4s, v1.4s",
-            "trn1 v10.4s, v2.4s, v3.4s",
-            "trn2 v11.4s, v2.4s, v3.4s",
-            "trn1 v12.2d, v8.2d, v10.2d",
-            "trn1 v13.2d, v9.2d, v11.2d",
-            "trn2 v14.2d, v8.2d, v10.2d",
-            "trn2 v15.2d, v9.2d, v11.2d",
-            "st1 {{v12.4s}}, [x16], x13",
-            "st1 {{v13.4s}}, [x16], x13",
-            "st1 {{v14.4s}}, [x16], x13",
-            "st1 {{v15.4s}}, [x16], x13",
-            "trn1 v8.4s, v4.4s, v5.4s",
-            "trn2 v9.4s, v4.4s, v5.4s",
-            "trn1 v10.4s, v6.4s, v7.4s",
-            "trn2 v11.4s, v6.4s, v7.4s",
-            "trn1 v12.2d, v8.2d, v10.2d",
-            "trn1 v13.2d, v9.2d, v11.2d",
-            "trn2 v14.2d, v8.2d, v10.2d",
-            "trn2 v15.2d, v9.2d, v11.2d",
-            "st1 {{v12.4s}}, [x16], x13",
-            "st1 {{v13.4s}}, [x16], x13",
-            "st1 {{v14.4s}}, [x16], x13",
-            "st1 {{v15.4s}}, [x16]",
-            // The next half of the weights' lanes: 4 values to the right.
-            "add x12, x12, #16",
-        );
+        if weights_are_lanes {
+            pairs_asm!(
+                acts,
+                weights,
+                pairs,
+                out,
+                row_stride,
+                // Weight lane j against activation lanes 0–3 (v0–v3) and 4–7 (v4–v7).
+                "addp v0.4s, v16.4s, v17.4s",
+                "addp v4.4s, v18.4s, v19.4s",
+                "addp v1.4s, v20.4s, v21.4s",
+                "addp v5.4s, v22.4s, v23.4s",
+                "addp v2.4s, v24.4s, v25.4s",
+                "addp v6.4s, v26.4s, v27.4s",
+                "addp v3.4s, v28.4s, v29.4s",
+                "addp v7.4s, v30.4s, v31.4s",
+                "mov x16, x12",
+                "trn1 v8.4s, v0.4s, v1.4s",
+                "trn2 v9.4s, v0.4s, v1.4s",
+                "trn1 v10.4s, v2.4s, v3.4s",
+                "trn2 v11.4s, v2.4s, v3.4s",
+                "trn1 v12.2d, v8.2d, v10.2d",
+                "trn1 v13.2d, v9.2d, v11.2d",
+                "trn2 v14.2d, v8.2d, v10.2d",
+                "trn2 v15.2d, v9.2d, v11.2d",
+                "st1 {{v12.4s}}, [x16], x13",
+                "st1 {{v13.4s}}, [x16], x13",
+                "st1 {{v14.4s}}, [x16], x13",
+                "st1 {{v15.4s}}, [x16], x13",
+                "trn1 v8.4s, v4.4s, v5.4s",
+                "trn2 v9.4s, v4.4s, v5.4s",
+                "trn1 v10.4s, v6.4s, v7.4s",
+                "trn2 v11.4s, v6.4s, v7.4s",
+                "trn1 v12.2d, v8.2d, v10.2d",
+                "trn1 v13.2d, v9.2d, v11.2d",
+                "trn2 v14.2d, v8.2d, v10.2d",
+                "trn2 v15.2d, v9.2d, v11.2d",
+                "st1 {{v12.4s}}, [x16], x13",
+                "st1 {{v13.4s}}, [x16], x13",
+                "st1 {{v14.4s}}, [x16], x13",
+                "st1 {{v15.4s}}, [x16]",
+                // The next half of the weights' lanes: 4 values to the right.
+                "add x12, x12, #16",
+            );
+        } else {
+            pairs_asm!(
+                acts,
+                weights,
+                pairs,
+                out,
+                row_stride,
+                // Weight lane j: the sums of its accumulators' pairs, 8 lanes, one row.
+                "addp v0.4s, v16.4s, v17.4s",
+                "addp v1.4s, v18.4s, v19.4s",
+                "st1 {{v0.4s, v1.4s}}, [x12], x13",
+                "addp v0.4s, v20.4s, v21.4s",
+                "addp v1.4s, v22.4s, v23.4s",
+                "st1 {{v0.4s, v1.4s}}, [x12], x13",
+                "addp v0.4s, v24.4s, v25.4s",
+                "addp v1.4s, v26.4s, v27.4s",
+                "st1 {{v0.4s, v1.4s}}, [x12], x13",
+                "addp v0.4s, v28.4s, v29.4s",
+                "addp v1.4s, v30.4s, v31.4s",
+                "st1 {{v0.4s, v1.4s}}, [x12], x13",
+            );
+        }
     }
 }
 
