@@ -37,6 +37,11 @@ macro_rules! simd_dispatch {
 }
 pub(crate) use simd_dispatch;
 
+/// The standard normal distribution's cumulative function `Φ(t)`.
+pub fn normal_cdf(t: f32) -> f32 {
+    0.5 * libm::erfcf(-t * core::f32::consts::FRAC_1_SQRT_2)
+}
+
 simd_dispatch! {
 /// Dot product of two equal-length slices (the shorter length is used).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -437,3 +437,116 @@ fn an_mlp_heads_output_layer_is_the_linear_head_over_its_hidden_features() {
     let mut other = Head::alloc(Dims::mlp(3, 6, 4), 3).unwrap();
     assert!(l.write_head(&mut other, 1.0).is_err());
 }
+
+#[test]
+fn held_out_logits_are_those_of_a_learner_without_the_label() {
+    held_out::<Full>();
+    held_out::<Diagonal>();
+}
+
+fn held_out<K: Covariance>() {
+    let (d, c) = (6, 3);
+    let train = data(d, c, 31, 5);
+    // A weak prior: the label's share of the covariance matters.
+    let fresh = || {
+        let mut l = alloc::<K>(d, c + 1, 2.0);
+        let mut eye = vec![0.0; d * d];
+        (0..d).for_each(|i| eye[i * d + i] = 1.0);
+        l.set_standardization(&[5.0; 6], &[0.5; 6]).unwrap();
+        l.set_prior(&eye, 2.0).unwrap();
+        l
+    };
+    let mut all = fresh();
+    for (x, y) in &train {
+        all.learn(x, *y).unwrap();
+    }
+    // Class 3 has one label, the last: held out, it has none.
+    let lone = vec![5.0; d];
+    all.learn(&lone, 3).unwrap();
+    let logits_of = |l: &Slda<Vec<f32>, K>, x: &[f32]| {
+        let mut head = Head::alloc(Dims::linear(d, c + 1), c + 1).unwrap();
+        l.write_head(&mut head, 1.0).unwrap();
+        let mut z = vec![0.0; c + 1];
+        head.logits(x, &mut z).unwrap();
+        z
+    };
+    let (mut held, mut scratch) = (vec![0.0; c + 1], vec![0.0; 3 * d]);
+    for i in [0, 7, 30] {
+        let (x, y) = &train[i];
+        all.held_out_logits(x, *y, &mut held, &mut scratch).unwrap();
+        let mut without = fresh();
+        for (j, (x, y)) in train.iter().enumerate() {
+            if j != i {
+                without.learn(x, *y).unwrap();
+            }
+        }
+        without.learn(&lone, 3).unwrap();
+        let want = logits_of(&without, x);
+        let whole = logits_of(&all, x);
+        for k in 0..=c {
+            let tol = 1e-3 * want[k].abs().max(1.0);
+            assert!(
+                (held[k] - want[k]).abs() < tol,
+                "sample {i}, class {k}: {held:?} {want:?}"
+            );
+        }
+        // Learned, its own class scored it higher than held out.
+        assert!(whole[*y] > held[*y]);
+    }
+    all.held_out_logits(&lone, 3, &mut held, &mut scratch)
+        .unwrap();
+    assert_eq!(held[3], UNLABELED_LOGIT);
+    // Bad input is refused.
+    assert!(
+        all.held_out_logits(&lone, 4, &mut held, &mut scratch)
+            .is_err()
+    );
+    assert!(
+        all.held_out_logits(&lone[..3], 0, &mut held, &mut scratch)
+            .is_err()
+    );
+    assert!(
+        all.held_out_logits(&lone, 0, &mut held[..2], &mut scratch)
+            .is_err()
+    );
+    assert!(
+        all.held_out_logits(&[f32::NAN; 6], 0, &mut held, &mut scratch)
+            .is_err()
+    );
+}
+
+#[test]
+fn the_model_share_taken_matches_what_the_head_does() {
+    let (d, c) = (4, 2);
+    let train = data(d, c, 400, 8);
+    let test = data(d, c, 4000, 8);
+    let mut l = alloc::<Full>(d, c, 1.0);
+    for (x, y) in &train {
+        l.learn(x, *y).unwrap();
+    }
+    let mut head = Head::alloc(Dims::linear(d, c), c).unwrap();
+    l.write_head(&mut head, 1.0).unwrap();
+    let mut z = vec![0.0; c];
+    for bias in [0.0, 1.0, 3.0] {
+        let zeros: Vec<&Vec<f32>> = test
+            .iter()
+            .filter(|(_, y)| *y == 0)
+            .map(|(x, _)| x)
+            .collect();
+        let taken = zeros
+            .iter()
+            .filter(|x| {
+                head.logits(x, &mut z).unwrap();
+                z[1] + bias > z[0]
+            })
+            .count() as f32
+            / zeros.len() as f32;
+        let model = l.taken(0, 1, bias);
+        assert!(
+            (model - taken).abs() < 0.05,
+            "bias {bias}: model {model}, head {taken}"
+        );
+    }
+    assert!(l.taken(0, 1, 3.0) > l.taken(0, 1, 0.0));
+    assert_eq!(l.taken(0, 5, 0.0), 0.0);
+}
