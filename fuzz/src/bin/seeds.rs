@@ -269,6 +269,7 @@ fn device_state() -> DeviceState {
             others: vec![3.0, 4.0],
             others_labels: 12,
             own_v3: Vec::new(),
+            own_bias: 2.5,
         },
     }
 }

@@ -10,7 +10,7 @@
 //! | 2 | format version, u16 ([`VERSION`]) |
 //! | 8 | sequence number, u64 (must match the file name) |
 //! | 4 | payload length, u32 |
-//! | payload length | postcard: a [`DeviceState`], then (version 2) its [`Learning`], then (version 3) its [`FleetPart`] (version 3: the own labels' statistics, 4: the others') |
+//! | payload length | postcard: a [`DeviceState`], then (version 2) its [`Learning`], then (version 3) its [`FleetPart`] (version 3: the own labels' statistics, 4: the others', 5: and the own-class bias) |
 //! | 4 | CRC-32 (ISO-HDLC) of everything before it, u32 |
 //!
 //! A state is written to `state-N.tmp`, flushed to disk, renamed to `state-N.bin`, and
@@ -42,8 +42,9 @@ pub const MAGIC: [u8; 8] = *b"ETSTATE\0";
 /// learner) is still read: its [`Learning`] is empty, and the engine rebuilds the class
 /// statistics from the replay buffer. Version 2 (before fleets) is read with an empty
 /// [`FleetPart`]. Version 3 kept the device's own labels' statistics where version 4
-/// keeps the other devices' ([`FleetPart::own_v3`]).
-pub const VERSION: u16 = 4;
+/// keeps the other devices' ([`FleetPart::own_v3`]). Version 4 is read with no
+/// own-class bias ([`FleetPart::own_bias`] 0: the next merge chooses one).
+pub const VERSION: u16 = 5;
 const HEADER_LEN: usize = 8 + 2 + 8 + 4;
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
@@ -100,6 +101,15 @@ pub struct FleetPart {
     /// ([`crate::engine::Engine::migrate_fleet`]). Never written.
     #[serde(skip)]
     pub own_v3: Vec<f32>,
+    /// The logit added to the classes the device labeled (version 5).
+    pub own_bias: f32,
+}
+
+/// Version 4's fleet part: without the own-class bias.
+#[derive(Deserialize)]
+struct FleetPartV4 {
+    others: Vec<f32>,
+    others_labels: u64,
 }
 
 /// Version 3's fleet part: the device's own labels' statistics.
@@ -309,6 +319,16 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, DeviceState), Invalid> {
                     others: Vec::new(),
                     others_labels: v3.others_labels,
                     own_v3: v3.own,
+                    own_bias: 0.0,
+                };
+                rest
+            } else if version == 4 {
+                let (v4, rest): (FleetPartV4, _) = postcard::take_from_bytes(rest).map_err(bad)?;
+                state.fleet = FleetPart {
+                    others: v4.others,
+                    others_labels: v4.others_labels,
+                    own_v3: Vec::new(),
+                    own_bias: 0.0,
                 };
                 rest
             } else {
@@ -576,17 +596,22 @@ mod tests {
     #[test]
     fn version_3_states_load_with_their_own_labels_apart() {
         // Version 3 wrote the own labels' statistics where version 4 writes the
-        // others': the same bytes, read into `own_v3`.
+        // others': the same bytes (without version 5's own-class bias), read into
+        // `own_v3`.
         let s = sample();
-        let mut bytes = encode(3, &s);
-        bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
-        let crc_at = bytes.len() - 4;
-        let crc = CRC32.checksum(&bytes[..crc_at]);
-        bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
-        let (_, v3) = decode(&bytes).unwrap();
+        let (_, v3) = decode(&older(&s, 3, 4)).unwrap();
         assert_eq!(v3.fleet.own_v3, s.fleet.others);
         assert!(v3.fleet.others.is_empty());
         assert_eq!(v3.fleet.others_labels, 12);
+        assert_eq!(v3.fleet.own_bias, 0.0);
+    }
+
+    #[test]
+    fn version_4_states_load_without_an_own_class_bias() {
+        let mut s = sample();
+        let (_, v4) = decode(&older(&s, 4, 4)).unwrap();
+        s.fleet.own_bias = 0.0;
+        assert_eq!(v4, s);
     }
 
     /// `s` as state 3 in format `version`: its payload without its last `tail` bytes.
@@ -629,6 +654,7 @@ mod tests {
                 others: vec![3.0, 4.0],
                 others_labels: 12,
                 own_v3: Vec::new(),
+                own_bias: 2.5,
             },
         }
     }

@@ -145,10 +145,11 @@ impl Engine {
             self.live.head_mut().add_class()?;
         }
         let stored = self.live.remember(&self.x, class)?;
+        // Counted first: a class the device labels gets its own-class bias.
+        self.count_label(class);
         self.write_slda_head()?;
         let before = self.guard_accuracy;
         self.guard_accuracy = self.measure_guard();
-        self.count_label(class);
         self.counters.updates += 1;
         Ok(Outcome::Learned {
             learned: Learned {

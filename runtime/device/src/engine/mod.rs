@@ -51,7 +51,7 @@ use edgetune::error::Error;
 use edgetune::head::Head;
 use edgetune::learn::{Config, Learner};
 use edgetune::online::{Online, OnlineConfig};
-use edgetune::slda::{Prior, Slda};
+use edgetune::slda::{Prior, Slda, UNLABELED_LOGIT};
 
 pub use fleet::{Merged, OthersHead, OthersRow};
 pub use label::Outcome;
@@ -103,13 +103,18 @@ pub struct EngineConfig {
     /// Gradient steps on the replay buffer (and the fleet's class means) after the
     /// gradient head took a fleet's average ([`Engine::merge_head`]).
     pub fleet_rehearsal: usize,
+    /// The most the own-class bias may add, by the learner's model, to the share of the
+    /// other devices' classes' samples that go to this device's classes
+    /// ([`Engine::choose_own_bias`]); 0: no bias.
+    pub fleet_own_budget: f32,
 }
 
 impl EngineConfig {
     /// Adam at 0.003 with a little weight decay, 3 steps of 24 replayed samples, 4 guard
     /// samples per class, refuse drops of more than 20 points once 4 are held,
     /// uncertain below a margin of 0.3, [`FLEET_REHEARSAL`] steps after a fleet's
-    /// average of heads.
+    /// average of heads, an own-class bias that may cost the others' classes
+    /// [`fleet::OWN_BUDGET`].
     pub const DEFAULT: EngineConfig = EngineConfig {
         learner: LearnerKind::Slda,
         prior_strength: PRIOR_STRENGTH,
@@ -128,6 +133,7 @@ impl EngineConfig {
         guard_margin: 0.2,
         uncertain_margin: 0.3,
         fleet_rehearsal: FLEET_REHEARSAL,
+        fleet_own_budget: fleet::OWN_BUDGET,
     };
 }
 
@@ -312,7 +318,20 @@ impl Engine {
         }
         // The head's logits stay raw: the temperature applies to every learner's
         // logits alike, when they become probabilities (Engine::observe).
-        slda.write_head(self.live.head_mut(), 1.0)
+        slda.write_head(self.live.head_mut(), 1.0)?;
+        let bias = self.own_bias();
+        if bias != 0.0 {
+            let dims = self.live.head().dims();
+            let at = dims.out_offset() + dims.capacity * dims.feature_width();
+            let own = &self.counters.labels_per_class;
+            let b = &mut self.live.head_mut().params_mut()[at..at + classes];
+            for (c, b) in b.iter_mut().enumerate() {
+                if own.get(c).is_some_and(|&n| n > 0) && *b > UNLABELED_LOGIT {
+                    *b += bias;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After seeding or restoring: a head whose classes the statistics do not cover

@@ -161,6 +161,7 @@ impl Engine {
                     others: f.others.clone(),
                     others_labels: f.others_labels,
                     own_v3: f.own_v3.clone(),
+                    own_bias: f.own_bias,
                 }),
             learning: {
                 let (rows, next, t, values) = self.temperature.parts();

@@ -170,6 +170,10 @@ impl Service {
             "fleet_labels": fleet_labels,
             "own_labels": own,
         });
+        if !gradient {
+            let o = answer.as_object_mut().expect("an object");
+            o.insert("own_bias".into(), json!(self.engine.own_bias()));
+        }
         match outcome {
             Merged::Applied { classes, guard } => {
                 let added = names[classes.0..classes.1].to_vec();

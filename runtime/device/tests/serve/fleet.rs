@@ -115,12 +115,27 @@ fn logits(s: &Service, x: &[f32]) -> Vec<(String, f32)> {
     v
 }
 
-/// Asserts that `a`'s head is `b`'s (the same classes, logits within float rounding).
+/// [`logits`] without the own-class bias: those of the head of the device's
+/// statistics alone.
+fn unbiased_logits(s: &Service, x: &[f32]) -> Vec<(String, f32)> {
+    let e = s.engine();
+    let mut v = logits(s, x);
+    for (name, z) in &mut v {
+        let c = s.classes().iter().position(|n| n == name).unwrap();
+        if e.counters().labels_per_class[c] > 0 {
+            *z -= e.own_bias();
+        }
+    }
+    v
+}
+
+/// Asserts that `a`'s head is `b`'s (the same classes, logits within float rounding),
+/// each without its own-class bias.
 fn same_head(a: &Service, b: &Service, what: &str) {
     let mut rng = Rng::new(7);
     for c in 0..CLASSES {
         let x = point(c, &mut rng);
-        let (la, lb) = (logits(a, &x), logits(b, &x));
+        let (la, lb) = (unbiased_logits(a, &x), unbiased_logits(b, &x));
         assert_eq!(
             la.iter().map(|v| &v.0).collect::<Vec<_>>(),
             lb.iter().map(|v| &v.0).collect::<Vec<_>>(),
@@ -361,11 +376,14 @@ fn a_version_3_state_keeps_its_own_labels_apart() {
     let mut own = s.learning.slda.clone();
     Slda::<(), Full>::subtract_state(&mut own, &s.fleet.others, D, cap).unwrap();
     s.fleet.others = own;
+    // Nor had it the own-class bias of version 5: the last 4 bytes of the payload.
     let mut bytes = state::encode(seq + 1, &s);
+    bytes.truncate(bytes.len() - 4 - 4);
     bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
-    let crc_at = bytes.len() - 4;
-    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&bytes[..crc_at]);
-    bytes[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    let payload = (bytes.len() - 22) as u32;
+    bytes[18..22].copy_from_slice(&payload.to_le_bytes());
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
     std::fs::write(dir.join("a").join(state::file_name(seq + 1)), bytes).unwrap();
 
     let mut a = open(&bundle, &dir.join("a"));
@@ -692,5 +710,119 @@ fn a_state_of_the_other_kind_or_another_start_is_refused_by_name() {
         .as_str()
         .unwrap_or_else(|| panic!("{answer}"));
     assert!(e.contains("it holds a gradient head's parameters"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A sample of the two-class scene of [`a_device_keeps_its_own_classes_apart_from_the_fleets`]:
+/// `near` 0 and 1 are 2 apart along the first axis (3.5 times the spread), `far` 2 and
+/// 3 well away from both.
+fn scene(c: usize, rng: &mut Rng) -> Vec<f32> {
+    let center = [[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]][c];
+    (0..D)
+        .map(|i| {
+            let noise: f32 = (0..4).map(|_| rng.uniform(-0.5, 0.5)).sum();
+            center.get(i).copied().unwrap_or(0.0) + noise
+        })
+        .collect()
+}
+
+/// Share of `n` fresh samples of class `c` of [`scene`] that `s` names `c{c}`.
+fn scene_accuracy(s: &mut Service, c: usize, n: usize, rng: &mut Rng) -> f64 {
+    let hits = (0..n)
+        .filter(|_| {
+            let a = ask(s, json!({ "tensor": scene(c, rng) }));
+            a["class"] == format!("c{c}")
+        })
+        .count();
+    hits as f64 / n as f64
+}
+
+#[test]
+fn a_device_keeps_its_own_classes_apart_from_the_fleets() {
+    let dir = tmp("fleet-own");
+    let bundle = fleet_bundle(&dir, D);
+    let [mut a, mut b, mut central] = ["a", "b", "central"].map(|n| open(&bundle, &dir.join(n)));
+    // Device a's twin, with no budget for the bias.
+    let unbiased = EngineConfig {
+        fleet_own_budget: 0.0,
+        ..EngineConfig::default()
+    };
+    let mut twin = open_with(&bundle, &dir.join("twin"), unbiased);
+    let mut rng = Rng::new(3);
+    // Device a labels classes 0 and 2, device b 1 and 3: 0 and 1 overlap in their tails.
+    for (dev, classes) in [(&mut a, [0, 2]), (&mut b, [1, 3])] {
+        for _ in 0..40 {
+            for c in classes {
+                let x = scene(c, &mut rng);
+                let twin = (classes[0] == 0).then_some(&mut twin);
+                for d in [Some(&mut *dev), Some(&mut central), twin]
+                    .into_iter()
+                    .flatten()
+                {
+                    let p = ask(d, json!({ "tensor": x }));
+                    ask(
+                        d,
+                        json!({ "label": format!("c{c}"), "sample": p["sample"] }),
+                    );
+                }
+            }
+        }
+    }
+    let mut test = Rng::new(4);
+    let own_alone = scene_accuracy(&mut a, 0, 1000, &mut test);
+    let (ea, eb) = (export(&mut a), export(&mut b));
+    let answer = ask(&mut a, json!({ "merge": [eb.clone()] }));
+    assert_eq!(answer["result"], "merged", "{answer}");
+    ask(&mut b, json!({ "merge": [ea] }));
+    let untouched = ask(&mut twin, json!({ "merge": [eb.clone()] }));
+    assert_eq!(untouched["own_bias"], 0.0, "{untouched}");
+    same_head(&twin, &central, "without a budget for the bias");
+    // Some of a's own samples of class 0, held out, would go to b's class 1: its own
+    // classes get a bias, and it is the only difference from a head of every label.
+    let bias = a.engine().own_bias();
+    assert!(bias > 0.0 && answer["own_bias"] == json!(bias), "{answer}");
+    let mut rng = Rng::new(7);
+    for c in 0..4 {
+        let x = scene(c, &mut rng);
+        for ((name, la), (_, lc)) in logits(&a, &x).iter().zip(logits(&central, &x)) {
+            let own = if ["c0", "c2"].contains(&name.as_str()) {
+                bias
+            } else {
+                0.0
+            };
+            assert!(
+                (la - lc - own).abs() <= 1e-3 * (1.0 + lc.abs()),
+                "{name}: {la} {lc}"
+            );
+        }
+    }
+    // On fresh samples: a's class 0 is recognised as well as before the fleet, better
+    // than by the head of every label; b's class 1 loses at most the budget's share.
+    let t = || Rng::new(4);
+    let own_after = scene_accuracy(&mut a, 0, 1000, &mut t());
+    let own_central = scene_accuracy(&mut central, 0, 1000, &mut t());
+    let theirs = scene_accuracy(&mut a, 1, 1000, &mut t());
+    let theirs_central = scene_accuracy(&mut central, 1, 1000, &mut t());
+    println!(
+        "own-class bias {bias}: class 0 on a {own_alone} alone, {own_after} after (central {own_central}); class 1 {theirs} (central {theirs_central})"
+    );
+    assert!(own_after > own_central, "{own_after} vs {own_central}");
+    assert!(
+        theirs >= theirs_central - 0.03,
+        "{theirs} vs {theirs_central}"
+    );
+    // Merging the same state again chooses the same bias; a restart keeps it.
+    ask(&mut a, json!({ "merge": [export(&mut b)] }));
+    assert_eq!(a.engine().own_bias(), bias);
+    drop(a);
+    let a = open(&bundle, &dir.join("a"));
+    assert_eq!(a.engine().own_bias(), bias);
+    let mut rng = Rng::new(7);
+    for c in 0..4 {
+        let x = scene(c, &mut rng);
+        let la = logits(&a, &x);
+        let lc = logits(&central, &x);
+        assert!((la[0].1 - lc[0].1 - bias).abs() <= 1e-3 * (1.0 + lc[0].1.abs()));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -223,6 +223,12 @@ pub struct LearnArgs {
     /// that this device's own samples pull it back toward them (0: keep the average).
     #[arg(long, default_value_t = EngineConfig::DEFAULT.fleet_rehearsal)]
     pub fleet_rehearsal: usize,
+    /// In a fleet, with the closed-form learner: the most this device's own-class bias
+    /// may cost the other devices' classes, as a share of their samples it would take
+    /// by the learner's model (0: no bias, the head of every label; for a device that
+    /// sees every class as often as its own).
+    #[arg(long, default_value_t = EngineConfig::DEFAULT.fleet_own_budget)]
+    pub fleet_own_budget: f32,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -263,6 +269,10 @@ impl LearnArgs {
             bail!("--fleet-rehearsal is a number of steps from 0 to 10000");
         }
         cfg.fleet_rehearsal = self.fleet_rehearsal;
+        if !(0.0..=1.0).contains(&self.fleet_own_budget) {
+            bail!("--fleet-own-budget is a share between 0 and 1");
+        }
+        cfg.fleet_own_budget = self.fleet_own_budget;
         Ok(cfg)
     }
 }
