@@ -121,6 +121,15 @@ fn a_saved_state_continues_exactly() {
     let r = Engine::restore(&state, &bundle_head, None, EngineConfig::DEFAULT).unwrap();
     assert_eq!(r.learner_kind(), LearnerKind::Slda);
     assert_eq!(r.temperature(), e.temperature());
+    // An own-class bias no merge could have chosen is refused by name.
+    for bad in [-1.0, f32::NAN, f32::INFINITY] {
+        let mut s = state.clone();
+        s.fleet.own_bias = bad;
+        let Err(err) = Engine::restore(&s, &bundle_head, None, EngineConfig::DEFAULT) else {
+            panic!("an own-class bias of {bad} was taken");
+        };
+        assert!(err.contains("own-class bias"), "{err}");
+    }
     assert_eq!(r.prequential(), e.prequential());
     assert_eq!(r.online().head().params(), e.online().head().params());
     // A state without the learner's statistics (format version 1) rebuilds them from
