@@ -384,7 +384,7 @@ fn k4_pairs_of(k_major: &[u8], panel: usize, k: usize, panels: usize) -> Option<
 /// of its 4 values a sum over the pairs of k's.
 #[cfg(target_arch = "aarch64")]
 macro_rules! pairs_asm {
-    ($acts:expr, $weights:expr, $pairs:expr, $out:expr, $row_stride:expr, $($store:literal),* $(,)?) => {
+    ($acts:expr, $weights:expr, $pairs:expr, $out:expr, $row_stride:expr, $($store:tt)*) => {
         std::arch::asm!(
             "mov x15, #2",
             "0:",
@@ -407,7 +407,7 @@ macro_rules! pairs_asm {
             "subs x14, x14, #1",
             "b.ne 1b",
             "2:",
-            $($store,)*
+            $($store)*
             "add x10, x10, #16",
             "subs x15, x15, #1",
             "b.ne 0b",
@@ -425,6 +425,24 @@ macro_rules! pairs_asm {
             out("v12") _, out("v13") _, out("v14") _, out("v15") _,
             clobber_abi("C"),
             options(nostack),
+        )
+    };
+    // Four rows of 4 sums (weight lanes j against 4 activation lanes) transposed and
+    // stored as 4 rows of the output, `x13` apart from `x16` on.
+    (@transposed $r0:ident, $r1:ident, $r2:ident, $r3:ident) => {
+        concat!(
+            "trn1 v8.4s, ", stringify!($r0), ".4s, ", stringify!($r1), ".4s\n",
+            "trn2 v9.4s, ", stringify!($r0), ".4s, ", stringify!($r1), ".4s\n",
+            "trn1 v10.4s, ", stringify!($r2), ".4s, ", stringify!($r3), ".4s\n",
+            "trn2 v11.4s, ", stringify!($r2), ".4s, ", stringify!($r3), ".4s\n",
+            "trn1 v12.2d, v8.2d, v10.2d\n",
+            "trn1 v13.2d, v9.2d, v11.2d\n",
+            "trn2 v14.2d, v8.2d, v10.2d\n",
+            "trn2 v15.2d, v9.2d, v11.2d\n",
+            "st1 {{v12.4s}}, [x16], x13\n",
+            "st1 {{v13.4s}}, [x16], x13\n",
+            "st1 {{v14.4s}}, [x16], x13\n",
+            "st1 {{v15.4s}}, [x16], x13",
         )
     };
     // One weight lane (its two blocks `w`, `w1`) against the activations' 8 lanes.
@@ -483,30 +501,8 @@ unsafe fn pairs_tile(
                 "addp v3.4s, v28.4s, v29.4s",
                 "addp v7.4s, v30.4s, v31.4s",
                 "mov x16, x12",
-                "trn1 v8.4s, v0.4s, v1.4s",
-                "trn2 v9.4s, v0.4s, v1.4s",
-                "trn1 v10.4s, v2.4s, v3.4s",
-                "trn2 v11.4s, v2.4s, v3.4s",
-                "trn1 v12.2d, v8.2d, v10.2d",
-                "trn1 v13.2d, v9.2d, v11.2d",
-                "trn2 v14.2d, v8.2d, v10.2d",
-                "trn2 v15.2d, v9.2d, v11.2d",
-                "st1 {{v12.4s}}, [x16], x13",
-                "st1 {{v13.4s}}, [x16], x13",
-                "st1 {{v14.4s}}, [x16], x13",
-                "st1 {{v15.4s}}, [x16], x13",
-                "trn1 v8.4s, v4.4s, v5.4s",
-                "trn2 v9.4s, v4.4s, v5.4s",
-                "trn1 v10.4s, v6.4s, v7.4s",
-                "trn2 v11.4s, v6.4s, v7.4s",
-                "trn1 v12.2d, v8.2d, v10.2d",
-                "trn1 v13.2d, v9.2d, v11.2d",
-                "trn2 v14.2d, v8.2d, v10.2d",
-                "trn2 v15.2d, v9.2d, v11.2d",
-                "st1 {{v12.4s}}, [x16], x13",
-                "st1 {{v13.4s}}, [x16], x13",
-                "st1 {{v14.4s}}, [x16], x13",
-                "st1 {{v15.4s}}, [x16]",
+                pairs_asm!(@transposed v0, v1, v2, v3),
+                pairs_asm!(@transposed v4, v5, v6, v7),
                 // The next half of the weights' lanes: 4 values to the right.
                 "add x12, x12, #16",
             );

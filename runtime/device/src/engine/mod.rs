@@ -323,10 +323,12 @@ impl Engine {
         if bias != 0.0 {
             let dims = self.live.head().dims();
             let at = dims.out_offset() + dims.capacity * dims.feature_width();
-            let own = &self.counters.labels_per_class;
-            let b = &mut self.live.head_mut().params_mut()[at..at + classes];
-            for (c, b) in b.iter_mut().enumerate() {
-                if own.get(c).is_some_and(|&n| n > 0) && *b > UNLABELED_LOGIT {
+            for c in 0..classes {
+                if !self.is_own(c) {
+                    continue;
+                }
+                let b = &mut self.live.head_mut().params_mut()[at + c];
+                if *b > UNLABELED_LOGIT {
                     *b += bias;
                 }
             }
