@@ -634,7 +634,7 @@ fn the_own_class_bias_holds_on_two_backbones() {
         let mut biases = Vec::new();
         for fold in 0..5 {
             let (train, test) = split(&files, fold);
-            let fold_dir = dir.join(format!("{}-{fold}", own_name(onnx)));
+            let fold_dir = dir.join(format!("{}-{fold}", stem(onnx)));
             std::fs::create_dir_all(&fold_dir).unwrap();
             let model = bundle_of(&fold_dir, &train, onnx);
             let mut central = in_process(&model, &fold_dir.join("central"));
@@ -703,7 +703,7 @@ fn the_own_class_bias_holds_on_two_backbones() {
                 ratio
             );
             if after < alone - 0.02 || ratio < 0.95 {
-                failed.push(format!("{} device {name}", own_name(onnx)));
+                failed.push(format!("{} device {name}", stem(onnx)));
             }
         }
     }
@@ -713,6 +713,6 @@ fn the_own_class_bias_holds_on_two_backbones() {
 }
 
 /// A short name of a backbone's file, for folders.
-fn own_name(onnx: &str) -> &str {
+fn stem(onnx: &str) -> &str {
     Path::new(onnx).file_stem().unwrap().to_str().unwrap()
 }
