@@ -10,9 +10,10 @@
 //! their full counts, whatever the fleet sends.
 //!
 //! The head written from that sum is the head of every label plus one thing: a logit
-//! added to the classes this device labeled ([`Engine::choose_own_bias`], chosen at each
+//! added to the device's own classes, those it had before the fleet: the ones it labeled
+//! and its bundle's ([`Engine::is_own`]; [`Engine::choose_own_bias`], chosen at each
 //! merge, kept in the state). Before its first merge a device tells only its own classes
-//! apart; after it, its own samples can go to another device's class, a harder task. The
+//! apart; after it, its own samples can go to a class only the fleet brought. The
 //! bias is the least that keeps the device's own samples, each held out of the
 //! statistics, recognised among all classes as well as among its own, within what the
 //! learner's model says it costs the other classes ([`OWN_BUDGET`], `--fleet-own-budget`).
@@ -73,9 +74,24 @@ pub(super) struct Fleet {
     /// A version 3 state's own labels, until [`Engine::migrate_fleet`] turns them into
     /// `others`.
     pub(super) own_v3: Vec<f32>,
-    /// Added to the logits of the classes this device labeled, chosen at each merge
-    /// ([`Engine::choose_own_bias`]); 0 before the first.
+    /// Added to the logits of the device's own classes ([`Engine::is_own`]), chosen at
+    /// each merge ([`Engine::choose_own_bias`]); 0 before the first.
     pub(super) own_bias: f32,
+    /// Labels per class in `others` (empty with it): what tells the classes only the
+    /// fleet brought. Derived, not saved.
+    pub(super) others_counts: Vec<f32>,
+}
+
+impl Fleet {
+    /// The labels per class of a saved state at capacity `cap` (empty for none).
+    fn counts_of(state: &[f32], d: usize, cap: usize) -> Result<Vec<f32>, Error> {
+        if state.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(Slda::<(), Full>::state_parts(state, d, cap)?
+            .counts
+            .to_vec())
+    }
 }
 
 /// A version 3 state's fleet part must be migrated before the fleet reads or replaces it.
@@ -198,6 +214,7 @@ impl Engine {
             let mut others = all.state().to_vec();
             Slda::<(), Full>::subtract_state(&mut others, base, d, cap)?;
             Slda::<(), Full>::subtract_state(&mut others, &f.own_v3, d, cap)?;
+            f.others_counts = Fleet::counts_of(&others, d, cap)?;
             f.others = others;
         }
         f.own_v3 = Vec::new();
@@ -226,10 +243,13 @@ impl Engine {
             Slda::<(), Full>::subtract_state(&mut rest, &f.others, self.learner_dim(), cap)?;
             sum.restore(&rest)?;
         }
-        let mut others_labels = 0;
+        let (mut others_labels, mut others_counts) = (0, Vec::new());
         if !others.is_empty() {
             let p = Slda::<(), Full>::state_parts(others, self.learner_dim(), cap)?;
             others_labels = p.labels as u64;
+            if others_labels > 0 {
+                others_counts = p.counts.to_vec();
+            }
             sum.merge_state(others, cap, &identity(p.classes))?;
         }
         let before = (self.classes(), self.guard_accuracy);
@@ -242,6 +262,11 @@ impl Engine {
         }
         let old = self.slda.replace(sum);
         let old_bias = self.own_bias();
+        // The head is written as the new others' part says which classes are theirs.
+        let old_counts = self
+            .fleet
+            .as_mut()
+            .map(|f| std::mem::replace(&mut f.others_counts, others_counts));
         let bias = if others_labels > 0 {
             self.choose_own_bias()
         } else {
@@ -256,6 +281,9 @@ impl Engine {
         if written.is_err() || refused.is_some() {
             self.slda = old;
             self.set_own_bias(old_bias);
+            if let (Some(f), Some(counts)) = (&mut self.fleet, old_counts) {
+                f.others_counts = counts;
+            }
             self.live.copy_from(&self.spare)?;
             self.guard_accuracy = before.1;
             written?;
@@ -376,7 +404,8 @@ impl Engine {
         Ok(())
     }
 
-    /// The logit added to the classes this device labeled ([`Engine::choose_own_bias`]).
+    /// The logit added to the device's own classes ([`Engine::is_own`],
+    /// [`Engine::choose_own_bias`]).
     pub fn own_bias(&self) -> f32 {
         self.fleet.as_ref().map_or(0.0, |f| f.own_bias)
     }
@@ -387,24 +416,39 @@ impl Engine {
         }
     }
 
-    /// Whether this device labeled `class` itself.
+    /// Whether `class` is one of the device's own classes, those it had before the
+    /// fleet: it labeled it, or it has statistics besides the other devices' (a class
+    /// of the bundle's head). The others are the classes only the fleet brought.
     pub(super) fn is_own(&self, class: usize) -> bool {
-        self.counters
+        if self
+            .counters
             .labels_per_class
             .get(class)
             .is_some_and(|&n| n > 0)
+        {
+            return true;
+        }
+        let theirs = self
+            .fleet
+            .as_ref()
+            .and_then(|f| f.others_counts.get(class).copied())
+            .unwrap_or(0.0);
+        self.slda
+            .as_ref()
+            .is_some_and(|s| s.count(class) as f32 > theirs + 0.5)
     }
 
-    /// The logit to add to the classes this device labeled, for the statistics now in
-    /// the learner (after a merge). Before a fleet a device tells only its own classes
-    /// apart; after it, a sample of its own class may go to another device's. The
+    /// The logit to add to the device's own classes ([`Engine::is_own`]), for the
+    /// statistics now in the learner (after a merge). Before a fleet a device tells only
+    /// its own classes apart; after it, a sample of its own class may go to a class only
+    /// the fleet brought (the others). The
     /// bias is the least that keeps the device's own samples in the replay buffer, each
     /// held out of the statistics ([`Slda::held_out_logits`]), recognised among all
     /// classes as well as among its own alone, but for what leaves new own samples
-    /// within [`OWN_TOLERANCE`]; and
-    /// at most what gives the device's classes [`EngineConfig::fleet_own_budget`] more
-    /// of the other classes' samples by the learner's model ([`Slda::taken`]). 0 when
-    /// the device labeled no class, or every labeled class, or the budget is 0.
+    /// within [`OWN_TOLERANCE`]; and at most what gives the own classes
+    /// [`EngineConfig::fleet_own_budget`] more of the others' samples by the learner's
+    /// model ([`Slda::taken`]). 0 when the device has no class of its own, or the fleet
+    /// brought none, or the budget is 0.
     ///
     /// [`EngineConfig::fleet_own_budget`]: super::EngineConfig::fleet_own_budget
     pub(super) fn choose_own_bias(&self) -> Result<f32, Error> {
@@ -503,6 +547,7 @@ impl Engine {
                 part.own_bias
             ));
         }
+        f.others_counts = Fleet::counts_of(&part.others, d, cap).map_err(|e| e.to_string())?;
         f.others = part.others.clone();
         f.others_labels = part.others_labels;
         f.own_v3 = part.own_v3.clone();

@@ -781,21 +781,7 @@ fn a_device_keeps_its_own_classes_apart_from_the_fleets() {
     // classes get a bias, and it is the only difference from a head of every label.
     let bias = a.engine().own_bias();
     assert!(bias > 0.0 && answer["own_bias"] == json!(bias), "{answer}");
-    let mut rng = Rng::new(7);
-    for c in 0..4 {
-        let x = scene(c, &mut rng);
-        for ((name, la), (_, lc)) in logits(&a, &x).iter().zip(logits(&central, &x)) {
-            let own = if ["c0", "c2"].contains(&name.as_str()) {
-                bias
-            } else {
-                0.0
-            };
-            assert!(
-                (la - lc - own).abs() <= 1e-3 * (1.0 + lc.abs()),
-                "{name}: {la} {lc}"
-            );
-        }
-    }
+    biased_as(&a, &central, bias);
     // On fresh samples: a's class 0 is recognised as well as before the fleet, better
     // than by the head of every label; b's class 1 loses at most the budget's share.
     let t = || Rng::new(4);
@@ -815,14 +801,109 @@ fn a_device_keeps_its_own_classes_apart_from_the_fleets() {
     ask(&mut a, json!({ "merge": [export(&mut b)] }));
     assert_eq!(a.engine().own_bias(), bias);
     drop(a);
-    let a = open(&bundle, &dir.join("a"));
+    let mut a = open(&bundle, &dir.join("a"));
     assert_eq!(a.engine().own_bias(), bias);
+    // On the classes it had before the fleet only, and still after a label rewrites
+    // the head from the restored statistics.
+    biased_as(&a, &central, bias);
+    let x = scene(0, &mut rng);
+    for d in [&mut a, &mut central] {
+        let p = ask(d, json!({ "tensor": x }));
+        ask(d, json!({ "label": "c0", "sample": p["sample"] }));
+    }
+    biased_as(&a, &central, bias);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Asserts that `a`'s logits are `central`'s plus `bias` on `a`'s own classes of
+/// [`a_device_keeps_its_own_classes_apart_from_the_fleets`] (`c0` and `c2`), on
+/// samples of each class of [`scene`].
+fn biased_as(a: &Service, central: &Service, bias: f32) {
     let mut rng = Rng::new(7);
     for c in 0..4 {
         let x = scene(c, &mut rng);
-        let la = logits(&a, &x);
-        let lc = logits(&central, &x);
-        assert!((la[0].1 - lc[0].1 - bias).abs() <= 1e-3 * (1.0 + lc[0].1.abs()));
+        for ((name, la), (_, lc)) in logits(a, &x).iter().zip(logits(central, &x)) {
+            let own = if ["c0", "c2"].contains(&name.as_str()) {
+                bias
+            } else {
+                0.0
+            };
+            assert!(
+                (la - lc - own).abs() <= 1e-3 * (1.0 + lc.abs()),
+                "{name}: {la} {lc}"
+            );
+        }
     }
+}
+
+/// A bundle whose head the host trained on classes `c0` and `c2` of [`scene`]: their
+/// statistics in its manifest, as `finetune-head` writes them.
+fn host_bundle(dir: &Path) -> PathBuf {
+    use edgetune::{Dims, Head, persist};
+    let mut rng = Rng::new(8);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        x.extend(scene(2 * (i % 2), &mut rng));
+        y.push(i % 2);
+    }
+    let mut b = Bundle::features_only(D, ["c0", "c2"], Provenance::new("synthetic", "host"));
+    let stats = Stats::estimate(&x, D, Some((&y, 2))).unwrap();
+    b.manifest.embedding_stats = Some(stats.to_manifest());
+    let head = Head::alloc(Dims::linear(D, 8), 2).unwrap();
+    b.head = Some(persist::encode_to_vec(&head, None::<&edgetune::Learner<Vec<f32>>>).unwrap());
+    let path = dir.join("host.etb");
+    b.write(&path).unwrap();
+    path
+}
+
+/// With the host's classes, the classes a device had before the fleet are the host's
+/// and those it labeled: the bias keeps its samples from the classes only the fleet
+/// brought, not from the host's, where it was as it was before. Device a labels `c1`,
+/// which overlaps the host's `c0` (some of its samples went to `c0` before any fleet);
+/// device b labels `c3`, far from `c1`. After the merge a's `c1` samples lose nothing to
+/// `c3`, so a needs no bias, and the host's `c0` is recognised as before.
+#[test]
+fn with_host_classes_the_bias_guards_only_against_the_fleets_classes() {
+    let dir = tmp("fleet-host-classes");
+    let bundle = host_bundle(&dir);
+    let [mut a, mut b] = ["a", "b"].map(|n| open(&bundle, &dir.join(n)));
+    assert_eq!(a.classes(), ["c0", "c2"]);
+    let mut rng = Rng::new(3);
+    for (dev, c) in [(&mut a, 1), (&mut b, 3)] {
+        for _ in 0..40 {
+            let p = ask(dev, json!({ "tensor": scene(c, &mut rng) }));
+            ask(
+                dev,
+                json!({ "label": format!("c{c}"), "sample": p["sample"] }),
+            );
+        }
+    }
+    let t = || Rng::new(4);
+    let host_before = scene_accuracy(&mut a, 0, 1000, &mut t());
+    let own_before = scene_accuracy(&mut a, 1, 1000, &mut t());
+    let answer = ask(&mut a, json!({ "merge": [export(&mut b)] }));
+    assert_eq!(answer["result"], "merged", "{answer}");
+    let host_after = scene_accuracy(&mut a, 0, 1000, &mut t());
+    let own_after = scene_accuracy(&mut a, 1, 1000, &mut t());
+    let theirs = scene_accuracy(&mut a, 3, 1000, &mut t());
+    println!(
+        "own-class bias {}: host's c0 {host_before} -> {host_after}, own c1 {own_before} -> {own_after}, the fleet's c3 {theirs}",
+        answer["own_bias"]
+    );
+    assert_eq!(answer["own_bias"], 0.0, "{answer}");
+    assert!(
+        host_after >= host_before - 0.01,
+        "{host_before} -> {host_after}"
+    );
+    assert!(
+        own_after >= own_before - 0.01,
+        "{own_before} -> {own_after}"
+    );
+    // The fleet's class as well as on the device that labeled it (`c3` overlaps the
+    // host's `c2` as `c1` does `c0`).
+    let answer = ask(&mut b, json!({ "merge": [export(&mut a)] }));
+    assert_eq!(answer["own_bias"], 0.0, "{answer}");
+    let at_b = scene_accuracy(&mut b, 3, 1000, &mut t());
+    assert!((theirs - at_b).abs() <= 0.01, "{theirs} vs {at_b}");
     let _ = std::fs::remove_dir_all(&dir);
 }
