@@ -441,11 +441,11 @@ impl Engine {
     /// The logit to add to the device's own classes ([`Engine::is_own`]), for the
     /// statistics now in the learner (after a merge). Before a fleet a device tells only
     /// its own classes apart; after it, a sample of its own class may go to a class only
-    /// the fleet brought (the others). The
-    /// bias is the least that keeps the device's own samples in the replay buffer, each
-    /// held out of the statistics ([`Slda::held_out_logits`]), recognised among all
-    /// classes as well as among its own alone, but for what leaves new own samples
-    /// within [`OWN_TOLERANCE`]; and at most what gives the own classes
+    /// the fleet brought (the others). The bias is the least that keeps the device's own
+    /// samples in the replay buffer, each held out of the statistics
+    /// ([`Slda::held_out_logits`]), recognised among all classes as well as among its
+    /// own alone, but for what leaves new own samples within [`OWN_TOLERANCE`]; and at
+    /// most what gives the own classes
     /// [`EngineConfig::fleet_own_budget`] more of the others' samples by the learner's
     /// model ([`Slda::taken`]). 0 when the device has no class of its own, or the fleet
     /// brought none, or the budget is 0.

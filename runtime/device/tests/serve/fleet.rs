@@ -116,7 +116,8 @@ fn logits(s: &Service, x: &[f32]) -> Vec<(String, f32)> {
 }
 
 /// [`logits`] without the own-class bias: those of the head of the device's
-/// statistics alone.
+/// statistics alone. (Its own classes taken as those it labeled: right for the bundles
+/// without classes of the tests that use it.)
 fn unbiased_logits(s: &Service, x: &[f32]) -> Vec<(String, f32)> {
     let e = s.engine();
     let mut v = logits(s, x);
@@ -858,7 +859,7 @@ fn host_bundle(dir: &Path) -> PathBuf {
 
 /// With the host's classes, the classes a device had before the fleet are the host's
 /// and those it labeled: the bias keeps its samples from the classes only the fleet
-/// brought, not from the host's, where it was as it was before. Device a labels `c1`,
+/// brought, not from the host's, which the fleet did not change. Device a labels `c1`,
 /// which overlaps the host's `c0` (some of its samples went to `c0` before any fleet);
 /// device b labels `c3`, far from `c1`. After the merge a's `c1` samples lose nothing to
 /// `c3`, so a needs no bias, and the host's `c0` is recognised as before.
