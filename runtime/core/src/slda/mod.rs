@@ -569,6 +569,22 @@ impl<S, K: Covariance> Slda<S, K> {
         })
     }
 
+    /// The labels per class of a saved state of a learner with room for `capacity`
+    /// classes (`capacity` values). Only its length is checked: for a state checked
+    /// once, by [`Slda::state_parts`], and read again on a learner's hot path.
+    pub fn state_counts(state: &[f32], dim: usize, capacity: usize) -> Result<&[f32]> {
+        let expected = Self::state_len(dim, capacity);
+        if state.len() != expected {
+            return Err(Error::Length {
+                what: "streaming LDA state",
+                expected,
+                found: state.len(),
+            });
+        }
+        let l = layout(dim, capacity, K::FULL);
+        Ok(&state[l.counts..l.means])
+    }
+
     /// Writes a saved state ([`Slda::restore`], [`Slda::merge_state`]) of a learner
     /// with room for `capacity` classes and prior strength `nu0` from its parts into
     /// `out` ([`Slda::state_len`] values). The parts' lengths are checked; their values

@@ -394,6 +394,17 @@ fn subtract<K: Covariance>() {
             "value {i}: {x} vs {y}"
         );
     }
+    // The counts of a part, read without checking it again: b's labels per class.
+    let counts = Slda::<(), K>::state_counts(b.state(), d, cap).unwrap();
+    assert_eq!(
+        counts,
+        Slda::<(), K>::state_parts(b.state(), d, cap)
+            .unwrap()
+            .counts
+    );
+    assert_eq!(counts.len(), cap);
+    assert_eq!(counts[2], b.count(2) as f32);
+    assert!(Slda::<(), K>::state_counts(&rest[1..], d, cap).is_err());
     // Taking away what is not there is refused and changes nothing.
     let before = rest.clone();
     let e = Slda::<(), K>::subtract_state(&mut rest, b.state(), d, cap);

@@ -77,21 +77,6 @@ pub(super) struct Fleet {
     /// Added to the logits of the device's own classes ([`Engine::is_own`]), chosen at
     /// each merge ([`Engine::choose_own_bias`]); 0 before the first.
     pub(super) own_bias: f32,
-    /// Labels per class in `others` (empty with it): what tells the classes only the
-    /// fleet brought. Derived, not saved.
-    pub(super) others_counts: Vec<f32>,
-}
-
-impl Fleet {
-    /// The labels per class of a saved state at capacity `cap` (empty for none).
-    fn counts_of(state: &[f32], d: usize, cap: usize) -> Result<Vec<f32>, Error> {
-        if state.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(Slda::<(), Full>::state_parts(state, d, cap)?
-            .counts
-            .to_vec())
-    }
 }
 
 /// A version 3 state's fleet part must be migrated before the fleet reads or replaces it.
@@ -214,7 +199,6 @@ impl Engine {
             let mut others = all.state().to_vec();
             Slda::<(), Full>::subtract_state(&mut others, base, d, cap)?;
             Slda::<(), Full>::subtract_state(&mut others, &f.own_v3, d, cap)?;
-            f.others_counts = Fleet::counts_of(&others, d, cap)?;
             f.others = others;
         }
         f.own_v3 = Vec::new();
@@ -243,13 +227,10 @@ impl Engine {
             Slda::<(), Full>::subtract_state(&mut rest, &f.others, self.learner_dim(), cap)?;
             sum.restore(&rest)?;
         }
-        let (mut others_labels, mut others_counts) = (0, Vec::new());
+        let mut others_labels = 0;
         if !others.is_empty() {
             let p = Slda::<(), Full>::state_parts(others, self.learner_dim(), cap)?;
             others_labels = p.labels as u64;
-            if others_labels > 0 {
-                others_counts = p.counts.to_vec();
-            }
             sum.merge_state(others, cap, &identity(p.classes))?;
         }
         let before = (self.classes(), self.guard_accuracy);
@@ -262,11 +243,19 @@ impl Engine {
         }
         let old = self.slda.replace(sum);
         let old_bias = self.own_bias();
-        // The head is written as the new others' part says which classes are theirs.
-        let old_counts = self
-            .fleet
-            .as_mut()
-            .map(|f| std::mem::replace(&mut f.others_counts, others_counts));
+        // The new others' part is in place when the head is written: it says which
+        // classes are theirs (Engine::is_own).
+        let new_others = if others_labels > 0 {
+            others.to_vec()
+        } else {
+            Vec::new()
+        };
+        let old_others = self.fleet.as_mut().map(|f| {
+            (
+                std::mem::replace(&mut f.others, new_others),
+                std::mem::replace(&mut f.others_labels, others_labels),
+            )
+        });
         let bias = if others_labels > 0 {
             self.choose_own_bias()
         } else {
@@ -281,8 +270,9 @@ impl Engine {
         if written.is_err() || refused.is_some() {
             self.slda = old;
             self.set_own_bias(old_bias);
-            if let (Some(f), Some(counts)) = (&mut self.fleet, old_counts) {
-                f.others_counts = counts;
+            if let (Some(f), Some((others, labels))) = (&mut self.fleet, old_others) {
+                f.others = others;
+                f.others_labels = labels;
             }
             self.live.copy_from(&self.spare)?;
             self.guard_accuracy = before.1;
@@ -291,14 +281,6 @@ impl Engine {
             return Ok(Merged::Refused { before, after });
         }
         self.guard_accuracy = after;
-        if let Some(f) = &mut self.fleet {
-            f.others = if others_labels > 0 {
-                others.to_vec()
-            } else {
-                Vec::new()
-            };
-            f.others_labels = others_labels;
-        }
         Ok(Merged::Applied {
             classes: (before.0, self.classes()),
             guard: before.1.zip(after),
@@ -428,10 +410,13 @@ impl Engine {
         {
             return true;
         }
+        let (d, cap) = (self.learner_dim(), self.capacity());
         let theirs = self
             .fleet
             .as_ref()
-            .and_then(|f| f.others_counts.get(class).copied())
+            .filter(|f| !f.others.is_empty())
+            .and_then(|f| Slda::<(), Full>::state_counts(&f.others, d, cap).ok())
+            .and_then(|counts| counts.get(class).copied())
             .unwrap_or(0.0);
         self.slda
             .as_ref()
@@ -547,7 +532,6 @@ impl Engine {
                 part.own_bias
             ));
         }
-        f.others_counts = Fleet::counts_of(&part.others, d, cap).map_err(|e| e.to_string())?;
         f.others = part.others.clone();
         f.others_labels = part.others_labels;
         f.own_v3 = part.own_v3.clone();
