@@ -101,7 +101,7 @@ pub struct FleetPart {
     /// ([`crate::engine::Engine::migrate_fleet`]). Never written.
     #[serde(skip)]
     pub own_v3: Vec<f32>,
-    /// The logit added to the classes the device labeled (version 5).
+    /// The logit added to the device's own classes (`Engine::is_own`; version 5).
     pub own_bias: f32,
 }
 
