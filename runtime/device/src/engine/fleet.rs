@@ -386,8 +386,8 @@ impl Engine {
         Ok(())
     }
 
-    /// The logit added to the device's own classes ([`Engine::is_own`],
-    /// [`Engine::choose_own_bias`]).
+    /// The logit added to the device's own classes, those it had before the fleet (the
+    /// ones it labeled and its bundle's), chosen at each merge.
     pub fn own_bias(&self) -> f32 {
         self.fleet.as_ref().map_or(0.0, |f| f.own_bias)
     }
