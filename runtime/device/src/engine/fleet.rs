@@ -293,7 +293,7 @@ impl Engine {
     /// by all labels; a row or layer the others have no label for stays this device's.
     /// Classes up to `others.classes` are added. Then [`EngineConfig::fleet_rehearsal`]
     /// gradient steps on the replay buffer, with the others' class means for the classes
-    /// the buffer has no sample of, each drawn [`REHEARSAL_DRAWS`] times a step with the
+    /// the buffer has no sample of, each drawn `REHEARSAL_DRAWS` (4) times a step with the
     /// spread of this device's own classes ([`Online::rehearse_spread`]: a class known by
     /// its mean alone is learned as a region, not a point), pull the head back toward this
     /// device's own samples (its personal corrections are not averaged away) and teach it

@@ -105,7 +105,7 @@ pub struct EngineConfig {
     pub fleet_rehearsal: usize,
     /// The most the own-class bias may add, by the learner's model, to the share of the
     /// other devices' classes' samples that go to this device's classes
-    /// ([`Engine::choose_own_bias`]); 0: no bias.
+    /// (chosen at each [`Engine::merge_fleet`]); 0: no bias.
     pub fleet_own_budget: f32,
 }
 
@@ -114,7 +114,7 @@ impl EngineConfig {
     /// samples per class, refuse drops of more than 20 points once 4 are held,
     /// uncertain below a margin of 0.3, [`FLEET_REHEARSAL`] steps after a fleet's
     /// average of heads, an own-class bias that may cost the others' classes
-    /// [`fleet::OWN_BUDGET`].
+    /// 1 % of their samples by the learner's model.
     pub const DEFAULT: EngineConfig = EngineConfig {
         learner: LearnerKind::Slda,
         prior_strength: PRIOR_STRENGTH,
